@@ -1,0 +1,5 @@
+"""Errors that are the user's to fix: the CLI prints them on one line and exits with code 2."""
+
+
+class VivifyError(Exception):
+    """A problem with the user's input or options, reported without a traceback."""
