@@ -1,11 +1,98 @@
-"""Interim stub: returns the portrait unchanged (the static baseline). Replaced by the real engine."""
+"""`Animator`: the streaming engine that every command drives, one driving frame at a time."""
 
+from __future__ import annotations
+
+import cv2
 import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
+from vivify.motion.transfer import MotionTransfer
+from vivify.render.background import background_plate, person_mask
+from vivify.render.mouth import MouthInterior
+from vivify.render.warp import HeadWarp
+
+MIN_FACE_PIXELS = 48
 
 
 class Animator:
-    def __init__(self, portrait: np.ndarray, **options) -> None:
+    """Animates one face of a portrait from driving frames.
+
+    >>> animator = Animator(portrait_rgb)            # H×W×3 uint8
+    >>> frame_out = animator.render(driving_rgb)     # H×W×3 uint8, the portrait's size
+
+    The first frame rendered is the reference (the driver's neutral pose and expression) unless
+    `reference` gives one. Options:
+      face: which face of the portrait, largest first (0).
+      reference: a driving frame (RGB uint8) to use as the reference instead of the first rendered.
+      absolute: give the portrait the driver's face shape instead of applying only the driver's changes.
+      smoothing: filter landmark noise over time (One-Euro); turn off only to study raw motion.
+      mouth_interior: paint a mouth interior from the driving frame when the mouth opens wider than the
+        portrait's own.
+      rate: driving frame rate (frames/s), which sets the time constants of the filters.
+      name: how error messages call the portrait (its file name).
+    """
+
+    def __init__(self, portrait: np.ndarray, *, face: int = 0, reference: np.ndarray | None = None,
+                 absolute: bool = False, smoothing: bool = True, mouth_interior: bool = True,
+                 rate: float = 30.0, name: str = "portrait") -> None:
+        portrait = _check_rgb(portrait, name)
+        faces = detect_faces(portrait)
+        if not faces:
+            raise VivifyError(f"no face found in {name}")
+        if not 0 <= face < len(faces):
+            raise VivifyError(f"{name}: face {face} requested but only {len(faces)} found (faces count from 0)")
+        self.faces_found = len(faces)
+        points = faces[face]
+        if face_size(points) < MIN_FACE_PIXELS:
+            raise VivifyError(
+                f"{name}: face is {face_size(points):.0f} px tall, under the minimum of {MIN_FACE_PIXELS} px")
         self.portrait = portrait
+        self.points = points
+        mask = person_mask(portrait, points)
+        self._plate = background_plate(portrait, mask)
+        # Colour and mask travel together through one remap.
+        self._layers = np.dstack([portrait, (mask * 255).astype(np.uint8)])
+        self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
+        self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
+        self._mouth = MouthInterior(portrait, points) if mouth_interior else None
+        self._tracker = FaceTracker()
+        if reference is not None:
+            self.set_reference(reference)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames this animator renders."""
+        return self.portrait.shape[1], self.portrait.shape[0]
+
+    def set_reference(self, frame: np.ndarray) -> None:
+        """Recalibrate: this driving frame's pose and expression become the portrait's own."""
+        points = self._tracker.detect(_check_rgb(frame, "reference frame"))
+        if points is None:
+            raise VivifyError("no face found in the reference frame")
+        self._motion.set_reference(points)
 
     def render(self, frame: np.ndarray) -> np.ndarray:
-        return self.portrait.copy()
+        """The portrait animated by one driving frame (RGB uint8)."""
+        driving = self._tracker.detect(frame)
+        self.last_target, head_motion = self._motion.target(driving)
+        out = self.portrait.copy()
+        map_x, map_y = self._warp.backward_map(self.last_target, head_motion)
+        warped = cv2.remap(self._layers, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+        rows, cols = self._warp.region.slices
+        region = cv2.blendLinear(
+            np.ascontiguousarray(warped[..., :3]), self._plate[rows, cols], alpha, 1.0 - alpha)
+        out[rows, cols] = region
+        if self._mouth is not None:
+            self._mouth.paint(out, self.last_target, frame, driving)
+        return out
+
+    def close(self) -> None:
+        self._tracker.close()
+
+
+def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise VivifyError(f"{name}: expected an RGB uint8 array of shape H×W×3")
+    return np.ascontiguousarray(image)

@@ -1,0 +1,112 @@
+"""Loading the still portrait that vivify animates.
+
+The portrait comes from the user, so it is treated as untrusted input: its pixel count is checked
+from the header before any pixel data is decoded (decompression bombs), truncated files are errors
+rather than half-grey pictures, and every failure is a one-line `VivifyError` naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vivify.errors import VivifyError
+
+MAX_PORTRAIT_MEGAPIXELS = 50
+"""Largest portrait accepted, in millions of pixels (a 50 MP phone photo is ~8700×5800)."""
+
+# Only the formats vivify documents; restricting Pillow's format probing also keeps the
+# rarer (and historically less robust) image parsers away from untrusted files.
+_FORMATS = ("JPEG", "PNG", "WEBP")
+
+# Transparent pixels are composited onto white, the background most viewers would show.
+_BACKGROUND = (255, 255, 255)
+
+# Pillow's own bomb check can fire inside Image.open(), before we see the size; its message
+# carries the pixel count, e.g. "Image size (400000000 pixels) exceeds limit of ...".
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def load_portrait(path: str | Path) -> np.ndarray:
+    """Load a JPEG, PNG or WebP portrait as an upright RGB uint8 array of shape H×W×3.
+
+    EXIF orientation is applied; greyscale, palette, 16-bit and CMYK images are converted to RGB;
+    transparency is composited onto white. Only the first frame of an animated WebP/PNG is used.
+
+    Raises VivifyError (message starts with `path` as given) when the file is missing, is not a
+    readable JPEG/PNG/WebP, is truncated or corrupt, or is over MAX_PORTRAIT_MEGAPIXELS.
+    """
+    name = str(path)
+    file = Path(path)
+    if not file.exists():
+        raise VivifyError(f"{name}: file not found")
+    if file.is_dir():
+        raise VivifyError(f"{name}: is a directory, not an image")
+
+    try:
+        # Image.open() only parses the header; pixels are decoded by load() below.
+        with Image.open(file, formats=_FORMATS) as image:
+            _check_size(name, *image.size)
+            image.load()  # inside the try: truncation and decoder errors surface here
+            image = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(image)
+    except VivifyError:
+        raise
+    except Image.DecompressionBombError as error:
+        match = _BOMB_PIXELS.search(str(error))
+        pixels = int(match.group(1)) if match else None
+        raise VivifyError(_too_big_message(name, pixels)) from None
+    except UnidentifiedImageError:
+        raise VivifyError(
+            f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)"
+        ) from None
+    except PermissionError as error:
+        raise VivifyError(f"{name}: cannot read ({error.strerror})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        # Pillow reports truncation as OSError("image file is truncated ..."), bad chunks as
+        # SyntaxError/ValueError; all mean the same thing to the user.
+        raise VivifyError(f"{name}: not an image or corrupt ({_short_reason(error)})") from None
+
+    return rgb
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    """Refuse images above the pixel limit, using only the size declared in the header."""
+    if width * height > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
+        raise VivifyError(_too_big_message(name, width * height))
+
+
+def _too_big_message(name: str, pixels: int | None) -> str:
+    size = f" {pixels / 1e6:.1f} megapixels," if pixels else ""
+    return f"{name}: image is{size} over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit"
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode that JPEG/PNG/WebP can produce to a contiguous RGB uint8 array."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale PNG: Pillow's convert("RGB") clips instead of scaling, so scale here.
+        grey = np.asarray(image, dtype=np.uint32) // 257
+        grey = np.clip(grey, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        image = Image.alpha_composite(background, rgba)
+
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # L, 1, P, CMYK, YCbCr, RGBA-after-compositing
+    return np.array(image, dtype=np.uint8)  # np.array copies: writable and C-contiguous
+
+
+def _short_reason(error: BaseException) -> str:
+    """First line of an exception message, trimmed so the whole error stays on one line."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= 100 else text[:97] + "..."

@@ -1,0 +1,45 @@
+"""Named index sets of MediaPipe Face Mesh's 478 landmarks (468 mesh points + 2×5 iris points)."""
+
+import numpy as np
+
+FACE_OVAL = np.array([
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+])
+LIPS_OUTER = np.array([61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185])
+# Inner lip contour as a closed polygon: lower lip left→right, then upper lip right→left.
+LIPS_INNER = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191])
+LEFT_EYE = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
+RIGHT_EYE = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
+LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46])
+RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276])
+NOSE = np.array([1, 2, 4, 5, 6, 168, 197, 195, 98, 327, 129, 358, 48, 278, 64, 294])
+CHEEKS = np.array([50, 280, 187, 411, 205, 425, 36, 266, 117, 346, 123, 352, 200, 199, 175, 151, 9, 108, 337])
+LEFT_IRIS_CENTER = 468
+RIGHT_IRIS_CENTER = 473
+
+# Points that barely move with expression: the head pose is fitted on them.
+RIGID = np.array([
+    10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 234, 454, 162, 389, 21, 251, 98, 327,
+])
+
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+MOUTH_CORNERS = (61, 291)
+LEFT_EYE_LIDS, RIGHT_EYE_LIDS = (159, 145), (386, 374)
+LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS = (33, 133), (362, 263)
+
+# The points that steer the warp: contours of every feature, a few on the cheeks and the iris centres.
+WARP_CONTROLS = np.unique(np.concatenate([
+    FACE_OVAL, LIPS_OUTER, LIPS_INNER, LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW, NOSE, CHEEKS,
+    [LEFT_IRIS_CENTER, RIGHT_IRIS_CENTER],
+]))
+
+
+def inter_ocular(points: np.ndarray) -> float:
+    """Distance between the outer eye corners: the face's size unit."""
+    return float(np.linalg.norm(points[LEFT_EYE_CORNERS[0], :2] - points[RIGHT_EYE_CORNERS[1], :2]))
+
+
+def mouth_gap(points: np.ndarray) -> float:
+    """Inner-lip gap in the units of the points."""
+    return float(np.linalg.norm(points[UPPER_INNER_LIP, :2] - points[LOWER_INNER_LIP, :2]))

@@ -1,0 +1,60 @@
+"""2D similarity transforms: the rigid part (translation, in-plane rotation, scale) of a head's motion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """x ↦ scale · R(angle) · x + translation."""
+
+    scale: float
+    angle: float
+    translation: np.ndarray
+
+    @property
+    def linear(self) -> np.ndarray:
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return self.scale * np.array([[c, -s], [s, c]])
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.linear.T + self.translation
+
+    def inverse(self) -> Similarity:
+        inv_linear = np.linalg.inv(self.linear)
+        return Similarity(1.0 / self.scale, -self.angle, -inv_linear @ self.translation)
+
+    def compose(self, inner: Similarity) -> Similarity:
+        """self ∘ inner: apply `inner` first."""
+        return Similarity(
+            self.scale * inner.scale, self.angle + inner.angle, self.linear @ inner.translation + self.translation,
+        )
+
+    def as_params(self) -> np.ndarray:
+        """(tx, ty, log scale, angle): a space where filtering and blending are meaningful."""
+        return np.array([self.translation[0], self.translation[1], np.log(self.scale), self.angle])
+
+    @staticmethod
+    def from_params(params: np.ndarray) -> Similarity:
+        return Similarity(float(np.exp(params[2])), float(params[3]), np.array(params[:2], dtype=np.float64))
+
+
+IDENTITY = Similarity(1.0, 0.0, np.zeros(2))
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> Similarity:
+    """Least-squares similarity mapping src points onto dst (Umeyama 1991, reflections excluded)."""
+    src = np.asarray(src, dtype=np.float64)[:, :2]
+    dst = np.asarray(dst, dtype=np.float64)[:, :2]
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    # With complex numbers the 2D similarity fit is one division: a = Σ conj(s)·d / Σ |s|².
+    s = src_c[:, 0] + 1j * src_c[:, 1]
+    d = dst_c[:, 0] + 1j * dst_c[:, 1]
+    a = np.vdot(s, d) / np.vdot(s, s).real
+    scale, angle = float(abs(a)), float(np.angle(a))
+    linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return Similarity(scale, angle, dst_mean - linear @ src_mean)

@@ -1,0 +1,113 @@
+"""Relative motion transfer: the driving face's change since a reference frame, applied to the portrait.
+
+Each driving frame is split into a rigid head pose (a similarity fitted on points that expressions barely
+move) and a non-rigid residual in the pose-normalised frame of the reference. The two are filtered apart
+(One-Euro) so that a still face does not jitter and a quick head turn does not lag, then re-expressed in the
+portrait's own frame and scale, so the portrait keeps its face shape (relative mode) or takes the driver's
+(absolute mode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vivify.landmarks import topology
+from vivify.landmarks.filter import OneEuroFilter
+from vivify.motion.pose import Similarity, fit_similarity
+
+# Pairs (upper, lower) of eyelid and inner-lip points that must never cross: a driver's blink or a closing
+# mouth can ask for more travel than the portrait's own, smaller opening has.
+_NON_CROSSING_PAIRS = np.array([
+    (159, 145), (158, 153), (160, 144), (157, 154), (161, 163),
+    (386, 374), (385, 380), (387, 373), (384, 381), (388, 390),
+    (13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324),
+])
+
+# Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
+_EASE_FRAMES = 8
+
+
+class MotionTransfer:
+    """Maps driving landmarks (478×3, pixels of the driving frame) to target landmarks of the portrait."""
+
+    def __init__(self, portrait_points: np.ndarray, rate: float = 30.0, absolute: bool = False,
+                 smoothing: bool = True) -> None:
+        self.portrait = np.asarray(portrait_points, dtype=np.float64)[:, :2]
+        self.absolute = absolute
+        self.smoothing = smoothing
+        self.rate = rate
+        self.reference: np.ndarray | None = None
+        # Noise of MediaPipe's points is ~1% of the inter-ocular distance; the residual and the pose are
+        # filtered in units of it so the same settings hold for any face size.
+        self._pose_filter = OneEuroFilter(rate, min_cutoff=1.0, beta=4.0)
+        self._expression_filter = OneEuroFilter(rate, min_cutoff=1.5, beta=3.0)
+        self._held: tuple[np.ndarray, np.ndarray] | None = None
+        self._lost = False
+        self._ease_step = _EASE_FRAMES
+
+    def set_reference(self, driving_points: np.ndarray) -> None:
+        """Make this driving face the neutral one: its pose and expression map to the portrait's own."""
+        self.reference = np.asarray(driving_points, dtype=np.float64)[:, :2]
+        self._unit = topology.inter_ocular(self.reference)
+        self._to_portrait = fit_similarity(self.reference[topology.RIGID], self.portrait[topology.RIGID])
+        self._base = self._to_portrait.apply(self.reference) if self.absolute else self.portrait
+        self._pose_filter.reset()
+        self._expression_filter.reset()
+        self._held = None
+        self._lost = False
+        self._ease_step = _EASE_FRAMES
+
+    def target(self, driving_points: np.ndarray | None) -> tuple[np.ndarray, Similarity]:
+        """Target landmarks (478×2, portrait pixels) and the head's rigid motion in portrait pixels."""
+        if driving_points is None:
+            self._lost = self._held is not None
+            pose_params, expression = self._held if self._held is not None else (np.zeros(4), np.zeros_like(
+                self.portrait))
+            return self._compose(pose_params, expression)
+        if self.reference is None:
+            self.set_reference(driving_points)
+        pose_params, expression = self._measure(np.asarray(driving_points, dtype=np.float64)[:, :2])
+        if self.smoothing:
+            pose_params = self._pose_filter(pose_params)
+            expression = self._expression_filter(expression)
+        if self._lost:
+            self._ease_step, self._lost = 0, False
+        if self._ease_step < _EASE_FRAMES and self._held is not None:
+            self._ease_step += 1
+            weight = self._ease_step / _EASE_FRAMES
+            pose_params = self._held[0] + weight * (pose_params - self._held[0])
+            expression = self._held[1] + weight * (expression - self._held[1])
+        self._held = (pose_params, expression)
+        return self._compose(pose_params, expression)
+
+    def _measure(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pose (tx, ty in face units, log scale, angle) and residual (face units) relative to the reference."""
+        pose = fit_similarity(self.reference[topology.RIGID], points[topology.RIGID])
+        residual = pose.inverse().apply(points) - self.reference
+        params = pose.as_params()
+        params[:2] /= self._unit
+        return params, residual / self._unit
+
+    def _compose(self, pose_params: np.ndarray, expression: np.ndarray) -> tuple[np.ndarray, Similarity]:
+        params = pose_params.copy()
+        params[:2] *= self._unit
+        pose = Similarity.from_params(params)
+        to_portrait = self._to_portrait
+        # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
+        head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
+        shaped = self._base + (expression * self._unit) @ to_portrait.linear.T
+        shaped = _uncross(shaped)
+        return head_motion.apply(shaped), head_motion
+
+
+def _uncross(points: np.ndarray) -> np.ndarray:
+    """Where a lower lid or lip would rise above its upper partner, meet in the middle instead."""
+    upper, lower = points[_NON_CROSSING_PAIRS[:, 0]], points[_NON_CROSSING_PAIRS[:, 1]]
+    crossed = lower[:, 1] < upper[:, 1]
+    if not crossed.any():
+        return points
+    points = points.copy()
+    middle = 0.5 * (upper[crossed] + lower[crossed])
+    points[_NON_CROSSING_PAIRS[crossed, 0]] = middle
+    points[_NON_CROSSING_PAIRS[crossed, 1]] = middle
+    return points

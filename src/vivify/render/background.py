@@ -1,0 +1,43 @@
+"""The still layers behind the moving head: the person's mask and a background plate without the person.
+
+Both are made once per portrait. The warped person is composited over the plate, so the background never
+moves with the head and what the head uncovers is filled from the plate.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from mediapipe.python.solutions import selfie_segmentation
+
+from vivify.landmarks import topology
+
+# The plate is inpainted at this size: Telea's method is slow on big masks and the fill has no detail anyway.
+_PLATE_SIDE = 320
+
+
+def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Soft mask (float32, 0..1) of the person. The face hull is always included: segmenters miss paintings."""
+    with selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+        result = segmenter.process(np.ascontiguousarray(rgb))
+    mask = result.segmentation_mask
+    mask = np.clip((mask - 0.25) / 0.5, 0.0, 1.0).astype(np.float32) if mask is not None else np.zeros(
+        rgb.shape[:2], np.float32)
+    hull = cv2.convexHull(points[topology.FACE_OVAL, :2].astype(np.int32))
+    face = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillConvexPoly(face, hull, 255)
+    return np.maximum(mask, face.astype(np.float32) / 255.0)
+
+
+def background_plate(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The portrait with the person inpainted away (the visible background is kept exactly)."""
+    height, width = rgb.shape[:2]
+    hole = (mask > 0.05).astype(np.uint8) * 255
+    hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    scale = min(1.0, _PLATE_SIDE / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole, small_size, interpolation=cv2.INTER_NEAREST)
+    filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
+    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.where(hole[..., None] > 0, filled, rgb)

@@ -1,0 +1,208 @@
+"""The head warp: a smooth backward map from output pixels to portrait pixels.
+
+A thin-plate spline through the face's landmarks bends smoothly where a piecewise-affine mesh would crease.
+It is anchored by a ring around the head that moves rigidly with the pose (hair, ears), by points on the
+neck and chest that follow only a little, and by the border of a region of interest that stays still, so
+only the head moves and the neck blends between the two. The spline is evaluated on a coarse grid and
+upsampled, so the per-pixel work is one `cv2.remap` of the region of interest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vivify.landmarks import topology
+from vivify.motion.pose import Similarity
+
+# Share of the head's translation that the base of the neck follows.
+_NECK_FOLLOW = 0.3
+# Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
+# an open one) from blowing up.
+_REGULARISATION = 1e-4
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of the portrait: x0, y0 inclusive, x1, y1 exclusive."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.x1 - self.x0, self.y1 - self.y0
+
+
+def _tps_kernel(d2: np.ndarray) -> np.ndarray:
+    """U(r) = r² log r², written on squared distances; 0 at r = 0."""
+    return d2 * np.log(np.maximum(d2, 1e-12))
+
+
+class HeadWarp:
+    """Builds the backward map for a portrait face, given each frame's target landmarks and head motion."""
+
+    def __init__(self, image_size: tuple[int, int], points: np.ndarray) -> None:
+        width, height = image_size
+        points = np.asarray(points, dtype=np.float64)[:, :2]
+        self.points = points
+        left, top = points.min(axis=0)
+        right, bottom = points.max(axis=0)
+        face_w, face_h = right - left, bottom - top
+        center = np.array([(left + right) / 2, (top + bottom) / 2])
+
+        # Region that may move: the head with its hair, and the neck down to the chest.
+        self.region = Region(
+            max(0, int(left - 0.9 * face_w)), max(0, int(top - 0.9 * face_h)),
+            min(width, int(np.ceil(right + 0.9 * face_w))), min(height, int(np.ceil(bottom + 1.2 * face_h))),
+        )
+        rw, rh = self.region.size
+        self.step = max(4, int(round(face_h / 14)))
+        self.fine_step = max(2, int(round(face_h / 50)))
+        self._scale = float(max(rw, rh))
+        self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
+
+        oval = points[topology.FACE_OVAL]
+        # A ring beyond the face oval (further out above, for the hair) that moves rigidly with the head.
+        spread = np.where((oval[:, 1] < center[1])[:, None], 1.45, 1.3)
+        self.head_ring = center + (oval - center) * spread
+        chin = points[152]
+        self.neck = np.array([
+            chin + [0.0, 0.55 * face_h], chin + [-0.3 * face_w, 0.5 * face_h], chin + [0.3 * face_w, 0.5 * face_h],
+        ])
+        border = self._border_points(face_h)
+        # Border points too close to the head would pin it; drop them (the head may be near the frame edge).
+        moving = np.vstack([self.head_ring, points[topology.WARP_CONTROLS]])
+        dist = np.min(np.linalg.norm(border[:, None] - moving[None], axis=2), axis=1)
+        self.fixed = border[dist > 0.35 * face_h]
+
+        gx = np.arange(int(np.ceil(rw / self.step))) * self.step + (self.step - 1) / 2
+        gy = np.arange(int(np.ceil(rh / self.step))) * self.step + (self.step - 1) / 2
+        self.grid_shape = (len(gy), len(gx))
+        grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+        self._grid = (grid / self._scale).astype(np.float32)
+        self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
+
+    def _border_points(self, face_h: float) -> np.ndarray:
+        """Still points along the region's border, every ~third of a face."""
+        r = self.region
+        xs = np.linspace(r.x0, r.x1 - 1, max(2, int((r.x1 - r.x0) / (face_h / 3)) + 1))
+        ys = np.linspace(r.y0, r.y1 - 1, max(2, int((r.y1 - r.y0) / (face_h / 3)) + 1))
+        return np.vstack([
+            np.stack([xs, np.full_like(xs, r.y0)], 1), np.stack([xs, np.full_like(xs, r.y1 - 1)], 1),
+            np.stack([np.full_like(ys, r.x0), ys], 1), np.stack([np.full_like(ys, r.x1 - 1), ys], 1),
+        ])
+
+    def _taper_weights(self, gx: np.ndarray, gy: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+        """1 inside, falling to 0 at region sides that lie inside the frame, so the warp meets the still
+        picture without a seam. Sides on the frame's edge are left free."""
+        width, height = image_size
+        r = self.region
+        rw, rh = r.size
+        band_x, band_y = 0.12 * rw, 0.12 * rh
+        wx = np.ones_like(gx)
+        wy = np.ones_like(gy)
+        if r.x0 > 0:
+            wx = np.minimum(wx, np.clip(gx / band_x, 0, 1))
+        if r.x1 < width:
+            wx = np.minimum(wx, np.clip((rw - 1 - gx) / band_x, 0, 1))
+        if r.y0 > 0:
+            wy = np.minimum(wy, np.clip(gy / band_y, 0, 1))
+        if r.y1 < height:
+            wy = np.minimum(wy, np.clip((rh - 1 - gy) / band_y, 0, 1))
+        smooth = lambda w: w * w * (3 - 2 * w)  # noqa: E731 - smoothstep, used twice
+        return smooth(wy)[:, None] * smooth(wx)[None, :]
+
+    def controls(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
+        """Where control points go in the output (targets) and where they come from in the portrait."""
+        chin_shift = head_motion.apply(self.points[152:153])[0] - self.points[152]
+        sources = np.vstack([self.points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
+        targets = np.vstack([
+            target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring),
+            self.neck + _NECK_FOLLOW * chin_shift, self.fixed,
+        ])
+        return targets, sources
+
+    def backward_map(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
+        """map_x, map_y (float32, the region's size): for each output pixel, where to sample the portrait."""
+        targets, sources = self.controls(target, head_motion)
+        centers = ((targets - self._origin) / self._scale).astype(np.float32)
+        coeffs = _solve_tps(centers, (sources - targets) / self._scale)  # displacement: identity far away
+        rw, rh = self.region.size
+        disp = _evaluate_tps(self._grid, centers, coeffs) * self._taper
+        disp = _upsample(disp.reshape(*self.grid_shape, 2), self.step, (rw, rh))
+        # Eyes and mouth bend sharply: recompute their maps on a fine grid, pasted over the coarse one.
+        for x0, y0, x1, y1 in self._detail_boxes(target):
+            gx = x0 + np.arange(int(np.ceil((x1 - x0) / self.fine_step))) * self.fine_step
+            gy = y0 + np.arange(int(np.ceil((y1 - y0) / self.fine_step))) * self.fine_step
+            half = (self.fine_step - 1) / 2
+            points = np.stack(np.meshgrid(gx + half, gy + half), axis=-1).reshape(-1, 2) / self._scale
+            fine = _evaluate_tps(points.astype(np.float32), centers, coeffs)
+            disp[y0:y1, x0:x1] = _upsample(fine.reshape(len(gy), len(gx), 2), self.fine_step, (x1 - x0, y1 - y0))
+        disp *= self._scale
+        xs = np.arange(rw, dtype=np.float32) + self.region.x0
+        ys = np.arange(rh, dtype=np.float32) + self.region.y0
+        return disp[..., 0] + xs[None, :], disp[..., 1] + ys[:, None]
+
+    def _detail_boxes(self, target: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Boxes (region pixels) around the target's eyes with brows, and mouth with chin travel."""
+        rw, rh = self.region.size
+        boxes = []
+        for indices, margin in _DETAIL_FEATURES:
+            pts = target[indices, :2] - self._origin
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            pad = margin * (hi - lo) + self.fine_step
+            x0, y0 = np.maximum(np.floor(lo - pad).astype(int), 0)
+            x1, y1 = np.minimum(np.ceil(hi + pad).astype(int), [rw, rh])
+            if x1 > x0 and y1 > y0:
+                boxes.append((int(x0), int(y0), int(x1), int(y1)))
+        return boxes
+
+
+_DETAIL_FEATURES = (
+    (np.concatenate([topology.LEFT_EYE, topology.LEFT_BROW]), 0.15),
+    (np.concatenate([topology.RIGHT_EYE, topology.RIGHT_BROW]), 0.15),
+    (topology.LIPS_OUTER, 0.3),
+)
+
+
+def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Coefficients (n + 3, 2) of the thin-plate spline through `values` at `centers`."""
+    c = centers.astype(np.float64)
+    n = len(c)
+    d2 = np.sum((c[:, None] - c[None]) ** 2, axis=2)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = _tps_kernel(d2) + _REGULARISATION * np.eye(n)
+    system[:n, n] = 1.0
+    system[:n, n + 1:] = c
+    system[n, :n] = 1.0
+    system[n + 1:, :n] = c.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = values
+    return np.linalg.solve(system, rhs).astype(np.float32)
+
+
+def _evaluate_tps(points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """The spline at `points` (float32, m × 2); squared distances by one matrix product."""
+    n = len(centers)
+    d2 = (points * points).sum(axis=1)[:, None] + (centers * centers).sum(axis=1)[None, :]
+    d2 -= 2.0 * (points @ centers.T)
+    np.maximum(d2, 1e-12, out=d2)
+    kernel = cv2.log(d2)
+    kernel *= d2
+    return kernel @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
+
+
+def _upsample(grid: np.ndarray, step: int, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of values sampled at cell centres of `step`-pixel cells, cropped to `size`."""
+    rows, cols = grid.shape[:2]
+    width, height = size
+    return cv2.resize(grid, (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[:height, :width]
