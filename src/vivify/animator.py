@@ -13,6 +13,7 @@ from vivify.render.mouth import MouthInterior
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
+_PAD = 2
 
 
 class Animator:
@@ -51,12 +52,17 @@ class Animator:
         self.points = points
         mask = person_mask(portrait, points)
         self._plate = background_plate(portrait, mask)
-        # Colour and mask travel together through one remap.
-        self._layers = np.dstack([portrait, (mask * 255).astype(np.uint8)])
+        # Colour and mask travel together through one remap. The padding repeats the colour but not the
+        # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges.
+        layers = np.dstack([portrait, (mask * 255).astype(np.uint8)])
+        self._layers = cv2.copyMakeBorder(layers, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
+        self._layers[:_PAD, :, 3] = self._layers[-_PAD:, :, 3] = 0
+        self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         self._mouth = MouthInterior(portrait, points) if mouth_interior else None
         self._tracker = FaceTracker()
+        self.frames_with_face = 0
         if reference is not None:
             self.set_reference(reference)
 
@@ -75,10 +81,11 @@ class Animator:
     def render(self, frame: np.ndarray) -> np.ndarray:
         """The portrait animated by one driving frame (RGB uint8)."""
         driving = self._tracker.detect(frame)
+        self.frames_with_face += driving is not None
         self.last_target, head_motion = self._motion.target(driving)
         out = self.portrait.copy()
-        map_x, map_y = self._warp.backward_map(self.last_target, head_motion)
-        warped = cv2.remap(self._layers, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        map_x, map_y = self._warp.backward_map(self.last_target, head_motion, source_offset=_PAD)
+        warped = cv2.remap(self._layers, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
         rows, cols = self._warp.region.slices
         region = cv2.blendLinear(

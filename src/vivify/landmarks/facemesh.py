@@ -6,6 +6,8 @@ The face models ship inside the mediapipe 0.10.21 wheel, so nothing is downloade
 from __future__ import annotations
 
 import numpy as np
+from mediapipe.python import packet_creator, packet_getter
+from mediapipe.python._framework_bindings import image_frame
 from mediapipe.python.solutions import face_mesh as mp_face_mesh
 
 NUM_LANDMARKS = 478
@@ -23,24 +25,32 @@ def face_size(points: np.ndarray) -> float:
     return float(points[:, 1].max() - points[:, 1].min())
 
 
-class FaceTracker:
+class FaceTracker(mp_face_mesh.FaceMesh):
     """Landmarks of one face across consecutive video frames (MediaPipe's tracking mode, a few ms a frame)."""
 
     def __init__(self) -> None:
-        self._mesh = mp_face_mesh.FaceMesh(
+        super().__init__(
             static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=0.5, min_tracking_confidence=0.5,
         )
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
-        """Landmarks of the face in this frame, or None when it is lost."""
-        result = self._mesh.process(np.ascontiguousarray(rgb))
-        if not result.multi_face_landmarks:
-            return None
-        return _to_pixels(result.multi_face_landmarks[0], rgb.shape[1], rgb.shape[0])
+        """Landmarks of the face in this frame, or None when it is lost.
 
-    def close(self) -> None:
-        self._mesh.close()
+        Runs the graph directly rather than through `process`, which builds a namedtuple class on every
+        call (2 ms, a fifth of the frame budget).
+        """
+        self._graph_outputs.clear()
+        self._simulated_timestamp += 33333
+        packet = packet_creator.create_image_frame(
+            np.ascontiguousarray(rgb), image_format=image_frame.ImageFormat.SRGB)
+        self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
+        self._graph.wait_until_idle()
+        output = self._graph_outputs.get("multi_face_landmarks")
+        if output is None or output.is_empty():
+            return None
+        faces = packet_getter.get_proto_list(output)
+        return _to_pixels(faces[0], rgb.shape[1], rgb.shape[0]) if faces else None
 
 
 def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:

@@ -23,6 +23,11 @@ _NON_CROSSING_PAIRS = np.array([
     (13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324),
 ])
 
+_EYELID_PAIRS = _NON_CROSSING_PAIRS[:10]
+# An eye opens at most this much wider than the portrait's own: a driver whose reference frame caught a
+# blink would otherwise open the portrait's eyes into a stare.
+_MAX_EYE_OPENING = 1.3
+
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
 _EASE_FRAMES = 8
 
@@ -96,8 +101,21 @@ class MotionTransfer:
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
         shaped = self._base + (expression * self._unit) @ to_portrait.linear.T
-        shaped = _uncross(shaped)
+        shaped = _uncross(_limit_eye_opening(shaped, self._base))
         return head_motion.apply(shaped), head_motion
+
+
+def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Lower upper eyelids that would open the eye beyond _MAX_EYE_OPENING times the base opening."""
+    upper, lower = _EYELID_PAIRS[:, 0], _EYELID_PAIRS[:, 1]
+    opening = points[lower, 1] - points[upper, 1]
+    limit = _MAX_EYE_OPENING * np.maximum(base[lower, 1] - base[upper, 1], 0.0)
+    excess = opening - limit
+    if not (excess > 0).any():
+        return points
+    points = points.copy()
+    points[upper, 1] += np.maximum(excess, 0.0)
+    return points
 
 
 def _uncross(points: np.ndarray) -> np.ndarray:

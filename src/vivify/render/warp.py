@@ -71,7 +71,9 @@ class HeadWarp:
         self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
 
         oval = points[topology.FACE_OVAL]
-        # A ring beyond the face oval (further out above, for the hair) that moves rigidly with the head.
+        # A ring beyond the upper face oval (further out above, for the hair) that moves rigidly with the
+        # head; none below the jaw, where the neck must stretch instead.
+        oval = oval[oval[:, 1] < points[1, 1]]
         spread = np.where((oval[:, 1] < center[1])[:, None], 1.45, 1.3)
         self.head_ring = center + (oval - center) * spread
         chin = points[152]
@@ -80,9 +82,12 @@ class HeadWarp:
         ])
         border = self._border_points(face_h)
         # Border points too close to the head would pin it; drop them (the head may be near the frame edge).
+        # On the frame's edge they are kept closer in: the picture must not pull away from its edge.
         moving = np.vstack([self.head_ring, points[topology.WARP_CONTROLS]])
         dist = np.min(np.linalg.norm(border[:, None] - moving[None], axis=2), axis=1)
-        self.fixed = border[dist > 0.35 * face_h]
+        on_frame_edge = ((border[:, 0] <= 0) | (border[:, 0] >= width - 1)
+                         | (border[:, 1] <= 0) | (border[:, 1] >= height - 1))
+        self.fixed = border[dist > np.where(on_frame_edge, 0.15, 0.35) * face_h]
 
         gx = np.arange(int(np.ceil(rw / self.step))) * self.step + (self.step - 1) / 2
         gy = np.arange(int(np.ceil(rh / self.step))) * self.step + (self.step - 1) / 2
@@ -131,8 +136,10 @@ class HeadWarp:
         ])
         return targets, sources
 
-    def backward_map(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
-        """map_x, map_y (float32, the region's size): for each output pixel, where to sample the portrait."""
+    def backward_map(self, target: np.ndarray, head_motion: Similarity,
+                     source_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """map_x, map_y (float32, the region's size): for each output pixel, where to sample the portrait
+        (shifted by `source_offset` when the portrait is sampled from a padded copy)."""
         targets, sources = self.controls(target, head_motion)
         centers = ((targets - self._origin) / self._scale).astype(np.float32)
         coeffs = _solve_tps(centers, (sources - targets) / self._scale)  # displacement: identity far away
@@ -148,8 +155,8 @@ class HeadWarp:
             fine = _evaluate_tps(points.astype(np.float32), centers, coeffs)
             disp[y0:y1, x0:x1] = _upsample(fine.reshape(len(gy), len(gx), 2), self.fine_step, (x1 - x0, y1 - y0))
         disp *= self._scale
-        xs = np.arange(rw, dtype=np.float32) + self.region.x0
-        ys = np.arange(rh, dtype=np.float32) + self.region.y0
+        xs = np.arange(rw, dtype=np.float32) + (self.region.x0 + source_offset)
+        ys = np.arange(rh, dtype=np.float32) + (self.region.y0 + source_offset)
         return disp[..., 0] + xs[None, :], disp[..., 1] + ys[:, None]
 
     def _detail_boxes(self, target: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -178,7 +185,8 @@ def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Coefficients (n + 3, 2) of the thin-plate spline through `values` at `centers`."""
     c = centers.astype(np.float64)
     n = len(c)
-    d2 = np.sum((c[:, None] - c[None]) ** 2, axis=2)
+    sq = (c * c).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 0.0)
     system = np.zeros((n + 3, n + 3))
     system[:n, :n] = _tps_kernel(d2) + _REGULARISATION * np.eye(n)
     system[:n, n] = 1.0

@@ -1,0 +1,117 @@
+"""The `vivify` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from vivify.errors import VivifyError
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if not match or int(match[1]) < 2 or int(match[2]) < 2:
+        raise argparse.ArgumentTypeError(f"expected WxH with sides of at least 2, e.g. 512x512, not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 2, not {text!r}")
+    return int(text)
+
+
+def _reference(text: str) -> str:
+    if text in ("first", "best") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected first, best or a frame number, not {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vivify", description="Animate still portraits, labelled as AI-generated.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    animate = commands.add_parser("animate", help="animate a portrait from a driving video")
+    animate.add_argument("portrait", help="photo or painting with a face (JPEG, PNG, WebP)")
+    animate.add_argument("driving", help="video of a moving face (mp4, mov, webm, mkv, gif)")
+    animate.add_argument("-o", "--output", required=True,
+                         help="out.mp4, out.webm, out.gif, or a folder (ending in /) for PNG frames")
+    sizing = animate.add_mutually_exclusive_group()
+    sizing.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the portrait's)")
+    sizing.add_argument("--max-side", type=_positive, metavar="N", help="scale down so the longer side is ≤ N")
+    animate.add_argument("--reference", type=_reference, default="first", metavar="first|best|N",
+                         help="driving frame that maps to the portrait's own pose and expression (default: first)")
+    animate.add_argument("--absolute", action="store_true",
+                         help="give the portrait the driver's face shape, not only the driver's motion")
+    animate.add_argument("--face", type=int, default=0, metavar="N",
+                         help="which face of the portrait, largest first (default: 0)")
+    animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+    evaluate = commands.add_parser("eval", help="measure quality")
+    evals = evaluate.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
+    reenact = evals.add_parser("reenact", help="self-reenactment: L1, AKD and AED against the real frames")
+    reenact.add_argument("videos", nargs="+", type=Path, help="real talking or moving-face videos")
+    reenact.add_argument("--frames", type=_positive, default=100, help="frames per clip (default: 100)")
+    reenact.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+    bench = commands.add_parser("bench", help="measure speed and memory")
+    bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
+    bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return parser
+
+
+def _progress_bar():
+    """A progress callback with a bar and ETA on a terminal, silent otherwise."""
+    if not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr)
+
+    def update(done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+def _animate(args: argparse.Namespace) -> int:
+    from vivify.pipeline import animate
+
+    update, bar = _progress_bar()
+    try:
+        out = animate(args.portrait, args.driving, args.output, size=args.size, max_side=args.max_side,
+                      reference=args.reference, absolute=args.absolute, face=args.face,
+                      overwrite=args.overwrite, progress=update)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "animate":
+            return _animate(args)
+        if args.command == "eval":
+            from vivify.eval import reenact
+
+            return reenact.run(args.videos, frames=args.frames, json_path=args.json)
+        from vivify import bench
+
+        return bench.run(frames=args.frames, json_path=args.json)
+    except VivifyError as error:
+        print(f"vivify: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vivify: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""`animate`: read → landmarks → motion → render → write, streamed one frame at a time."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vivify.animator import Animator
+from vivify.errors import VivifyError
+from vivify.io.image import load_portrait
+from vivify.io.video import open_video
+from vivify.io.writers import open_writer
+from vivify.landmarks import topology
+from vivify.landmarks.facemesh import FaceTracker
+from vivify.motion.pose import fit_similarity
+
+Progress = Callable[[int, int | None], None]
+
+
+def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
+                 max_side: int | None = None) -> np.ndarray:
+    """The portrait at the output's size: `size` (W, H) exactly (scaled to cover, centre-cropped), or
+    scaled down so its longer side is at most `max_side`; each side then rounded down to even (H.264)."""
+    height, width = portrait.shape[:2]
+    if size is not None:
+        out_w, out_h = size
+        scale = max(out_w / width, out_h / height)
+        scaled = cv2.resize(portrait, (max(out_w, round(width * scale)), max(out_h, round(height * scale))),
+                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        x0 = (scaled.shape[1] - out_w) // 2
+        y0 = (scaled.shape[0] - out_h) // 2
+        portrait = scaled[y0:y0 + out_h, x0:x0 + out_w]
+    elif max_side is not None and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        portrait = cv2.resize(portrait, (max(2, round(width * scale)), max(2, round(height * scale))),
+                              interpolation=cv2.INTER_AREA)
+    height, width = portrait.shape[:2]
+    if width < 2 or height < 2:
+        raise VivifyError(f"output size {width}x{height} is too small")
+    return np.ascontiguousarray(portrait[: height - height % 2, : width - width % 2])
+
+
+def choose_reference(driving: str | Path, portrait_points: np.ndarray, reference: str) -> int | None:
+    """Index of the driving frame used as the reference: None for the first frame with a face,
+    N for frame N, or for "best" the frame whose pose and expression are closest to the portrait's."""
+    if reference == "first":
+        return None
+    if reference != "best":
+        return int(reference)
+    portrait = portrait_points[:, :2]
+    best, best_distance = None, np.inf
+    tracker = FaceTracker()
+    try:
+        with open_video(driving) as video:
+            for index, frame in enumerate(video.frames()):
+                points = tracker.detect(frame)
+                if points is None:
+                    continue
+                # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
+                to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
+                aligned = to_portrait.apply(points[:, :2])
+                pose_penalty = abs(to_portrait.angle)
+                distance = np.mean(np.linalg.norm(aligned - portrait, axis=1)) / topology.inter_ocular(
+                    portrait) + pose_penalty
+                if distance < best_distance:
+                    best, best_distance = index, distance
+    finally:
+        tracker.close()
+    return best
+
+
+def _frame_at(driving: str | Path, index: int) -> np.ndarray:
+    with open_video(driving) as video:
+        for position, frame in enumerate(video.frames()):
+            if position == index:
+                return frame
+    raise VivifyError(f"{driving}: --reference {index} is past the last frame")
+
+
+def animate(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
+            size: tuple[int, int] | None = None, max_side: int | None = None, reference: str = "first",
+            absolute: bool = False, face: int = 0, overwrite: bool = False,
+            progress: Progress | None = None) -> Path:
+    """Animate the portrait in `portrait_path` with the motion of `driving_path`; write `output`.
+
+    Returns the output path. Raises VivifyError for problems with the inputs or options.
+    """
+    portrait_name = Path(portrait_path).name
+    portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
+    with open_video(driving_path) as video:
+        animator = Animator(portrait, face=face, absolute=absolute, rate=float(video.fps), name=portrait_name)
+        if animator.faces_found > 1:
+            print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
+                  "(largest first; --face N picks another)", file=sys.stderr)
+        reference_index = choose_reference(driving_path, animator.points, reference)
+        if reference_index is not None:
+            animator.set_reference(_frame_at(driving_path, reference_index))
+        with open_writer(output, video.fps, animator.size, audio_source=driving_path if video.has_audio else None,
+                         overwrite=overwrite) as writer:
+            for done, frame in enumerate(video.frames(), start=1):
+                writer.write(animator.render(frame))
+                if progress is not None:
+                    progress(done, video.frame_count)
+            if animator.frames_with_face == 0:
+                raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
+        animator.close()
+    return Path(output)
+

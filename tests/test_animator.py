@@ -1,0 +1,158 @@
+"""The engine follows known motions of a real face, keeps the background still and the face steady."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import open_mouth_frame, similarity_frame
+
+from vivify import Animator
+from vivify.errors import VivifyError
+from vivify.landmarks import topology
+from vivify.landmarks.facemesh import detect_faces
+from vivify.motion.pose import fit_similarity
+
+
+def landmarks(image: np.ndarray) -> np.ndarray:
+    faces = detect_faces(image)
+    assert faces, "no face detected in a rendered frame"
+    return faces[0][:, :2]
+
+
+def head_motion(before: np.ndarray, after: np.ndarray):
+    return fit_similarity(before[topology.RIGID], after[topology.RIGID])
+
+
+def head_shift(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Displacement of the centroid of the rigid points (a similarity's translation is about the origin)."""
+    return after[topology.RIGID].mean(axis=0) - before[topology.RIGID].mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def reference(face):
+    return landmarks(face)
+
+
+def render_sequence(face: np.ndarray, frames: list[np.ndarray]) -> np.ndarray:
+    animator = Animator(face, rate=25.0)
+    out = face
+    for frame in [face, *frames]:
+        out = animator.render(frame)
+    return out
+
+
+@pytest.mark.parametrize("shift", [(12.0, 0.0), (0.0, -10.0), (-8.0, 6.0)])
+def test_head_follows_translation(face, reference, shift):
+    # Ease into the pose over several frames, as a real head moves; the filter must not lag at the end.
+    frames = [similarity_frame(face, (128, 110), shift=(shift[0] * t, shift[1] * t))
+              for t in np.linspace(0, 1, 8)] + [similarity_frame(face, (128, 110), shift=shift)] * 12
+    out = render_sequence(face, frames)
+    after = landmarks(out)
+    assert head_shift(reference, after) == pytest.approx(shift, abs=1.5)
+    assert head_motion(reference, after).scale == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("angle", [12.0, -15.0])
+def test_head_follows_rotation(face, reference, angle):
+    frames = [similarity_frame(face, (128, 110), angle=a) for a in np.linspace(0, angle, 8)]
+    frames += [similarity_frame(face, (128, 110), angle=angle)] * 12
+    out = render_sequence(face, frames)
+    motion = head_motion(reference, landmarks(out))
+    # OpenCV's positive angle turns the picture counter-clockwise, which is a negative angle in image axes.
+    assert np.degrees(motion.angle) == pytest.approx(-angle, abs=1.5)
+
+
+def test_head_follows_scale(face, reference):
+    frames = [similarity_frame(face, (128, 110), scale=s) for s in np.linspace(1.0, 1.12, 8)]
+    frames += [similarity_frame(face, (128, 110), scale=1.12)] * 12
+    out = render_sequence(face, frames)
+    assert head_motion(reference, landmarks(out)).scale == pytest.approx(1.12, abs=0.025)
+
+
+def test_mouth_opens_with_an_interior(face, reference):
+    lower_lip = reference[topology.LOWER_INNER_LIP]
+    mouth_width = np.linalg.norm(reference[61] - reference[291])
+    frames = [open_mouth_frame(face, lower_lip, mouth_width, drop) for drop in np.linspace(0, 14, 6)]
+    frames += [open_mouth_frame(face, lower_lip, mouth_width, 14)] * 10
+    out = render_sequence(face, frames)
+    after = landmarks(out)
+    unit = topology.inter_ocular(reference)
+    gain = (topology.mouth_gap(after) - topology.mouth_gap(reference)) / unit
+    assert gain > 0.08
+    # Between the lips there is now a dark interior that the portrait did not have.
+    upper, lower = after[topology.UPPER_INNER_LIP], after[topology.LOWER_INNER_LIP]
+    middle = np.round((upper + lower) / 2).astype(int)
+    assert out[middle[1], middle[0]].mean() < face[middle[1], middle[0]].mean() - 40
+
+
+def test_background_stays_still(face, reference):
+    frames = [similarity_frame(face, (128, 110), shift=(10.0 * t, 0)) for t in np.linspace(0, 1, 10)]
+    out = render_sequence(face, frames)
+    # Far from the head (more than a face width to its side, above the shoulders) nothing moves.
+    left, right = reference[:, 0].min(), reference[:, 0].max()
+    top = int(reference[:, 1].min())
+    width = right - left
+    still = np.zeros(face.shape[:2], bool)
+    still[:top, : max(0, int(left - 0.6 * width))] = True
+    still[:top, int(right + 0.6 * width):] = True
+    if still.any():
+        assert np.abs(out[still].astype(int) - face[still].astype(int)).max() <= 2
+    # The whole frame outside the warped region is bit-exact.
+    corner = out[:8, :8]
+    assert np.array_equal(corner, face[:8, :8])
+
+
+def test_still_driver_does_not_jitter(face):
+    """Sub-pixel jitter of the driving picture (camera noise, detector noise) is filtered out."""
+    rng = np.random.default_rng(7)
+    animator = Animator(face, rate=25.0)
+    raw, filtered = [], []
+    for _ in range(40):
+        jitter = rng.normal(0.0, 0.6, size=2)
+        animator.render(similarity_frame(face, (128, 110), shift=tuple(jitter)))
+        raw.append(jitter)
+        filtered.append(animator.last_target[topology.RIGID].mean(axis=0))
+    raw_spread = np.std(np.diff(np.array(raw[10:]), axis=0))
+    filtered_spread = np.std(np.diff(np.array(filtered[10:]), axis=0))
+    assert filtered_spread < 0.5 * raw_spread
+
+
+def test_lost_face_holds_pose_and_recovers(face, reference):
+    blank = np.full_like(face, 127)
+    animator = Animator(face, rate=25.0)
+    moved = similarity_frame(face, (128, 110), shift=(8.0, 0.0))
+    for frame in [face] + [moved] * 10:
+        animator.render(frame)
+    held = animator.last_target.copy()
+    for _ in range(5):
+        out = animator.render(blank)
+        assert out.shape == face.shape and out.dtype == np.uint8
+    assert np.allclose(animator.last_target, held)
+    for _ in range(15):
+        out = animator.render(face)
+    assert np.abs(head_shift(reference, landmarks(out))).max() < 1.5
+
+
+def test_output_is_the_portraits_size(face):
+    driving = np.ascontiguousarray(similarity_frame(face, (128, 110))[16:240, 8:248])
+    animator = Animator(face)
+    out = animator.render(driving)
+    assert out.shape == face.shape and out.dtype == np.uint8
+    assert animator.size == (256, 256)
+
+
+def test_no_face_in_portrait():
+    with pytest.raises(VivifyError, match="^no face found in blank.png$"):
+        Animator(np.full((200, 200, 3), 90, np.uint8), name="blank.png")
+
+
+def test_face_too_small(face):
+    tiny = np.full((400, 400, 3), 200, np.uint8)
+    tiny[10:42, 10:42] = np.array(np.asarray(face)[::8, ::8])
+    with pytest.raises(VivifyError):
+        Animator(tiny, name="tiny.png")
+
+
+def test_not_an_rgb_array():
+    with pytest.raises(VivifyError, match="expected an RGB uint8 array"):
+        Animator(np.zeros((10, 10), np.float32))
