@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import open_mouth_frame, similarity_frame
 
 from vivify import Animator
+from vivify.demo import open_mouth_frame, similarity_frame
 from vivify.errors import VivifyError
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import detect_faces
@@ -142,7 +142,7 @@ def test_output_is_the_portraits_size(face):
 
 
 def test_no_face_in_portrait():
-    with pytest.raises(VivifyError, match="^no face found in blank.png$"):
+    with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
         Animator(np.full((200, 200, 3), 90, np.uint8), name="blank.png")
 
 

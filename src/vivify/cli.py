@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="which face of the portrait, largest first (default: 0)")
     animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
+    demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
+
     evaluate = commands.add_parser("eval", help="measure quality")
     evals = evaluate.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
     reenact = evals.add_parser("reenact", help="self-reenactment: L1, AKD and AED against the real frames")
@@ -98,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "animate":
             return _animate(args)
+        if args.command == "demo":
+            from vivify.demo import render_demos
+
+            for path in render_demos(args.output):
+                print(path)
+            return 0
         if args.command == "eval":
             from vivify.eval import reenact
 

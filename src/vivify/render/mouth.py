@@ -95,6 +95,6 @@ def _synthetic_cavity(inner: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     patch[:] = (52, 18, 20)
     top = inner[:, 1].min()
     bottom = inner[:, 1].max()
-    teeth_bottom = int(round(top + 0.28 * (bottom - top)))
+    teeth_bottom = round(top + 0.28 * (bottom - top))
     patch[: max(0, teeth_bottom)] = (226, 220, 208)
     return cv2.GaussianBlur(patch, (3, 3), 0)

@@ -65,8 +65,8 @@ class HeadWarp:
             min(width, int(np.ceil(right + 0.9 * face_w))), min(height, int(np.ceil(bottom + 1.2 * face_h))),
         )
         rw, rh = self.region.size
-        self.step = max(4, int(round(face_h / 14)))
-        self.fine_step = max(2, int(round(face_h / 50)))
+        self.step = max(4, round(face_h / 14))
+        self.fine_step = max(2, round(face_h / 50))
         self._scale = float(max(rw, rh))
         self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
 

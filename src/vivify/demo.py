@@ -1,0 +1,100 @@
+"""Demo material that needs no download: scikit-image's astronaut photo, and driving videos made from it by
+known motions (head turns, nods, a jaw drop). The tests and the benchmark use the same material."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def astronaut() -> np.ndarray:
+    """The astronaut photo (512×512, head and shoulders) that scikit-image ships."""
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut())
+
+
+def face_crop(size: int = 256) -> np.ndarray:
+    """A head-and-shoulders crop of the astronaut, `size`² pixels."""
+    return np.ascontiguousarray(cv2.resize(astronaut()[0:300, 60:360], (size, size), interpolation=cv2.INTER_AREA))
+
+
+def similarity_frame(image: np.ndarray, center: tuple[float, float], angle: float = 0.0, scale: float = 1.0,
+                     shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """`image` rotated (degrees, counter-clockwise) and scaled about `center`, then shifted (pixels)."""
+    matrix = cv2.getRotationMatrix2D(center, angle, scale)
+    matrix[:, 2] += shift
+    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def open_mouth_frame(image: np.ndarray, lower_lip: tuple[float, float], mouth_width: float,
+                     drop: float) -> np.ndarray:
+    """The jaw dropped by `drop` px below the lips' meeting line, the gap filled with a dark cavity."""
+    height, width = image.shape[:2]
+    x_lip, y_lip = lower_lip
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    # Everything below the lip line moves down by `drop`, fading out sideways past the mouth corners.
+    sideways = np.exp(-(((xs - x_lip) / (1.2 * mouth_width)) ** 2))
+    below = np.clip((ys - y_lip) / 2.0 + 0.5, 0.0, 1.0)
+    out = cv2.remap(image, xs, ys - drop * sideways * below, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if drop >= 1:
+        cavity = np.zeros((height, width), np.uint8)
+        center = (int(x_lip), int(y_lip + drop / 2))
+        cv2.ellipse(cavity, center, (int(mouth_width * 0.4), int(drop / 2)), 0, 0, 360, 255, -1)
+        out[cavity > 0] = (40, 12, 15)
+    return out
+
+
+def driving_frames(seconds: float = 4.0, fps: float = 25.0, size: int = 256) -> Iterator[np.ndarray]:
+    """A driving clip made from the astronaut: she nods, tilts her head, leans in and opens her mouth."""
+    from vivify.landmarks import topology
+    from vivify.landmarks.facemesh import detect_faces
+
+    face = face_crop(size)
+    points = detect_faces(face)[0]
+    lower_lip = tuple(points[topology.LOWER_INNER_LIP, :2])
+    mouth_width = float(np.linalg.norm(points[61, :2] - points[291, :2]))
+    center = tuple(points[1, :2])
+    for index in range(round(seconds * fps)):
+        t = index / fps
+        drop = max(0.0, np.sin(2 * np.pi * 0.9 * t)) * 0.1 * size
+        frame = open_mouth_frame(face, lower_lip, mouth_width, drop)
+        yield similarity_frame(
+            frame, center, angle=10 * np.sin(2 * np.pi * 0.3 * t), scale=1 + 0.06 * np.sin(2 * np.pi * 0.2 * t),
+            shift=(0.06 * size * np.sin(2 * np.pi * 0.25 * t), 0.03 * size * np.sin(2 * np.pi * 0.5 * t)),
+        )
+
+
+DEMO_FPS = Fraction(25)
+# Real clips rendered too when the project's shared media folder sits beside the checkout.
+_SHARED_DEMOS = (("portraits/einstein.jpg", "driving/liveportrait_d6.mp4"),
+                 ("portraits/mona_lisa.png", "driving/vox_driving2.mp4"))
+
+
+def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
+    """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face,
+    and, where the shared media folder exists, real portraits driven by real clips."""
+    from PIL import Image
+
+    from vivify.io.writers import open_writer
+    from vivify.pipeline import animate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    driving = folder / "driving_synthetic.mp4"
+    with open_writer(driving, DEMO_FPS, (256, 256), overwrite=True) as writer:
+        for frame in driving_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
+            writer.write(frame)
+    portrait = folder / "astronaut.png"
+    Image.fromarray(astronaut()).save(portrait)
+    outputs = [animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True)]
+    shared = shared_media or Path.cwd().parent / "shared" / "media"
+    for portrait_name, driving_name in _SHARED_DEMOS:
+        if (shared / portrait_name).exists() and (shared / driving_name).exists():
+            out = folder / f"{Path(portrait_name).stem}_{Path(driving_name).stem}.mp4"
+            outputs.append(animate(shared / portrait_name, shared / driving_name, out, overwrite=True))
+    return outputs
