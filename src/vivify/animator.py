@@ -51,7 +51,7 @@ class Animator:
         self.portrait = portrait
         self.points = points
         mask = person_mask(portrait, points)
-        self._plate = background_plate(portrait, mask)
+        self._plate = np.dstack([background_plate(portrait, mask), np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap. The padding repeats the colour but not the
         # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges.
         layers = np.dstack([portrait, (mask * 255).astype(np.uint8)])
@@ -84,13 +84,14 @@ class Animator:
         self.frames_with_face += driving is not None
         self.last_target, head_motion = self._motion.target(driving)
         out = self.portrait.copy()
-        map_x, map_y = self._warp.backward_map(self.last_target, head_motion, source_offset=_PAD)
-        warped = cv2.remap(self._layers, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+        source_map = self._warp.backward_map(self.last_target, head_motion, source_offset=_PAD)
+        warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        alpha = warped[..., 3].astype(np.float32)
+        alpha *= 1.0 / 255.0
         rows, cols = self._warp.region.slices
-        region = cv2.blendLinear(
-            np.ascontiguousarray(warped[..., :3]), self._plate[rows, cols], alpha, 1.0 - alpha)
-        out[rows, cols] = region
+        # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
+        region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
+        out[rows, cols] = region[..., :3]
         if self._mouth is not None:
             self._mouth.paint(out, self.last_target, frame, driving)
         return out

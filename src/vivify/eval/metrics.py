@@ -95,7 +95,10 @@ _CACHE_SIZE = 8
 
 
 def _digest(image: np.ndarray) -> bytes:
-    return hashlib.blake2b(image.data, digest_size=16, person=repr(image.shape).encode()[:16]).digest()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(image.shape).encode())
+    h.update(image.data)
+    return h.digest()
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:

@@ -8,6 +8,7 @@ L1 while keeping AED close to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -45,13 +46,17 @@ class Crop(NamedTuple):
     side: int
 
 
-def crop_square(frame_width: int, frame_height: int, face: Box, scale: float = CROP_SCALE) -> Crop:
+def crop_square(
+    frame_width: int, frame_height: int, face: Box, scale: float = CROP_SCALE, min_side: int = 0
+) -> Crop:
     """A square of side scale * face height around the face, clipped to the frame.
 
     For face-crop clips (VoxCeleb, HDTF: 256x256, 512x512) the square exceeds the frame, so the whole frame
     (its largest square) is used; for full-frame video with a small face it is a zoom on the head.
+    min_side (the output size): zooming in further would only upsample, blurring the frames and inflating
+    AKD's pixels, so the square is never made smaller than that.
     """
-    side = min(round(scale * face.height), frame_width, frame_height)
+    side = min(max(round(scale * face.height), min_side), frame_width, frame_height)
     cx = (face.left + face.right) / 2.0
     # The box starts at the brows; the head's centre is a little above the box centre.
     cy = (face.top + face.bottom) / 2.0 - 0.1 * face.height
@@ -61,7 +66,9 @@ def crop_square(frame_width: int, frame_height: int, face: Box, scale: float = C
     return Crop(x, y, side)
 
 
-def find_crop(frame: np.ndarray, measure: DlibFaceMeasure, scale: float = CROP_SCALE) -> Crop | None:
+def find_crop(
+    frame: np.ndarray, measure: DlibFaceMeasure, scale: float = CROP_SCALE, min_side: int = 0
+) -> Crop | None:
     """The crop square around the largest face of a full-resolution frame; None when there is no face."""
     height, width = frame.shape[:2]
     factor = min(1.0, _DETECT_MAX_SIDE / max(height, width))
@@ -73,7 +80,7 @@ def find_crop(frame: np.ndarray, measure: DlibFaceMeasure, scale: float = CROP_S
         return None
     b = boxes[0]
     face = Box(*(round(v / factor) for v in (b.left, b.top, b.right, b.bottom)))
-    return crop_square(width, height, face, scale)
+    return crop_square(width, height, face, scale, min_side)
 
 
 def apply_crop(frame: np.ndarray, crop: Crop, size: int) -> np.ndarray:
@@ -81,6 +88,12 @@ def apply_crop(frame: np.ndarray, crop: Crop, size: int) -> np.ndarray:
     # INTER_AREA when shrinking (anti-aliased, as the FOMM preprocessing); cubic when enlarging.
     interp = cv2.INTER_AREA if crop.side >= size else cv2.INTER_CUBIC
     return np.ascontiguousarray(cv2.resize(region, (size, size), interpolation=interp))
+
+
+@functools.cache
+def _face_measure(upsample: int) -> DlibFaceMeasure:
+    # Loading the three dlib models takes about a second: do it once per process.
+    return DlibFaceMeasure(upsample=upsample)
 
 
 class VideoFrames:
@@ -100,6 +113,9 @@ class VideoFrames:
         self._stream.thread_type = "AUTO"  # frame threading: decoding 1080p HEVC is otherwise the slow part
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.rate = float(rate) if rate else 25.0
+
+    def close(self) -> None:
+        self._container.close()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         n = 0
@@ -176,7 +192,7 @@ def evaluate_clip(
     first = next(source, None)
     if first is None:
         raise VivifyError(f"cannot read video {path}: no frames")
-    crop = find_crop(first, measure)
+    crop = find_crop(first, measure, min_side=size)
     if crop is None:
         raise VivifyError(f"no face found in frame 0 of {path}")
     portrait = apply_crop(first, crop, size)
@@ -351,8 +367,11 @@ def run(
         raise VivifyError("no videos given")
     if frames < 1 or size < 16:
         raise VivifyError(f"need frames >= 1 and size >= 16 (got frames={frames}, size={size})")
+    # Fail on a bad path before loading models or spending minutes on the clips before it.
+    for video in videos:
+        VideoFrames(Path(video), 1).close()
     # One doubling finds faces down to ~40 px, enough at 256; at 512 and up faces are large anyway.
-    measure = DlibFaceMeasure(upsample=1 if size < 512 else 0)
+    measure = _face_measure(1 if size < 512 else 0)
     results: list[ClipResult] = []
     for i, video in enumerate(videos, 1):
         print(f"[{i}/{len(videos)}] {video} ...", file=sys.stderr, flush=True)

@@ -7,13 +7,17 @@ rather than half-grey pictures, and every failure is a one-line `VivifyError` na
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vivify.errors import VivifyError
+
+log = logging.getLogger(__name__)
 
 MAX_PORTRAIT_MEGAPIXELS = 50
 """Largest portrait accepted, in millions of pixels (a 50 MP phone photo is ~8700×5800)."""
@@ -47,12 +51,15 @@ def load_portrait(path: str | Path) -> np.ndarray:
         raise VivifyError(f"{name}: is a directory, not an image")
 
     try:
-        # Image.open() only parses the header; pixels are decoded by load() below.
-        with Image.open(file, formats=_FORMATS) as image:
+        with warnings.catch_warnings():
+            # Our limit is lower than Pillow's warning threshold; don't print its warning too.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Image.open() only parses the header; pixels are decoded by load() below.
+            image = Image.open(file, formats=_FORMATS)
+        with image:
             _check_size(name, *image.size)
             image.load()  # inside the try: truncation and decoder errors surface here
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+            rgb = _to_rgb(_upright(image))
     except VivifyError:
         raise
     except Image.DecompressionBombError as error:
@@ -60,9 +67,7 @@ def load_portrait(path: str | Path) -> np.ndarray:
         pixels = int(match.group(1)) if match else None
         raise VivifyError(_too_big_message(name, pixels)) from None
     except UnidentifiedImageError:
-        raise VivifyError(
-            f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)"
-        ) from None
+        raise VivifyError(f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)") from None
     except PermissionError as error:
         raise VivifyError(f"{name}: cannot read ({error.strerror})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
@@ -71,6 +76,15 @@ def load_portrait(path: str | Path) -> np.ndarray:
         raise VivifyError(f"{name}: not an image or corrupt ({_short_reason(error)})") from None
 
     return rgb
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block only costs the rotation, not the image."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        log.warning("%s: unreadable EXIF orientation, using the image as stored", image.filename)
+        return image
 
 
 def _check_size(name: str, width: int, height: int) -> None:

@@ -26,14 +26,15 @@ from types import TracebackType
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from vivify.errors import VivifyError
 
 log = logging.getLogger(__name__)
 
-# FFmpeg demuxers for single still images. They decode as a one-frame "video", which is never
-# what the user meant as a driving video, so they are refused up front. ("gif" is a real
-# animation demuxer and is accepted.)
+# FFmpeg demuxers for still images ("image2" by file extension, "png_pipe", "jpeg_pipe",
+# "webp_pipe"... by content). They decode as a one-frame "video", never what the user meant as a
+# driving video, so they are refused up front. GIFs use the "gif" demuxer and are accepted.
 _STILL_IMAGE_DEMUXERS = ("image2",)
 _ANIMATED_PIPE_DEMUXERS = ("gif_pipe",)
 
@@ -55,13 +56,15 @@ class VideoReader:
     Attributes:
         path: the path as given.
         width, height: size of the frames `frames()` yields (after applying rotation metadata).
-        fps: average frame rate, always > 0 (from the stream's average rate, else derived from
-            frame count and duration, else the container's guess).
+        fps: average frame rate, always > 0: the stream's average rate, unless frame count /
+            duration (the whole-file average, right for GIFs and VFR) disagrees by over 1%;
+            else the container's guess; else 25.
         frame_count: frames declared by the container, else an estimate from duration × fps,
             else None. Use it for progress bars, not for correctness.
         duration: seconds, if the file declares it, else None.
         has_audio: whether the file has at least one audio stream.
-        rotation: degrees counter-clockwise applied to each decoded frame to make it upright.
+        rotation: degrees counter-clockwise applied to each decoded frame to make it upright
+            (from the display matrix phones write; mirroring in that matrix is ignored).
     """
 
     path: str | Path
@@ -103,9 +106,7 @@ class VideoReader:
         container = self._container
         assert container is not None
         demuxer = container.format.name
-        if demuxer in _STILL_IMAGE_DEMUXERS or (
-            demuxer.endswith("_pipe") and demuxer not in _ANIMATED_PIPE_DEMUXERS
-        ):
+        if demuxer in _STILL_IMAGE_DEMUXERS or (demuxer.endswith("_pipe") and demuxer not in _ANIMATED_PIPE_DEMUXERS):
             raise VivifyError(f"{self._name}: is a still image, not a video")
         if not container.streams.video:
             raise VivifyError(f"{self._name}: no video stream")
@@ -115,16 +116,18 @@ class VideoReader:
         stream.thread_type = "AUTO"
         self._stream = stream
         self.has_audio = bool(container.streams.audio)
-        self.duration = _duration_seconds(container, stream)
-        self.fps = _frame_rate(stream, self.duration)
+        duration = _duration(container, stream)
+        self.duration = float(duration) if duration else None
+        self.fps = _frame_rate(stream, duration)
         if stream.frames:
             self.frame_count = int(stream.frames)
-        elif self.duration:
-            self.frame_count = max(1, round(self.duration * self.fps))
+        elif duration:
+            self.frame_count = max(1, round(duration * self.fps))
         else:
             self.frame_count = None
 
         self._decoded = 0
+        self._reformatter = VideoReformatter()
         self._packets = container.decode(stream)
         # Decode the first frame now: proves the file is decodable and reveals the rotation
         # (display-matrix side data is attached to decoded frames), hence the upright size.
@@ -174,12 +177,16 @@ class VideoReader:
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         # swscale assumes limited range unless told; full-range phone video would look washed out.
         full_range = frame.color_range == _COLOR_RANGE_JPEG
-        rgb = frame.to_ndarray(format="rgb24", src_color_range="JPEG" if full_range else None)
+        # A shared reformatter keeps one swscale context; frame.to_ndarray(format=...) would set
+        # up a new one for every frame (2-3x the cost of the conversion).
+        rgb = self._reformatter.reformat(
+            frame, format="rgb24", src_color_range="JPEG" if full_range else None
+        ).to_ndarray()
         turns = _quarter_turns(frame.rotation)
         if turns:
             rgb = np.rot90(rgb, k=turns)  # frame.rotation and np.rot90 are both counter-clockwise
-        # Own, contiguous memory: consumers (OpenCV, mediapipe) want it, and it must not alias
-        # FFmpeg's frame pool after the next decode.
+        # C-contiguous for OpenCV/mediapipe: copies only rotated views or rows padded by swscale.
+        # (The unrotated array is a writable view of a fresh RGB frame, not of the decoder's pool.)
         return np.ascontiguousarray(rgb)
 
     def close(self) -> None:
@@ -206,25 +213,34 @@ class VideoReader:
         )
 
 
-def _duration_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
+    """Video duration in seconds (exact where the file gives it in its own time base)."""
     if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
+        return Fraction(stream.duration) * stream.time_base
     if container.duration:
-        return container.duration / av.time_base
+        return Fraction(container.duration, av.time_base)
     return None
 
 
-def _frame_rate(stream: av.VideoStream, duration: float | None) -> Fraction:
-    """Average frame rate, never zero (GIFs and variable-frame-rate files included)."""
-    rate = stream.average_rate
-    if not rate and stream.frames and duration:
-        rate = Fraction(stream.frames) / Fraction(duration)
+def _frame_rate(stream: av.VideoStream, duration: Fraction | None) -> Fraction:
+    """Average frame rate, never zero (GIFs and variable-frame-rate files included).
+
+    FFmpeg's average_rate comes from probing the first frames; for constant-rate files it is the
+    exact nominal rate (30000/1001, not 29.97002...). For GIFs (delays in 1/100 s) and VFR files
+    it can be off, so when the container also gives a frame count and duration, their ratio (the
+    true whole-file average) wins if the two disagree by more than 1%.
+    """
+    rate = stream.average_rate or None
+    if stream.frames and duration:
+        whole_file = Fraction(stream.frames) / duration
+        if not rate or abs(rate - whole_file) > whole_file / 100:
+            rate = whole_file
     if not rate:
         rate = stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
         log.warning("%s declares no frame rate; assuming %s fps", stream.container.name, _FALLBACK_FPS)
         return _FALLBACK_FPS
-    # Averages over VFR files come out as e.g. 2997003/100000; keep writers' time bases sane.
+    # Averages come out as e.g. 2997003/100000; keep denominators small for writers' time bases.
     return Fraction(rate).limit_denominator(1001)
 
 

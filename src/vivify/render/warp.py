@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import scipy.linalg
 
 from vivify.landmarks import topology
 from vivify.motion.pose import Similarity
@@ -136,28 +137,29 @@ class HeadWarp:
         ])
         return targets, sources
 
-    def backward_map(self, target: np.ndarray, head_motion: Similarity,
-                     source_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """map_x, map_y (float32, the region's size): for each output pixel, where to sample the portrait
-        (shifted by `source_offset` when the portrait is sampled from a padded copy)."""
+    def backward_map(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0) -> np.ndarray:
+        """For each output pixel of the region, where to sample the portrait: float32 (h, w, 2), x then y,
+        shifted by `source_offset` when the portrait is sampled from a padded copy (cv2.remap's map1)."""
         targets, sources = self.controls(target, head_motion)
         centers = ((targets - self._origin) / self._scale).astype(np.float32)
         coeffs = _solve_tps(centers, (sources - targets) / self._scale)  # displacement: identity far away
+        # Bilinear upsampling reproduces the identity exactly, so the absolute positions are upsampled
+        # directly and no full-resolution arithmetic is left.
+        to_pixels = self._origin + source_offset
         rw, rh = self.region.size
-        disp = _evaluate_tps(self._grid, centers, coeffs) * self._taper
-        disp = _upsample(disp.reshape(*self.grid_shape, 2), self.step, (rw, rh))
+        coarse = _evaluate_tps(self._grid, centers, coeffs) * self._taper + self._grid
+        coarse = coarse * self._scale + to_pixels.astype(np.float32)
+        source_map = _upsample(coarse.reshape(*self.grid_shape, 2), self.step, (rw, rh))
         # Eyes and mouth bend sharply: recompute their maps on a fine grid, pasted over the coarse one.
+        half = (self.fine_step - 1) / 2
         for x0, y0, x1, y1 in self._detail_boxes(target):
-            gx = x0 + np.arange(int(np.ceil((x1 - x0) / self.fine_step))) * self.fine_step
-            gy = y0 + np.arange(int(np.ceil((y1 - y0) / self.fine_step))) * self.fine_step
-            half = (self.fine_step - 1) / 2
-            points = np.stack(np.meshgrid(gx + half, gy + half), axis=-1).reshape(-1, 2) / self._scale
-            fine = _evaluate_tps(points.astype(np.float32), centers, coeffs)
-            disp[y0:y1, x0:x1] = _upsample(fine.reshape(len(gy), len(gx), 2), self.fine_step, (x1 - x0, y1 - y0))
-        disp *= self._scale
-        xs = np.arange(rw, dtype=np.float32) + (self.region.x0 + source_offset)
-        ys = np.arange(rh, dtype=np.float32) + (self.region.y0 + source_offset)
-        return disp[..., 0] + xs[None, :], disp[..., 1] + ys[:, None]
+            gx = x0 + half + np.arange(int(np.ceil((x1 - x0) / self.fine_step))) * self.fine_step
+            gy = y0 + half + np.arange(int(np.ceil((y1 - y0) / self.fine_step))) * self.fine_step
+            points = (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
+            fine = (_evaluate_tps(points, centers, coeffs) + points) * self._scale + to_pixels.astype(np.float32)
+            source_map[y0:y1, x0:x1] = _upsample(
+                fine.reshape(len(gy), len(gx), 2), self.fine_step, (x1 - x0, y1 - y0))
+        return source_map
 
     def _detail_boxes(self, target: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Boxes (region pixels) around the target's eyes with brows, and mouth with chin travel."""
@@ -195,7 +197,8 @@ def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     system[n + 1:, :n] = c.T
     rhs = np.zeros((n + 3, 2))
     rhs[:n] = values
-    return np.linalg.solve(system, rhs).astype(np.float32)
+    # Symmetric indefinite: LDLᵀ is about twice as fast as LU.
+    return scipy.linalg.solve(system, rhs, assume_a="sym", check_finite=False).astype(np.float32)
 
 
 def _evaluate_tps(points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -> np.ndarray:

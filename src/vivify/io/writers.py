@@ -1,0 +1,759 @@
+"""Writing the animated result: MP4/MOV (H.264), WebM (VP9), GIF, or a folder of PNG frames.
+
+Design:
+
+* Atomic output. Everything is written to a hidden temporary file or folder beside OUT
+  (`.OUT.tmp-XXXXXXXX`, same directory, so the final rename cannot cross file systems) and
+  renamed onto OUT only when `close()` succeeds. A crash, Ctrl-C or `abort()` leaves OUT as it
+  was. It also makes `-o` safely equal to an input file: inputs are read while the temp is written.
+* Overlapped encoding. `write()` copies the frame into a small bounded queue and returns; a
+  background thread converts, encodes and muxes (FFmpeg releases the GIL while encoding), so the
+  caller's rendering of frame i+1 overlaps the encoding of frame i. Frame order is the queue order,
+  and an error in the thread is re-raised by the next `write()` or by `close()`.
+* Exact timing. Video frames get pts 0, 1, 2, ... in a time base of 1/fps, so N frames give exactly
+  N frames and N/fps seconds. Audio (optional, from the driving video) is transcoded in step with
+  the video, aligned so that the source's first video frame is t=0, and trimmed to N/fps.
+* Provenance hook. `metadata` is written into the container (MP4/MOV with `use_metadata_tags` so
+  arbitrary keys survive, WebM tags, a GIF comment block, PNG iTXt chunks in every frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import secrets
+import shutil
+import threading
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import av
+import av.error
+import cv2
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from vivify.errors import VivifyError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_OUTPUTS = (
+    ".mp4, .mov or .m4v (H.264), .webm (VP9), .gif, "
+    "or a folder of PNG frames (a path ending in '/' or without an extension)"
+)
+
+# Output extension -> (kind, FFmpeg muxer). The temp file's name hides the extension from FFmpeg,
+# so the muxer is always named explicitly.
+_CONTAINERS = {
+    ".mp4": ("h264", "mp4"),
+    ".m4v": ("h264", "mp4"),
+    ".mov": ("h264", "mov"),
+    ".webm": ("vp9", "webm"),
+    ".gif": ("gif", "gif"),
+}
+
+# H.264: "veryfast" is near the knee of x264's speed/size curve (several times faster than the
+# default "medium", for somewhat larger files at equal quality); CRF 20 is visually clean for faces.
+_H264_OPTIONS = {"preset": "veryfast", "crf": "20"}
+# VP9: libvpx is slow by default. Realtime deadline + cpu-used 8 + row multithreading makes it
+# usable on a laptop CPU; CRF 32 with b=0 is constant-quality mode.
+_VP9_OPTIONS = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}
+_AUDIO = {"h264": ("aac", 128_000), "vp9": ("libopus", 96_000)}
+
+# Frames waiting for the encoder thread: enough to smooth out jitter, small enough that memory
+# stays ~4 frames (a 1080p RGB frame is 6 MB).
+_QUEUE_DEPTH = 4
+_STOP = object()  # queue sentinel: no more frames
+
+_FRAME_NAME = "frame_{:06d}.png"
+_FRAME_NAME_RE = re.compile(r"frame_\d{6,}\.png")
+
+# BT.709 (AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic = 1), limited range (1):
+# frames are converted with this matrix *and* tagged with it, so players don't have to guess.
+_BT709 = 1
+_RANGE_MPEG = 1
+
+# GIF palettes are rebuilt when the dithered frame, blurred, is off by more than this many levels
+# on average (a frame quantised with its own palette scores ~1, a different photo ~3).
+_GIF_PALETTE_TOLERANCE = 3.0
+
+# GIF frame delays are in 1/100 s and browsers slow delays under 2/100 s to 10/100 s.
+_GIF_MAX_FPS = 50
+
+
+def open_writer(
+    path: str | Path,
+    fps: Fraction,
+    size: tuple[int, int],
+    audio_source: str | Path | None = None,
+    overwrite: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> FrameWriter:
+    """Open OUT for writing RGB frames of `size` = (width, height) at constant rate `fps`.
+
+    The output type follows `path`: .mp4/.m4v/.mov → H.264 + AAC, .webm → VP9 + Opus, .gif,
+    or a folder of PNG frames for a path ending in '/', without an extension, or that is an
+    existing directory. `audio_source` (any media file; its first audio stream is used, if it has
+    one) is ignored for GIF and PNG output. `metadata` is the provenance hook: key/value text
+    stored in the output (see module docstring).
+
+    Raises VivifyError for an unsupported extension, an existing OUT without `overwrite`, an
+    unwritable or missing directory, or an unreadable `audio_source`; ValueError for a bad
+    fps/size (H.264 and VP9 need even width and height: the caller rounds).
+    """
+    display = os.fspath(path)
+    # abspath (not resolve): normalises "." and ".." without following a symlinked OUT.
+    out = Path(os.path.abspath(display))
+    if not out.name:
+        raise VivifyError(f"{display}: not a file or folder name")
+    kind, muxer = _output_kind(display, out)
+
+    # Bounded denominator: FFmpeg time bases are 32-bit rationals (a float 29.97 would overflow).
+    fps = Fraction(fps).limit_denominator(1_000_000)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    width, height = (int(v) for v in size)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    if kind in ("h264", "vp9") and (width % 2 or height % 2):
+        raise ValueError(f"{kind} output needs an even width and height, got {width}x{height}")
+    if kind == "gif" and fps > _GIF_MAX_FPS:
+        log.warning("%s: %.4g fps is faster than GIF players show reliably (max %d)", display, fps, _GIF_MAX_FPS)
+
+    _check_target(display, out, kind, overwrite)
+    temp = _make_temp(display, out, folder=(kind == "png"))
+    try:
+        backend: _Backend
+        if kind == "png":
+            backend = _PngFolderBackend(temp, metadata)
+        else:
+            backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, metadata)
+    except BaseException:
+        _remove(temp)
+        raise
+    return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite)
+
+
+class FrameWriter:
+    """An output being written; see `open_writer`. Use as a context manager:
+
+        with open_writer("out.mp4", fps, (w, h), audio_source="drive.mp4") as writer:
+            for frame in frames:
+                writer.write(frame)
+
+    Leaving the block normally finalises and renames onto OUT; leaving it by an exception
+    removes the temporary output and leaves OUT untouched.
+
+    Attributes: `path` (OUT), `kind` ("h264", "vp9", "gif" or "png"), `fps`, `size` (width,
+    height), `has_audio`, `frames_written`.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        display: str,
+        temp: Path,
+        kind: str,
+        fps: Fraction,
+        size: tuple[int, int],
+        backend: _Backend,
+        overwrite: bool,
+    ) -> None:
+        self.path = out
+        self.kind = kind
+        self.fps = fps
+        self.size = size
+        self.has_audio = backend.has_audio
+        self.frames_written = 0
+        self._display = display
+        self._temp = temp
+        self._backend = backend
+        self._overwrite = overwrite
+        self._state = "open"  # -> "closed" | "aborted"
+        self._aborting = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._thread = threading.Thread(target=self._run, name=f"vivify-writer:{out.name}", daemon=True)
+        self._thread.start()
+
+    # -- caller side ---------------------------------------------------------------------------
+
+    def write(self, frame: np.ndarray) -> None:
+        """Queue one RGB uint8 frame of shape (height, width, 3). The array may be reused after."""
+        if self._state != "open":
+            raise RuntimeError(f"{self._display}: writer is already {self._state}")
+        self._raise_if_failed()
+        width, height = self.size
+        if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a {height}x{width}x3 uint8 frame, got {frame.shape} {frame.dtype}")
+        # Copy: the caller may render the next frame into the same buffer while this one waits.
+        self._queue.put(np.array(frame, dtype=np.uint8, order="C", copy=True))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish encoding and rename the temporary output onto OUT. Idempotent once closed."""
+        if self._state == "closed":
+            return
+        if self._state == "aborted":
+            raise RuntimeError(f"{self._display}: writer was aborted")
+        if self.frames_written == 0:
+            self.abort()
+            raise VivifyError(f"{self._display}: no frames to write")
+        self._stop_worker()
+        if self._error is not None:
+            self._discard()
+            self._raise_if_failed()
+        try:
+            _commit(self._display, self._temp, self.path, self._overwrite)
+        except BaseException:
+            self._discard()
+            raise
+        self._state = "closed"
+
+    def abort(self) -> None:
+        """Stop, and delete the temporary output; OUT is left as it was. Safe to call repeatedly."""
+        if self._state != "open":
+            return
+        self._aborting = True  # the worker skips queued frames and does not finalise
+        self._stop_worker()
+        self._discard()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return f"FrameWriter({self._display!r}, {self.kind}, {w}x{h}, fps={self.fps}, {self._state})"
+
+    def _stop_worker(self) -> None:
+        # Never blocks forever: the worker keeps draining the queue even after an error.
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _discard(self) -> None:
+        _remove(self._temp)
+        self._state = "aborted"
+
+    def _raise_if_failed(self) -> None:
+        error = self._error
+        if error is None:
+            return
+        if isinstance(error, VivifyError):
+            raise error
+        if isinstance(error, (av.error.FFmpegError, OSError)):
+            reason = getattr(error, "strerror", None) or str(error)
+            raise VivifyError(f"{self._display}: could not write ({reason})") from error
+        raise error  # a bug, not the user's problem: keep its traceback
+
+    # -- encoder thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            if self._error is not None or self._aborting:
+                continue  # drain, so write() never blocks on a dead consumer
+            try:
+                self._backend.write(item)  # type: ignore[arg-type]
+            except BaseException as error:
+                self._error = error
+        if self._error is None and not self._aborting:
+            try:
+                self._backend.finish()
+            except BaseException as error:
+                self._error = error
+        if self._error is not None or self._aborting:
+            self._backend.discard()
+
+
+# ---------------------------------------------------------------------------------------------
+# Back ends: run on the writer thread only.
+
+
+class _Backend(Protocol):
+    has_audio: bool
+
+    def write(self, frame: np.ndarray) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class _AVBackend:
+    """H.264/VP9/GIF through PyAV, with optional transcoded audio."""
+
+    def __init__(
+        self,
+        display: str,
+        temp: Path,
+        kind: str,
+        muxer: str,
+        fps: Fraction,
+        size: tuple[int, int],
+        audio_source: str | Path | None,
+        metadata: dict[str, str] | None,
+    ) -> None:
+        self._kind = kind
+        self._fps = fps
+        self._time_base = 1 / fps
+        self._index = 0
+        self._metadata = dict(metadata or {})
+        self._temp = temp
+        self._palette: Image.Image | None = None
+        self._palette_argb = np.zeros((256, 4), np.uint8)
+        self._audio: _AudioTrack | None = None
+        # One reformatter for the whole stream: VideoFrame.reformat() would build (and tear down)
+        # a new swscale context per frame, which costs 2-3x the conversion itself.
+        self._reformatter = VideoReformatter()
+
+        options: dict[str, str] = {}
+        if kind == "h264":
+            # faststart: moov before mdat, so playback/streaming starts before the whole file loads.
+            # use_metadata_tags: store arbitrary metadata keys (mdta), not just the iTunes set.
+            options["movflags"] = "+faststart+use_metadata_tags" if self._metadata else "+faststart"
+        try:
+            self._container = av.open(str(temp), mode="w", format=muxer, options=options)
+        except (av.error.FFmpegError, OSError) as error:
+            raise VivifyError(f"{display}: cannot write ({getattr(error, 'strerror', error)})") from None
+
+        try:
+            self._container.metadata.update(self._metadata)
+            width, height = size
+            if kind == "gif":
+                stream = self._container.add_stream("gif", rate=fps)
+                stream.pix_fmt = "pal8"
+            else:
+                codec = "libx264" if kind == "h264" else "libvpx-vp9"
+                opts = _H264_OPTIONS if kind == "h264" else _VP9_OPTIONS
+                stream = self._container.add_stream(codec, rate=fps, options=dict(opts))
+                stream.pix_fmt = "yuv420p"
+                ctx = stream.codec_context
+                ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
+                ctx.color_range = _RANGE_MPEG
+            stream.width, stream.height = width, height
+            stream.time_base = self._time_base
+            self._video = stream
+
+            if audio_source is not None and kind in _AUDIO:
+                codec_name, bit_rate = _AUDIO[kind]
+                self._audio = _AudioTrack.open(audio_source, self._container, codec_name, bit_rate)
+            self.has_audio = self._audio is not None
+            # Opens the encoders and writes the header now, so bad settings fail in open_writer.
+            self._container.start_encoding()
+            if self._audio is not None:
+                self._audio.start()
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._kind == "gif":
+            video_frame = self._to_pal8(frame)
+        else:
+            video_frame = self._reformatter.reformat(
+                av.VideoFrame.from_ndarray(frame, format="rgb24"),
+                format="yuv420p",
+                dst_colorspace="itu709",
+                dst_color_range="MPEG",
+                threads=1,  # x264/libvpx already keep the cores busy; sws threads only contend
+            )
+        video_frame.pts = self._index
+        video_frame.time_base = self._time_base
+        self._index += 1
+        for packet in self._video.encode(video_frame):
+            self._container.mux(packet)
+        if self._audio is not None:
+            # Keep audio muxed up to the video written so far: interleaved file, bounded memory.
+            self._audio.pump(self._index * self._time_base)
+
+    def finish(self) -> None:
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.finish(self._index * self._time_base)
+        self._container.close()  # writes the trailer; with faststart, rewrites moov to the front
+        if self._kind == "gif" and self._metadata:
+            _add_gif_comment(self._temp, _metadata_text(self._metadata))
+
+    def discard(self) -> None:
+        closers = [self._audio.close] if self._audio is not None else []
+        if hasattr(self, "_container"):
+            closers.append(self._container.close)
+        for close in closers:
+            try:
+                close()
+            except Exception:  # already failing; the temp file is deleted next
+                log.debug("error while discarding output", exc_info=True)
+
+    def _to_pal8(self, frame: np.ndarray) -> av.VideoFrame:
+        """Quantise to a 256-colour palette, Floyd-Steinberg dithered, reusing the palette.
+
+        Reusing one palette keeps colours and dither patterns stable between frames: no flicker,
+        and FFmpeg's GIF encoder then stores only the pixels that changed (small files). A
+        portrait animation mostly keeps its colours; when a frame no longer fits (blurred error
+        above _GIF_PALETTE_TOLERANCE), a new palette is built from that frame and used from then
+        on (FFmpeg writes it as a local colour table).
+        """
+        image = Image.fromarray(frame)
+        if self._palette is not None:
+            quantised = self._quantize(image)
+            if _blurred_error(frame, np.asarray(quantised.convert("RGB"))) <= _GIF_PALETTE_TOLERANCE:
+                return self._pal8_frame(quantised)
+        # Pillow's fast octree beats its median cut here on both speed (~100x) and PSNR.
+        self._palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+        rgb = np.zeros((256, 3), np.uint8)
+        values = np.array(self._palette.getpalette() or [], np.uint8).reshape(-1, 3)[:256]
+        rgb[: len(values)] = values
+        self._palette_argb = np.concatenate([np.full((256, 1), 255, np.uint8), rgb], axis=1)
+        return self._pal8_frame(self._quantize(image))
+
+    def _quantize(self, image: Image.Image) -> Image.Image:
+        return image.quantize(palette=self._palette, dither=Image.Dither.FLOYDSTEINBERG)
+
+    def _pal8_frame(self, quantised: Image.Image) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray((np.asarray(quantised), self._palette_argb), format="pal8")
+
+
+def _blurred_error(original: np.ndarray, quantised: np.ndarray) -> float:
+    """Mean colour error after an 8x box blur, i.e. as the eye sees dithering: 0..255."""
+    height, width = original.shape[:2]
+    size = (max(1, width // 8), max(1, height // 8))
+    a = cv2.resize(original, size, interpolation=cv2.INTER_AREA)
+    b = cv2.resize(quantised, size, interpolation=cv2.INTER_AREA)
+    return float(cv2.absdiff(a, b).mean())
+
+
+class _PngFolderBackend:
+    """Numbered PNG frames. zlib level 1: several times faster than the default for files only a
+    few percent larger on photographic frames."""
+
+    has_audio = False
+
+    def __init__(self, folder: Path, metadata: dict[str, str] | None) -> None:
+        self._folder = folder
+        self._index = 0
+        self._info: PngInfo | None = None
+        if metadata:
+            self._info = PngInfo()
+            for key, value in metadata.items():
+                self._info.add_itxt(key, value)  # iTXt: UTF-8 safe, unlike tEXt's Latin-1
+
+    def write(self, frame: np.ndarray) -> None:
+        path = self._folder / _FRAME_NAME.format(self._index)
+        Image.fromarray(frame).save(path, format="PNG", compress_level=1, pnginfo=self._info)
+        self._index += 1
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class _AudioTrack:
+    """Transcodes the first audio stream of a source file into the output, in step with the video.
+
+    Output time 0 is the source's first *video* frame when the source has video (the driving
+    video: keeps speech in sync with the motion even when its audio starts earlier or later), else
+    the start of its audio. Samples before 0 are dropped, a late start is padded with silence, and
+    the track is cut at the video's end. Decoded audio passes through a FIFO holding at most
+    about one video frame plus one codec frame of samples; nothing is loaded whole.
+    """
+
+    def __init__(
+        self,
+        source: av.container.InputContainer,
+        in_stream: av.AudioStream,
+        out_stream: av.AudioStream,
+        container: av.container.OutputContainer,
+        origin: float,
+        rate: int,
+        layout: str,
+        sample_format: str,
+    ) -> None:
+        self._input = source
+        self._in_stream = in_stream
+        self._stream = out_stream
+        self._container = container
+        self._origin = origin
+        self._rate = rate
+        self._layout = layout
+        self._format = sample_format
+        self._channels = 1 if layout == "mono" else 2
+        self._resampler = av.AudioResampler(format=sample_format, layout=layout, rate=rate)
+        self._fifo = av.AudioFifo()
+        self._frames = source.decode(in_stream)
+        self._started = False
+        self._eof = False
+        self._drop = 0  # samples still to discard from the front (audio starting before t=0)
+        self._queued_end = 0  # output-timeline sample index up to which audio has been queued
+        self._encoded = 0  # samples handed to the encoder so far
+        self._frame_size = 1024
+
+    @classmethod
+    def open(
+        cls, source: str | Path, container: av.container.OutputContainer, codec_name: str, bit_rate: int
+    ) -> _AudioTrack | None:
+        """Add an audio stream for `source` to `container`; None if `source` has no audio."""
+        name = os.fspath(source)
+        if not Path(name).exists():
+            raise VivifyError(f"{name}: file not found")
+        try:
+            input_container = av.open(name, mode="r", metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise VivifyError(f"{name}: cannot read audio ({reason})") from None
+        try:
+            if not input_container.streams.audio:
+                input_container.close()
+                return None
+            in_stream = input_container.streams.audio[0]
+            in_stream.thread_type = "AUTO"
+            streams = input_container.streams
+            reference = streams.video[0] if streams.video else in_stream
+            origin = float(reference.start_time * reference.time_base) if reference.start_time else 0.0
+
+            codec = av.codec.Codec(codec_name, "w")
+            rate = in_stream.codec_context.sample_rate or 48_000
+            if codec.audio_rates and rate not in codec.audio_rates:
+                rate = 48_000  # Opus only takes 48/24/16/12/8 kHz; AAC tops out at 96 kHz
+            # Mono stays mono; anything else becomes stereo (surround is downmixed).
+            layout = "mono" if in_stream.codec_context.layout.nb_channels == 1 else "stereo"
+            sample_format = "fltp" if codec_name == "aac" else "flt"  # the encoders' native formats
+            out_stream = container.add_stream(codec_name, rate=rate)
+            out_stream.codec_context.layout = layout
+            out_stream.codec_context.format = sample_format
+            out_stream.codec_context.bit_rate = bit_rate if layout == "stereo" else bit_rate // 2
+            out_stream.time_base = Fraction(1, rate)
+            return cls(input_container, in_stream, out_stream, container, origin, rate, layout, sample_format)
+        except BaseException:
+            input_container.close()
+            raise
+
+    def start(self) -> None:
+        """Call after the encoders are open (the codec's frame size is known then)."""
+        self._frame_size = self._stream.codec_context.frame_size or 1024
+
+    def pump(self, until: Fraction) -> None:
+        """Encode whole codec frames of audio up to output time `until` (seconds)."""
+        target = round(until * self._rate)
+        while self._queued_end < target and not self._eof:
+            self._decode_one()
+        self._encode(target, final=False)
+
+    def finish(self, end: Fraction) -> None:
+        """Encode the rest of the audio up to `end` (the video's duration), then flush."""
+        self.pump(end)
+        self._encode(round(end * self._rate), final=True)
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+    def _decode_one(self) -> None:
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            self._eof = True
+            for out in self._resampler.resample(None):  # flush resampler's buffered samples
+                self._queue(out)
+            return
+        except (av.error.FFmpegError, OSError) as error:
+            # Damaged audio should not cost the user the whole video: end the track here.
+            log.warning("audio ends early: %s", getattr(error, "strerror", None) or error)
+            self._eof = True
+            return
+        if not self._started:
+            self._started = True
+            start = (float(frame.time) if frame.time is not None else self._origin) - self._origin
+            if start > 0:
+                self._queue(self._silence(round(start * self._rate)))
+            else:
+                self._drop = round(-start * self._rate)
+                self._queued_end -= self._drop
+        for out in self._resampler.resample(frame):
+            self._queue(out)
+
+    def _queue(self, frame: av.AudioFrame) -> None:
+        frame.pts = None  # FIFO timing is ours (sample counts); source timestamps may jump
+        self._fifo.write(frame)
+        self._queued_end += frame.samples
+
+    def _silence(self, samples: int) -> av.AudioFrame:
+        planar = self._format.endswith("p")
+        shape = (self._channels, samples) if planar else (1, samples * self._channels)
+        frame = av.AudioFrame.from_ndarray(np.zeros(shape, np.float32), format=self._format, layout=self._layout)
+        frame.sample_rate = self._rate
+        return frame
+
+    def _encode(self, target: int, final: bool) -> None:
+        if self._drop:
+            skip = min(self._drop, self._fifo.samples)
+            if skip:
+                self._fifo.read(skip)
+                self._drop -= skip
+            if self._drop:
+                return
+        while True:
+            remaining = target - self._encoded
+            available = self._fifo.samples
+            if final:
+                size = min(self._frame_size, remaining, available)
+            elif remaining >= self._frame_size and available >= self._frame_size:
+                size = self._frame_size  # codecs want whole frames until the very last one
+            else:
+                return
+            if size <= 0:
+                return
+            frame = self._fifo.read(size)
+            frame.pts = self._encoded
+            frame.time_base = Fraction(1, self._rate)
+            self._encoded += frame.samples
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths: output kind, overwrite rules, temp creation, commit.
+
+
+def _output_kind(display: str, out: Path) -> tuple[str, str]:
+    """(kind, FFmpeg muxer) for OUT; PNG folders have muxer ""."""
+    if display.endswith(("/", os.sep)) or out.is_dir() or not out.suffix:
+        return "png", ""
+    try:
+        return _CONTAINERS[out.suffix.lower()]
+    except KeyError:
+        raise VivifyError(
+            f"{display}: unsupported output type '{out.suffix}' (supported: {SUPPORTED_OUTPUTS})"
+        ) from None
+
+
+def _check_target(display: str, out: Path, kind: str, overwrite: bool) -> None:
+    parent = out.parent
+    if not parent.exists():
+        raise VivifyError(f"{display}: folder '{parent}' does not exist")
+    if not parent.is_dir():
+        raise VivifyError(f"{display}: '{parent}' is not a folder")
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise VivifyError(f"{display}: already exists (use --overwrite)")
+    if out.is_dir() and not _is_frame_folder(out):
+        # --overwrite must never delete an arbitrary directory (think `-o ~/ --overwrite`).
+        raise VivifyError(f"{display}: is a folder with files other than {_FRAME_NAME.format(0)}...; not replacing it")
+
+
+def _is_frame_folder(folder: Path) -> bool:
+    """True for an empty folder or one holding only frame_NNNNNN.png files (a previous output)."""
+    try:
+        with os.scandir(folder) as entries:
+            return all(e.is_file(follow_symlinks=False) and _FRAME_NAME_RE.fullmatch(e.name) for e in entries)
+    except OSError:
+        return False
+
+
+def _make_temp(display: str, out: Path, folder: bool) -> Path:
+    """Create and return a new hidden temporary file/folder beside OUT."""
+    for _ in range(100):
+        temp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            if folder:
+                os.mkdir(temp, 0o777)  # modes honour the umask, unlike tempfile's 0600/0700
+            else:
+                os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return temp
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise VivifyError(f"{display}: cannot write to '{out.parent}' ({error.strerror})") from None
+    raise VivifyError(f"{display}: cannot create a temporary file in '{out.parent}'")
+
+
+def _commit(display: str, temp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished temp onto OUT (atomic for files on POSIX)."""
+    try:
+        if not os.path.lexists(out):
+            os.replace(temp, out)
+            return
+        if not overwrite:  # OUT appeared while we were writing
+            raise VivifyError(f"{display}: already exists (use --overwrite)")
+        if temp.is_file() and not out.is_dir():
+            os.replace(temp, out)
+            return
+        # A folder cannot atomically replace a file or a non-empty folder: move the old one aside,
+        # move the new one in (putting the old one back on failure), then delete the old one.
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.rename(out, old)
+        try:
+            os.rename(temp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        _remove(old)
+    except OSError as error:
+        raise VivifyError(f"{display}: cannot move the finished output into place ({error.strerror})") from None
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder tree, ignoring errors (best effort cleanup)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            path.unlink()
+    except OSError:
+        log.debug("could not remove %s", path, exc_info=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata helpers.
+
+
+def _metadata_text(metadata: dict[str, str]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in metadata.items())
+
+
+def _add_gif_comment(path: Path, text: str) -> None:
+    """Insert a GIF89a Comment Extension right after the header and global colour table.
+
+    FFmpeg's GIF muxer has no metadata support; a comment block is the standard place for text
+    (Pillow reads it as `info["comment"]`). The file is rewritten once, streaming.
+    """
+    data = text.encode("utf-8")
+    blocks = b"".join(bytes([len(chunk)]) + chunk for chunk in (data[i : i + 255] for i in range(0, len(data), 255)))
+    comment = b"\x21\xfe" + blocks + b"\x00"
+    rewritten = path.with_name(path.name + ".c")
+    with open(path, "rb") as src:
+        head = src.read(13)  # "GIF89a" + logical screen descriptor
+        if len(head) < 13 or not head.startswith(b"GIF8"):
+            raise ValueError("not a GIF file")
+        packed = head[10]
+        table = 3 * (2 ** ((packed & 0x07) + 1)) if packed & 0x80 else 0
+        head += src.read(table)
+        with open(rewritten, "wb") as dst:
+            dst.write(head)
+            dst.write(comment)
+            shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(rewritten, path)

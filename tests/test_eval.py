@@ -1,0 +1,277 @@
+"""Tests of the self-reenactment evaluation: dlib face measures, the crop, and `run` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+import vivify.eval.reenact as reenact
+from vivify.errors import VivifyError
+from vivify.eval.metrics import Box, DlibFaceMeasure, l1
+from vivify.eval.reenact import Crop, apply_crop, crop_square, find_crop, run
+
+SHARED_PORTRAIT = Path(__file__).resolve().parents[1] / ".." / "shared" / "media" / "portraits" / "macron.png"
+
+
+@pytest.fixture(scope="module")
+def measure() -> DlibFaceMeasure:
+    # The instance `run` uses too: the models load once for the whole file.
+    return reenact._face_measure(1)
+
+
+@pytest.fixture(scope="module")
+def head() -> np.ndarray:
+    """The astronaut's head and shoulders, 256x256, face box about 75 px: a VoxCeleb-like crop."""
+    region = data.astronaut()[0:300, 90:390]
+    return np.ascontiguousarray(cv2.resize(region, (256, 256), interpolation=cv2.INTER_AREA))
+
+
+def translate(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+class StubAnimator:
+    """The static baseline: returns the portrait, whatever the driving frame."""
+
+    def __init__(self, portrait: np.ndarray, **options: object) -> None:
+        self.portrait = portrait
+        self.options = options
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        return self.portrait.copy()
+
+
+class OracleAnimator(StubAnimator):
+    """A perfect engine for self-reenactment: returns the real frame itself."""
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        return frame.copy()
+
+
+def write_video(path: Path, frames: list[np.ndarray], rate: int = 25) -> None:
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "12"}
+        for image in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+def test_identical_images_score_zero(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    score = measure.compare(head, head.copy())
+    assert score is not None
+    assert score.akd == 0.0
+    assert score.aed == 0.0
+    assert not score.fallback
+    assert l1(head, head.copy()) == 0.0
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(5, 0), (3, 4)])
+def test_translation_by_5px_gives_akd_5(measure: DlibFaceMeasure, head: np.ndarray, dx: int, dy: int) -> None:
+    shifted = translate(head, dx, dy)
+    score = measure.compare(shifted, head)
+    assert score is not None
+    assert score.akd == pytest.approx(5.0, abs=1.0)
+    assert score.aed < 0.1  # same person, same pose: the identity descriptor barely moves
+    assert 0.0 < l1(shifted, head) < 1.0
+
+
+def test_different_face_has_larger_aed(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    # A face stretched 1.33x wide is a different face shape: the descriptor should move much more than
+    # for a small translation of the same face.
+    stretched = np.ascontiguousarray(cv2.resize(head, (340, 256))[:, 42:298])
+    near = measure.compare(translate(head, 5, 0), head)
+    far = measure.compare(stretched, head)
+    assert near is not None and far is not None
+    assert far.aed > 0.2
+    assert far.aed > 3 * near.aed
+
+
+def test_another_person_has_larger_aed(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    if not SHARED_PORTRAIT.exists():
+        pytest.skip(f"shared media absent: {SHARED_PORTRAIT}")
+    other = cv2.cvtColor(cv2.imread(str(SHARED_PORTRAIT)), cv2.COLOR_BGR2RGB)
+    other = np.ascontiguousarray(cv2.resize(other, (256, 256), interpolation=cv2.INTER_AREA))
+    score = measure.compare(other, head)
+    assert score is not None
+    assert score.aed > 0.6  # dlib's own same-person threshold is 0.6
+
+
+def test_generated_without_face_borrows_the_real_box(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    blank = np.full_like(head, 128)
+    score = measure.compare(blank, head)
+    assert score is not None
+    assert score.fallback
+    assert math.isfinite(score.akd) and score.akd > 0
+    assert score.aed > 0
+
+
+def test_real_without_face_is_skipped(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    assert measure.compare(head, np.full_like(head, 128)) is None
+
+
+def test_box_iou() -> None:
+    assert Box(0, 0, 10, 10).iou(Box(0, 0, 10, 10)) == 1.0
+    assert Box(0, 0, 10, 10).iou(Box(20, 20, 30, 30)) == 0.0
+    assert Box(0, 0, 10, 10).iou(Box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+# --- crop --------------------------------------------------------------------------------------------------
+
+
+def test_face_crop_clip_uses_the_whole_frame() -> None:
+    # A VoxCeleb-like 256x256 clip: 2.5x the face height exceeds the frame.
+    assert crop_square(256, 256, Box(46, 30, 202, 185)) == Crop(0, 0, 256)
+    # Non-square face-crop clip: its largest square, shifted to contain the face.
+    crop = crop_square(410, 412, Box(92, 118, 316, 342))
+    assert crop.side == 410 and crop.x == 0 and 0 <= crop.y <= 2
+
+
+def test_crop_is_shifted_inside_the_frame() -> None:
+    crop = crop_square(1080, 1920, Box(0, 1800, 100, 1900))
+    assert crop.side == 250
+    assert (crop.x, crop.y) == (0, 1920 - 250)
+
+
+def test_crop_never_zooms_past_the_output_size() -> None:
+    # A 256x256 clip with a small face: cropping 2.5x the face would only upsample.
+    assert crop_square(256, 256, Box(80, 70, 155, 145), min_side=256) == Crop(0, 0, 256)
+    assert crop_square(256, 256, Box(80, 70, 155, 145)).side == 188
+
+
+def test_full_frame_video_crop_is_a_square_around_the_face(
+    measure: DlibFaceMeasure, head: np.ndarray
+) -> None:
+    # Portrait-orientation "phone" frame with the head pasted small, off centre.
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(90, 110, size=(1280, 720, 3), dtype=np.uint8)
+    small = cv2.resize(head, (200, 200), interpolation=cv2.INTER_AREA)
+    x0, y0 = 420, 700
+    canvas[y0 : y0 + 200, x0 : x0 + 200] = small
+    face_box = measure.detect(head)[0]  # in the 256 crop
+    s = 200 / 256
+    expected = Box(*(round(v * s) for v in face_box))
+    expected = Box(expected.left + x0, expected.top + y0, expected.right + x0, expected.bottom + y0)
+
+    crop = find_crop(canvas, measure)
+    assert crop is not None
+    assert crop.x >= 0 and crop.x + crop.side <= 720
+    assert crop.y >= 0 and crop.y + crop.side <= 1280
+    assert crop.side == pytest.approx(2.5 * expected.height, rel=0.25)
+    assert crop.side < 720  # a zoom on the head, not the whole frame
+    # The face lies inside the square, roughly centred.
+    assert crop.x <= expected.left and expected.right <= crop.x + crop.side
+    assert crop.y <= expected.top and expected.bottom <= crop.y + crop.side
+    cx = (expected.left + expected.right) / 2
+    assert abs(crop.x + crop.side / 2 - cx) < 0.1 * crop.side
+    out = apply_crop(canvas, crop, 256)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert measure.detect(out)  # the face is still found after crop and resize
+
+
+def test_find_crop_without_face(measure: DlibFaceMeasure) -> None:
+    assert find_crop(np.full((480, 640, 3), 100, np.uint8), measure) is None
+
+
+# --- run ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moving_video(tmp_path_factory: pytest.TempPathFactory, head: np.ndarray) -> Path:
+    """Six frames of the astronaut drifting 3 px per frame to the right."""
+    path = tmp_path_factory.mktemp("video") / "drift.mp4"
+    write_video(path, [translate(head, 3 * i, 0) for i in range(6)])
+    return path
+
+
+def test_run_static_baseline(
+    moving_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(reenact, "Animator", StubAnimator)
+    json_path = tmp_path / "out" / "reenact.json"
+    assert run([moving_video], frames=100, json_path=json_path) == 0
+    out = capsys.readouterr()
+    assert "drift.mp4" in out.out and "static" in out.out and "vivify" in out.out
+    assert "overall (1 clips)" in out.out
+    assert "machine:" in out.out and "command:" in out.out
+    assert "drift.mp4" in out.err  # progress
+
+    figures = json.loads(json_path.read_text())
+    clip = figures["clips"][0]
+    assert clip["frames"] == 6  # fewer frames than asked: all of them
+    assert clip["crop"] == {"x": 0, "y": 0, "side": 256}
+    static = clip["methods"]["static"]
+    assert static["l1"] > 0
+    assert static["akd"] > 2  # mean drift 7.5 px, frame 0 included
+    assert clip["no_face"] == 0
+    # The stub is the static baseline: both rows agree.
+    assert clip["methods"]["vivify"] == static
+    assert figures["overall"]["static"]["l1"] == pytest.approx(static["l1"])
+
+
+def test_run_scores_the_generated_frames(
+    moving_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(reenact, "Animator", OracleAnimator)
+    json_path = tmp_path / "reenact.json"
+    run([moving_video], frames=4, json_path=json_path)
+    capsys.readouterr()
+    clip = json.loads(json_path.read_text())["clips"][0]
+    assert clip["frames"] == 4
+    assert clip["methods"]["vivify"] == {"l1": 0.0, "akd": 0.0, "aed": 0.0, "fallback": 0}
+    assert clip["methods"]["static"]["l1"] > 0
+
+
+def test_run_passes_rate_and_options(moving_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, object]] = []
+
+    class Recorder(StubAnimator):
+        def __init__(self, portrait: np.ndarray, **options: object) -> None:
+            super().__init__(portrait, **options)
+            seen.append(options)
+
+    monkeypatch.setattr(reenact, "Animator", Recorder)
+    run([moving_video], frames=1, animator_options={"smoothing": False})
+    assert seen[0]["rate"] == pytest.approx(25.0)
+    assert seen[0]["smoothing"] is False
+
+
+def test_unreadable_video_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(VivifyError, match=r"broken\.mp4"):
+        run([bad], frames=2)
+    with pytest.raises(VivifyError, match=r"missing\.mp4"):
+        run([tmp_path / "missing.mp4"], frames=2)
+
+
+def test_no_face_in_frame_0_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    write_video(path, [np.full((128, 128, 3), 60 + 20 * i, np.uint8) for i in range(3)])
+    with pytest.raises(VivifyError, match=r"no face.*empty\.mp4"):
+        run([path], frames=3)
+
+
+def test_run_with_the_engine(moving_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The real Animator, end to end; quality is the engine's tests' business, not asserted here.
+    json_path = tmp_path / "reenact.json"
+    assert run([moving_video], frames=4, json_path=json_path) == 0
+    assert "overall (1 clips)" in capsys.readouterr().out
+    vivify = json.loads(json_path.read_text())["clips"][0]["methods"]["vivify"]
+    assert all(isinstance(vivify[k], float) and math.isfinite(vivify[k]) for k in ("l1", "akd", "aed"))

@@ -1,0 +1,661 @@
+"""Tests for vivify.io: portrait loading, video reading, and the output writers.
+
+All media is synthesised in tmp_path with PyAV/Pillow; sizes and frame counts are tiny so the
+whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vivify.errors import VivifyError
+from vivify.io import writers
+from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait
+from vivify.io.video import open_video
+from vivify.io.writers import open_writer
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def gradient(width: int, height: int, shift: int = 0) -> np.ndarray:
+    """A smooth RGB test frame that changes with `shift` (so frames are distinguishable)."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.stack([(x * 4 + shift) % 256, (y * 4) % 256, np.full_like(x, (shift * 7) % 256)], -1)
+    return frame.astype(np.uint8)
+
+
+def make_video(
+    path: Path,
+    frames: int = 12,
+    fps: Fraction = Fraction(25),
+    size: tuple[int, int] = (64, 48),
+    audio: bool = False,
+    burst_at: float | None = None,
+    video_start_frames: int = 0,
+    rotation: int | None = None,
+    rate: int = 16000,
+) -> Path:
+    """Write an H.264 (+ mono AAC) file: a sine tone, or silence with a 1 kHz burst at `burst_at`."""
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=fps)
+    video.width, video.height = size
+    video.pix_fmt = "yuv420p"
+    if rotation is not None:
+        video.set_display_rotation(rotation)
+    if audio:
+        sound = container.add_stream("aac", rate=rate)
+        sound.layout = "mono"
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(gradient(*size, shift=i * 10), format="rgb24")
+        frame.pts = i + video_start_frames
+        frame.time_base = 1 / fps
+        for packet in video.encode(frame):
+            container.mux(packet)
+    if audio:
+        total = int(rate * (frames + video_start_frames) / fps) + rate // 4  # a bit longer than video
+        t = np.arange(total) / rate
+        if burst_at is None:
+            signal = 0.3 * np.sin(2 * np.pi * 440 * t)
+        else:
+            signal = np.where((t >= burst_at) & (t < burst_at + 0.1), 0.5 * np.sin(2 * np.pi * 1000 * t), 0)
+        signal = signal.astype(np.float32)
+        for start in range(0, total, 1024):
+            chunk = av.AudioFrame.from_ndarray(signal[None, start : start + 1024].copy(), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
+            for packet in sound.encode(chunk):
+                container.mux(packet)
+        for packet in sound.encode(None):
+            container.mux(packet)
+    for packet in video.encode(None):
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def write_frames(out: str | Path, count: int, size=(64, 48), fps=Fraction(25), **kwargs) -> list[np.ndarray]:
+    frames = [gradient(*size, shift=i * 10) for i in range(count)]
+    with open_writer(out, fps, size, **kwargs) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return frames
+
+
+def count_decoded(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def audio_onset(path: Path) -> float:
+    """Seconds from the start of the decoded audio to the first sample above 0.1."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = np.concatenate([f.to_ndarray().reshape(-1, f.samples).mean(0) for f in container.decode(stream)])
+        return float(np.argmax(np.abs(samples) > 0.1) / stream.rate)
+
+
+def top_level_atoms(path: Path) -> list[tuple[str, int]]:
+    """(type, offset) of the top-level boxes of an MP4/MOV file."""
+    atoms, offset, data = [], 0, path.read_bytes()
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[offset + 8 : offset + 16])[0]
+        atoms.append((kind.decode("latin-1"), offset))
+        if size == 0:
+            break
+        offset += size
+    return atoms
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR claims width×height: enough for the size check, no pixels to decode."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+# --------------------------------------------------------------------------------------------
+# load_portrait
+
+
+def test_portrait_formats_and_modes(tmp_path):
+    rgb = gradient(40, 30)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    Image.fromarray(rgb).save(tmp_path / "p.webp", lossless=True)
+    Image.fromarray(rgb).save(tmp_path / "p.jpg", quality=95)
+    for name in ("p.png", "p.webp"):
+        out = load_portrait(tmp_path / name)
+        assert out.dtype == np.uint8 and out.shape == (30, 40, 3) and out.flags.c_contiguous
+        assert np.array_equal(out, rgb)
+    assert np.abs(load_portrait(str(tmp_path / "p.jpg")).astype(int) - rgb).mean() < 3
+
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "grey.png")  # L
+    assert np.array_equal(load_portrait(tmp_path / "grey.png"), np.repeat(rgb[:, :, :1], 3, axis=2))
+
+    Image.fromarray(rgb).quantize(16).save(tmp_path / "pal.png")  # P
+    assert load_portrait(tmp_path / "pal.png").shape == (30, 40, 3)
+
+    rgba = np.dstack([rgb, np.full((30, 40), 255, np.uint8)])
+    rgba[:10, :10, 3] = 0  # transparent corner -> white background
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    out = load_portrait(tmp_path / "alpha.png")
+    assert (out[:10, :10] == 255).all() and np.array_equal(out[20:, 20:], rgb[20:, 20:])
+
+    deep = (np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) * 50).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit greyscale
+    out = load_portrait(tmp_path / "deep.png")
+    assert out.shape == (30, 40, 3) and abs(int(out[-1, -1, 0]) - int(deep[-1, -1]) // 257) <= 1
+
+
+def test_portrait_exif_orientation(tmp_path):
+    stored = np.zeros((10, 20, 3), np.uint8)
+    stored[:3, :3] = (255, 0, 0)  # red marker top-left of the stored (landscape) pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    out = load_portrait(tmp_path / "phone.jpg")
+    assert out.shape == (20, 10, 3)
+    assert out[1, -2, 0] > 200 and out[1, -2, 2] < 60  # marker now top-right
+
+
+def test_portrait_missing(tmp_path):
+    path = str(tmp_path / "portrait.jpg")
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == f"{path}: file not found"
+
+
+def test_portrait_not_an_image(tmp_path):
+    path = tmp_path / "portrait.jpg"
+    path.write_text("this is not a picture\n")
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == f"{path}: not an image or corrupt (not a JPEG, PNG or WebP file)"
+
+
+def test_portrait_truncated_jpeg(tmp_path):
+    noisy = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(noisy).save(whole, quality=90)
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not an image or corrupt (") and "truncated" in message
+    assert "\n" not in message
+
+
+def test_portrait_too_many_megapixels(tmp_path):
+    path = png_header_only(tmp_path / "portrait.png", 10_000, 6_020)
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == (f"{path}: image is 60.2 megapixels, over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
+    # Beyond Pillow's own bomb threshold, Image.open() itself refuses: same message.
+    path = png_header_only(tmp_path / "bomb.png", 20_000, 20_000)
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == f"{path}: image is 400.0 megapixels, over the 50 megapixel limit"
+
+
+def test_portrait_directory(tmp_path):
+    with pytest.raises(VivifyError, match="is a directory"):
+        load_portrait(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# open_video
+
+
+def test_video_properties_and_frames(tmp_path):
+    path = make_video(tmp_path / "drive.mp4", frames=12, fps=Fraction(30000, 1001), audio=True)
+    with open_video(path) as video:
+        assert (video.width, video.height) == (64, 48)
+        assert video.fps == Fraction(30000, 1001)
+        assert video.frame_count == 12
+        assert video.has_audio
+        frames = list(video.frames())
+        with pytest.raises(RuntimeError):
+            video.frames()
+    assert len(frames) == 12
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 and f.flags.c_contiguous for f in frames)
+    assert np.abs(frames[3].astype(int) - gradient(64, 48, shift=30)).mean() < 8
+
+
+def test_video_rotation_metadata(tmp_path):
+    # Display matrix "rotate 90° clockwise" (-90 counter-clockwise), as phones write it.
+    path = make_video(tmp_path / "phone.mp4", frames=3, size=(64, 32), rotation=-90)
+    with open_video(path) as video:
+        assert (video.width, video.height, video.rotation) == (32, 64, 270)
+        frame = next(video.frames())
+    assert frame.shape == (64, 32, 3)
+    expected = np.rot90(gradient(64, 32), k=-1)
+    assert np.abs(frame.astype(int) - expected).mean() < 8
+
+
+def test_video_gif_rate_from_duration(tmp_path):
+    frames = [Image.fromarray(gradient(32, 32, shift=i * 30)) for i in range(6)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[50, 150] * 3, loop=0)
+    with open_video(path) as video:
+        assert video.frame_count == 6
+        assert video.fps == 10  # 6 frames in 0.6 s, although the delays vary
+        assert len(list(video.frames())) == 6
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("missing.mp4", None, "{}: file not found"),
+        ("text.mp4", b"hello, I am a text file\n" * 20, "{}: not a video or unreadable (Invalid data found"),
+    ],
+)
+def test_video_bad_files(tmp_path, name, content, expected):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(VivifyError) as info:
+        open_video(path)
+    assert str(info.value).startswith(expected.format(path))
+
+
+def test_video_refuses_still_images(tmp_path):
+    for name in ("still.png", "still.mp4"):  # by extension and by content
+        Image.fromarray(gradient(16, 16)).save(tmp_path / name, format="PNG")
+        with pytest.raises(VivifyError) as info:
+            open_video(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: is a still image, not a video"
+
+
+def test_video_no_video_stream(tmp_path):
+    path = tmp_path / "voice.m4a"
+    container = av.open(str(path), "w")
+    sound = container.add_stream("aac", rate=16000)
+    sound.layout = "mono"
+    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+    chunk.sample_rate, chunk.pts = 16000, 0
+    for packet in [*sound.encode(chunk), *sound.encode(None)]:
+        container.mux(packet)
+    container.close()
+    with pytest.raises(VivifyError) as info:
+        open_video(path)
+    assert str(info.value) == f"{path}: no video stream"
+
+
+def test_video_without_frames(tmp_path):
+    # A Matroska file that declares a video stream but only ever stores audio packets.
+    path = tmp_path / "x.mkv"
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=25)
+    video.width = video.height = 64
+    video.pix_fmt = "yuv420p"
+    sound = container.add_stream("aac", rate=16000)
+    sound.layout = "mono"
+    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+    chunk.sample_rate, chunk.pts = 16000, 0
+    for packet in [*sound.encode(chunk), *sound.encode(None)]:
+        container.mux(packet)
+    container.close()
+    with pytest.raises(VivifyError) as info:
+        open_video(path)
+    assert str(info.value) == f"{path}: video has no frames"
+
+
+def test_video_corrupt_mid_stream(tmp_path):
+    noisy = tmp_path / "noisy.mp4"
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(30)]
+    with open_writer(noisy, Fraction(25), (128, 96)) as writer:
+        for frame in noise:
+            writer.write(frame)
+    data = bytearray(noisy.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4000] = np.random.default_rng(2).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(VivifyError) as info, open_video(path) as video:
+        for _ in video.frames():
+            pass
+    assert str(info.value).startswith(f"{path}: corrupt video data after frame ")
+
+    # A truncated file (moov first, thanks to faststart) just ends early: documented behaviour.
+    short = tmp_path / "short.mp4"
+    short.write_bytes(noisy.read_bytes()[: noisy.stat().st_size // 2])
+    with open_video(short) as video:
+        assert video.frame_count == 30
+        assert 0 < sum(1 for _ in video.frames()) < 30
+
+
+# --------------------------------------------------------------------------------------------
+# open_writer: MP4
+
+
+def test_mp4_exact_frames_rate_duration_faststart(tmp_path):
+    out = tmp_path / "out.mp4"
+    fps = Fraction(30000, 1001)
+    frames = write_frames(out, 30, size=(64, 48), fps=fps)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.width, stream.height) == (64, 48)
+        assert stream.frames == 30
+        assert stream.average_rate == fps
+        assert stream.duration * stream.time_base == 30 / fps
+        assert not container.streams.audio
+    assert count_decoded(out) == 30
+    with open_video(out) as video:
+        decoded = list(video.frames())
+    assert np.abs(decoded[7].astype(int) - frames[7]).mean() < 6
+
+    atoms = dict(top_level_atoms(out))
+    assert atoms["moov"] < atoms["mdat"], "faststart: moov must come before mdat"
+
+
+def test_mp4_colours_round_trip(tmp_path):
+    # RGB -> BT.709 limited-range YUV, tagged as such, and back: no colour shift.
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 220, 190), (10, 10, 10)]
+    out = tmp_path / "colours.mp4"
+    with open_writer(out, Fraction(25), (32, 32)) as writer:
+        for colour in colours:
+            writer.write(np.full((32, 32, 3), colour, np.uint8))
+    with open_video(out) as video:
+        for colour, frame in zip(colours, video.frames(), strict=True):
+            assert np.abs(frame[16, 16].astype(int) - colour).max() <= 3
+
+
+def test_mp4_integer_rate(tmp_path):
+    out = tmp_path / "out.m4v"
+    write_frames(out, 10, fps=Fraction(24))
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.frames == 10 and stream.average_rate == 24
+        assert stream.duration * stream.time_base == Fraction(10, 24)
+
+
+def test_mp4_audio_aac_trimmed_and_in_sync(tmp_path):
+    fps = Fraction(25)
+    drive = make_video(tmp_path / "drive.mp4", frames=25, fps=fps, audio=True, burst_at=0.5)
+    out = tmp_path / "out.mp4"
+    with open_video(drive) as video, open_writer(out, video.fps, (64, 48), audio_source=drive) as writer:
+        assert writer.has_audio
+        for frame in video.frames():
+            writer.write(frame)
+    with av.open(str(out)) as container:
+        video_stream, audio_stream = container.streams.video[0], container.streams.audio[0]
+        assert audio_stream.codec_context.name == "aac"
+        video_seconds = float(video_stream.duration * video_stream.time_base)
+        audio_seconds = float(audio_stream.duration * audio_stream.time_base)
+    assert video_seconds == 1.0
+    assert abs(audio_seconds - video_seconds) <= 1 / fps  # source audio is 0.25 s longer: trimmed
+    assert abs(audio_onset(out) - 0.5) < 1 / fps
+    atoms = dict(top_level_atoms(out))
+    assert atoms["moov"] < atoms["mdat"]
+
+
+def test_audio_aligned_to_first_video_frame(tmp_path):
+    # Driving video whose first frame is at 0.2 s while its audio starts at 0: output t=0 is the
+    # first frame, so the burst at 0.5 s must land at 0.3 s (MP4/AAC and WebM/Opus).
+    drive = make_video(tmp_path / "late.mp4", frames=20, audio=True, burst_at=0.5, video_start_frames=5)
+    for name in ("out.mp4", "out.webm"):
+        out = tmp_path / name
+        with open_video(drive) as video, open_writer(out, video.fps, (64, 48), audio_source=drive) as writer:
+            for frame in video.frames():
+                writer.write(frame)
+        assert abs(audio_onset(out) - 0.3) < 1 / 25, name
+
+
+def test_audio_source_without_audio(tmp_path):
+    silent = make_video(tmp_path / "silent.mp4", frames=5)
+    out = tmp_path / "out.mp4"
+    with open_writer(out, Fraction(25), (64, 48), audio_source=silent) as writer:
+        assert not writer.has_audio
+        writer.write(gradient(64, 48))
+    with av.open(str(out)) as container:
+        assert not container.streams.audio
+
+
+def test_metadata_round_trip(tmp_path):
+    metadata = {"vivify_provenance": "AI-generated by vivify", "comment": "naïve ✓"}
+    write_frames(tmp_path / "out.mp4", 3, metadata=metadata)
+    write_frames(tmp_path / "out.mov", 3, metadata=metadata)
+    write_frames(tmp_path / "out.webm", 3, metadata=metadata)
+    for name in ("out.mp4", "out.mov", "out.webm"):
+        with av.open(str(tmp_path / name)) as container:
+            tags = {key.lower(): value for key, value in container.metadata.items()}  # MKV upper-cases
+        assert tags["vivify_provenance"] == metadata["vivify_provenance"], name
+        assert tags["comment"] == metadata["comment"], name
+
+    write_frames(tmp_path / "out.gif", 3, metadata=metadata)
+    with Image.open(tmp_path / "out.gif") as gif:
+        assert gif.info["comment"].decode() == "vivify_provenance=AI-generated by vivify\ncomment=naïve ✓"
+        assert gif.n_frames == 3
+
+    write_frames(tmp_path / "frames/", 2, metadata=metadata)
+    with Image.open(tmp_path / "frames" / "frame_000001.png") as png:
+        assert png.text == metadata
+
+
+# --------------------------------------------------------------------------------------------
+# open_writer: other formats
+
+
+def test_webm_vp9_opus(tmp_path):
+    drive = make_video(tmp_path / "drive.mp4", frames=10, audio=True)
+    out = tmp_path / "out.webm"
+    with open_video(drive) as video, open_writer(out, video.fps, (64, 48), audio_source=drive) as writer:
+        for frame in video.frames():
+            writer.write(frame)
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "opus"
+        samples = sum(f.samples for f in container.decode(audio))
+    assert abs(samples / 48000 - 10 / 25) <= 1 / 25
+    assert count_decoded(out) == 10
+    with open_video(out) as video:  # WebM declares no frame count: estimated from the duration
+        assert video.fps == 25 and video.frame_count == 10 and video.has_audio
+
+
+def test_gif(tmp_path):
+    out = tmp_path / "out.gif"
+    drive = make_video(tmp_path / "drive.mp4", frames=2, audio=True)
+    frames = [gradient(33, 21, shift=i * 10) for i in range(8)]
+    with open_writer(out, Fraction(10), (33, 21), audio_source=drive) as writer:  # odd size is fine
+        assert not writer.has_audio  # GIFs have no sound
+        for frame in frames:
+            writer.write(frame)
+    with open_video(out) as video:
+        assert (video.width, video.height) == (33, 21)
+        assert video.fps == 10
+        decoded = list(video.frames())
+    assert len(decoded) == 8
+    assert np.abs(decoded[5].astype(int) - frames[5]).mean() < 12  # 256-colour palette + dither
+    with Image.open(out) as gif:
+        assert gif.n_frames == 8 and gif.info["duration"] == 100
+
+
+def test_png_folder(tmp_path):
+    frames = write_frames(tmp_path / "frames/", 5, size=(31, 17))
+    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert names == [f"frame_{i:06d}.png" for i in range(5)]
+    for i, name in enumerate(names):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "frames" / name)), frames[i])  # lossless
+
+    # A trailing slash means a folder whatever the name; without it, ".v1" is an unknown type.
+    write_frames(f"{tmp_path}/take.v1/", 1)
+    assert (tmp_path / "take.v1" / "frame_000000.png").is_file()
+    with pytest.raises(VivifyError, match=r"unsupported output type '\.v2'"):
+        open_writer(f"{tmp_path}/take.v2", Fraction(25), (8, 8))
+
+    # No extension also means a folder; overwriting replaces an earlier frame folder entirely.
+    write_frames(tmp_path / "frames", 2, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_000000.png", "frame_000001.png"]
+    assert leftovers(tmp_path) == []
+
+
+def test_png_folder_never_replaces_other_folders(tmp_path):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"...")
+    with pytest.raises(VivifyError, match="not replacing it"):
+        open_writer(precious, Fraction(25), (8, 8), overwrite=True)
+    assert (precious / "holiday.jpg").exists()
+
+
+def test_writer_reuses_caller_buffer_safely(tmp_path):
+    buffer = np.zeros((8, 8, 3), np.uint8)
+    with open_writer(tmp_path / "f/", Fraction(25), (8, 8)) as writer:
+        for value in (10, 20, 30):
+            buffer[:] = value  # caller renders into the same array every time
+            writer.write(buffer)
+    values = [int(np.asarray(Image.open(tmp_path / "f" / f"frame_{i:06d}.png"))[0, 0, 0]) for i in range(3)]
+    assert values == [10, 20, 30]
+
+
+# --------------------------------------------------------------------------------------------
+# open_writer: safety and errors
+
+
+def test_temp_file_then_rename(tmp_path):
+    out = tmp_path / "out.mp4"
+    with open_writer(out, Fraction(25), (64, 48)) as writer:
+        writer.write(gradient(64, 48))
+        assert not out.exists()
+        temps = leftovers(tmp_path)
+        assert len(temps) == 1 and temps[0].startswith(".out.mp4.tmp-")
+    assert out.exists() and leftovers(tmp_path) == []
+
+
+def test_abort_leaves_nothing(tmp_path):
+    for name in ("out.mp4", "out.gif", "frames/"):
+        writer = open_writer(tmp_path / name, Fraction(25), (64, 48), audio_source=None)
+        writer.write(gradient(64, 48))
+        writer.abort()
+        writer.abort()  # idempotent
+        assert not (tmp_path / name).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_keeps_existing_output(tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    with pytest.raises(KeyError), open_writer(out, Fraction(25), (64, 48), overwrite=True) as writer:
+        writer.write(gradient(64, 48))
+        raise KeyError("renderer crashed")
+    assert out.read_bytes() == b"previous result"
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite(tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    with pytest.raises(VivifyError) as info:
+        open_writer(out, Fraction(25), (64, 48))
+    assert str(info.value) == f"{out}: already exists (use --overwrite)"
+    assert out.read_bytes() == b"previous result" and leftovers(tmp_path) == []
+
+    mode = 0o666 & ~_umask()
+    write_frames(out, 2, overwrite=True)
+    assert count_decoded(out) == 2
+    assert out.stat().st_mode & 0o777 == mode  # normal permissions, not a temp file's 0600
+
+
+def test_bad_outputs(tmp_path):
+    with pytest.raises(VivifyError) as info:
+        open_writer(tmp_path / "out.avi", Fraction(25), (64, 48))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'out.avi'}: unsupported output type '.avi' (supported: ")
+    assert all(kind in message for kind in (".mp4", ".mov", ".webm", ".gif", "PNG"))
+
+    with pytest.raises(VivifyError, match="does not exist"):
+        open_writer(tmp_path / "nowhere" / "out.mp4", Fraction(25), (64, 48))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VivifyError, match="is not a folder"):
+        open_writer(tmp_path / "file" / "out.mp4", Fraction(25), (64, 48))
+
+    with pytest.raises(ValueError, match="even"):
+        open_writer(tmp_path / "odd.mp4", Fraction(25), (63, 48))
+    with pytest.raises(VivifyError) as info:
+        open_writer(tmp_path / "out.mp4", Fraction(25), (64, 48), audio_source=tmp_path / "gone.mp4")
+    assert str(info.value) == f"{tmp_path / 'gone.mp4'}: file not found"
+    assert list(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_unwritable_directory(tmp_path, monkeypatch):
+    if os.geteuid() != 0:  # a real read-only folder (root would write into it anyway)
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(VivifyError) as info:
+            open_writer(locked / "out.mp4", Fraction(25), (64, 48))
+        assert str(info.value) == f"{locked / 'out.mp4'}: cannot write to '{locked}' (Permission denied)"
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(writers.os, "open", denied)
+    monkeypatch.setattr(writers.os, "mkdir", denied)
+    for name in ("out.mp4", "frames/"):
+        with pytest.raises(VivifyError) as info:
+            open_writer(tmp_path / name, Fraction(25), (64, 48))
+        assert str(info.value) == f"{tmp_path / name}: cannot write to '{tmp_path}' (Permission denied)"
+
+
+def test_write_validation_and_empty_close(tmp_path):
+    with open_writer(tmp_path / "out.mp4", Fraction(25), (64, 48)) as writer:
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((48, 64, 4), np.uint8))
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((64, 48, 3), np.uint8))
+        writer.write(gradient(64, 48))
+
+    writer = open_writer(tmp_path / "empty.mp4", Fraction(25), (64, 48))
+    with pytest.raises(VivifyError) as info:
+        writer.close()
+    assert str(info.value) == f"{tmp_path / 'empty.mp4'}: no frames to write"
+    assert not (tmp_path / "empty.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_encoder_thread_errors_reach_the_caller(tmp_path, monkeypatch):
+    def failing_write(self, frame):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers._AVBackend, "write", failing_write)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(VivifyError) as info, open_writer(out, Fraction(25), (64, 48)) as writer:
+        for _ in range(20):  # fails on a later write() once the thread has hit the error
+            writer.write(gradient(64, 48))
+    assert str(info.value) == f"{out}: could not write (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
+
+    writer = open_writer(out, Fraction(25), (64, 48))
+    writer.write(gradient(64, 48))
+    with pytest.raises(VivifyError, match="No space left"):
+        writer.close()  # or in close(), if it happened after the last write()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
