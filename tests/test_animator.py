@@ -103,18 +103,21 @@ def test_background_stays_still(face, reference):
 
 
 def test_still_driver_does_not_jitter(face):
-    """Sub-pixel jitter of the driving picture (camera noise, detector noise) is filtered out."""
+    """A still face seen through sensor noise: the detector's jitter is filtered out of the motion."""
     rng = np.random.default_rng(7)
-    animator = Animator(face, rate=25.0)
-    raw, filtered = [], []
-    for _ in range(40):
-        jitter = rng.normal(0.0, 0.6, size=2)
-        animator.render(similarity_frame(face, (128, 110), shift=tuple(jitter)))
-        raw.append(jitter)
-        filtered.append(animator.last_target[topology.RIGID].mean(axis=0))
-    raw_spread = np.std(np.diff(np.array(raw[10:]), axis=0))
-    filtered_spread = np.std(np.diff(np.array(filtered[10:]), axis=0))
-    assert filtered_spread < 0.5 * raw_spread
+    frames = [np.clip(face + rng.normal(0, 4, face.shape), 0, 255).astype(np.uint8) for _ in range(50)]
+
+    def frame_to_frame_motion(smoothing: bool) -> float:
+        animator = Animator(face, rate=25.0, smoothing=smoothing)
+        targets = []
+        for frame in frames:
+            animator.render(frame)
+            targets.append(animator.last_target.copy())
+        return float(np.abs(np.diff(np.array(targets[10:]), axis=0)).mean())
+
+    raw = frame_to_frame_motion(smoothing=False)
+    assert raw > 0.05  # the detector does jitter on this input, so the test can fail
+    assert frame_to_frame_motion(smoothing=True) < 0.5 * raw
 
 
 def test_lost_face_holds_pose_and_recovers(face, reference):
@@ -156,3 +159,14 @@ def test_face_too_small(face):
 def test_not_an_rgb_array():
     with pytest.raises(VivifyError, match="expected an RGB uint8 array"):
         Animator(np.zeros((10, 10), np.float32))
+
+
+def test_first_frames_without_a_face(face):
+    """Until the driver's face first appears the portrait stays as it is; then it follows."""
+    animator = Animator(face, rate=25.0)
+    blank = np.full_like(face, 127)
+    for _ in range(3):
+        assert np.abs(animator.render(blank).astype(int) - face).max() <= 1  # rounding only
+    for _ in range(5):
+        out = animator.render(face)
+    assert out.shape == face.shape

@@ -8,7 +8,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.motion.transfer import MotionTransfer
-from vivify.render.background import background_plate, person_mask
+from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.mouth import MouthInterior
 from vivify.render.warp import HeadWarp
 
@@ -51,10 +51,12 @@ class Animator:
         self.portrait = portrait
         self.points = points
         mask = person_mask(portrait, points)
-        self._plate = np.dstack([background_plate(portrait, mask), np.full(mask.shape, 255, np.uint8)])
+        alpha_8bit = np.round(mask * 255).astype(np.uint8)
+        foreground, plate = unmix_foreground(portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
+        self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap. The padding repeats the colour but not the
         # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges.
-        layers = np.dstack([portrait, (mask * 255).astype(np.uint8)])
+        layers = np.dstack([foreground, alpha_8bit])
         self._layers = cv2.copyMakeBorder(layers, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
         self._layers[:_PAD, :, 3] = self._layers[-_PAD:, :, 3] = 0
         self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0

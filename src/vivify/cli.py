@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from vivify.errors import VivifyError
@@ -20,6 +24,12 @@ def _size(text: str) -> tuple[int, int]:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 2:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 2, not {text!r}")
+    return int(text)
+
+
+def _index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 0, 1, 2, ..., not {text!r}")
     return int(text)
 
 
@@ -45,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="driving frame that maps to the portrait's own pose and expression (default: first)")
     animate.add_argument("--absolute", action="store_true",
                          help="give the portrait the driver's face shape, not only the driver's motion")
-    animate.add_argument("--face", type=int, default=0, metavar="N",
+    animate.add_argument("--face", type=_index, default=0, metavar="N",
                          help="which face of the portrait, largest first (default: 0)")
     animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
@@ -63,6 +73,60 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser
+
+
+# What MediaPipe, TFLite and absl write straight to file descriptor 2 while they load their models, e.g.
+# "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", "WARNING: All log messages before
+# absl::InitializeLog() is called are written to STDERR", "W0000 00:00:1795650678.628984   21677
+# inference_feedback_manager.cc:114] Feedback manager ...". GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL don't
+# reach these loggers (absl's and TFLite's minimal one), so they are filtered at the file descriptor.
+_NATIVE_NOISE = re.compile(
+    rb"INFO: |WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+
+
+@contextlib.contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """Keep native libraries' INFO and WARNING lines off the terminal; Python's output still reaches it.
+
+    File descriptor 2 points at an anonymous temporary file for the duration, while sys.stderr (vivify's own
+    messages, Python warnings, the progress bar, tracebacks) writes to a duplicate of the real stderr. Lines
+    written to fd 2 that are not known noise (E/F log lines, anything else) are passed on at the end.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no fd 2 or no sys.stderr: nothing to quiet
+        saved = None
+    if saved is None:
+        yield
+        return
+    python_stderr, own_stream = sys.stderr, None
+    with tempfile.TemporaryFile() as capture:
+        try:
+            os.dup2(capture.fileno(), 2)
+            if _fileno(python_stderr) == 2:  # else sys.stderr bypasses fd 2 (a test's capture, say): leave it
+                own_stream = open(os.dup(saved), "w", encoding=python_stderr.encoding,  # noqa: SIM115
+                                  errors=python_stderr.errors or "backslashreplace", buffering=1)
+                sys.stderr = own_stream
+            yield
+        finally:
+            if own_stream is not None:
+                sys.stderr = python_stderr
+                own_stream.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            rest = b"".join(line for line in capture if not _NATIVE_NOISE.match(line))
+            if rest:
+                with open(2, "wb", closefd=False) as stderr:
+                    stderr.write(rest)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _progress_bar():
@@ -100,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "animate":
-            return _animate(args)
+            with _quiet_native_logs():
+                return _animate(args)
         if args.command == "demo":
             from vivify.demo import render_demos
 
-            for path in render_demos(args.output):
+            with _quiet_native_logs():
+                paths = render_demos(args.output)
+            for path in paths:
                 print(path)
             return 0
         if args.command == "eval":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,50 @@ def _frame_at(driving: str | Path, index: int) -> np.ndarray:
     raise VivifyError(f"{driving}: --reference {index} is past the last frame")
 
 
+def _first_face(driving: str | Path) -> tuple[int, np.ndarray]:
+    """The first driving frame with a face, and its index; a VivifyError naming the file if none has one."""
+    tracker = FaceTracker()
+    try:
+        with open_video(driving) as video:
+            for index, frame in enumerate(video.frames()):
+                if tracker.detect(frame) is not None:
+                    return index, frame
+    finally:
+        tracker.close()
+    raise VivifyError(f"{Path(driving).name}: no face found in any frame")
+
+
+def _set_reference(animator: Animator, driving: str | Path, reference: str) -> None:
+    """Calibrate `animator` on the driving frame that `reference` picks, before any frame is rendered.
+
+    Done up front even for "first" (where the Animator would take the first frame it sees with a face): a clip
+    without any face fails here, before anything is rendered, and frames before the first face render the
+    portrait as it is instead of reaching the engine without a reference.
+    """
+    if reference == "first":
+        index, frame = _first_face(driving)
+    else:
+        found = choose_reference(driving, animator.points, reference)
+        if found is None:
+            raise VivifyError(f"{Path(driving).name}: no face found in any frame")
+        index, frame = found, _frame_at(driving, found)
+    try:
+        animator.set_reference(frame)
+    except VivifyError:
+        raise VivifyError(f"{Path(driving).name}: no face found in frame {index} (the --reference frame)") from None
+
+
+def _refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
+    """--overwrite must not replace the portrait or the driving video with the result."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:  # either does not exist (yet): not the same file
+            same = False
+        if same:
+            raise VivifyError(f"{output}: is an input file; choose another output")
+
+
 def animate(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
             size: tuple[int, int] | None = None, max_side: int | None = None, reference: str = "first",
             absolute: bool = False, face: int = 0, overwrite: bool = False,
@@ -90,23 +135,26 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     Returns the output path. Raises VivifyError for problems with the inputs or options.
     """
     portrait_name = Path(portrait_path).name
+    _refuse_input_as_output(output, portrait_path, driving_path)
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
-    with open_video(driving_path) as video:
+    # The writer opens before the (slower) face set-up, so a bad or existing OUT fails at once; leaving the
+    # block by an error removes its temporary output and leaves OUT as it was.
+    out_size = (portrait.shape[1], portrait.shape[0])
+    with open_video(driving_path) as video, open_writer(
+            output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
+            overwrite=overwrite) as writer:
         animator = Animator(portrait, face=face, absolute=absolute, rate=float(video.fps), name=portrait_name)
-        if animator.faces_found > 1:
-            print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
-                  "(largest first; --face N picks another)", file=sys.stderr)
-        reference_index = choose_reference(driving_path, animator.points, reference)
-        if reference_index is not None:
-            animator.set_reference(_frame_at(driving_path, reference_index))
-        with open_writer(output, video.fps, animator.size, audio_source=driving_path if video.has_audio else None,
-                         overwrite=overwrite) as writer:
+        try:
+            if animator.faces_found > 1:
+                print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
+                      "(largest first; --face N picks another)", file=sys.stderr)
+            _set_reference(animator, driving_path, reference)
             for done, frame in enumerate(video.frames(), start=1):
                 writer.write(animator.render(frame))
                 if progress is not None:
                     progress(done, video.frame_count)
             if animator.frames_with_face == 0:
                 raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
-        animator.close()
+        finally:
+            animator.close()
     return Path(output)
-

@@ -17,14 +17,18 @@ class OneEuroFilter:
     """Filters an array of any shape element-wise, one sample per video frame.
 
     min_cutoff (Hz) sets the smoothing of a still signal; beta raises the cutoff with the speed
-    (units of the signal per second), trading jitter for lag on fast motion.
+    (units of the signal per second), trading jitter for lag on fast motion. With `shared_speed` one cutoff
+    from the RMS speed of all elements serves them all: the parts of a face move together, and the speed
+    of many noisy points is a much steadier estimate than the speed of each.
     """
 
-    def __init__(self, rate: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
+    def __init__(self, rate: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
+                 shared_speed: bool = False) -> None:
         self.dt = 1.0 / rate
         self.min_cutoff = min_cutoff
         self.beta = beta
         self.d_cutoff = d_cutoff
+        self.shared_speed = shared_speed
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
 
@@ -40,6 +44,7 @@ class OneEuroFilter:
             return x.copy()
         dx = (x - self._x) / self.dt
         self._dx = self._dx + _smoothing_factor(self.d_cutoff, self.dt) * (dx - self._dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        speed = np.sqrt(np.mean(self._dx**2)) if self.shared_speed else np.abs(self._dx)
+        cutoff = self.min_cutoff + self.beta * speed
         self._x = self._x + _smoothing_factor(cutoff, self.dt) * (x - self._x)
         return self._x.copy()

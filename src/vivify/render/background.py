@@ -29,15 +29,33 @@ def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.maximum(mask, face.astype(np.float32) / 255.0)
 
 
-def background_plate(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The portrait with the person inpainted away (the visible background is kept exactly)."""
+def background_plate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The portrait with the person (alpha > 0, uint8) inpainted away; the visible background is kept exactly."""
     height, width = rgb.shape[:2]
-    hole = (mask > 0.05).astype(np.uint8) * 255
-    hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    person = alpha > 0
+    # Inpaint from a little further out: the segmentation's edge still holds some of the person.
+    hole = cv2.dilate(person.astype(np.uint8) * 255, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
     scale = min(1.0, _PLATE_SIDE / max(height, width))
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
     small_hole = cv2.resize(hole, small_size, interpolation=cv2.INTER_NEAREST)
     filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
     filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.where(hole[..., None] > 0, filled, rgb)
+    return np.where(person[..., None], filled, rgb)
+
+
+def unmix_foreground(rgb: np.ndarray, alpha: np.ndarray, plate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The person's own colour F where the mask is soft (hair, edges), with α·F + (1−α)·plate = rgb, and the
+    plate adjusted where no such F exists.
+
+    Compositing F over the plate then gives back the portrait where nothing moves, with no halo of plate
+    colour along the silhouette. Where α is too small to solve for F (F would leave 0..255), the pixel is
+    mostly background: it goes into the plate as it is and F keeps the picture's colour.
+    """
+    a = alpha.astype(np.float32)[..., None] * (1.0 / 255.0)
+    image = rgb.astype(np.float32)
+    foreground = (image - (1.0 - a) * plate.astype(np.float32)) / np.maximum(a, 1e-3)
+    unsolvable = ((foreground < -0.5) | (foreground > 255.5)).any(axis=2, keepdims=True) | (a < 0.02)
+    foreground = np.where(unsolvable, image, foreground)
+    plate = np.where(unsolvable & (a < 1.0), rgb, plate)
+    return np.clip(np.round(foreground), 0, 255).astype(np.uint8), plate

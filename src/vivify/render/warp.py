@@ -90,8 +90,7 @@ class HeadWarp:
                          | (border[:, 1] <= 0) | (border[:, 1] >= height - 1))
         self.fixed = border[dist > np.where(on_frame_edge, 0.15, 0.35) * face_h]
 
-        gx = np.arange(int(np.ceil(rw / self.step))) * self.step + (self.step - 1) / 2
-        gy = np.arange(int(np.ceil(rh / self.step))) * self.step + (self.step - 1) / 2
+        gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
         self._grid = (grid / self._scale).astype(np.float32)
@@ -151,10 +150,8 @@ class HeadWarp:
         coarse = coarse * self._scale + to_pixels.astype(np.float32)
         source_map = _upsample(coarse.reshape(*self.grid_shape, 2), self.step, (rw, rh))
         # Eyes and mouth bend sharply: recompute their maps on a fine grid, pasted over the coarse one.
-        half = (self.fine_step - 1) / 2
         for x0, y0, x1, y1 in self._detail_boxes(target):
-            gx = x0 + half + np.arange(int(np.ceil((x1 - x0) / self.fine_step))) * self.fine_step
-            gy = y0 + half + np.arange(int(np.ceil((y1 - y0) / self.fine_step))) * self.fine_step
+            gx, gy = _cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step)
             points = (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
             fine = (_evaluate_tps(points, centers, coeffs) + points) * self._scale + to_pixels.astype(np.float32)
             source_map[y0:y1, x0:x1] = _upsample(
@@ -212,8 +209,16 @@ def _evaluate_tps(points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -
     return kernel @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
 
 
+def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
+    """Centres of `step`-pixel cells covering [start, stop), with one more cell on each side so that
+    upsampling interpolates all the way to the edges instead of clamping."""
+    count = int(np.ceil((stop - start) / step)) + 2
+    return start + (np.arange(count) - 1) * step + (step - 1) / 2
+
+
 def _upsample(grid: np.ndarray, step: int, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of values sampled at cell centres of `step`-pixel cells, cropped to `size`."""
+    """Bilinear upsampling of values at the `_cell_centres`, to the pixels of the covered range (`size`)."""
     rows, cols = grid.shape[:2]
     width, height = size
-    return cv2.resize(grid, (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[:height, :width]
+    full = cv2.resize(grid, (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)
+    return full[step:step + height, step:step + width]

@@ -1,0 +1,85 @@
+"""The benchmark's machinery on a tiny configuration: structure of the figures, never their speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from vivify import bench
+from vivify.errors import VivifyError
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_run_tiny_configuration(tmp_path, capsys):
+    out = tmp_path / "figures" / "bench.json"
+    # 256² is the smallest output at which the astronaut's face is over the engine's 48 px minimum.
+    assert bench.run(frames=6, json_path=out, sizes=[(256, 256)], cores=[1], warmup=2, driving="synthetic") == 0
+
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["mode"] == "standard"
+    assert report["frames"] == 6 and report["warmup"] == 2
+    machine = report["machine"]
+    assert machine["cores_available"] == len(os.sched_getaffinity(0))
+    for key in ("cpu", "python", "numpy", "opencv", "mediapipe"):
+        assert isinstance(machine[key], str) and machine[key]
+    assert report["driving"]["kind"] == "synthetic" and report["driving"]["frames"] == 6
+
+    (render,) = report["render"]
+    assert render["size"] == [256, 256] and render["cores"] == 1 and render["frames"] == 6
+    assert len(render["cpus"]) == 1
+    for key in ("median_ms", "p95_ms", "mean_ms", "fps"):
+        assert _positive(render[key]), key
+    assert render["p95_ms"] >= render["median_ms"]
+    assert render["frames_with_face"] == 6
+
+    (e2e,) = report["end_to_end"]
+    assert e2e["size"] == [256, 256] and e2e["cores"] == 1 and e2e["frames"] == 6 and e2e["exit_code"] == 0
+    for key in ("wall_s", "cpu_s", "fps", "max_rss_kib", "output_bytes"):
+        assert _positive(e2e[key]), key
+    assert e2e["fps"] == pytest.approx(6 / e2e["wall_s"])
+    (startup,) = report["startup"]
+    assert _positive(startup["wall_s"]) and _positive(startup["max_rss_kib"])
+    assert report["long"] is None
+    assert _positive(report["duration_s"])
+
+    table = capsys.readouterr().out
+    assert "Render only" in table and "End to end" in table and "256x256" in table
+    assert "load average" in table and "machine:" in table
+
+
+def test_measure_process_reports_peak_memory(tmp_path):
+    # A child that holds ~200 MiB: wait4's max RSS sees it, in KiB.
+    code = "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    result = bench.measure_process([sys.executable, "-c", code], [bench.available_cpus()[0]], tmp_path / "log")
+    assert result["exit_code"] == 0
+    assert result["max_rss_mib"] > 200
+    assert _positive(result["wall_s"])
+
+
+def test_measure_process_pins_and_sets_threads(tmp_path):
+    cpu = bench.available_cpus()[-1]
+    out = tmp_path / "child.json"
+    code = ("import json, os, sys; json.dump({'cpus': sorted(os.sched_getaffinity(0)), "
+            "'omp': os.environ['OMP_NUM_THREADS'], 'blas': os.environ['OPENBLAS_NUM_THREADS']}, "
+            "open(sys.argv[1], 'w'))")
+    bench.measure_process([sys.executable, "-c", code, str(out)], [cpu], tmp_path / "log")
+    assert json.loads(out.read_text()) == {"cpus": [cpu], "omp": "1", "blas": "1"}
+
+
+def test_failing_child_raises_with_its_output(tmp_path):
+    with pytest.raises(VivifyError, match="boom"):
+        bench.measure_process([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
+                              [bench.available_cpus()[0]], tmp_path / "log")
+
+
+def test_bad_arguments():
+    with pytest.raises(VivifyError):
+        bench.run(frames=1)
+    with pytest.raises(VivifyError):
+        bench.run(frames=10, cores=[len(os.sched_getaffinity(0)) + 1])
