@@ -83,3 +83,21 @@ def test_bad_arguments():
         bench.run(frames=1)
     with pytest.raises(VivifyError):
         bench.run(frames=10, cores=[len(os.sched_getaffinity(0)) + 1])
+
+
+def test_long_report_format():
+    def run_figures(seconds: int, peak_mib: float) -> dict:
+        return {"seconds": seconds, "frames": seconds * 30, "wall_s": seconds * 2.0, "fps": 15.0, "cores": 2,
+                "max_rss_kib": peak_mib * 1024, "max_rss_mib": peak_mib, "other_load_cores": None}
+
+    report = {
+        "started": "2025-01-01 00:00 UTC", "command": "vivify bench --long", "duration_s": 200.0,
+        "machine": bench.machine_info({"numpy": "1", "opencv": "4", "mediapipe": "0.10", "av": "18"}),
+        "load_average_1min": {"start": 0.1, "end": None}, "repeats": 1,
+        "driving": {"description": "synthetic"}, "render": [], "end_to_end": [], "startup": [],
+        "long": {"runs": [run_figures(15, 500.0), run_figures(60, 510.0)], "growth_mib": 10.0, "peak_mib": 510.0,
+                 "target_met": True},
+    }
+    text = bench.format_report(report)
+    assert "60s   1800" in text and "+10 MiB" in text and "target met" in text
+    assert "Render only" not in text and "End to end" not in text

@@ -510,7 +510,7 @@ def run(frames: int = 150, json_path: Path | None = None, *, long: bool = False,
         "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
         "mode": "long" if long else "standard",
         "load_average_1min": {"start": load_average(), "end": None},
-        "frames": frames, "warmup": warmup, "repeats": 1 if long else repeats,
+        "frames": None if long else frames, "warmup": None if long else warmup, "repeats": 1 if long else repeats,
         "render": [], "end_to_end": [], "startup": [], "long": None,
     }
     _progress(f"load average (1 min) at start: {_load_text(report['load_average_1min']['start'])}; "

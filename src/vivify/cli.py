@@ -33,6 +33,12 @@ def _index(text: str) -> int:
     return int(text)
 
 
+def _positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def _reference(text: str) -> str:
     if text in ("first", "best") or text.isdigit():
         return text
@@ -72,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    bench.add_argument("--long", action="store_true",
+                       help="instead, check peak memory of 15 s and 60 s 1080p jobs (about 3-4 minutes)")
+    bench.add_argument("--repeats", type=_positive_count, default=1, metavar="N",
+                       help="run every measurement N times, round-robin (default: 1)")
     return parser
 
 
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             return reenact.run(args.videos, frames=args.frames, json_path=args.json)
         from vivify import bench
 
-        return bench.run(frames=args.frames, json_path=args.json)
+        return bench.run(frames=args.frames, json_path=args.json, long=args.long, repeats=args.repeats)
     except VivifyError as error:
         print(f"vivify: error: {error}", file=sys.stderr)
         return 2

@@ -31,11 +31,16 @@ class MouthInterior:
 
     def paint(self, out: np.ndarray, target: np.ndarray, frame: np.ndarray, driving: np.ndarray | None) -> None:
         """Blend a mouth interior into `out` (in place) inside the target's inner lips."""
-        unit = topology.inter_ocular(target)
-        strength = (topology.mouth_gap(target) / unit - self._own_gap - _GAP_START) / _GAP_RAMP
+        target_gap = topology.mouth_gap(target) / topology.inter_ocular(target)
+        # Needed where the warp would have to invent what the portrait does not show ...
+        needed = _ramp(target_gap - self._own_gap)
+        # ... and wanted where the driver's open mouth shows a real one (teeth, tongue) to carry over.
+        usable = driving is not None and topology.mouth_gap(driving) >= _MIN_DRIVING_GAP
+        shown = _ramp(topology.mouth_gap(driving) / topology.inter_ocular(driving)) if usable else 0.0
+        strength = max(needed, min(shown, _ramp(target_gap)))
         if strength <= 0:
             return
-        strength = min(1.0, strength)
+        unit = topology.inter_ocular(target)
         height, width = out.shape[:2]
         inner = target[topology.LIPS_INNER, :2]
         lips = target[_LIPS, :2]
@@ -46,7 +51,7 @@ class MouthInterior:
         box = out[y0:y1, x0:x1]
         offset = np.array([x0, y0], dtype=np.float64)
 
-        if driving is not None and topology.mouth_gap(driving) >= _MIN_DRIVING_GAP:
+        if usable:
             patch = self._driving_patch(frame, driving[_LIPS, :2], lips - offset, (x1 - x0, y1 - y0))
             patch = self._recolour(patch, box, lips - offset, inner - offset)
         else:
@@ -86,6 +91,11 @@ class MouthInterior:
         self._colour = (gain, shift)
         lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
         return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def _ramp(gap: float) -> float:
+    """0 up to _GAP_START, rising to 1 over _GAP_RAMP (gaps in inter-ocular units)."""
+    return float(np.clip((gap - _GAP_START) / _GAP_RAMP, 0.0, 1.0))
 
 
 def _synthetic_cavity(inner: np.ndarray, size: tuple[int, int]) -> np.ndarray:
