@@ -9,7 +9,7 @@ from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
-from vivify.render.mouth import MouthInterior
+from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
@@ -28,14 +28,14 @@ class Animator:
       reference: a driving frame (RGB uint8) to use as the reference instead of the first rendered.
       absolute: give the portrait the driver's face shape instead of applying only the driver's changes.
       smoothing: filter landmark noise over time (One-Euro); turn off only to study raw motion.
-      mouth_interior: paint a mouth interior from the driving frame when the mouth opens wider than the
-        portrait's own.
+      interiors: paint the mouth and eye interiors from the driving frame when they open wider than the
+        portrait's own (and the mouth's whenever the driver shows one).
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
     """
 
     def __init__(self, portrait: np.ndarray, *, face: int = 0, reference: np.ndarray | None = None,
-                 absolute: bool = False, smoothing: bool = True, mouth_interior: bool = True,
+                 absolute: bool = False, smoothing: bool = True, interiors: bool = True,
                  rate: float = 30.0, name: str = "portrait") -> None:
         portrait = _check_rgb(portrait, name)
         faces = detect_faces(portrait)
@@ -62,7 +62,8 @@ class Animator:
         self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
-        self._mouth = MouthInterior(portrait, points) if mouth_interior else None
+        features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
+        self._interiors = [InteriorPainter(feature, points) for feature in features]
         self._tracker = FaceTracker()
         self.frames_with_face = 0
         if reference is not None:
@@ -94,8 +95,8 @@ class Animator:
         # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
         out[rows, cols] = region[..., :3]
-        if self._mouth is not None:
-            self._mouth.paint(out, self.last_target, frame, driving)
+        for painter in self._interiors:
+            painter.paint(out, self.last_target, frame, driving)
         return out
 
     def close(self) -> None:

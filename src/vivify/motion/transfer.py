@@ -24,9 +24,9 @@ _NON_CROSSING_PAIRS = np.array([
 ])
 
 _EYELID_PAIRS = _NON_CROSSING_PAIRS[:10]
-# An eye opens at most this much wider than the portrait's own: a driver whose reference frame caught a
-# blink would otherwise open the portrait's eyes into a stare.
-_MAX_EYE_OPENING = 1.3
+# An eye opens at most this much wider than the portrait's own (the eye interior is carried over from the
+# driver beyond it): a driver whose reference frame caught a blink would otherwise open it into a stare.
+_MAX_EYE_OPENING = 2.5
 
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
 _EASE_FRAMES = 8
@@ -113,7 +113,8 @@ def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Lower upper eyelids that would open the eye beyond _MAX_EYE_OPENING times the base opening."""
     upper, lower = _EYELID_PAIRS[:, 0], _EYELID_PAIRS[:, 1]
     opening = points[lower, 1] - points[upper, 1]
-    limit = _MAX_EYE_OPENING * np.maximum(base[lower, 1] - base[upper, 1], 0.0)
+    # An eye nearly closed in the portrait may still open to an ordinary width.
+    limit = _MAX_EYE_OPENING * np.maximum(base[lower, 1] - base[upper, 1], 0.0) + 0.08 * topology.inter_ocular(base)
     excess = opening - limit
     if not (excess > 0).any():
         return points

@@ -1,0 +1,142 @@
+"""Interiors a portrait cannot show: the mouth opened wider than in the photo, an eye opened wider.
+
+The driving frame's own interior (teeth, tongue, cavity; iris and sclera) is mapped into the target's
+opening by the affine that best carries the driver's feature contour onto the target's, recoloured to the
+portrait (mean and spread in Lab, measured on a ring around the opening and smoothed over time so it does not
+flicker) and blended in with a feathered mask. Without a usable driving mouth a synthetic cavity with a row
+of teeth stands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vivify.landmarks import topology
+
+# An interior appears as a gap (inter-ocular units) passes this ...
+_GAP_START = 0.01
+# ... and is fully in once it is this much larger.
+_GAP_RAMP = 0.05
+# Smaller driving openings (px) carry too little detail to copy.
+_MIN_DRIVING_GAP = 3.0
+# Exponential smoothing of the colour transfer across frames.
+_COLOUR_MEMORY = 0.8
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A facial opening: its contour, the contour around it, and the pair of points that measure its gap."""
+
+    opening: np.ndarray  # closed polygon of the opening (inner lips, eyelid margin)
+    surround: np.ndarray  # closed polygon around it; the ring between the two sets the colour
+    gap: tuple[int, int]
+    # Also copy the driver's interior when the driver shows one, not only where the portrait lacks one:
+    # right for teeth, which a warp of the portrait's own can only stretch; wrong for eyes (identity).
+    carry_shown: bool
+    synthetic_fallback: bool
+
+
+MOUTH = Feature(topology.LIPS_INNER, topology.LIPS_OUTER, (topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP),
+                carry_shown=True, synthetic_fallback=True)
+LEFT_EYE = Feature(topology.LEFT_EYE, topology.LEFT_EYE_SURROUND, topology.LEFT_EYE_LIDS,
+                   carry_shown=False, synthetic_fallback=False)
+RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RIGHT_EYE_LIDS,
+                    carry_shown=False, synthetic_fallback=False)
+
+
+class InteriorPainter:
+    """Paints one feature's interior into rendered frames, keeping its colour transfer across frames."""
+
+    def __init__(self, feature: Feature, points: np.ndarray) -> None:
+        self.feature = feature
+        self._own_gap = self._gap(points)
+        self._fit = np.concatenate([feature.surround, feature.opening])
+        self._colour: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _gap(self, points: np.ndarray) -> float:
+        upper, lower = self.feature.gap
+        return float(np.linalg.norm(points[upper, :2] - points[lower, :2])) / topology.inter_ocular(points)
+
+    def paint(self, out: np.ndarray, target: np.ndarray, frame: np.ndarray, driving: np.ndarray | None) -> None:
+        """Blend the interior into `out` (in place) inside the target's opening."""
+        feature = self.feature
+        target_gap = self._gap(target)
+        # Needed where the warp would have to invent what the portrait does not show ...
+        needed = _ramp(target_gap - self._own_gap)
+        upper, lower = feature.gap
+        usable = driving is not None and np.linalg.norm(driving[upper, :2] - driving[lower, :2]) >= _MIN_DRIVING_GAP
+        # ... and, for the mouth, wanted where the driver's open mouth shows a real one to carry over.
+        shown = _ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
+        strength = max(needed, min(shown, _ramp(target_gap)))
+        if strength <= 0 or not (usable or feature.synthetic_fallback):
+            return
+        height, width = out.shape[:2]
+        opening = target[feature.opening, :2]
+        fit = target[self._fit, :2]
+        x0, y0 = np.maximum(np.floor(fit.min(axis=0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(fit.max(axis=0)).astype(int) + 3, [width, height])
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return
+        box = out[y0:y1, x0:x1]
+        offset = np.array([x0, y0], dtype=np.float64)
+
+        if usable:
+            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, (x1 - x0, y1 - y0))
+            patch = self._recolour(patch, box, target[feature.surround, :2] - offset, opening - offset)
+        else:
+            patch = _synthetic_cavity(opening - offset, (x1 - x0, y1 - y0))
+
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.fillPoly(mask, [np.round(opening - offset).astype(np.int32)], 1.0)
+        feather = max(1, int(topology.inter_ocular(target) * 0.015)) * 2 + 1
+        mask = cv2.GaussianBlur(mask, (feather, feather), 0) * strength
+        box[:] = cv2.blendLinear(patch, np.ascontiguousarray(box), mask, 1.0 - mask)
+
+    def _recolour(self, patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
+        """Match the driver's ring around the opening (and so the interior) to the portrait's, in Lab mean and
+        spread."""
+        ring = np.zeros(box.shape[:2], np.uint8)
+        cv2.fillPoly(ring, [np.round(surround).astype(np.int32)], 1)
+        cv2.fillPoly(ring, [np.round(opening).astype(np.int32)], 0)
+        if ring.sum() < 10:
+            return patch
+        lab_patch = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab_box = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)
+        src_mean, src_std = cv2.meanStdDev(lab_patch, mask=ring)
+        dst_mean, dst_std = cv2.meanStdDev(lab_box, mask=ring)
+        # Lightness keeps some contrast (teeth against cavity); chroma may vanish (a black-and-white photo).
+        gain = np.clip(dst_std / np.maximum(src_std, 1.0), [[0.6], [0.0], [0.0]], 1.6).ravel()
+        shift = dst_mean.ravel() - gain * src_mean.ravel()
+        if self._colour is not None:
+            gain = _COLOUR_MEMORY * self._colour[0] + (1 - _COLOUR_MEMORY) * gain
+            shift = _COLOUR_MEMORY * self._colour[1] + (1 - _COLOUR_MEMORY) * shift
+        self._colour = (gain, shift)
+        lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
+        return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The driving frame around a feature, carried onto the target's feature by a least-squares affine."""
+    design = np.hstack([source, np.ones((len(source), 1))])
+    affine, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return cv2.warpAffine(frame, affine.T, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _ramp(gap: float) -> float:
+    """0 up to _GAP_START, rising to 1 over _GAP_RAMP (gaps in inter-ocular units)."""
+    return float(np.clip((gap - _GAP_START) / _GAP_RAMP, 0.0, 1.0))
+
+
+def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A dark cavity with a band of upper teeth."""
+    width, height = size
+    patch = np.empty((height, width, 3), np.uint8)
+    patch[:] = (52, 18, 20)
+    top = opening[:, 1].min()
+    bottom = opening[:, 1].max()
+    teeth_bottom = round(top + 0.28 * (bottom - top))
+    patch[: max(0, teeth_bottom)] = (226, 220, 208)
+    return cv2.GaussianBlur(patch, (3, 3), 0)
