@@ -16,9 +16,7 @@ import numpy as np
 
 from vivify.landmarks import topology
 
-# An interior appears as a gap (inter-ocular units) passes this ...
-_GAP_START = 0.01
-# ... and is fully in once it is this much larger.
+# An interior is fully in once a gap (inter-ocular units) is this much past the feature's threshold.
 _GAP_RAMP = 0.05
 # Smaller driving openings (px) carry too little detail to copy.
 _MIN_DRIVING_GAP = 3.0
@@ -37,14 +35,16 @@ class Feature:
     # right for teeth, which a warp of the portrait's own can only stretch; wrong for eyes (identity).
     carry_shown: bool
     synthetic_fallback: bool
+    # The interior starts to appear as the gap passes this (inter-ocular units).
+    start: float
 
 
 MOUTH = Feature(topology.LIPS_INNER, topology.LIPS_OUTER, (topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP),
-                carry_shown=True, synthetic_fallback=True)
+                carry_shown=True, synthetic_fallback=True, start=0.01)
 LEFT_EYE = Feature(topology.LEFT_EYE, topology.LEFT_EYE_SURROUND, topology.LEFT_EYE_LIDS,
-                   carry_shown=False, synthetic_fallback=False)
+                   carry_shown=False, synthetic_fallback=False, start=0.03)
 RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RIGHT_EYE_LIDS,
-                    carry_shown=False, synthetic_fallback=False)
+                    carry_shown=False, synthetic_fallback=False, start=0.03)
 
 
 class InteriorPainter:
@@ -60,17 +60,21 @@ class InteriorPainter:
         upper, lower = self.feature.gap
         return float(np.linalg.norm(points[upper, :2] - points[lower, :2])) / topology.inter_ocular(points)
 
+    def _ramp(self, gap: float) -> float:
+        """0 up to the feature's start, rising to 1 over _GAP_RAMP."""
+        return float(np.clip((gap - self.feature.start) / _GAP_RAMP, 0.0, 1.0))
+
     def paint(self, out: np.ndarray, target: np.ndarray, frame: np.ndarray, driving: np.ndarray | None) -> None:
         """Blend the interior into `out` (in place) inside the target's opening."""
         feature = self.feature
         target_gap = self._gap(target)
         # Needed where the warp would have to invent what the portrait does not show ...
-        needed = _ramp(target_gap - self._own_gap)
+        needed = self._ramp(target_gap - self._own_gap)
         upper, lower = feature.gap
         usable = driving is not None and np.linalg.norm(driving[upper, :2] - driving[lower, :2]) >= _MIN_DRIVING_GAP
         # ... and, for the mouth, wanted where the driver's open mouth shows a real one to carry over.
-        shown = _ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
-        strength = max(needed, min(shown, _ramp(target_gap)))
+        shown = self._ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
+        strength = max(needed, min(shown, self._ramp(target_gap)))
         if strength <= 0 or not (usable or feature.synthetic_fallback):
             return
         height, width = out.shape[:2]
@@ -123,11 +127,6 @@ def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, si
     design = np.hstack([source, np.ones((len(source), 1))])
     affine, *_ = np.linalg.lstsq(design, target, rcond=None)
     return cv2.warpAffine(frame, affine.T, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _ramp(gap: float) -> float:
-    """0 up to _GAP_START, rising to 1 over _GAP_RAMP (gaps in inter-ocular units)."""
-    return float(np.clip((gap - _GAP_START) / _GAP_RAMP, 0.0, 1.0))
 
 
 def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:

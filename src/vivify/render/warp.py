@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import scipy.linalg
 
 from vivify.landmarks import topology
 from vivify.motion.pose import Similarity
@@ -66,8 +65,9 @@ class HeadWarp:
             min(width, int(np.ceil(right + 0.9 * face_w))), min(height, int(np.ceil(bottom + 1.2 * face_h))),
         )
         rw, rh = self.region.size
-        self.step = max(4, round(face_h / 14))
-        self.fine_step = max(2, round(face_h / 50))
+        # Grid steps: a coarse one for the whole region, a fine one for eyes and mouth.
+        self.step = max(4, round(face_h / 12))
+        self.fine_step = max(2, round(face_h / 40))
         self._scale = float(max(rw, rh))
         self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
 
@@ -94,6 +94,7 @@ class HeadWarp:
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
         self._grid = (grid / self._scale).astype(np.float32)
+        self._evaluate = _SplineEvaluator()
         self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
 
     def _border_points(self, face_h: float) -> np.ndarray:
@@ -144,18 +145,26 @@ class HeadWarp:
         coeffs = _solve_tps(centers, (sources - targets) / self._scale)  # displacement: identity far away
         # Bilinear upsampling reproduces the identity exactly, so the absolute positions are upsampled
         # directly and no full-resolution arithmetic is left.
-        to_pixels = self._origin + source_offset
+        to_pixels = (self._origin + source_offset).astype(np.float32)
         rw, rh = self.region.size
-        coarse = _evaluate_tps(self._grid, centers, coeffs) * self._taper + self._grid
-        coarse = coarse * self._scale + to_pixels.astype(np.float32)
-        source_map = _upsample(coarse.reshape(*self.grid_shape, 2), self.step, (rw, rh))
-        # Eyes and mouth bend sharply: recompute their maps on a fine grid, pasted over the coarse one.
-        for x0, y0, x1, y1 in self._detail_boxes(target):
-            gx, gy = _cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step)
-            points = (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
-            fine = (_evaluate_tps(points, centers, coeffs) + points) * self._scale + to_pixels.astype(np.float32)
-            source_map[y0:y1, x0:x1] = _upsample(
-                fine.reshape(len(gy), len(gx), 2), self.fine_step, (x1 - x0, y1 - y0))
+        # Eyes and mouth bend sharply: their maps are recomputed on a fine grid and pasted over the coarse
+        # one. All points go through the spline in one evaluation.
+        boxes = self._detail_boxes(target)
+        fine_grids = [(_cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step))
+                      for x0, y0, x1, y1 in boxes]
+        points = np.vstack([self._grid] + [
+            (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
+            for gx, gy in fine_grids])
+        displacement = self._evaluate(points, centers, coeffs)
+        coarse_count = len(self._grid)
+        displacement[:coarse_count] *= self._taper
+        positions = (displacement + points) * self._scale + to_pixels
+        source_map = _upsample(positions[:coarse_count].reshape(*self.grid_shape, 2), self.step, (rw, rh))
+        start = coarse_count
+        for (x0, y0, x1, y1), (gx, gy) in zip(boxes, fine_grids, strict=True):
+            fine = positions[start:start + len(gx) * len(gy)].reshape(len(gy), len(gx), 2)
+            start += len(gx) * len(gy)
+            source_map[y0:y1, x0:x1] = _upsample(fine, self.fine_step, (x1 - x0, y1 - y0))
         return source_map
 
     def _detail_boxes(self, target: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -194,19 +203,32 @@ def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     system[n + 1:, :n] = c.T
     rhs = np.zeros((n + 3, 2))
     rhs[:n] = values
-    # Symmetric indefinite: LDLᵀ is about twice as fast as LU.
-    return scipy.linalg.solve(system, rhs, assume_a="sym", check_finite=False).astype(np.float32)
+    return np.linalg.solve(system, rhs).astype(np.float32)
 
 
-def _evaluate_tps(points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """The spline at `points` (float32, m × 2); squared distances by one matrix product."""
-    n = len(centers)
-    d2 = (points * points).sum(axis=1)[:, None] + (centers * centers).sum(axis=1)[None, :]
-    d2 -= 2.0 * (points @ centers.T)
-    np.maximum(d2, 1e-12, out=d2)
-    kernel = cv2.log(d2)
-    kernel *= d2
-    return kernel @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
+class _SplineEvaluator:
+    """Evaluates splines at many points, reusing its scratch memory from frame to frame: fresh arrays of
+    this size cost more in page faults than the arithmetic does."""
+
+    def __init__(self) -> None:
+        self._buffers = (np.empty(0, np.float32), np.empty(0, np.float32))
+
+    def __call__(self, points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+        """The spline at `points` (float32, m × 2)."""
+        m, n = len(points), len(centers)
+        if self._buffers[0].size < m * n:
+            self._buffers = (np.empty(m * n, np.float32), np.empty(m * n, np.float32))
+        d2 = self._buffers[0][: m * n].reshape(m, n)
+        work = self._buffers[1][: m * n].reshape(m, n)
+        np.subtract(points[:, :1], centers[:, 0], out=d2)
+        np.multiply(d2, d2, out=d2)
+        np.subtract(points[:, 1:], centers[:, 1], out=work)
+        np.multiply(work, work, out=work)
+        np.add(d2, work, out=d2)
+        np.maximum(d2, 1e-12, out=d2)
+        cv2.log(d2, work)
+        np.multiply(work, d2, out=work)
+        return work @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
 
 
 def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
