@@ -9,6 +9,7 @@ from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
+from vivify.render.detail import apply_detail
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
 from vivify.render.warp import HeadWarp
 
@@ -30,12 +31,13 @@ class Animator:
       smoothing: filter landmark noise over time (One-Euro); turn off only to study raw motion.
       interiors: paint the mouth and eye interiors from the driving frame when they open wider than the
         portrait's own (and the mouth's whenever the driver shows one).
+      detail: carry the driver's wrinkles and shading changes over as a clamped ratio image.
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
     """
 
     def __init__(self, portrait: np.ndarray, *, face: int = 0, reference: np.ndarray | None = None,
-                 absolute: bool = False, smoothing: bool = True, interiors: bool = True,
+                 absolute: bool = False, smoothing: bool = True, interiors: bool = True, detail: bool = True,
                  rate: float = 30.0, name: str = "portrait") -> None:
         portrait = _check_rgb(portrait, name)
         faces = detect_faces(portrait)
@@ -66,6 +68,8 @@ class Animator:
         self._interiors = [InteriorPainter(feature, points) for feature in features]
         self._tracker = FaceTracker()
         self.frames_with_face = 0
+        self._detail = detail
+        self._reference_frame: np.ndarray | None = None
         if reference is not None:
             self.set_reference(reference)
 
@@ -80,14 +84,20 @@ class Animator:
         if points is None:
             raise VivifyError("no face found in the reference frame")
         self._motion.set_reference(points)
+        self._reference_frame = frame.copy()
 
     def render(self, frame: np.ndarray) -> np.ndarray:
         """The portrait animated by one driving frame (RGB uint8)."""
         driving = self._tracker.detect(frame)
         self.frames_with_face += driving is not None
+        if driving is not None and self._motion.reference is None:
+            self._reference_frame = frame.copy()  # the first face seen becomes the reference
         self.last_target, head_motion = self._motion.target(driving)
         out = self.portrait.copy()
-        source_map = self._warp.backward_map(self.last_target, head_motion, source_offset=_PAD)
+        use_detail = self._detail and driving is not None and self._reference_frame is not None
+        source_map, face_box, driving_maps = self._warp.maps(
+            self.last_target, head_motion, source_offset=_PAD,
+            driving=(driving, self._motion.reference) if use_detail else ())
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         alpha = warped[..., 3].astype(np.float32)
         alpha *= 1.0 / 255.0
@@ -95,6 +105,9 @@ class Animator:
         # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
         out[rows, cols] = region[..., :3]
+        if use_detail:
+            apply_detail(out, (cols.start, rows.start), face_box, self.last_target, frame, self._reference_frame,
+                         *driving_maps)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving)
         return out

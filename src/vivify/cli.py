@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             from vivify.eval import reenact
 
-            return reenact.run(args.videos, frames=args.frames, json_path=args.json)
+            with _quiet_native_logs():
+                return reenact.run(args.videos, frames=args.frames, json_path=args.json)
         from vivify import bench
 
         return bench.run(frames=args.frames, json_path=args.json, long=args.long, repeats=args.repeats)

@@ -96,5 +96,5 @@ def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
     for portrait_name, driving_name in _SHARED_DEMOS:
         if (shared / portrait_name).exists() and (shared / driving_name).exists():
             out = folder / f"{Path(portrait_name).stem}_{Path(driving_name).stem}.mp4"
-            outputs.append(animate(shared / portrait_name, shared / driving_name, out, overwrite=True))
+            outputs.append(animate(shared / portrait_name, shared / driving_name, out, max_side=720, overwrite=True))
     return outputs

@@ -24,8 +24,8 @@ class Similarity:
         return points @ self.linear.T + self.translation
 
     def inverse(self) -> Similarity:
-        inv_linear = np.linalg.inv(self.linear)
-        return Similarity(1.0 / self.scale, -self.angle, -inv_linear @ self.translation)
+        inverse = Similarity(1.0 / self.scale, -self.angle, np.zeros(2))
+        return Similarity(inverse.scale, inverse.angle, -(inverse.linear @ self.translation))
 
     def compose(self, inner: Similarity) -> Similarity:
         """self ∘ inner: apply `inner` first."""

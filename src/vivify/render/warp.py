@@ -9,19 +9,24 @@ upsampled, so the per-pixel work is one `cv2.remap` of the region of interest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from vivify.landmarks import topology
-from vivify.motion.pose import Similarity
+from vivify.motion.pose import Similarity, fit_similarity
 
 # Share of the head's translation that the base of the neck follows.
 _NECK_FOLLOW = 0.3
 # Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
 # an open one) from blowing up.
 _REGULARISATION = 1e-4
+
+
+# A box as (x0, y0, x1, y1): x0, y0 inclusive, x1, y1 exclusive.
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -137,37 +142,78 @@ class HeadWarp:
         ])
         return targets, sources
 
-    def backward_map(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0) -> np.ndarray:
-        """For each output pixel of the region, where to sample the portrait: float32 (h, w, 2), x then y,
-        shifted by `source_offset` when the portrait is sampled from a padded copy (cv2.remap's map1)."""
+    def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
+             driving: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, Box, list[np.ndarray]]:
+        """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
+
+        Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
+        is sampled from a padded copy), the face's box (region pixels) and, for each landmark set in
+        `driving`, the map of the face box into the frame those landmarks belong to. All maps come from
+        one spline system and one evaluation: the control points are the same, only the values differ.
+        """
         targets, sources = self.controls(target, head_motion)
+        face_controls = target[topology.WARP_CONTROLS, :2]
+        value_sets = [sources] + [_follow(face_controls, points[topology.WARP_CONTROLS, :2], targets)
+                                  for points in driving]
         centers = ((targets - self._origin) / self._scale).astype(np.float32)
-        coeffs = _solve_tps(centers, (sources - targets) / self._scale)  # displacement: identity far away
-        # Bilinear upsampling reproduces the identity exactly, so the absolute positions are upsampled
-        # directly and no full-resolution arithmetic is left.
-        to_pixels = (self._origin + source_offset).astype(np.float32)
-        rw, rh = self.region.size
+        # Displacements, so that the identity is exact far away.
+        coeffs = _solve_tps(centers, np.hstack([(values - targets) / self._scale for values in value_sets]))
         # Eyes and mouth bend sharply: their maps are recomputed on a fine grid and pasted over the coarse
         # one. All points go through the spline in one evaluation.
-        boxes = self._detail_boxes(target)
+        fine_boxes = self._detail_boxes(target)
         fine_grids = [(_cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step))
-                      for x0, y0, x1, y1 in boxes]
+                      for x0, y0, x1, y1 in fine_boxes]
         points = np.vstack([self._grid] + [
             (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
             for gx, gy in fine_grids])
         displacement = self._evaluate(points, centers, coeffs)
-        coarse_count = len(self._grid)
-        displacement[:coarse_count] *= self._taper
-        positions = (displacement + points) * self._scale + to_pixels
-        source_map = _upsample(positions[:coarse_count].reshape(*self.grid_shape, 2), self.step, (rw, rh))
-        start = coarse_count
-        for (x0, y0, x1, y1), (gx, gy) in zip(boxes, fine_grids, strict=True):
+        displacement[: len(self._grid), :2] *= self._taper
+        # Bilinear upsampling reproduces the identity exactly, so absolute positions are upsampled
+        # directly and no full-resolution arithmetic is left.
+        layout = (fine_boxes, fine_grids)
+        rw, rh = self.region.size
+        origin = self._origin.astype(np.float32)
+        portrait_positions = (displacement[:, :2] + points) * self._scale + (origin + source_offset)
+        portrait_map = self._assemble(portrait_positions, layout, (0, 0, rw, rh))
+        face_box = self._face_box(target)
+        driving_maps = [
+            self._assemble((displacement[:, 2 * k:2 * k + 2] + points) * self._scale + origin, layout, face_box)
+            for k in range(1, len(value_sets))]
+        return portrait_map, face_box, driving_maps
+
+    def _assemble(self, positions: np.ndarray, layout: tuple[list[Box], list[tuple[np.ndarray, np.ndarray]]],
+                  box: Box) -> np.ndarray:
+        """The map over `box` (region pixels) from positions at the coarse grid, then at each fine grid."""
+        x0, y0, x1, y1 = box
+        rows, cols = self.grid_shape
+        # Coarse cells i have centres at (i - 1)·step + (step - 1)/2; upsampling from cell i0 puts region
+        # pixel x at (x - (i0 - 1)·step) of the upsampled block.
+        i0, j0 = y0 // self.step, x0 // self.step
+        i1 = min(rows, -(-(y1 - (i0 - 1) * self.step) // self.step) + 1 + i0)
+        j1 = min(cols, -(-(x1 - (j0 - 1) * self.step) // self.step) + 1 + j0)
+        coarse = positions[: rows * cols].reshape(rows, cols, 2)[i0:i1, j0:j1]
+        full = cv2.resize(coarse, ((j1 - j0) * self.step, (i1 - i0) * self.step), interpolation=cv2.INTER_LINEAR)
+        oy, ox = y0 - (i0 - 1) * self.step, x0 - (j0 - 1) * self.step
+        source_map = np.ascontiguousarray(full[oy:oy + y1 - y0, ox:ox + x1 - x0])
+        start = rows * cols
+        for (fx0, fy0, fx1, fy1), (gx, gy) in zip(*layout, strict=True):
             fine = positions[start:start + len(gx) * len(gy)].reshape(len(gy), len(gx), 2)
             start += len(gx) * len(gy)
-            source_map[y0:y1, x0:x1] = _upsample(fine, self.fine_step, (x1 - x0, y1 - y0))
+            ix0, iy0, ix1, iy1 = max(fx0, x0), max(fy0, y0), min(fx1, x1), min(fy1, y1)
+            if ix1 > ix0 and iy1 > iy0:
+                upsampled = _upsample(fine, self.fine_step, (fx1 - fx0, fy1 - fy0))
+                source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = upsampled[iy0 - fy0:iy1 - fy0, ix0 - fx0:ix1 - fx0]
         return source_map
 
-    def _detail_boxes(self, target: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def _face_box(self, target: np.ndarray) -> Box:
+        """The box (region pixels) of the target's face oval."""
+        rw, rh = self.region.size
+        pts = target[topology.FACE_OVAL, :2] - self._origin
+        x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int) + 1, [rw, rh])
+        return int(x0), int(y0), int(max(x1, x0 + 1)), int(max(y1, y0 + 1))
+
+    def _detail_boxes(self, target: np.ndarray) -> list[Box]:
         """Boxes (region pixels) around the target's eyes with brows, and mouth with chin travel."""
         rw, rh = self.region.size
         boxes = []
@@ -180,6 +226,14 @@ class HeadWarp:
             if x1 > x0 and y1 > y0:
                 boxes.append((int(x0), int(y0), int(x1), int(y1)))
         return boxes
+
+
+def _follow(face_targets: np.ndarray, face_sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sources for all controls when only the face's are known (a driving frame): the rest follow the face
+    rigidly (least-squares similarity); only the face region is looked up through such a map anyway."""
+    values = fit_similarity(face_targets, face_sources).apply(targets)
+    values[: len(face_sources)] = face_sources
+    return values
 
 
 _DETAIL_FEATURES = (
@@ -201,7 +255,7 @@ def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     system[:n, n + 1:] = c
     system[n, :n] = 1.0
     system[n + 1:, :n] = c.T
-    rhs = np.zeros((n + 3, 2))
+    rhs = np.zeros((n + 3, values.shape[1]))
     rhs[:n] = values
     return np.linalg.solve(system, rhs).astype(np.float32)
 

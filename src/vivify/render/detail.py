@@ -1,0 +1,47 @@
+"""Fine expression detail: wrinkles, creases and shading that move with an expression.
+
+The driver's change of appearance since the reference frame is carried over as a ratio image (Liu, Shan
+and Zhang, "Expressive Expression Mapping with Ratio Images", SIGGRAPH 2001): both driving frames are
+warped onto the target face, their ratio is smoothed a little (the warps align features to about a pixel)
+and clamped, so that it darkens a crease or lifts a cheek but never paints the driver's own features in,
+and the rendered face is multiplied by it inside a feathered face mask.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from vivify.landmarks import topology
+from vivify.render.warp import Box
+
+# The ratio may darken to this and brighten to this: a crease, not a new face.
+_RATIO_RANGE = (0.7, 1.4)
+# Added to both frames before dividing, so dark pixels and compression noise don't blow up.
+_FLOOR = 12.0
+
+
+def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
+                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray) -> None:
+    """Multiply the face in `out` (in place) by the driver's ratio image; `box` is in region pixels and
+    `origin` is the region's corner in `out`."""
+    x0, y0, x1, y1 = box
+    ox, oy = origin
+    now = cv2.remap(frame, frame_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    before = cv2.remap(reference, reference_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    unit = topology.inter_ocular(target)
+    blur = max(1, int(unit * 0.02)) * 2 + 1
+    now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32)
+    before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32)
+    ratio = np.clip((now + _FLOOR) / (before + _FLOOR), *_RATIO_RANGE)
+
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    oval = target[topology.FACE_OVAL, :2] - (ox + x0, oy + y0)
+    cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1.0)
+    # Keep off the silhouette, where hair and background do not align.
+    feather = max(1, int(unit * 0.08)) * 2 + 1
+    mask = cv2.erode(mask, np.ones((feather // 2, feather // 2), np.uint8))
+    mask = cv2.GaussianBlur(mask, (feather, feather), 0)[..., None]
+    face = out[oy + y0:oy + y1, ox + x0:ox + x1]
+    gain = 1.0 + mask * (ratio - 1.0)
+    face[:] = np.clip(face.astype(np.float32) * gain, 0, 255).astype(np.uint8)
