@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -20,3 +21,21 @@ SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 def face() -> np.ndarray:
     """The astronaut's head and shoulders, 256×256, the face about 45% of the frame's height."""
     return face_crop(256)
+
+
+def write_audio_only(path: Path, declare_video: bool = False) -> Path:
+    """A file with a short silent AAC track and no video frames; with `declare_video`, a Matroska file that
+    declares a video stream but never stores a packet in it."""
+    container = av.open(str(path), "w")
+    if declare_video:
+        video = container.add_stream("libx264", rate=25)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+    sound = container.add_stream("aac", rate=16000)
+    sound.layout = "mono"
+    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+    chunk.sample_rate, chunk.pts = 16000, 0
+    for packet in [*sound.encode(chunk), *sound.encode(None)]:
+        container.mux(packet)
+    container.close()
+    return path

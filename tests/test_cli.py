@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+from conftest import write_audio_only
 from PIL import Image
 
 from vivify import pipeline
@@ -76,18 +77,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, codec:
 
 def write_frameless_clip(path: Path) -> Path:
     """A Matroska file that declares a video stream but stores only audio packets."""
-    container = av.open(str(path), "w")
-    video = container.add_stream("libx264", rate=25)
-    video.width = video.height = 64
-    video.pix_fmt = "yuv420p"
-    sound = container.add_stream("aac", rate=16000)
-    sound.layout = "mono"
-    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
-    chunk.sample_rate, chunk.pts = 16000, 0
-    for packet in [*sound.encode(chunk), *sound.encode(None)]:
-        container.mux(packet)
-    container.close()
-    return path
+    return write_audio_only(path, declare_video=True)
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:

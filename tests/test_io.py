@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import write_audio_only
 from PIL import Image
 
 from vivify.errors import VivifyError
@@ -288,34 +289,14 @@ def test_video_refuses_still_images(tmp_path):
 
 
 def test_video_no_video_stream(tmp_path):
-    path = tmp_path / "voice.m4a"
-    container = av.open(str(path), "w")
-    sound = container.add_stream("aac", rate=16000)
-    sound.layout = "mono"
-    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
-    chunk.sample_rate, chunk.pts = 16000, 0
-    for packet in [*sound.encode(chunk), *sound.encode(None)]:
-        container.mux(packet)
-    container.close()
+    path = write_audio_only(tmp_path / "voice.m4a")
     with pytest.raises(VivifyError) as info:
         open_video(path)
     assert str(info.value) == f"{path}: no video stream"
 
 
 def test_video_without_frames(tmp_path):
-    # A Matroska file that declares a video stream but only ever stores audio packets.
-    path = tmp_path / "x.mkv"
-    container = av.open(str(path), "w")
-    video = container.add_stream("libx264", rate=25)
-    video.width = video.height = 64
-    video.pix_fmt = "yuv420p"
-    sound = container.add_stream("aac", rate=16000)
-    sound.layout = "mono"
-    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
-    chunk.sample_rate, chunk.pts = 16000, 0
-    for packet in [*sound.encode(chunk), *sound.encode(None)]:
-        container.mux(packet)
-    container.close()
+    path = write_audio_only(tmp_path / "x.mkv", declare_video=True)
     with pytest.raises(VivifyError) as info:
         open_video(path)
     assert str(info.value) == f"{path}: video has no frames"
