@@ -7,6 +7,7 @@ import numpy as np
 
 from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
+from vivify.landmarks.topology import inter_ocular
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.detail import apply_detail
@@ -14,6 +15,13 @@ from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
+
+
+class _Missing:
+    """The type of `_MISSING`: "not given", where None already means "no face in this frame"."""
+
+
+_MISSING = _Missing()
 _PAD = 2
 
 
@@ -86,9 +94,17 @@ class Animator:
         self._motion.set_reference(points)
         self._reference_frame = frame.copy()
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
-        """The portrait animated by one driving frame (RGB uint8)."""
-        driving = self._tracker.detect(frame)
+    def track(self, frame: np.ndarray) -> np.ndarray | None:
+        """Landmarks of the driving face in `frame` (478×3), or None where it is lost.
+
+        Frames must be tracked in order. `render(frame)` does this itself; a caller may instead track in
+        another thread, ahead of rendering, and pass the result to `render(frame, landmarks)`.
+        """
+        return self._tracker.detect(frame)
+
+    def render(self, frame: np.ndarray, landmarks: np.ndarray | _Missing | None = _MISSING) -> np.ndarray:
+        """The portrait animated by one driving frame (RGB uint8), with its landmarks from `track` if given."""
+        driving = self.track(frame) if landmarks is _MISSING else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
             self._reference_frame = frame.copy()  # the first face seen becomes the reference
@@ -99,15 +115,16 @@ class Animator:
             self.last_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else ())
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        alpha = warped[..., 3].astype(np.float32)
+        alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
         rows, cols = self._warp.region.slices
         # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
-        out[rows, cols] = region[..., :3]
+        out[rows, cols] = cv2.cvtColor(region, cv2.COLOR_RGBA2RGB)  # a SIMD copy, not a strided gather
         if use_detail:
+            scale = min(1.0, inter_ocular(driving) / inter_ocular(self.last_target))
             apply_detail(out, (cols.start, rows.start), face_box, self.last_target, frame, self._reference_frame,
-                         *driving_maps)
+                         *driving_maps, scale=scale)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving)
         return out

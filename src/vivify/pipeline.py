@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -149,8 +151,8 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
                 print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
                       "(largest first; --face N picks another)", file=sys.stderr)
             _set_reference(animator, driving_path, reference)
-            for done, frame in enumerate(video.frames(), start=1):
-                writer.write(animator.render(frame))
+            for done, (frame, points) in enumerate(_tracked(video.frames(), animator), start=1):
+                writer.write(animator.render(frame, points))
                 if progress is not None:
                     progress(done, video.frame_count)
             if animator.frames_with_face == 0:
@@ -158,3 +160,43 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
         finally:
             animator.close()
     return Path(output)
+
+
+_END = object()
+
+
+def _tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) -> Iterator[tuple]:
+    """(frame, driving landmarks) pairs, decoded and tracked a few frames ahead in a second thread.
+
+    MediaPipe and PyAV release the GIL, so landmarks of the next frames are found while this one renders:
+    the two stages then share the two cores instead of taking turns.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                item = (frame, animator.track(frame))
+                while not stop.is_set():
+                    try:
+                        ahead.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put(_END)
+        except BaseException as error:  # handed to the consumer, which raises it
+            ahead.put(error)
+
+    worker = threading.Thread(target=produce, name="vivify-track", daemon=True)
+    worker.start()
+    try:
+        while (item := ahead.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()

@@ -22,26 +22,36 @@ _FLOOR = 12.0
 
 
 def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
-                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray) -> None:
+                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float) -> None:
     """Multiply the face in `out` (in place) by the driver's ratio image; `box` is in region pixels and
-    `origin` is the region's corner in `out`."""
+    `origin` is the region's corner in `out`. `scale` (≤ 1) is the driving face's size over the target's:
+    the ratio holds no finer detail than the driving frame, so it is worked out at that size."""
     x0, y0, x1, y1 = box
     ox, oy = origin
+    width, height = x1 - x0, y1 - y0
+    small = (max(2, round(width * scale)), max(2, round(height * scale)))
+    if small != (width, height):
+        frame_map = cv2.resize(frame_map, small, interpolation=cv2.INTER_LINEAR)
+        reference_map = cv2.resize(reference_map, small, interpolation=cv2.INTER_LINEAR)
     now = cv2.remap(frame, frame_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     before = cv2.remap(reference, reference_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    unit = topology.inter_ocular(target)
+    unit = topology.inter_ocular(target) * small[0] / width
     blur = max(1, int(unit * 0.02)) * 2 + 1
-    now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32)
-    before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32)
-    ratio = np.clip((now + _FLOOR) / (before + _FLOOR), *_RATIO_RANGE)
+    now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32) + _FLOOR
+    before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32) + _FLOOR
+    ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
+    if small != (width, height):
+        ratio = cv2.resize(ratio, (width, height), interpolation=cv2.INTER_LINEAR)
 
-    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    mask = np.zeros((height, width), np.float32)
     oval = target[topology.FACE_OVAL, :2] - (ox + x0, oy + y0)
     cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1.0)
     # Keep off the silhouette, where hair and background do not align.
-    feather = max(1, int(unit * 0.08)) * 2 + 1
+    feather = max(1, int(topology.inter_ocular(target) * 0.08)) * 2 + 1
     mask = cv2.erode(mask, np.ones((feather // 2, feather // 2), np.uint8))
-    mask = cv2.GaussianBlur(mask, (feather, feather), 0)[..., None]
+    mask = cv2.GaussianBlur(mask, (feather, feather), 0)
+    gain = cv2.merge([mask] * 3)
+    gain *= ratio
+    gain += 1.0
     face = out[oy + y0:oy + y1, ox + x0:ox + x1]
-    gain = 1.0 + mask * (ratio - 1.0)
-    face[:] = np.clip(face.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    face[:] = cv2.multiply(face, gain, dtype=cv2.CV_8U)
