@@ -62,7 +62,8 @@ class Animator:
         self.points = points
         mask = person_mask(portrait, points)
         alpha_8bit = np.round(mask * 255).astype(np.uint8)
-        foreground, plate = unmix_foreground(portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
+        foreground, alpha_8bit, plate = unmix_foreground(
+            portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap. The padding repeats the colour but not the
         # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges.

@@ -12,6 +12,8 @@ from mediapipe.python.solutions import selfie_segmentation
 
 from vivify.landmarks import topology
 
+# A mask value below this is the segmenter's noise on background.
+_BACKGROUND_ALPHA = 0.02
 # The plate is inpainted at this size: Telea's method is slow on big masks and the fill has no detail anyway.
 _PLATE_SIDE = 320
 
@@ -21,8 +23,13 @@ def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     with selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
         result = segmenter.process(np.ascontiguousarray(rgb))
     mask = result.segmentation_mask
-    mask = np.clip((mask - 0.25) / 0.5, 0.0, 1.0).astype(np.float32) if mask is not None else np.zeros(
-        rgb.shape[:2], np.float32)
+    if mask is None:
+        mask = np.zeros(rgb.shape[:2], np.float32)
+    # Segmenters stop short of the hair's fringe: widen the soft edge outwards by a few pixels, so that the
+    # fringe moves with the head instead of staying behind on the background plate as an outline.
+    grow = max(3, round(0.01 * max(rgb.shape[:2]))) | 1
+    mask = np.clip((mask - 0.1) / 0.5, 0.0, 1.0).astype(np.float32)
+    mask = np.maximum(mask, cv2.GaussianBlur(cv2.dilate(mask, np.ones((grow, grow), np.uint8)), (grow, grow), 0))
     hull = cv2.convexHull(points[topology.FACE_OVAL, :2].astype(np.int32))
     face = np.zeros(rgb.shape[:2], np.uint8)
     cv2.fillConvexPoly(face, hull, 255)
@@ -44,18 +51,23 @@ def background_plate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.where(person[..., None], filled, rgb)
 
 
-def unmix_foreground(rgb: np.ndarray, alpha: np.ndarray, plate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The person's own colour F where the mask is soft (hair, edges), with α·F + (1−α)·plate = rgb, and the
-    plate adjusted where no such F exists.
+def unmix_foreground(rgb: np.ndarray, alpha: np.ndarray,
+                     plate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layers that composite back to the portrait exactly where nothing moves: the person's own colour F
+    where the mask is soft (hair, edges), with α·F + (1−α)·plate = rgb, and the mask and plate adjusted
+    where no such F exists. Returns (foreground, alpha, plate).
 
-    Compositing F over the plate then gives back the portrait where nothing moves, with no halo of plate
-    colour along the silhouette. Where α is too small to solve for F (F would leave 0..255), the pixel is
-    mostly background: it goes into the plate as it is and F keeps the picture's colour.
+    Without this, a soft mask leaves a halo of plate colour along the silhouette of a still frame. Where
+    α is too small to solve for F (F would leave 0..255), the segmenter has missed part of the person
+    (a strand of hair): that pixel becomes opaque foreground, so it moves with the head instead of
+    staying behind as an outline. Where α is next to nothing the pixel is background and stays in the plate.
     """
     a = alpha.astype(np.float32)[..., None] * (1.0 / 255.0)
     image = rgb.astype(np.float32)
     foreground = (image - (1.0 - a) * plate.astype(np.float32)) / np.maximum(a, 1e-3)
-    unsolvable = ((foreground < -0.5) | (foreground > 255.5)).any(axis=2, keepdims=True) | (a < 0.02)
-    foreground = np.where(unsolvable, image, foreground)
-    plate = np.where(unsolvable & (a < 1.0), rgb, plate)
-    return np.clip(np.round(foreground), 0, 255).astype(np.uint8), plate
+    background = a < _BACKGROUND_ALPHA
+    unsolvable = ((foreground < -0.5) | (foreground > 255.5)).any(axis=2, keepdims=True) & ~background
+    foreground = np.where(unsolvable | background, image, foreground)
+    alpha = np.where(unsolvable[..., 0], 255, np.where(background[..., 0], 0, alpha)).astype(np.uint8)
+    plate = np.where(background, rgb, plate)
+    return np.clip(np.round(foreground), 0, 255).astype(np.uint8), alpha, plate

@@ -88,12 +88,12 @@ class HeadWarp:
         ])
         border = self._border_points(face_h)
         # Border points too close to the head would pin it; drop them (the head may be near the frame edge).
-        # On the frame's edge they are kept closer in: the picture must not pull away from its edge.
+        # On the frame's bottom edge, below the chin, they are kept closer in: the body is cut there and
+        # must not pull away from the edge. Elsewhere the head and hair may leave the frame.
         moving = np.vstack([self.head_ring, points[topology.WARP_CONTROLS]])
         dist = np.min(np.linalg.norm(border[:, None] - moving[None], axis=2), axis=1)
-        on_frame_edge = ((border[:, 0] <= 0) | (border[:, 0] >= width - 1)
-                         | (border[:, 1] <= 0) | (border[:, 1] >= height - 1))
-        self.fixed = border[dist > np.where(on_frame_edge, 0.15, 0.35) * face_h]
+        body_edge = (border[:, 1] >= height - 1) & (border[:, 1] > points[152, 1])
+        self.fixed = border[dist > np.where(body_edge, 0.15, 0.35) * face_h]
 
         gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
