@@ -7,6 +7,6 @@ import os
 # time in a 34 s job). Set before NumPy loads; a caller's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from vivify.animator import Animator  # noqa: E402 - after the thread setting above
+from vivify.animator import Animator
 
 __all__ = ["Animator"]
