@@ -23,6 +23,7 @@ class _Missing:
 
 _MISSING = _Missing()
 _PAD = 2
+_DETAIL_EYE_SPAN = 120.0
 
 
 class Animator:
@@ -123,7 +124,10 @@ class Animator:
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
         out[rows, cols] = cv2.cvtColor(region, cv2.COLOR_RGBA2RGB)  # a SIMD copy, not a strided gather
         if use_detail:
-            scale = min(1.0, inter_ocular(driving) / inter_ocular(self.last_target))
+            # The ratio holds no finer detail than the driving face, and wrinkles need no more than
+            # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
+            target_span = inter_ocular(self.last_target)
+            scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
             apply_detail(out, (cols.start, rows.start), face_box, self.last_target, frame, self._reference_frame,
                          *driving_maps, scale=scale)
         for painter in self._interiors:

@@ -35,23 +35,24 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.
         reference_map = cv2.resize(reference_map, small, interpolation=cv2.INTER_LINEAR)
     now = cv2.remap(frame, frame_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     before = cv2.remap(reference, reference_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    unit = topology.inter_ocular(target) * small[0] / width
+    shrink = small[0] / width
+    unit = topology.inter_ocular(target) * shrink
     blur = max(1, int(unit * 0.02)) * 2 + 1
     now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32) + _FLOOR
     before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
-    if small != (width, height):
-        ratio = cv2.resize(ratio, (width, height), interpolation=cv2.INTER_LINEAR)
 
-    mask = np.zeros((height, width), np.float32)
-    oval = target[topology.FACE_OVAL, :2] - (ox + x0, oy + y0)
+    # The face mask, also at the ratio's size; only the finished gain is brought to the face's size.
+    mask = np.zeros((small[1], small[0]), np.float32)
+    oval = (target[topology.FACE_OVAL, :2] - (ox + x0, oy + y0)) * shrink
     cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1.0)
     # Keep off the silhouette, where hair and background do not align.
-    feather = max(1, int(topology.inter_ocular(target) * 0.08)) * 2 + 1
+    feather = max(1, int(unit * 0.08)) * 2 + 1
     mask = cv2.erode(mask, np.ones((feather // 2, feather // 2), np.uint8))
     mask = cv2.GaussianBlur(mask, (feather, feather), 0)
-    gain = cv2.merge([mask] * 3)
-    gain *= ratio
+    gain = ratio * mask[..., None]
     gain += 1.0
+    if small != (width, height):
+        gain = cv2.resize(gain, (width, height), interpolation=cv2.INTER_LINEAR)
     face = out[oy + y0:oy + y1, ox + x0:ox + x1]
     face[:] = cv2.multiply(face, gain, dtype=cv2.CV_8U)

@@ -194,7 +194,7 @@ class HeadWarp:
         coarse = positions[: rows * cols].reshape(rows, cols, 2)[i0:i1, j0:j1]
         full = cv2.resize(coarse, ((j1 - j0) * self.step, (i1 - i0) * self.step), interpolation=cv2.INTER_LINEAR)
         oy, ox = y0 - (i0 - 1) * self.step, x0 - (j0 - 1) * self.step
-        source_map = np.ascontiguousarray(full[oy:oy + y1 - y0, ox:ox + x1 - x0])
+        source_map = full[oy:oy + y1 - y0, ox:ox + x1 - x0]  # a view: cv2.remap takes row-strided maps
         start = rows * cols
         for (fx0, fy0, fx1, fy1), (gx, gy) in zip(*layout, strict=True):
             fine = positions[start:start + len(gx) * len(gy)].reshape(len(gy), len(gx), 2)
