@@ -78,8 +78,8 @@ class HeadWarp:
 
         oval = points[topology.FACE_OVAL]
         # A ring beyond the upper face oval (further out above, for the hair) that moves rigidly with the
-        # head; none below the jaw, where the neck must stretch instead.
-        oval = oval[oval[:, 1] < points[1, 1]]
+        # head; none below the jaw, where the neck must stretch instead. Every other point is enough.
+        oval = oval[oval[:, 1] < points[1, 1]][::2]
         spread = np.where((oval[:, 1] < center[1])[:, None], 1.45, 1.3)
         self.head_ring = center + (oval - center) * spread
         chin = points[152]
@@ -103,10 +103,10 @@ class HeadWarp:
         self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
 
     def _border_points(self, face_h: float) -> np.ndarray:
-        """Still points along the region's border, every ~third of a face."""
+        """Still points along the region's border, every ~half a face."""
         r = self.region
-        xs = np.linspace(r.x0, r.x1 - 1, max(2, int((r.x1 - r.x0) / (face_h / 3)) + 1))
-        ys = np.linspace(r.y0, r.y1 - 1, max(2, int((r.y1 - r.y0) / (face_h / 3)) + 1))
+        xs = np.linspace(r.x0, r.x1 - 1, max(2, int((r.x1 - r.x0) / (face_h / 2)) + 1))
+        ys = np.linspace(r.y0, r.y1 - 1, max(2, int((r.y1 - r.y0) / (face_h / 2)) + 1))
         return np.vstack([
             np.stack([xs, np.full_like(xs, r.y0)], 1), np.stack([xs, np.full_like(xs, r.y1 - 1)], 1),
             np.stack([np.full_like(ys, r.x0), ys], 1), np.stack([np.full_like(ys, r.x1 - 1), ys], 1),
