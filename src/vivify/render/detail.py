@@ -2,9 +2,10 @@
 
 The driver's change of appearance since the reference frame is carried over as a ratio image (Liu, Shan
 and Zhang, "Expressive Expression Mapping with Ratio Images", SIGGRAPH 2001): both driving frames are
-warped onto the target face, their ratio is smoothed a little (the warps align features to about a pixel)
-and clamped, so that it darkens a crease or lifts a cheek but never paints the driver's own features in,
-and the rendered face is multiplied by it inside a feathered face mask.
+warped onto the target face, the ratio of their lightness is smoothed a little (the warps align features
+to about a pixel) and clamped, so that it darkens a crease or lifts a cheek but never paints the driver's
+own features, colouring or highlights in, and the rendered face is multiplied by it inside a feathered
+face mask.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from vivify.landmarks import topology
 from vivify.render.warp import Box
 
 # The ratio may darken to this and brighten to this: a crease, not a new face.
-_RATIO_RANGE = (0.7, 1.4)
+_RATIO_RANGE = (0.75, 1.25)
 # Added to both frames before dividing, so dark pixels and compression noise don't blow up.
 _FLOOR = 12.0
 
@@ -38,8 +39,9 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.
     shrink = small[0] / width
     unit = topology.inter_ocular(target) * shrink
     blur = max(1, int(unit * 0.02)) * 2 + 1
-    now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32) + _FLOOR
-    before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32) + _FLOOR
+    # Lightness only: a ratio per colour channel would tint another person's skin with the driver's.
+    now = cv2.GaussianBlur(cv2.cvtColor(now, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
+    before = cv2.GaussianBlur(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
 
     # The face mask, also at the ratio's size; only the finished gain is brought to the face's size.
@@ -50,8 +52,9 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.
     feather = max(1, int(unit * 0.08)) * 2 + 1
     mask = cv2.erode(mask, np.ones((feather // 2, feather // 2), np.uint8))
     mask = cv2.GaussianBlur(mask, (feather, feather), 0)
-    gain = ratio * mask[..., None]
+    gain = ratio * mask
     gain += 1.0
+    gain = cv2.merge([gain] * 3)
     if small != (width, height):
         gain = cv2.resize(gain, (width, height), interpolation=cv2.INTER_LINEAR)
     face = out[oy + y0:oy + y1, ox + x0:ox + x1]
