@@ -170,3 +170,21 @@ def test_first_frames_without_a_face(face):
     for _ in range(5):
         out = animator.render(face)
     assert out.shape == face.shape
+
+
+def test_expression_detail_carries_shading(face, reference):
+    """A shadow that appears on the driver's cheek darkens the same cheek in the output, within the clamp."""
+    cheek = np.round(reference[205]).astype(int)  # MediaPipe's left cheek point
+    shaded = face.copy()
+    y0, x0 = cheek[1] - 6, cheek[0] - 6
+    shaded[y0:y0 + 12, x0:x0 + 12] = (shaded[y0:y0 + 12, x0:x0 + 12] * 0.6).astype(np.uint8)
+
+    def cheek_brightness(detail: bool) -> float:
+        animator = Animator(face, rate=25.0, detail=detail)
+        for frame in [face] * 3 + [shaded] * 3:
+            out = animator.render(frame)
+        return float(out[y0 + 3:y0 + 9, x0 + 3:x0 + 9].mean())
+
+    plain, detailed = cheek_brightness(False), cheek_brightness(True)
+    assert detailed < 0.9 * plain
+    assert detailed > 0.7 * plain  # the ratio is clamped at 0.75: a shadow, never the driver's pixels
