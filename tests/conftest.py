@@ -17,6 +17,16 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vivify's data folder (signing identity, audit log) for the whole run: never the user's own."""
+    folder = tmp_path_factory.mktemp("vivify-data")
+    os.environ["VIVIFY_DATA_DIR"] = str(folder)
+    for name in ("VIVIFY_SIGN_CERT", "VIVIFY_SIGN_KEY"):
+        os.environ.pop(name, None)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def face() -> np.ndarray:
     """The astronaut's head and shoulders, 256×256, the face about 45% of the frame's height."""

@@ -45,6 +45,44 @@ def _reference(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected first, best or a frame number, not {text!r}")
 
 
+def _add_mark_options(command: argparse.ArgumentParser) -> None:
+    from vivify.provenance.label import DEFAULT_TEXT, POSITIONS
+
+    marks = command.add_argument_group(
+        "provenance marks", "every output carries a visible label, a GB 45438 metadata label, a signed C2PA manifest "
+        "and an invisible watermark, and is recorded in the audit log")
+    marks.add_argument("--label-text", default=DEFAULT_TEXT, metavar="TEXT",
+                       help=f"wording of the visible label; must contain AI or 人工智能, and 生成 or 合成 "
+                            f"(default: {DEFAULT_TEXT})")
+    marks.add_argument("--label-position", choices=POSITIONS, default="bottom-right",
+                       help="corner of the visible label (default: bottom-right)")
+    marks.add_argument("--no-visible-label", metavar="RESPONSIBLE",
+                       help="leave the visible label out, RESPONSIBLE (a person or organisation) taking responsibility "
+                            "for labelling the content where it is published; recorded in the audit log and the "
+                            "C2PA manifest; the other marks are still written")
+    marks.add_argument("--sign-cert", metavar="PEM", help="certificate chain to sign the C2PA manifest with "
+                       "(default: $VIVIFY_SIGN_CERT, else this installation's own local certificate)")
+    marks.add_argument("--sign-key", metavar="PEM", help="private key of --sign-cert (default: $VIVIFY_SIGN_KEY)")
+
+
+def _marks(args: argparse.Namespace, ingredients: tuple[str, ...], argv: list[str]):
+    from vivify.provenance.label import LabelSettings
+    from vivify.provenance.marks import Marks
+
+    label = LabelSettings(text=args.label_text, position=args.label_position,
+                          enabled=args.no_visible_label is None, responsible=args.no_visible_label)
+    options = {key: value for key, value in vars(args).items()
+               if key not in ("command", "sign_key") and not callable(value)}
+    return Marks.create(label=label, sign_cert=args.sign_cert, sign_key=args.sign_key, ingredients=ingredients,
+                        command=["vivify", *argv], options=_plain(options))
+
+
+def _plain(options: dict) -> dict:
+    """Options as JSON values for the audit log."""
+    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+            for key, value in options.items()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vivify", description="Animate still portraits, labelled as AI-generated.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -64,9 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     animate.add_argument("--face", type=_index, default=0, metavar="N",
                          help="which face of the portrait, largest first (default: 0)")
     animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    _add_mark_options(animate)
 
     demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
+
+    verify = commands.add_parser(
+        "verify", help="check a video or image for AI-generation marks (exit 0: marked, 1: none, 2: error)")
+    verify.add_argument("file", type=Path, help="a video or image")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     evaluate = commands.add_parser("eval", help="measure quality")
     evals = evaluate.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
@@ -155,14 +199,15 @@ def _progress_bar():
     return update, bar
 
 
-def _animate(args: argparse.Namespace) -> int:
+def _animate(args: argparse.Namespace, argv: list[str]) -> int:
     from vivify.pipeline import animate
 
+    marks = _marks(args, (args.portrait, args.driving), argv)
     update, bar = _progress_bar()
     try:
         out = animate(args.portrait, args.driving, args.output, size=args.size, max_side=args.max_side,
                       reference=args.reference, absolute=args.absolute, face=args.face,
-                      overwrite=args.overwrite, progress=update)
+                      overwrite=args.overwrite, progress=update, marks=marks)
     finally:
         if bar is not None:
             bar.close()
@@ -170,12 +215,25 @@ def _animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    import json
+
+    from vivify.provenance.verify import summary, verify
+
+    report = verify(args.file)
+    print(json.dumps(report, ensure_ascii=False) if args.json else summary(report))
+    return 0 if report["ai_generated"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "animate":
             with _quiet_native_logs():
-                return _animate(args)
+                return _animate(args, argv)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "demo":
             from vivify.demo import render_demos
 

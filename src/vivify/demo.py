@@ -83,10 +83,13 @@ def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
 
     from vivify.io.writers import open_writer
     from vivify.pipeline import animate
+    from vivify.provenance.marks import Marks
 
     folder.mkdir(parents=True, exist_ok=True)
     driving = folder / "driving_synthetic.mp4"
-    with open_writer(driving, DEMO_FPS, (256, 256), overwrite=True) as writer:
+    # The driving clip is synthetic too (the photo warped into known motions): it is marked like any output.
+    with open_writer(driving, DEMO_FPS, (256, 256), overwrite=True,
+                     marks=Marks.create(command=("vivify", "demo"))) as writer:
         for frame in driving_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
             writer.write(frame)
     portrait = folder / "astronaut.png"

@@ -20,6 +20,7 @@ from vivify.io.writers import open_writer
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker
 from vivify.motion.pose import fit_similarity
+from vivify.provenance.marks import Marks
 
 Progress = Callable[[int, int | None], None]
 
@@ -131,20 +132,24 @@ def _refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
 def animate(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
             size: tuple[int, int] | None = None, max_side: int | None = None, reference: str = "first",
             absolute: bool = False, face: int = 0, overwrite: bool = False,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, marks: Marks | None = None) -> Path:
     """Animate the portrait in `portrait_path` with the motion of `driving_path`; write `output`.
 
-    Returns the output path. Raises VivifyError for problems with the inputs or options.
+    The output carries the provenance marks: `marks` when given (label wording and position, signing
+    identity, the command for the audit log), else the defaults with the portrait and the driving video as
+    ingredients. Returns the output path. Raises VivifyError for problems with the inputs or options.
     """
     portrait_name = Path(portrait_path).name
     _refuse_input_as_output(output, portrait_path, driving_path)
+    if marks is None:
+        marks = Marks.create(ingredients=(portrait_path, driving_path))
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
     # The writer opens before the (slower) face set-up, so a bad or existing OUT fails at once; leaving the
     # block by an error removes its temporary output and leaves OUT as it was.
     out_size = (portrait.shape[1], portrait.shape[0])
     with open_video(driving_path) as video, open_writer(
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite) as writer:
+            overwrite=overwrite, marks=marks) as writer:
         animator = Animator(portrait, face=face, absolute=absolute, rate=float(video.fps), name=portrait_name)
         try:
             if animator.faces_found > 1:

@@ -13,8 +13,9 @@ Design:
 * Exact timing. Video frames get pts 0, 1, 2, ... in a time base of 1/fps, so N frames give exactly
   N frames and N/fps seconds. Audio (optional, from the driving video) is transcoded in step with
   the video, aligned so that the source's first video frame is t=0, and trimmed to N/fps.
-* Provenance hook. `metadata` is written into the container (MP4/MOV with `use_metadata_tags` so
-  arbitrary keys survive, WebM tags, a GIF comment block, PNG iTXt chunks in every frame).
+* Provenance. With `marks` (vivify.provenance.marks.Marks), every frame is labelled and watermarked
+  on the encoder thread, the finished file gets its metadata label and signed C2PA manifest (each PNG
+  frame gets its own), and the audit log records the output before it is renamed into place.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import av
 import av.error
@@ -37,9 +38,11 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from vivify.errors import VivifyError
+
+if TYPE_CHECKING:
+    from vivify.provenance.marks import Marks
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +96,15 @@ def open_writer(
     size: tuple[int, int],
     audio_source: str | Path | None = None,
     overwrite: bool = False,
-    metadata: dict[str, str] | None = None,
+    marks: Marks | None = None,
 ) -> FrameWriter:
     """Open OUT for writing RGB frames of `size` = (width, height) at constant rate `fps`.
 
     The output type follows `path`: .mp4/.m4v/.mov → H.264 + AAC, .webm → VP9 + Opus, .gif,
     or a folder of PNG frames for a path ending in '/', without an extension, or that is an
     existing directory. `audio_source` (any media file; its first audio stream is used, if it has
-    one) is ignored for GIF and PNG output. `metadata` is the provenance hook: key/value text
-    stored in the output (see module docstring).
+    one) is ignored for GIF and PNG output. `marks` are the provenance marks of this output (see the
+    module docstring); every user-facing command passes them.
 
     Raises VivifyError for an unsupported extension, an existing OUT without `overwrite`, an
     unwritable or missing directory, or an unreadable `audio_source`; ValueError for a bad
@@ -131,13 +134,13 @@ def open_writer(
     try:
         backend: _Backend
         if kind == "png":
-            backend = _PngFolderBackend(temp, metadata)
+            backend = _PngFolderBackend(temp, marks)
         else:
-            backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, metadata)
+            backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, marks)
     except BaseException:
         _remove(temp)
         raise
-    return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite)
+    return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite, marks)
 
 
 class FrameWriter:
@@ -164,6 +167,7 @@ class FrameWriter:
         size: tuple[int, int],
         backend: _Backend,
         overwrite: bool,
+        marks: Marks | None = None,
     ) -> None:
         self.path = out
         self.kind = kind
@@ -175,6 +179,8 @@ class FrameWriter:
         self._temp = temp
         self._backend = backend
         self._overwrite = overwrite
+        self._marks = marks
+        self._marker = None if marks is None else marks.frame_marker(size, fps)
         self._state = "open"  # -> "closed" | "aborted"
         self._aborting = False
         self._error: BaseException | None = None
@@ -210,6 +216,8 @@ class FrameWriter:
             self._discard()
             self._raise_if_failed()
         try:
+            if self._marks is not None:
+                self._marks.log(self.path, self.frames_written)
             _commit(self._display, self._temp, self.path, self._overwrite)
         except BaseException:
             self._discard()
@@ -265,6 +273,7 @@ class FrameWriter:
     # -- encoder thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        index = 0
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -272,9 +281,12 @@ class FrameWriter:
             if self._error is not None or self._aborting:
                 continue  # drain, so write() never blocks on a dead consumer
             try:
+                if self._marker is not None:
+                    item = self._marker.apply(item, index)  # type: ignore[arg-type]
                 self._backend.write(item)  # type: ignore[arg-type]
             except BaseException as error:
                 self._error = error
+            index += 1
         if self._error is None and not self._aborting:
             try:
                 self._backend.finish()
@@ -310,13 +322,15 @@ class _AVBackend:
         fps: Fraction,
         size: tuple[int, int],
         audio_source: str | Path | None,
-        metadata: dict[str, str] | None,
+        marks: Marks | None,
     ) -> None:
         self._kind = kind
+        self._muxer = muxer
+        self._name = Path(display).name
+        self._marks = marks
         self._fps = fps
         self._time_base = 1 / fps
         self._index = 0
-        self._metadata = dict(metadata or {})
         self._temp = temp
         self._palette: Image.Image | None = None
         self._palette_argb = np.zeros((256, 4), np.uint8)
@@ -326,17 +340,16 @@ class _AVBackend:
         self._reformatter = VideoReformatter()
 
         options: dict[str, str] = {}
-        if kind == "h264":
-            # faststart: moov before mdat, so playback/streaming starts before the whole file loads.
-            # use_metadata_tags: store arbitrary metadata keys (mdta), not just the iTunes set.
-            options["movflags"] = "+faststart+use_metadata_tags" if self._metadata else "+faststart"
+        if kind == "h264" and marks is None:
+            # faststart: moov before mdat, so playback/streaming starts before the whole file loads. With
+            # marks, the remux that adds the metadata label moves moov instead: one rewrite, not two.
+            options["movflags"] = "+faststart"
         try:
             self._container = av.open(str(temp), mode="w", format=muxer, options=options)
         except (av.error.FFmpegError, OSError) as error:
             raise VivifyError(f"{display}: cannot write ({getattr(error, 'strerror', error)})") from None
 
         try:
-            self._container.metadata.update(self._metadata)
             width, height = size
             if kind == "gif":
                 stream = self._container.add_stream("gif", rate=fps)
@@ -391,8 +404,8 @@ class _AVBackend:
         if self._audio is not None:
             self._audio.finish(self._index * self._time_base)
         self._container.close()  # writes the trailer; with faststart, rewrites moov to the front
-        if self._kind == "gif" and self._metadata:
-            _add_gif_comment(self._temp, _metadata_text(self._metadata))
+        if self._marks is not None:
+            self._marks.seal_video(self._temp, self._kind, self._muxer, self._name)
 
     def discard(self) -> None:
         closers = [self._audio.close] if self._audio is not None else []
@@ -444,22 +457,22 @@ def _blurred_error(original: np.ndarray, quantised: np.ndarray) -> float:
 
 class _PngFolderBackend:
     """Numbered PNG frames. zlib level 1: several times faster than the default for files only a
-    few percent larger on photographic frames."""
+    few percent larger on photographic frames. With marks, each frame carries its own metadata label and
+    signed manifest."""
 
     has_audio = False
 
-    def __init__(self, folder: Path, metadata: dict[str, str] | None) -> None:
+    def __init__(self, folder: Path, marks: Marks | None) -> None:
         self._folder = folder
+        self._marks = marks
         self._index = 0
-        self._info: PngInfo | None = None
-        if metadata:
-            self._info = PngInfo()
-            for key, value in metadata.items():
-                self._info.add_itxt(key, value)  # iTXt: UTF-8 safe, unlike tEXt's Latin-1
 
     def write(self, frame: np.ndarray) -> None:
         path = self._folder / _FRAME_NAME.format(self._index)
-        Image.fromarray(frame).save(path, format="PNG", compress_level=1, pnginfo=self._info)
+        if self._marks is None:
+            Image.fromarray(frame).save(path, format="PNG", compress_level=1)
+        else:
+            self._marks.write_png(frame, path, path.name)
         self._index += 1
 
     def finish(self) -> None:
@@ -725,35 +738,3 @@ def _remove(path: Path) -> None:
             path.unlink()
     except OSError:
         log.debug("could not remove %s", path, exc_info=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metadata helpers.
-
-
-def _metadata_text(metadata: dict[str, str]) -> str:
-    return "\n".join(f"{key}={value}" for key, value in metadata.items())
-
-
-def _add_gif_comment(path: Path, text: str) -> None:
-    """Insert a GIF89a Comment Extension right after the header and global colour table.
-
-    FFmpeg's GIF muxer has no metadata support; a comment block is the standard place for text
-    (Pillow reads it as `info["comment"]`). The file is rewritten once, streaming.
-    """
-    data = text.encode("utf-8")
-    blocks = b"".join(bytes([len(chunk)]) + chunk for chunk in (data[i : i + 255] for i in range(0, len(data), 255)))
-    comment = b"\x21\xfe" + blocks + b"\x00"
-    rewritten = path.with_name(path.name + ".c")
-    with open(path, "rb") as src:
-        head = src.read(13)  # "GIF89a" + logical screen descriptor
-        if len(head) < 13 or not head.startswith(b"GIF8"):
-            raise ValueError("not a GIF file")
-        packed = head[10]
-        table = 3 * (2 ** ((packed & 0x07) + 1)) if packed & 0x80 else 0
-        head += src.read(table)
-        with open(rewritten, "wb") as dst:
-            dst.write(head)
-            dst.write(comment)
-            shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(rewritten, path)

@@ -1,0 +1,148 @@
+"""`vivify verify FILE`: which AI-generation marks a video or image carries.
+
+Each of the four marks is checked on its own, so a file that lost some (metadata stripped by a platform,
+re-encoded, cropped) still reports the others:
+
+* visible label: the label's shape in the corners of the first frame and of a frame after 2 s;
+* metadata: the GB 45438 `AIGC` label, and whether its ReservedCode1 matches this file's media (a label
+  copied from another file or altered does not);
+* C2PA: the manifest and c2pa's validation of it;
+* watermark: the payload, read from up to `WATERMARK_FRAMES` frames spread over the video.
+
+A file carries a mark when the mark is found, valid or not: every mark claims AI generation, and the
+report says which ones also check out. `content_id` is the id the valid marks agree on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.provenance import metadata
+from vivify.provenance.label import CONSPICUOUS_SECONDS, DEFAULT_TEXT, find_label
+from vivify.provenance.manifest import mime_for, read_manifest
+from vivify.provenance.watermark import WatermarkDetector
+
+WATERMARK_FRAMES = 60
+_VALID_STATES = ("Valid", "Trusted")
+_IMAGE_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif"}
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """The report `vivify verify --json` prints; raises VivifyError for a missing, corrupt or non-media file."""
+    path = Path(path)
+    if not path.exists():
+        raise VivifyError(f"{path}: file not found")
+    if path.is_dir():
+        raise VivifyError(f"{path}: is a folder, not a video or image")
+    kind = _sniff(path)
+
+    aigc = metadata.read_label(path, kind)
+    meta: dict[str, Any] = {"found": aigc is not None, "aigc": aigc, "matches_content": False}
+    if aigc is not None:
+        meta["matches_content"] = metadata.matches_content(aigc, metadata.media_digest(path, kind))
+
+    mime = _IMAGE_MIMES.get(kind) or mime_for(path) or ("video/mp4" if kind == "video" else None)
+    c2pa = read_manifest(path, mime) if mime is not None else {"found": False, "validation_state": None}
+
+    label_text = ((c2pa.get("extra") or {}).get("visible_label") or {}).get("text") or DEFAULT_TEXT
+    visible, watermark = _scan_frames(path, kind, label_text)
+
+    content_id = None
+    if c2pa.get("found") and c2pa.get("validation_state") in _VALID_STATES:
+        content_id = c2pa.get("content_id")
+    if content_id is None and meta["matches_content"]:
+        content_id = aigc["ProduceID"]  # type: ignore[index]
+    if content_id is None and watermark["found"]:
+        content_id = watermark["payload"]
+    found = [visible["found"], meta["found"] and aigc.get("Label") == "1", c2pa.get("found"),  # type: ignore[union-attr]
+             watermark["found"]]
+    return {"file": str(path), "ai_generated": any(bool(f) for f in found), "content_id": content_id,
+            "visible_label": visible, "metadata": meta, "c2pa": c2pa, "watermark": watermark}
+
+
+def _sniff(path: Path) -> str:
+    """"png", "jpeg", "gif" or "video" from the file's first bytes (never its name)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as error:
+        raise VivifyError(f"{path}: cannot read ({error.strerror})") from None
+    if not head:
+        raise VivifyError(f"{path}: empty file")
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    return "video"
+
+
+def _scan_frames(path: Path, kind: str, label_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The visible label and the watermark, from one pass over the frames."""
+    detector = WatermarkDetector()
+    label: dict[str, Any] = {"found": False, "position": None, "score": 0.0, "text": label_text}
+    for frame, label_check in _frames(path, kind):
+        detector.add(frame)
+        if label_check and not label["found"]:
+            label.update(find_label(frame, label_text))
+    result = detector.result()
+    watermark = {"found": result.found, "payload": result.payload, "confidence": round(float(result.confidence), 4)}
+    return label, watermark
+
+
+def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
+    """(frame, whether to look for the label in it): a still's only frame, or up to WATERMARK_FRAMES frames
+    spread over a video, the label looked for in the first and in the first after the conspicuous part."""
+    if kind in ("png", "jpeg"):
+        yield _read_image(path), True
+        return
+    from vivify.io.video import open_video
+
+    with open_video(path) as video:
+        total = video.frame_count or WATERMARK_FRAMES
+        stride = max(1, total // WATERMARK_FRAMES)
+        small_label_at = int(np.ceil(CONSPICUOUS_SECONDS * float(video.fps)))
+        for index, frame in enumerate(video.frames()):
+            check = index in (0, small_label_at)
+            if check or index % stride == 0:
+                yield frame, check
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise VivifyError(f"{path}: not a readable image ({error})") from None
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    lines = [f"{report['file']}: " + ("AI-generated" if report["ai_generated"] else "no AI-generation mark found")
+             + (f" (content id {report['content_id']})" if report["content_id"] else "")]
+    visible = report["visible_label"]
+    lines.append("  visible label: " + (f"found ({visible['position']})" if visible["found"] else "not found"))
+    meta = report["metadata"]
+    if meta["found"]:
+        match = "matches this file" if meta["matches_content"] else "DOES NOT match this file (copied or altered)"
+        lines.append(f"  metadata (GB 45438): ProduceID {meta['aigc'].get('ProduceID')}, {match}")
+    else:
+        lines.append("  metadata (GB 45438): not found")
+    c2pa = report["c2pa"]
+    if c2pa.get("found"):
+        trust = "trusted signer" if c2pa.get("trusted") else "signer not in a trust list"
+        lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')} ({trust})")
+    else:
+        lines.append("  C2PA: not found")
+    mark = report["watermark"]
+    lines.append("  watermark: " + (f"payload {mark['payload']}, confidence {mark['confidence']:.2f}"
+                                    if mark["found"] else "not found"))
+    return "\n".join(lines)

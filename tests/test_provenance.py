@@ -1,0 +1,195 @@
+"""The whole chain: `vivify animate` marks its output, `vivify verify` reads every mark back.
+
+A 3 s clip of the astronaut (256², 25 fps) is animated once per module; the checks then read its frames, its
+metadata, its manifest and its watermark, attack it (re-encode with PyAV, metadata dropped), tamper with its
+label, and compare with an unmarked clip. The audit log lives in the session's temporary data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vivify.cli import main
+from vivify.demo import driving_frames
+from vivify.provenance import audit, metadata
+from vivify.provenance.label import find_label
+from vivify.provenance.verify import verify
+
+FPS = Fraction(25)
+SECONDS = 3.0
+
+
+def write_plain_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, crf: int = 18) -> Path:
+    """H.264 without any mark: the material a user brings."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory, face) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("provenance")
+    portrait = folder / "portrait.png"
+    Image.fromarray(face).save(portrait)
+    driving = write_plain_clip(folder / "driving.mp4",
+                               list(driving_frames(seconds=SECONDS, fps=float(FPS), size=128)))
+    out = folder / "animated.mp4"
+    assert main(["animate", str(portrait), str(driving), "-o", str(out), "--label-position", "top-left"]) == 0
+    return {"folder": folder, "portrait": portrait, "driving": driving, "out": out}
+
+
+def test_every_mark_is_read_back_with_one_content_id(material):
+    report = verify(material["out"])
+    assert report["ai_generated"]
+    content_id = report["content_id"]
+    assert len(content_id) == 16 and int(content_id, 16) >= 0
+    assert report["visible_label"]["found"] and report["visible_label"]["position"] == "top-left"
+    assert report["metadata"]["found"] and report["metadata"]["matches_content"]
+    assert report["metadata"]["aigc"]["ProduceID"] == content_id
+    assert report["c2pa"]["found"] and report["c2pa"]["validation_state"] in ("Valid", "Trusted")
+    assert report["c2pa"]["content_id"] == content_id
+    assert report["c2pa"]["ingredients"] == ["portrait.png", "driving.mp4"]
+    assert report["watermark"]["found"] and report["watermark"]["payload"] == content_id
+
+
+def test_output_keeps_its_contract_and_shows_the_label(material):
+    frames = decode(material["out"])
+    assert len(frames) == round(SECONDS * FPS)
+    assert frames[0].shape == (256, 256, 3)
+    assert find_label(frames[0])["found"] and find_label(frames[60])["found"]
+    with av.open(str(material["out"])) as container:
+        tags = dict(container.metadata)
+    assert json.loads(tags["AIGC"])["AIGC"]["Label"] == "1"
+
+
+def test_audit_log_records_the_generation(material, data_dir):
+    content_id = verify(material["out"])["content_id"]
+    record = next(r for r in audit.read_records(data_dir) if r["content_id"] == content_id)
+    assert record["output"] == str(material["out"])
+    assert record["frames"] == round(SECONDS * FPS)
+    hashes = {Path(i["path"]).name: i["sha256"] for i in record["inputs"]}
+    assert hashes == {"portrait.png": audit.file_sha256(material["portrait"]),
+                      "driving.mp4": audit.file_sha256(material["driving"])}
+    assert record["command"][:2] == ["vivify", "animate"]
+    assert record["label"] == {"text": "AI生成 / AI-generated", "position": "top-left", "enabled": True}
+    assert record["signer"]
+
+
+def test_watermark_outlives_a_reencode_that_drops_the_other_machine_marks(material):
+    attacked = write_plain_clip(material["folder"] / "reencoded.mp4", decode(material["out"]), crf=28)
+    report = verify(attacked)
+    assert not report["metadata"]["found"] and not report["c2pa"]["found"]
+    assert report["watermark"]["found"]
+    assert report["watermark"]["payload"] == verify(material["out"])["content_id"]
+    assert report["ai_generated"]
+
+
+def test_a_copied_or_altered_label_does_not_match(material):
+    original = metadata.read_label(material["out"], "video")
+    plain = write_plain_clip(material["folder"] / "plain.mp4", decode(material["driving"]))
+    copied = material["folder"] / "copied.mp4"
+    metadata.write_video_label(plain, copied, "mp4", {"AIGC": original})
+    altered = material["folder"] / "altered.mp4"
+    metadata.write_video_label(material["out"], altered, "mp4", {"AIGC": {**original, "ProduceID": "0" * 16}})
+    for path in (copied, altered):
+        report = verify(path)
+        assert report["metadata"]["found"] and not report["metadata"]["matches_content"]
+
+
+def test_unmarked_clip_is_reported_as_unmarked(material, capsys):
+    report = verify(material["driving"])
+    assert not report["ai_generated"] and report["content_id"] is None
+    assert not any(report[mark]["found"] for mark in ("visible_label", "metadata", "c2pa", "watermark"))
+    assert main(["verify", str(material["driving"])]) == 1
+    assert main(["verify", "--json", str(material["out"])]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed) >= {"ai_generated", "content_id", "visible_label", "metadata", "c2pa", "watermark"}
+
+
+def test_frame_folder_output_marks_every_frame(material):
+    folder = material["folder"] / "frames"
+    assert main(["animate", str(material["portrait"]), str(material["driving"]), "-o", f"{folder}/"]) == 0
+    frames = sorted(folder.glob("frame_*.png"))
+    assert len(frames) == round(SECONDS * FPS)
+    reports = [verify(frames[0]), verify(frames[-1])]
+    assert reports[0]["content_id"] == reports[1]["content_id"]
+    for report in reports:
+        assert report["visible_label"]["found"] and report["metadata"]["matches_content"]
+        assert report["c2pa"]["validation_state"] in ("Valid", "Trusted")
+        assert report["watermark"]["payload"] == report["content_id"]
+
+
+def test_label_off_only_with_a_named_responsibility(material, data_dir):
+    out = material["folder"] / "unlabelled.mp4"
+    args = ["animate", str(material["portrait"]), str(material["driving"]), "-o", str(out)]
+    assert main([*args, "--no-visible-label", "Example Newsroom Ltd"]) == 0
+    report = verify(out)
+    assert not report["visible_label"]["found"]
+    assert report["metadata"]["matches_content"] and report["c2pa"]["found"] and report["watermark"]["found"]
+    assert report["c2pa"]["extra"]["visible_label"]["responsible"] == "Example Newsroom Ltd"
+    record = next(r for r in audit.read_records(data_dir) if r["content_id"] == report["content_id"])
+    assert record["label"]["enabled"] is False and record["label"]["responsible"] == "Example Newsroom Ltd"
+
+
+@pytest.mark.parametrize("label_text,message", [
+    ("made by a computer", "vivify: error: label text 'made by a computer' must contain"),
+])
+def test_bad_label_wording_is_refused(material, capsys, label_text, message):
+    out = material["folder"] / "bad.mp4"
+    code = main(["animate", str(material["portrait"]), str(material["driving"]), "-o", str(out),
+                 "--label-text", label_text])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not out.exists()
+
+
+def test_unusable_certificate_fails_before_rendering(material, tmp_path):
+    out = tmp_path / "out.mp4"
+    key = tmp_path / "key.pem"
+    key.write_text("not a key")
+    result = subprocess.run(
+        [sys.executable, "-m", "vivify.cli", "animate", str(material["portrait"]), str(material["driving"]),
+         "-o", str(out), "--sign-cert", str(tmp_path / "missing.pem"), "--sign-key", str(key)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"vivify: error: {tmp_path / 'missing.pem'}: file not found"
+    assert list(tmp_path.iterdir()) == [key]
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text, not media\n", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"])
+def test_verify_refuses_non_media_and_truncated_files(tmp_path, capsys, content):
+    path = tmp_path / "suspect.mp4"
+    path.write_bytes(content)
+    assert main(["verify", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vivify: error: ") and "suspect.mp4" in error and error.count("\n") == 1
+
+
+def test_verify_refuses_a_truncated_video(material, capsys):
+    cut = material["folder"] / "cut.mp4"
+    cut.write_bytes(material["out"].read_bytes()[:2000])
+    assert main(["verify", str(cut)]) == 2
+    assert capsys.readouterr().err.startswith("vivify: error: ")
