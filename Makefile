@@ -39,6 +39,7 @@ bench: install
 
 eval: install
 	$(BIN)/vivify eval reenact ../shared/media/talking/*.mp4 ../shared/media/driving/*.mp4
+	$(BIN)/vivify eval watermark ../shared/media/talking/*.mp4 ../shared/media/driving/*.mp4
 
 clean:
 	rm -rf $(VENV) out build *.egg-info src/*.egg-info

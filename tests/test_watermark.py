@@ -303,3 +303,23 @@ def test_real_clip_survives_crf_28_and_unmarked_clip_is_clean(tmp_path: Path) ->
     assert_recovered(decode(encode(tmp_path / "crf28.mp4", decode(marked), 28)))
     assert not detect_watermark(frames).found
     assert not any(detect_watermark([f]).found for f in frames[::6])
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------------
+
+
+def test_benchmark_runs_on_a_short_clip(tmp_path: Path) -> None:
+    from vivify.eval.watermark import ATTACKS, format_watermark_report, run_watermark_eval
+
+    face = cv2.resize(astronaut()[0:300, 60:360], (256, 256), interpolation=cv2.INTER_AREA)
+    frames = [similarity_frame(face, (128, 110), angle=3 * math.sin(i / 2)) for i in range(8)]
+    clip = encode(tmp_path / "clip.mp4", frames, 18)
+    report = run_watermark_eval([clip], seconds=1.0, workdir=tmp_path / "work")
+    assert set(report["attacks"]) == set(ATTACKS)
+    assert report["attacks"]["crf23"]["total"] == 1 and report["attacks"]["jpeg75"]["total"] == 8
+    assert report["psnr_db"]["min"] >= 40.0
+    assert report["unmarked"]["detections"] == 0 and report["unmarked"]["calls"] == 1 + 8 + 1
+    assert report["clips"][0]["metadata_left_after_strip"] == []
+    assert (tmp_path / "work" / "00-clip" / "marked.mp4").is_file()
+    text = format_watermark_report(report)
+    assert "crf28" in text and "false-positive rate" in text

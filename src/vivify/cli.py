@@ -119,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     reenact.add_argument("--frames", type=_positive, default=100, help="frames per clip (default: 100)")
     reenact.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
+    watermark = evals.add_parser("watermark", help="watermark recovery after platform-style attacks, false positives")
+    watermark.add_argument("videos", nargs="+", type=Path, help="real clips to mark and attack")
+    watermark.add_argument("--seconds", type=float, default=3.0, help="seconds of each clip to mark (default: 3)")
+    watermark.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -225,6 +230,18 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report["ai_generated"] else 1
 
 
+def _eval_watermark(args: argparse.Namespace) -> int:
+    import json
+
+    from vivify.eval.watermark import format_watermark_report, run_watermark_eval
+
+    report = run_watermark_eval(args.videos, seconds=args.seconds)
+    print(format_watermark_report(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
@@ -242,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 print(path)
             return 0
+        if args.command == "eval" and args.eval_command == "watermark":
+            return _eval_watermark(args)
         if args.command == "eval":
             from vivify.eval import reenact
 

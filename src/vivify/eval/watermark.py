@@ -56,16 +56,16 @@ _JPEG_QUALITY = 75
 _MIN_UNMARKED_FRAMES = 200
 _METADATA = {"comment": "vivify watermark evaluation", "title": "marked clip"}
 
-# Attack name -> what it does, in report order. "jpeg_q75" is per frame; the others are per clip.
+# Attack name -> what it does, in report order. "jpeg75" is per frame; the others are per clip.
 ATTACKS = {
-    "reencode_crf23": "H.264 re-encode, CRF 23",
-    "reencode_crf28": "H.264 re-encode, CRF 28",
-    "downscale_50": "downscaled to 50%, CRF 23",
-    "crop_10": "10% cropped from every edge, CRF 23",
-    "excerpt_1s": "1 s excerpt from the middle, CRF 23",
-    "fps_5_6": "frame rate x5/6 (30->25 fps), CRF 23",
-    "metadata_stripped": "remuxed without metadata",
-    "jpeg_q75": "single frames as JPEG q75",
+    "crf23": "H.264 re-encode, CRF 23",
+    "crf28": "H.264 re-encode, CRF 28",
+    "half": "downscaled to 50%, CRF 23",
+    "crop10": "10% cropped from every edge, CRF 23",
+    "excerpt1s": "1 s excerpt from the middle, CRF 23",
+    "fps5/6": "frame rate x5/6 (30->25 fps), CRF 23",
+    "nometa": "remuxed without metadata",
+    "jpeg75": "single frames as JPEG q75",
 }
 
 
@@ -117,27 +117,27 @@ def format_watermark_report(report: dict) -> str:
         f"Invisible watermark: {len(clips)} clips, first {report['seconds_per_clip']:g} s each, short side at "
         f"most {_MAX_SHORT_SIDE} px, marked then written as H.264 CRF {_MARK_CRF}",
         "",
-        f"{'attack':<20} {'recovered':>10} {'rate':>7} {'confidence':>10}  what",
+        f"{'attack':<10} {'recovered':>10} {'rate':>7} {'confidence':>10}  what",
     ]
     for name, summary in report["attacks"].items():
         lines.append(
-            f"{name:<20} {summary['recovered']:>4}/{summary['total']:<5} {summary['rate']:>7.1%} "
+            f"{name:<10} {summary['recovered']:>4}/{summary['total']:<5} {summary['rate']:>7.1%} "
             f"{summary['confidence_mean']:>10.2f}  {ATTACKS[name]}"
         )
     lines += ["", f"{'clip':<{width}} {'size':>9} {'PSNR min/mean':>14}  " + " ".join(
-        f"{name[:8]:>8}" for name in ATTACKS)]
+        f"{name:>9}" for name in ATTACKS)]
     for clip in clips:
         cells = []
         for name in ATTACKS:
-            if name == "jpeg_q75":
-                jpeg = clip["jpeg_q75"]
+            if name == "jpeg75":
+                jpeg = clip["jpeg75"]
                 cells.append(f"{jpeg['recovered']}/{jpeg['total']}")
             else:
                 outcome = clip["attacks"][name]
                 cells.append(f"{outcome['confidence']:.2f}" if outcome["correct"] else "MISS")
         size = f"{clip['size'][0]}x{clip['size'][1]}"
         psnr = f"{clip['psnr_db']['min']:.2f}/{clip['psnr_db']['mean']:.2f}"
-        lines.append(f"{clip['clip']:<{width}} {size:>9} {psnr:>14}  " + " ".join(f"{c:>8}" for c in cells))
+        lines.append(f"{clip['clip']:<{width}} {size:>9} {psnr:>14}  " + " ".join(f"{c:>9}" for c in cells))
     unmarked = report["unmarked"]
     lines += [
         "(per clip: confidence when the exact payload was recovered, MISS otherwise)",
@@ -173,7 +173,7 @@ def _evaluate_clip(clip: Path, folder: Path, seconds: float) -> dict[str, Any]:
 
     attacks: dict[str, dict[str, Any]] = {}
     for name, make in _video_attacks(rate).items():
-        path = folder / f"{name}.mp4"
+        path = folder / f"{name.replace('/', '_')}.mp4"
         make(source, path)
         started = time.perf_counter()
         result = _detect_file(path)
@@ -187,8 +187,8 @@ def _evaluate_clip(clip: Path, folder: Path, seconds: float) -> dict[str, Any]:
         "payload": payload,
         "psnr_db": {"min": min(psnr), "mean": float(np.mean(psnr))},
         "attacks": attacks,
-        "metadata_left_after_strip": sorted(_metadata_keys(folder / "metadata_stripped.mp4") & set(_METADATA)),
-        "jpeg_q75": {
+        "metadata_left_after_strip": sorted(_metadata_keys(folder / "nometa.mp4") & set(_METADATA)),
+        "jpeg75": {
             "recovered": sum(o["correct"] for o in jpeg),
             "total": len(jpeg),
             "confidence_mean": float(np.mean([o["confidence"] for o in jpeg])),
@@ -212,8 +212,8 @@ def _outcome(result: WatermarkResult, payload: str, seconds: float) -> dict[str,
 def _summary(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for name in ATTACKS:
-        if name == "jpeg_q75":
-            outcomes = [o for r in results for o in r["jpeg_q75"]["frames"]]
+        if name == "jpeg75":
+            outcomes = [o for r in results for o in r["jpeg75"]["frames"]]
         else:
             outcomes = [r["attacks"][name] for r in results]
         recovered = sum(o["correct"] for o in outcomes)
@@ -261,13 +261,13 @@ def _video_attacks(rate: Fraction) -> dict[str, Callable[[Path, Path], None]]:
         _write_h264(dst, frames, rate * Fraction(5, 6), _ATTACK_CRF)
 
     return {
-        "reencode_crf23": reencode(23),
-        "reencode_crf28": reencode(28),
-        "downscale_50": downscale,
-        "crop_10": crop,
-        "excerpt_1s": excerpt,
-        "fps_5_6": frame_rate,
-        "metadata_stripped": _remux_without_metadata,
+        "crf23": reencode(23),
+        "crf28": reencode(28),
+        "half": downscale,
+        "crop10": crop,
+        "excerpt1s": excerpt,
+        "fps5/6": frame_rate,
+        "nometa": _remux_without_metadata,
     }
 
 

@@ -138,8 +138,8 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("  metadata (GB 45438): not found")
     c2pa = report["c2pa"]
     if c2pa.get("found"):
-        trust = "trusted signer" if c2pa.get("trusted") else "signer not in a trust list"
-        lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')} ({trust})")
+        trust = "" if c2pa.get("trusted") else f" (issuer {c2pa.get('issuer')} is not in a trust list)"
+        lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')}{trust}")
     else:
         lines.append("  C2PA: not found")
     mark = report["watermark"]
