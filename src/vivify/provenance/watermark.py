@@ -39,10 +39,11 @@ False positives. A result is `found` only if (1) the sync peak's z-score (peak m
 surface's mean, over its standard deviation) reaches `Z_SYNC`, and (2) the Reed-Solomon decoding succeeds and
 the CRC-16 and the zero bits check. Without a mark the correlation at each shift is a sum of a keyed random
 pattern times the image, close to Gaussian, so (1) happens with probability at most (number of periods and
-shifts searched) × Q(Z_SYNC) (Bonferroni) = `SYNC_FALSE_POSITIVE_RATE` ≈ 1.1e-3 (measured on ~1,500 unmarked
-real frames: one exceeded it); the symbols read on unmarked content are uniform, so (2) happens with
-probability at most `PAYLOAD_FALSE_ACCEPT_RATE` ≈ 2.7e-7 (the share of received words within the decoding
-radius, summed over the erasure trials, times 2^-20 for the CRC and the zero bits). Their product is
+shifts searched) × Q(Z_SYNC) (Bonferroni) = `SYNC_FALSE_POSITIVE_RATE` ≈ 1.1e-3 (measured: 1 of 1,144
+unmarked real frames and photos reached it, and did not decode); the symbols read on unmarked content are
+uniform, so (2) happens with probability at most `PAYLOAD_FALSE_ACCEPT_RATE` ≈ 2.7e-7 (the share of received
+words within the decoding radius, summed over the erasure trials, times 2^-20 for the CRC and the zero bits),
+independently of (1): the payload rows are orthogonal to the sync row. Their product is
 `FALSE_POSITIVE_RATE` ≈ 2.9e-10 per detection call (the Bonferroni sum already covers every candidate that
 is decoded); the tests check that unmarked photos and clips are never reported.
 
@@ -375,8 +376,8 @@ class _Candidate:
     z: float
     period: float  # working px
     shift: tuple[int, int]  # (dy, dx) of the tile origin in the folded tile
-    spectrum: np.ndarray  # FFT of the folded tile, high-passed like the frames
-    highpass: np.ndarray
+    spectrum: np.ndarray  # FFT of the folded tile
+    highpass: np.ndarray  # the frames' high-pass at this scale: the payload's matched filter includes it
 
 
 def _locate(residual: np.ndarray, period: float) -> _Candidate:
