@@ -71,7 +71,8 @@ class Marks:
     command: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     content_id: str = field(default_factory=new_content_id)
-    # Time spent on the marks (frames, then files): the audit log records it, `vivify bench` reports it.
+    # Time spent on the marks (the signing identity, frames, files): the audit log records it, `vivify bench`
+    # reports it.
     _markers: list[FrameMarker] = field(default_factory=list, init=False, repr=False)
     _file_seconds: float = field(default=0.0, init=False, repr=False)
 
@@ -85,9 +86,12 @@ class Marks:
                command: Sequence[str] = (), options: dict[str, Any] | None = None) -> Marks:
         """Load (or, first time, create) the signing identity now, so an unusable certificate is reported
         before any rendering."""
-        return cls(identity=load_identity(sign_cert, sign_key), label=label or LabelSettings(),
-                   ingredients=tuple(Path(p) for p in ingredients), command=tuple(command),
-                   options=dict(options or {}))
+        start = time.perf_counter()
+        marks = cls(identity=load_identity(sign_cert, sign_key), label=label or LabelSettings(),
+                    ingredients=tuple(Path(p) for p in ingredients), command=tuple(command),
+                    options=dict(options or {}))
+        marks._file_seconds = time.perf_counter() - start
+        return marks
 
     def frame_marker(self, size: tuple[int, int], fps: Fraction | float | None) -> FrameMarker:
         start = time.perf_counter()

@@ -62,8 +62,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.linalg import hadamard
-from scipy.ndimage import uniform_filter1d
 
 # -- layout --------------------------------------------------------------------------------------------------
 
@@ -256,7 +254,16 @@ def _basis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.argsort(_keyed_stream("rows", _CHIPS), kind="stable")
     permutation = np.argsort(_keyed_stream("cells", _CHIPS), kind="stable")
     signs = np.where(_keyed_stream("signs", _CHIPS) & 1, -1.0, 1.0).astype(np.float32)
-    return hadamard(_CHIPS).astype(np.float32)[order], permutation, signs
+    return _hadamard(_CHIPS)[order], permutation, signs
+
+
+def _hadamard(order: int) -> np.ndarray:
+    """The Sylvester-Hadamard matrix of a power-of-two order (what scipy.linalg.hadamard returns), built here
+    because importing scipy.linalg would add a quarter of a second to every `vivify animate`."""
+    matrix = np.ones((1, 1), np.float32)
+    while len(matrix) < order:
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix
 
 
 def _to_cells(vector: np.ndarray) -> np.ndarray:
@@ -344,6 +351,8 @@ def _period_candidates(residual: np.ndarray) -> list[float]:
         for dy, dx in ((zero, periods), (periods, zero), (periods, periods), (periods, -periods))
     )
     # The host's own autocorrelation varies slowly with the lag: keep what stands out of a ±5 px trend.
+    from scipy.ndimage import uniform_filter1d  # here, not at the top: only detection needs it
+
     score = score - uniform_filter1d(score, round(10.0 / _PERIOD_STEP) + 1, mode="nearest")
     chosen: list[float] = []
     for index in np.argsort(-score):
