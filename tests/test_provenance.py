@@ -142,6 +142,20 @@ def test_frame_folder_output_marks_every_frame(material):
         assert report["watermark"]["payload"] == report["content_id"]
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".webm"])
+def test_gif_and_webm_outputs_are_marked(material, suffix):
+    out = material["folder"] / f"animated{suffix}"
+    assert main(["animate", str(material["portrait"]), str(material["driving"]), "-o", str(out)]) == 0
+    report = verify(out)
+    assert report["visible_label"]["found"] and report["metadata"]["matches_content"]
+    assert report["watermark"]["payload"] == report["content_id"]
+    # C2PA: GIF carries a manifest; WebM is a format c2pa cannot sign, and verify says so.
+    if suffix == ".gif":
+        assert report["c2pa"]["validation_state"] in ("Valid", "Trusted")
+    else:
+        assert not report["c2pa"]["found"] and report["c2pa"]["supported"] is False
+
+
 def test_label_off_only_with_a_named_responsibility(material, data_dir):
     out = material["folder"] / "unlabelled.mp4"
     args = ["animate", str(material["portrait"]), str(material["driving"]), "-o", str(out)]

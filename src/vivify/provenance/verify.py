@@ -24,7 +24,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.provenance import metadata
 from vivify.provenance.label import CONSPICUOUS_SECONDS, DEFAULT_TEXT, find_label
-from vivify.provenance.manifest import mime_for, read_manifest
+from vivify.provenance.manifest import read_manifest
 from vivify.provenance.watermark import WatermarkDetector
 
 WATERMARK_FRAMES = 60
@@ -46,8 +46,10 @@ def verify(path: str | Path) -> dict[str, Any]:
     if aigc is not None:
         meta["matches_content"] = metadata.matches_content(aigc, metadata.media_digest(path, kind))
 
-    mime = _IMAGE_MIMES.get(kind) or mime_for(path) or ("video/mp4" if kind == "video" else None)
-    c2pa = read_manifest(path, mime) if mime is not None else {"found": False, "validation_state": None}
+    mime = _IMAGE_MIMES.get(kind) or _bmff_mime(path)
+    # Other containers (WebM, Matroska, AVI) cannot carry a C2PA manifest that c2pa-python reads.
+    c2pa = (read_manifest(path, mime) if mime is not None
+            else {"found": False, "validation_state": None, "supported": False})
 
     label_text = ((c2pa.get("extra") or {}).get("visible_label") or {}).get("text") or DEFAULT_TEXT
     visible, watermark = _scan_frames(path, kind, label_text)
@@ -81,6 +83,18 @@ def _sniff(path: Path) -> str:
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
     return "video"
+
+
+def _bmff_mime(path: Path) -> str | None:
+    """video/mp4 or video/quicktime for an ISO base media file (its first box is ftyp, or a QuickTime
+    file's moov, mdat, wide or free), else None."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "video/quicktime"
+    return None
 
 
 def _scan_frames(path: Path, kind: str, label_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -140,6 +154,8 @@ def summary(report: dict[str, Any]) -> str:
     if c2pa.get("found"):
         trust = "" if c2pa.get("trusted") else f" (issuer {c2pa.get('issuer')} is not in a trust list)"
         lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')}{trust}")
+    elif c2pa.get("supported") is False:
+        lines.append("  C2PA: not found (this format cannot carry a C2PA manifest)")
     else:
         lines.append("  C2PA: not found")
     mark = report["watermark"]
