@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,6 +32,23 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def face() -> np.ndarray:
     """The astronaut's head and shoulders, 256×256, the face about 45% of the frame's height."""
     return face_crop(256)
+
+
+def encode_clip(path: Path, frames: list[np.ndarray], fps: int | Fraction = 25, codec: str = "libx264",
+                crf: int | None = None) -> Path:
+    """RGB frames as a plain video (H.264 or VP9, yuv420p), with no mark of any kind."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options={} if crf is None else {"crf": str(crf)})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = index
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
 
 
 def write_audio_only(path: Path, declare_video: bool = False) -> Path:

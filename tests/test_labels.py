@@ -11,6 +11,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from conftest import encode_clip
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -120,38 +121,13 @@ def test_aigc_label_fields():
         metadata.aigc_label("has space", b"media")
 
 
-def _write_clip(path: Path, frames: int = 10) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), index * 20, np.uint8), format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+def _write_clip(path: Path, frames: int = 10, codec: str = "libx264") -> Path:
+    return encode_clip(path, [np.full((64, 64, 3), index * 20, np.uint8) for index in range(frames)], codec=codec)
 
 
 @pytest.mark.parametrize("muxer,suffix", [("mp4", ".mp4"), ("mov", ".mov"), ("webm", ".webm")])
 def test_video_metadata_round_trip(tmp_path, muxer, suffix):
-    if muxer == "webm":
-        source = tmp_path / "plain.webm"
-        with av.open(str(source), "w") as container:
-            stream = container.add_stream("libvpx-vp9", rate=25)
-            stream.width = stream.height = 64
-            stream.pix_fmt = "yuv420p"
-            for index in range(5):
-                frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-                frame.pts = index
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
-    else:
-        source = _write_clip(tmp_path / f"plain{suffix}")
+    source = _write_clip(tmp_path / f"plain{suffix}", codec="libvpx-vp9" if muxer == "webm" else "libx264")
     digest = metadata.media_digest(source, "video")
     labelled = tmp_path / f"labelled{suffix}"
     label = metadata.aigc_label(CONTENT_ID, digest)

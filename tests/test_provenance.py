@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import encode_clip
 from PIL import Image
 
 from vivify.cli import main
@@ -28,20 +29,9 @@ FPS = Fraction(25)
 SECONDS = 3.0
 
 
-def write_plain_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, crf: int = 18) -> Path:
+def write_plain_clip(path: Path, frames: list[np.ndarray], crf: int = 18) -> Path:
     """H.264 without any mark: the material a user brings."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for index, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            picture.pts = index
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return encode_clip(path, frames, fps=FPS, crf=crf)
 
 
 def decode(path: Path) -> list[np.ndarray]:
