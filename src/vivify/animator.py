@@ -76,7 +76,7 @@ class Animator:
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
         self._interiors = [InteriorPainter(feature, points) for feature in features]
-        self._tracker = FaceTracker()
+        self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
         self.frames_with_face = 0
         self._detail = detail
         self._reference_frame: np.ndarray | None = None
@@ -88,9 +88,10 @@ class Animator:
         """(width, height) of the frames this animator renders."""
         return self.portrait.shape[1], self.portrait.shape[0]
 
-    def set_reference(self, frame: np.ndarray) -> None:
-        """Recalibrate: this driving frame's pose and expression become the portrait's own."""
-        points = self._tracker.detect(_check_rgb(frame, "reference frame"))
+    def set_reference(self, frame: np.ndarray, landmarks: np.ndarray | None = None) -> None:
+        """Recalibrate: this driving frame's pose and expression become the portrait's own. `landmarks` are the
+        frame's, where the caller has them already (from `track`)."""
+        points = landmarks if landmarks is not None else self._detect(_check_rgb(frame, "reference frame"))
         if points is None:
             raise VivifyError("no face found in the reference frame")
         self._motion.set_reference(points)
@@ -102,6 +103,11 @@ class Animator:
         Frames must be tracked in order. `render(frame)` does this itself; a caller may instead track in
         another thread, ahead of rendering, and pass the result to `render(frame, landmarks)`.
         """
+        return self._detect(frame)
+
+    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+        if self._tracker is None:
+            self._tracker = FaceTracker()
         return self._tracker.detect(frame)
 
     def render(self, frame: np.ndarray, landmarks: np.ndarray | _Missing | None = _MISSING) -> np.ndarray:
@@ -135,7 +141,8 @@ class Animator:
         return out
 
     def close(self) -> None:
-        self._tracker.close()
+        if self._tracker is not None:
+            self._tracker.close()
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:

@@ -39,13 +39,17 @@ def _positive_count(text: str) -> int:
     return int(text)
 
 
+def _captions(text: str) -> list[str]:
+    return [caption.strip() for caption in text.split(",")]
+
+
 def _reference(text: str) -> str:
     if text in ("first", "best") or text.isdigit():
         return text
     raise argparse.ArgumentTypeError(f"expected first, best or a frame number, not {text!r}")
 
 
-def _add_mark_options(command: argparse.ArgumentParser) -> None:
+def _add_mark_options(command: argparse.ArgumentParser, label_position: str = "bottom-right") -> None:
     from vivify.provenance.label import DEFAULT_TEXT, POSITIONS
 
     marks = command.add_argument_group(
@@ -54,8 +58,8 @@ def _add_mark_options(command: argparse.ArgumentParser) -> None:
     marks.add_argument("--label-text", default=DEFAULT_TEXT, metavar="TEXT",
                        help=f"wording of the visible label; must contain AI or 人工智能, and 生成 or 合成 "
                             f"(default: {DEFAULT_TEXT})")
-    marks.add_argument("--label-position", choices=POSITIONS, default="bottom-right",
-                       help="corner of the visible label (default: bottom-right)")
+    marks.add_argument("--label-position", choices=POSITIONS, default=label_position,
+                       help=f"corner of the visible label (default: {label_position})")
     marks.add_argument("--no-visible-label", metavar="RESPONSIBLE",
                        help="leave the visible label out, RESPONSIBLE (a person or organisation) taking responsibility "
                             "for labelling the content where it is published; recorded in the audit log and the "
@@ -104,6 +108,20 @@ def _parser() -> argparse.ArgumentParser:
     animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     _add_mark_options(animate)
 
+    sing = commands.add_parser("sing", help="animate several portraits with one driving video, in a grid")
+    sing.add_argument("driving", help="video of a moving, singing or talking face")
+    sing.add_argument("portraits", nargs="+", help="1 to 16 photos or paintings with a face")
+    sing.add_argument("-o", "--output", required=True, help="out.mp4, out.webm, out.gif, or a folder for PNG frames")
+    sing.add_argument("--grid", type=_size, metavar="RxC", help="rows x columns (default: chosen for the count)")
+    sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
+                      help="size of each portrait's cell (default: 256x256)")
+    sing.add_argument("--captions", type=_captions, metavar="A,B,...", help="a caption under each portrait")
+    sing.add_argument("--reference", type=_reference, default="first", metavar="first|best|N",
+                      help="driving frame that maps to each portrait's own pose and expression (default: first)")
+    sing.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    # Top right: in a grid the label then covers the hair of one cell, not a chin and mouth.
+    _add_mark_options(sing, label_position="top-right")
+
     demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
 
@@ -123,6 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     watermark.add_argument("videos", nargs="+", type=Path, help="real clips to mark and attack")
     watermark.add_argument("--seconds", type=float, default=3.0, help="seconds of each clip to mark (default: 3)")
     watermark.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+    sync = evals.add_parser("sync", help="does every cell of a grid open its mouth with the driving face?")
+    sync.add_argument("video", type=Path, help="a grid made by `vivify sing`")
+    sync.add_argument("driving", type=Path, help="the driving video it was made from")
+    sync.add_argument("--grid", type=_size, required=True, metavar="RxC", help="the grid's rows x columns")
+    sync.add_argument("--count", type=_positive_count, help="portraits in the grid (default: every cell)")
+    sync.add_argument("--frames", type=_positive, help="only the first N frames")
+    sync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
@@ -220,6 +246,22 @@ def _animate(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _sing(args: argparse.Namespace, argv: list[str]) -> int:
+    from vivify.pipeline import sing
+
+    marks = _marks(args, (*args.portraits, args.driving), argv)
+    update, bar = _progress_bar()
+    try:
+        out = sing(args.driving, args.portraits, args.output, grid=args.grid, cell_size=args.cell_size,
+                   captions=args.captions or (), reference=args.reference, overwrite=args.overwrite,
+                   progress=update, marks=marks)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(out)
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     import json
 
@@ -249,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "animate":
             with _quiet_native_logs():
                 return _animate(args, argv)
+        if args.command == "sing":
+            with _quiet_native_logs():
+                return _sing(args, argv)
         if args.command == "verify":
             return _verify(args)
         if args.command == "demo":
@@ -261,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval" and args.eval_command == "watermark":
             return _eval_watermark(args)
+        if args.command == "eval" and args.eval_command == "sync":
+            from vivify.eval import sync
+
+            return sync.run(args.video, args.driving, args.grid, args.count, args.frames, args.json)
         if args.command == "eval":
             from vivify.eval import reenact
 

@@ -6,23 +6,26 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from vivify.animator import Animator
+from vivify.compose.grid import MAX_PORTRAITS, Grid, frame_portrait, grid_shape
 from vivify.errors import VivifyError
 from vivify.io.image import load_portrait
 from vivify.io.video import open_video
 from vivify.io.writers import open_writer
 from vivify.landmarks import topology
-from vivify.landmarks.facemesh import FaceTracker
+from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.motion.pose import fit_similarity
 from vivify.provenance.marks import Marks
 
 Progress = Callable[[int, int | None], None]
+DEFAULT_CELL = (256, 256)
 
 
 def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
@@ -85,37 +88,48 @@ def _frame_at(driving: str | Path, index: int) -> np.ndarray:
     raise VivifyError(f"{driving}: --reference {index} is past the last frame")
 
 
-def _first_face(driving: str | Path) -> tuple[int, np.ndarray]:
-    """The first driving frame with a face, and its index; a VivifyError naming the file if none has one."""
+def _first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
+    """The first driving frame with a face, its index and its landmarks; a VivifyError naming the file if none
+    has one."""
     tracker = FaceTracker()
     try:
         with open_video(driving) as video:
             for index, frame in enumerate(video.frames()):
-                if tracker.detect(frame) is not None:
-                    return index, frame
+                points = tracker.detect(frame)
+                if points is not None:
+                    return index, frame, points
     finally:
         tracker.close()
     raise VivifyError(f"{Path(driving).name}: no face found in any frame")
 
 
-def _set_reference(animator: Animator, driving: str | Path, reference: str) -> None:
-    """Calibrate `animator` on the driving frame that `reference` picks, before any frame is rendered.
+def _set_references(animators: list[Animator], driving: str | Path, reference: str) -> None:
+    """Calibrate every animator on the driving frame that `reference` picks, before any frame is rendered.
 
-    Done up front even for "first" (where the Animator would take the first frame it sees with a face): a clip
+    Done up front even for "first" (where an Animator would take the first frame it sees with a face): a clip
     without any face fails here, before anything is rendered, and frames before the first face render the
-    portrait as it is instead of reaching the engine without a reference.
+    portrait as it is instead of reaching the engine without a reference. "first" and N are one frame for
+    all, found once; "best" is each portrait's own.
     """
+    name = Path(driving).name
+    if reference == "best":
+        for animator in animators:
+            found = choose_reference(driving, animator.points, reference)
+            if found is None:
+                raise VivifyError(f"{name}: no face found in any frame")
+            animator.set_reference(_frame_at(driving, found))
+        return
     if reference == "first":
-        index, frame = _first_face(driving)
+        index, frame, points = _first_face(driving)
     else:
-        found = choose_reference(driving, animator.points, reference)
-        if found is None:
-            raise VivifyError(f"{Path(driving).name}: no face found in any frame")
-        index, frame = found, _frame_at(driving, found)
-    try:
-        animator.set_reference(frame)
-    except VivifyError:
-        raise VivifyError(f"{Path(driving).name}: no face found in frame {index} (the --reference frame)") from None
+        index = int(reference)
+        frame = _frame_at(driving, index)
+        faces = detect_faces(frame)
+        if not faces:
+            raise VivifyError(f"{name}: no face found in frame {index} (the --reference frame)")
+        points = faces[0]
+    for animator in animators:
+        animator.set_reference(frame, points)
 
 
 def _refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
@@ -155,7 +169,7 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
             if animator.faces_found > 1:
                 print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
                       "(largest first; --face N picks another)", file=sys.stderr)
-            _set_reference(animator, driving_path, reference)
+            _set_references([animator], driving_path, reference)
             for done, (frame, points) in enumerate(_tracked(video.frames(), animator), start=1):
                 writer.write(animator.render(frame, points))
                 if progress is not None:
@@ -205,3 +219,52 @@ def _tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) -
     finally:
         stop.set()
         worker.join()
+
+
+def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output: str | Path, *,
+         grid: tuple[int, int] | None = None, cell_size: tuple[int, int] = DEFAULT_CELL,
+         captions: Sequence[str] = (), reference: str = "first", overwrite: bool = False,
+         progress: Progress | None = None, marks: Marks | None = None) -> Path:
+    """Animate every portrait with the same driving video, in step, laid out in a grid; write `output`.
+
+    `grid` is (rows, columns), automatic by default (`vivify.compose.grid.grid_shape`); `cell_size` (W, H) is
+    each portrait's framed cell; `captions` go under the faces, one per portrait. The driving video is decoded
+    and its landmarks found once for all cells, and the cells are rendered on all cores. The output has the
+    driving video's frame count, frame rate and audio, and carries the provenance marks (`marks`, else the
+    defaults with every portrait and the driving video as ingredients).
+    """
+    count = len(portrait_paths)
+    if not 1 <= count <= MAX_PORTRAITS:
+        raise VivifyError(f"a grid holds 1 to {MAX_PORTRAITS} portraits, not {count}")
+    rows, cols = grid or grid_shape(count)
+    if rows * cols < count:
+        raise VivifyError(f"a {rows}x{cols} grid has {rows * cols} cells for {count} portraits")
+    if captions and len(captions) != count:
+        raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
+    cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)
+    _refuse_input_as_output(output, driving_path, *portrait_paths)
+    # Every portrait is read and framed before anything is written: a photo without a face stops here.
+    cells = [frame_portrait(load_portrait(path), cell, Path(path).name) for path in portrait_paths]
+    if marks is None:
+        marks = Marks.create(ingredients=(*portrait_paths, driving_path))
+    layout = Grid(rows, cols, cell, tuple(captions))
+    with open_video(driving_path) as video, open_writer(
+            output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
+            overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        animators = list(pool.map(
+            lambda item: Animator(item[1], rate=float(video.fps), name=Path(item[0]).name),
+            zip(portrait_paths, cells, strict=True)))
+        try:
+            _set_references(animators, driving_path, reference)
+            # The first animator tracks the driving face for all of them.
+            for done, (frame, points) in enumerate(_tracked(video.frames(), animators[0]), start=1):
+                rendered = list(pool.map(lambda animator: animator.render(frame, points), animators))  # noqa: B023
+                writer.write(layout.compose(rendered))
+                if progress is not None:
+                    progress(done, video.frame_count)
+            if animators[0].frames_with_face == 0:
+                raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
+        finally:
+            for animator in animators:
+                animator.close()
+    return Path(output)

@@ -107,6 +107,10 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache.popitem(last=False)
 
 
+def _points(shape: Any) -> np.ndarray:
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
 class DlibFaceMeasure:
     """Loads the dlib models once; measures faces in RGB uint8 images.
 
@@ -152,13 +156,17 @@ class DlibFaceMeasure:
         key = (_digest(img), box, detected)
         if key not in self._faces:
             shape = self._predictor(img, self._dlib.rectangle(*box))
-            landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            landmarks = _points(shape)
             # The descriptor (a ResNet pass on an aligned 150x150 chip) is most of the cost; passing the
             # shape we already have avoids a second landmark fit.
             descriptor = np.asarray(self._encoder.compute_face_descriptor(img, shape), dtype=np.float64)
             face = Face(box=box, landmarks=landmarks, descriptor=descriptor, detected=detected)
             _remember(self._faces, key, face)
         return self._faces[key]
+
+    def landmarks_at(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """The 68 landmarks (x, y) of the face in the given box, without its descriptor."""
+        return _points(self._predictor(_as_rgb(image), self._dlib.rectangle(*box)))
 
     def face(self, image: np.ndarray, near: Box | None = None) -> Face | None:
         """The face in the image, or None when none is detected and no fallback box is given.

@@ -112,6 +112,15 @@ class Overlay:
 @functools.lru_cache(maxsize=64)
 def render_overlay(text: str, position: str, size: tuple[int, int], relative_height: float) -> Overlay:
     """The label for a frame of `size` (W, H), glyphs `relative_height` of the shorter side tall."""
+    return text_overlay(text, size, relative_height, position)
+
+
+def text_overlay(text: str, size: tuple[int, int], relative_height: float, position: str,
+                 origin: tuple[int, int] = (0, 0)) -> Overlay:
+    """White text on a dark translucent box, placed in an area of `size` (W, H) whose top-left corner is at
+    `origin` of the frame: in a corner ("top-left", ..., "bottom-right") or centred at the bottom
+    ("bottom-centre"). Glyphs are `relative_height` of the area's shorter side tall; a line too wide for the
+    area breaks at " / "."""
     width, height = size
     short = min(width, height)
     glyph_px = max(relative_height * short, MIN_SMALL_PX)
@@ -139,16 +148,20 @@ def render_overlay(text: str, position: str, size: tuple[int, int], relative_hei
     keep = np.round((1.0 - alpha) * 256.0).astype(np.uint16)
 
     margin = round(MARGIN * short)
-    x = margin if position.endswith("left") else width - box_w - margin
+    if position.endswith("centre"):
+        x = (width - box_w) // 2
+    else:
+        x = margin if position.endswith("left") else width - box_w - margin
     y0 = margin if position.startswith("top") else height - box_h - margin
-    return Overlay(colour, keep, max(0, x), max(0, y0))
+    return Overlay(colour, keep, origin[0] + max(0, x), origin[1] + max(0, y0))
 
 
 def _font_for_height(text: str, glyph_px: float) -> ImageFont.FreeTypeFont:
     """The font size whose CJK glyphs (or the whole line, whichever is shorter) are `glyph_px` tall."""
     path = str(font_path())
     probe = ImageFont.truetype(path, 100)
-    sample = "".join(ch for ch in text if ord(ch) > 0x2E80) or text
+    # Measured on the CJK glyphs, or on "Ag" for Latin text, so that captions of different words match.
+    sample = "".join(ch for ch in text if ord(ch) > 0x2E80) or "Ag"
     _, top, _, bottom = probe.getbbox(sample)
     size = math.ceil(glyph_px * 100 / max(1, bottom - top))
     return ImageFont.truetype(path, size)

@@ -1,0 +1,1 @@
+"""Putting rendered frames together: grids of portraits, several faces of one photo."""

@@ -1,0 +1,100 @@
+"""A grid of animated portraits: the layout, each portrait framed around its face, captions, the canvas.
+
+Every cell shows its portrait framed the same way whatever the photo's size and aspect ratio: scaled so the
+face (forehead to chin) is `FACE_SHARE` of the cell's height, centred on the face, a little above the middle
+so hair and shoulders show. Where the photo is too small for that framing, the face is shown larger rather
+than padded; the window never leaves the photo.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.landmarks.facemesh import detect_faces
+from vivify.provenance.label import Overlay, text_overlay
+
+MAX_PORTRAITS = 16
+FACE_SHARE = 0.42  # face height / cell height
+FACE_CENTRE = 0.46  # where the face's centre sits, from the top, in cell heights
+_TARGET_ASPECT = 16 / 9  # the automatic layout aims at a widescreen video
+_EMPTY_CELL_COST = 0.5  # in units of |log aspect ratio| difference
+_BACKGROUND = 24  # grey level of cells without a portrait
+CAPTION_HEIGHT = 0.07  # caption glyphs, in cell heights
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) for `count` portraits: no more rows than columns, few empty cells, and close to 16:9
+    for square cells (8 → 2×4, 4 → 2×2, 5 → 2×3, 9 → 3×3, 16 → 4×4)."""
+    if not 1 <= count <= MAX_PORTRAITS:
+        raise VivifyError(f"a grid holds 1 to {MAX_PORTRAITS} portraits, not {count}")
+    best: tuple[float, int, int] | None = None
+    for rows in range(1, count + 1):
+        cols = math.ceil(count / rows)
+        if cols < rows:
+            break
+        cost = _EMPTY_CELL_COST * (rows * cols - count) + abs(math.log(cols / rows / _TARGET_ASPECT))
+        if best is None or cost < best[0]:
+            best = (cost, rows, cols)
+    assert best is not None
+    return best[1], best[2]
+
+
+def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str, points: np.ndarray | None = None) -> np.ndarray:
+    """The portrait cropped and scaled to `size` (W, H) around its largest face (or the face `points`)."""
+    if points is None:
+        faces = detect_faces(image)
+        if not faces:
+            raise VivifyError(f"no face found in {name}")
+        points = faces[0]
+    cell_w, cell_h = size
+    height, width = image.shape[:2]
+    top, bottom = points[:, 1].min(), points[:, 1].max()
+    centre_x = (points[:, 0].min() + points[:, 0].max()) / 2
+    scale = FACE_SHARE * cell_h / max(1.0, bottom - top)
+    # Too small a photo for that framing: zoom in until the window fits inside it.
+    scale = max(scale, cell_w / width, cell_h / height)
+    window_w, window_h = cell_w / scale, cell_h / scale
+    x0 = float(np.clip(centre_x - window_w / 2, 0, width - window_w))
+    y0 = float(np.clip((top + bottom) / 2 - FACE_CENTRE * window_h, 0, height - window_h))
+    window = image[int(y0):min(height, math.ceil(y0 + window_h)), int(x0):min(width, math.ceil(x0 + window_w))]
+    return cv2.resize(window, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+@dataclass
+class Grid:
+    """The canvas of a `rows`×`cols` grid of `cell` (W, H) cells, with optional captions under the faces."""
+
+    rows: int
+    cols: int
+    cell: tuple[int, int]
+    captions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        cell_w, cell_h = self.cell
+        self.size = (self.cols * cell_w, self.rows * cell_h)
+        self._canvas = np.full((self.size[1], self.size[0], 3), _BACKGROUND, np.uint8)
+        self._captions: list[Overlay | None] = [
+            None if not text else text_overlay(text, self.cell, CAPTION_HEIGHT, "bottom-centre",
+                                               origin=self.origin(index))
+            for index, text in enumerate(self.captions)]
+
+    def origin(self, index: int) -> tuple[int, int]:
+        """Top-left corner (x, y) of cell `index`, row by row."""
+        row, col = divmod(index, self.cols)
+        return col * self.cell[0], row * self.cell[1]
+
+    def compose(self, cells: list[np.ndarray]) -> np.ndarray:
+        """The grid frame (RGB uint8) with `cells` in order; the array is reused for the next frame."""
+        cell_w, cell_h = self.cell
+        for index, image in enumerate(cells):
+            x, y = self.origin(index)
+            self._canvas[y:y + cell_h, x:x + cell_w] = image
+            caption = self._captions[index] if index < len(self._captions) else None
+            if caption is not None:
+                caption.apply(self._canvas)
+        return self._canvas

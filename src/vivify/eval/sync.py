@@ -1,0 +1,114 @@
+"""`vivify eval sync`: do the cells of a grid open their mouths with the driving face?
+
+For each frame the mouth opening is measured with dlib's 68-point landmarks (independent of the engine's
+MediaPipe): the mean gap between the inner lips (points 61–63 against 67–65) over the distance between the
+outer eye corners (36, 45). Each cell's curve is compared with the driving video's by Pearson's r at lags of
+−1, 0 and +1 frames; the best r and its lag are reported (target: r ≥ 0.8 at |lag| ≤ 1 in every cell).
+
+Faces are detected every `REDETECT` frames and the box is reused in between (dlib's HOG detector is the slow
+part; the landmark fit tolerates a box a few frames old).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.eval.metrics import Box, DlibFaceMeasure
+from vivify.eval.reenact import command_line, machine
+from vivify.io.video import open_video
+
+REDETECT = 5
+_MIN_SIDE = 400  # px: smaller cells are upscaled before measuring
+TARGET_R = 0.8
+LAGS = (-1, 0, 1)
+_INNER_TOP, _INNER_BOTTOM = (61, 62, 63), (67, 66, 65)
+_EYE_CORNERS = (36, 45)
+
+
+def mouth_opening(landmarks: np.ndarray) -> float:
+    """Inner-lip gap over the outer eye corners' distance, from dlib's 68 landmarks."""
+    gap = np.linalg.norm(landmarks[list(_INNER_TOP)] - landmarks[list(_INNER_BOTTOM)], axis=1).mean()
+    return float(gap / max(1e-6, np.linalg.norm(landmarks[_EYE_CORNERS[0]] - landmarks[_EYE_CORNERS[1]])))
+
+
+class _Track:
+    """One face's opening curve, re-detecting its box every REDETECT frames."""
+
+    def __init__(self, measure: DlibFaceMeasure) -> None:
+        self._measure = measure
+        self._box: Box | None = None
+        self.curve: list[float] = []
+
+    def add(self, image: np.ndarray) -> None:
+        if image.shape[0] < _MIN_SIDE:  # dlib's 68 points are coarse on small faces: measure at twice the size
+            image = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+        if self._box is None or len(self.curve) % REDETECT == 0:
+            boxes = self._measure.detect(image)
+            self._box = boxes[0] if boxes else self._box
+        self.curve.append(np.nan if self._box is None else mouth_opening(self._measure.landmarks_at(image, self._box)))
+
+
+def best_correlation(cell: Sequence[float], driving: Sequence[float]) -> tuple[float, int]:
+    """(r, lag) maximising Pearson's r of `cell` against `driving` shifted by `lag` frames (frames where either
+    curve has no face are left out)."""
+    best = (-1.0, 0)
+    a_all, b_all = np.asarray(cell, float), np.asarray(driving, float)
+    for lag in LAGS:
+        a = a_all[max(0, lag):len(a_all) + min(0, lag)]
+        b = b_all[max(0, -lag):len(b_all) + min(0, -lag)]
+        valid = np.isfinite(a) & np.isfinite(b)
+        if valid.sum() < 3 or np.std(a[valid]) == 0 or np.std(b[valid]) == 0:
+            continue
+        r = float(np.corrcoef(a[valid], b[valid])[0, 1])
+        if r > best[0]:
+            best = (r, lag)
+    return best
+
+
+def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: int,
+                  frames: int | None = None) -> dict[str, Any]:
+    """Opening curves of the driving face and of the first `count` cells, and each cell's best r and lag."""
+    measure = DlibFaceMeasure(upsample=1)
+    driving_track, cells = _Track(measure), [_Track(measure) for _ in range(count)]
+    with open_video(grid_video) as grid, open_video(driving) as source:
+        if grid.width % cols or grid.height % rows:
+            raise VivifyError(f"{grid_video.name}: {grid.width}x{grid.height} does not split into {rows}x{cols} cells")
+        cell_w, cell_h = grid.width // cols, grid.height // rows
+        for index, (frame, drive) in enumerate(zip(grid.frames(), source.frames(), strict=False)):
+            if frames is not None and index >= frames:
+                break
+            driving_track.add(drive)
+            for number, track in enumerate(cells):
+                row, col = divmod(number, cols)
+                track.add(frame[row * cell_h:(row + 1) * cell_h, col * cell_w:(col + 1) * cell_w])
+    results = []
+    for number, track in enumerate(cells):
+        r, lag = best_correlation(track.curve, driving_track.curve)
+        results.append({"cell": number, "r": r, "lag": lag, "frames_with_face": int(np.isfinite(track.curve).sum())})
+    return {"video": str(grid_video), "driving": str(driving), "grid": [rows, cols], "frames": len(driving_track.curve),
+            "cells": results, "min_r": min(c["r"] for c in results),
+            "target_met": all(c["r"] >= TARGET_R and abs(c["lag"]) <= 1 for c in results),
+            "machine": machine(), "command": command_line()}
+
+
+def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | None, frames: int | None,
+        json_path: Path | None) -> int:
+    rows, cols = grid
+    report = evaluate_sync(grid_video, driving, rows, cols, count or rows * cols, frames)
+    print(f"sync of {grid_video.name} ({rows}x{cols}) with {driving.name}, {report['frames']} frames; "
+          f"dlib 68-point mouth opening, Pearson r at lag -1..+1 (target r ≥ {TARGET_R})")
+    print(f"{'cell':>4} {'r':>6} {'lag':>4} {'faces':>6}")
+    for cell in report["cells"]:
+        print(f"{cell['cell']:>4} {cell['r']:>6.3f} {cell['lag']:>+4d} {cell['frames_with_face']:>6}")
+    print(f"lowest r {report['min_r']:.3f}: target {'met' if report['target_met'] else 'NOT met'}")
+    print(f"machine: {report['machine']}; command: {report['command']}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
