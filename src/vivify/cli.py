@@ -14,11 +14,19 @@ from pathlib import Path
 from vivify.errors import VivifyError
 
 
-def _size(text: str) -> tuple[int, int]:
+def _pair(text: str, minimum: int, expected: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)[xX](\d+)", text)
-    if not match or int(match[1]) < 2 or int(match[2]) < 2:
-        raise argparse.ArgumentTypeError(f"expected WxH with sides of at least 2, e.g. 512x512, not {text!r}")
+    if not match or int(match[1]) < minimum or int(match[2]) < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
     return int(match[1]), int(match[2])
+
+
+def _size(text: str) -> tuple[int, int]:
+    return _pair(text, 2, "WxH with sides of at least 2, e.g. 512x512")
+
+
+def _grid(text: str) -> tuple[int, int]:
+    return _pair(text, 1, "ROWSxCOLUMNS, e.g. 2x4")
 
 
 def _positive(text: str) -> int:
@@ -112,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("driving", help="video of a moving, singing or talking face")
     sing.add_argument("portraits", nargs="+", help="1 to 16 photos or paintings with a face")
     sing.add_argument("-o", "--output", required=True, help="out.mp4, out.webm, out.gif, or a folder for PNG frames")
-    sing.add_argument("--grid", type=_size, metavar="RxC", help="rows x columns (default: chosen for the count)")
+    sing.add_argument("--grid", type=_grid, metavar="RxC", help="rows x columns (default: chosen for the count)")
     sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
                       help="size of each portrait's cell (default: 256x256)")
     sing.add_argument("--captions", type=_captions, metavar="A,B,...", help="a caption under each portrait")
@@ -145,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     sync = evals.add_parser("sync", help="does every cell of a grid open its mouth with the driving face?")
     sync.add_argument("video", type=Path, help="a grid made by `vivify sing`")
     sync.add_argument("driving", type=Path, help="the driving video it was made from")
-    sync.add_argument("--grid", type=_size, required=True, metavar="RxC", help="the grid's rows x columns")
+    sync.add_argument("--grid", type=_grid, required=True, metavar="RxC", help="the grid's rows x columns")
     sync.add_argument("--count", type=_positive_count, help="portraits in the grid (default: every cell)")
     sync.add_argument("--frames", type=_positive, help="only the first N frames")
     sync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
