@@ -51,6 +51,24 @@ def encode_clip(path: Path, frames: list[np.ndarray], fps: int | Fraction = 25, 
     return path
 
 
+def tone(samples: int, rate: int, start: float = 0.0) -> np.ndarray:
+    """A 440 Hz tone, silent before `start` seconds (float32, mono)."""
+    t = np.arange(samples) / rate
+    return np.where(t >= start, 0.5 * np.sin(2 * np.pi * 440 * t), 0).astype(np.float32)
+
+
+def mux_audio(container: av.container.OutputContainer, sound: av.AudioStream, signal: np.ndarray) -> None:
+    """Encode a mono float32 `signal` into the AAC stream `sound` of `container`, and flush it."""
+    rate = sound.rate
+    for start in range(0, len(signal), 1024):
+        chunk = av.AudioFrame.from_ndarray(signal[None, start:start + 1024].copy(), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
+        for packet in sound.encode(chunk):
+            container.mux(packet)
+    for packet in sound.encode(None):
+        container.mux(packet)
+
+
 def write_audio_only(path: Path, declare_video: bool = False) -> Path:
     """A file with a short silent AAC track and no video frames; with `declare_video`, a Matroska file that
     declares a video stream but never stores a packet in it."""

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
-from conftest import write_audio_only
+from conftest import mux_audio, tone, write_audio_only
 from PIL import Image
 
 from vivify import pipeline
@@ -61,16 +61,8 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, codec:
     for packet in video.encode(None):
         container.mux(packet)
     if tone_at is not None:
-        total = int(rate * len(frames) / fps) + rate // 4  # a little longer than the video
-        t = np.arange(total) / rate
-        signal = np.where(t >= tone_at, 0.5 * np.sin(2 * np.pi * 440 * t), 0).astype(np.float32)
-        for start in range(0, total, 1024):
-            chunk = av.AudioFrame.from_ndarray(signal[None, start:start + 1024].copy(), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
-            for packet in sound.encode(chunk):
-                container.mux(packet)
-        for packet in sound.encode(None):
-            container.mux(packet)
+        # A little longer than the video.
+        mux_audio(container, sound, tone(int(rate * len(frames) / fps) + rate // 4, rate, tone_at))
     container.close()
     return path
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import write_audio_only
+from conftest import mux_audio, write_audio_only
 from PIL import Image
 
 from vivify.errors import VivifyError
@@ -69,14 +69,7 @@ def make_video(
             signal = 0.3 * np.sin(2 * np.pi * 440 * t)
         else:
             signal = np.where((t >= burst_at) & (t < burst_at + 0.1), 0.5 * np.sin(2 * np.pi * 1000 * t), 0)
-        signal = signal.astype(np.float32)
-        for start in range(0, total, 1024):
-            chunk = av.AudioFrame.from_ndarray(signal[None, start : start + 1024].copy(), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
-            for packet in sound.encode(chunk):
-                container.mux(packet)
-        for packet in sound.encode(None):
-            container.mux(packet)
+        mux_audio(container, sound, signal.astype(np.float32))
     for packet in video.encode(None):
         container.mux(packet)
     container.close()

@@ -6,13 +6,12 @@ tone; the portraits are the astronaut at different sizes, aspect ratios and mirr
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import encode_clip
+from conftest import encode_clip, mux_audio, tone
 from PIL import Image
 
 from vivify.cli import main
@@ -74,14 +73,7 @@ def _add_tone(video: Path, out: Path) -> Path:
             if packet.dts is not None:
                 packet.stream = stream
                 container.mux(packet)
-        signal = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * FRAMES / FPS)) / rate)).astype(np.float32)
-        for start in range(0, len(signal), 1024):
-            chunk = av.AudioFrame.from_ndarray(signal[None, start:start + 1024].copy(), format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start, Fraction(1, rate)
-            for packet in sound.encode(chunk):
-                container.mux(packet)
-        for packet in sound.encode(None):
-            container.mux(packet)
+        mux_audio(container, sound, tone(int(rate * FRAMES / FPS), rate))
     return out
 
 
