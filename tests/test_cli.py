@@ -296,7 +296,8 @@ def test_several_faces_largest_first_and_face_option(capfd, media, tmp_path):
     out0, out1 = tmp_path / "face0.mp4", tmp_path / "face1.mp4"
     code, _, stderr = vivify(capfd, media, media.two_faces, media.drive, "-o", out0)
     assert code == 0
-    assert stderr == ("vivify: two.png: 2 faces found, animating face 0 (largest first; --face N picks another)\n")
+    assert stderr == ("vivify: two.png: 2 faces found, animating face 0 (largest first; --face N picks another, "
+                      "--faces all animates every one)\n")
     code, _, stderr = vivify(capfd, media, media.two_faces, media.drive, "-o", out1, "--face", "1")
     assert code == 0 and "animating face 1" in stderr
 

@@ -155,3 +155,41 @@ def test_more_than_sixteen_portraits_is_an_error(material, tmp_path, capsys):
     out = tmp_path / "grid.mp4"
     assert main(["sing", str(material["driving"]), *[str(material["portraits"][0])] * 17, "-o", str(out)]) == 2
     assert capsys.readouterr().err == "vivify: error: a grid holds 1 to 16 portraits, not 17\n"
+
+
+@pytest.fixture(scope="module")
+def group_photo(material) -> Path:
+    """Two people side by side: the astronaut and a smaller, mirrored copy of her."""
+    right = np.pad(face_crop(220)[:, ::-1], ((36, 0), (0, 0), (0, 0)), mode="edge")
+    path = material["folder"] / "group.png"
+    Image.fromarray(np.hstack([face_crop(256), right])).save(path)
+    return path
+
+
+def test_group_photo_animates_every_face_in_place(material, group_photo):
+    out = material["folder"] / "group.mp4"
+    assert main(["animate", str(group_photo), str(material["driving"]), "-o", str(out), "--faces", "all"]) == 0
+    photo = np.asarray(Image.open(group_photo))
+    with av.open(str(out)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == FRAMES and frames[0].shape == photo.shape
+    driving = _mouth_curve(material["frames"])
+    for half in (slice(0, 256), slice(256, 476)):
+        r, lag = best_correlation(_mouth_darkness([f[:, half] for f in frames]), driving)
+        assert lag == 0 and r >= 0.6, f"face in columns {half}: r {r:.2f} at lag {lag}"
+    # The background far from both heads stays put (top corners; the label is bottom right).
+    for frame in frames:
+        assert np.abs(frame[:24, :24].astype(int) - photo[:24, :24]).mean() < 4
+        assert np.abs(frame[:24, -24:].astype(int) - photo[:24, -24:]).mean() < 4
+    # No seam where the two faces' regions meet: the jump across the middle is like the photo's own.
+    for frame in frames[::5]:
+        jump = np.abs(frame[:, 256].astype(int) - frame[:, 255]).mean()
+        assert jump < np.abs(photo[:, 256].astype(int) - photo[:, 255]).mean() + 6
+
+
+def test_group_photo_faces_by_number(material, group_photo, tmp_path, capsys):
+    out = tmp_path / "one.mp4"
+    assert main(["animate", str(group_photo), str(material["driving"]), "-o", str(out), "--faces", "0,5"]) == 2
+    assert capsys.readouterr().err == (
+        "vivify: error: group.png: face 5 requested but only 2 found (faces count from 0)\n")
+    assert not out.exists()

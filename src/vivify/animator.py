@@ -88,6 +88,11 @@ class Animator:
         """(width, height) of the frames this animator renders."""
         return self.portrait.shape[1], self.portrait.shape[0]
 
+    @property
+    def region(self) -> tuple[slice, slice]:
+        """(rows, columns) of the portrait that rendering may change; the rest stays the portrait's own."""
+        return self._warp.region.slices
+
     def set_reference(self, frame: np.ndarray, landmarks: np.ndarray | None = None) -> None:
         """Recalibrate: this driving frame's pose and expression become the portrait's own. `landmarks` are the
         frame's, where the caller has them already (from `track`)."""

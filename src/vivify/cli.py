@@ -47,6 +47,15 @@ def _positive_count(text: str) -> int:
     return int(text)
 
 
+def _faces(text: str) -> str | list[int]:
+    if text == "all":
+        return text
+    parts = text.split(",")
+    if not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected all or face numbers such as 0,2, not {text!r}")
+    return [int(part) for part in parts]
+
+
 def _captions(text: str) -> list[str]:
     return [caption.strip() for caption in text.split(",")]
 
@@ -111,8 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="driving frame that maps to the portrait's own pose and expression (default: first)")
     animate.add_argument("--absolute", action="store_true",
                          help="give the portrait the driver's face shape, not only the driver's motion")
-    animate.add_argument("--face", type=_index, default=0, metavar="N",
-                         help="which face of the portrait, largest first (default: 0)")
+    which = animate.add_mutually_exclusive_group()
+    which.add_argument("--face", type=_index, default=0, metavar="N",
+                       help="which face of the portrait, largest first (default: 0)")
+    which.add_argument("--faces", type=_faces, metavar="all|N,M,...",
+                       help="animate several faces of a group photo in place: all of them, or these (largest first)")
     animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     _add_mark_options(animate)
 
@@ -245,7 +257,7 @@ def _animate(args: argparse.Namespace, argv: list[str]) -> int:
     update, bar = _progress_bar()
     try:
         out = animate(args.portrait, args.driving, args.output, size=args.size, max_side=args.max_side,
-                      reference=args.reference, absolute=args.absolute, face=args.face,
+                      reference=args.reference, absolute=args.absolute, face=args.face, faces=args.faces,
                       overwrite=args.overwrite, progress=update, marks=marks)
     finally:
         if bar is not None:

@@ -15,10 +15,11 @@ import numpy as np
 
 from vivify.animator import Animator
 from vivify.compose.grid import MAX_PORTRAITS, Grid, frame_portrait, grid_shape
+from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
 from vivify.io.image import load_portrait
-from vivify.io.video import open_video
-from vivify.io.writers import open_writer
+from vivify.io.video import VideoReader, open_video
+from vivify.io.writers import FrameWriter, open_writer
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.motion.pose import fit_similarity
@@ -145,13 +146,15 @@ def _refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
 
 def animate(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
             size: tuple[int, int] | None = None, max_side: int | None = None, reference: str = "first",
-            absolute: bool = False, face: int = 0, overwrite: bool = False,
-            progress: Progress | None = None, marks: Marks | None = None) -> Path:
+            absolute: bool = False, face: int = 0, faces: Sequence[int] | str | None = None,
+            overwrite: bool = False, progress: Progress | None = None, marks: Marks | None = None) -> Path:
     """Animate the portrait in `portrait_path` with the motion of `driving_path`; write `output`.
 
-    The output carries the provenance marks: `marks` when given (label wording and position, signing
-    identity, the command for the audit log), else the defaults with the portrait and the driving video as
-    ingredients. Returns the output path. Raises VivifyError for problems with the inputs or options.
+    `face` picks one face of the portrait (largest first); `faces` ("all", or indices) animates several in
+    place instead, each with the same motion. The output carries the provenance marks: `marks` when given
+    (label wording and position, signing identity, the command for the audit log), else the defaults with
+    the portrait and the driving video as ingredients. Returns the output path. Raises VivifyError for
+    problems with the inputs or options.
     """
     portrait_name = Path(portrait_path).name
     _refuse_input_as_output(output, portrait_path, driving_path)
@@ -163,22 +166,52 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     out_size = (portrait.shape[1], portrait.shape[0])
     with open_video(driving_path) as video, open_writer(
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite, marks=marks) as writer:
-        animator = Animator(portrait, face=face, absolute=absolute, rate=float(video.fps), name=portrait_name)
-        try:
-            if animator.faces_found > 1:
-                print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
-                      "(largest first; --face N picks another)", file=sys.stderr)
-            _set_references([animator], driving_path, reference)
-            for done, (frame, points) in enumerate(_tracked(video.frames(), animator), start=1):
-                writer.write(animator.render(frame, points))
-                if progress is not None:
-                    progress(done, video.frame_count)
-            if animator.frames_with_face == 0:
-                raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
-        finally:
-            animator.close()
+            overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        chosen = [face] if faces is None else _chosen_faces(portrait, portrait_name, faces)
+        animators = list(pool.map(lambda index: Animator(
+            portrait, face=index, absolute=absolute, rate=float(video.fps), name=portrait_name), chosen))
+        if faces is None and animators[0].faces_found > 1:
+            print(f"vivify: {portrait_name}: {animators[0].faces_found} faces found, animating face {face} "
+                  "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
+        compose = (GroupComposer(portrait, [a.points for a in animators], [a.region for a in animators]).compose
+                   if len(animators) > 1 else None)
+        _render_all(animators, video, driving_path, reference, writer, pool, compose, progress)
     return Path(output)
+
+
+def _chosen_faces(portrait: np.ndarray, name: str, faces: Sequence[int] | str) -> list[int]:
+    found = len(detect_faces(portrait))
+    if found == 0:
+        raise VivifyError(f"no face found in {name}")
+    if faces == "all":
+        return list(range(found))
+    chosen = sorted(set(faces))
+    missing = [index for index in chosen if index >= found]
+    if missing:
+        raise VivifyError(f"{name}: face {missing[0]} requested but only {found} found (faces count from 0)")
+    return chosen
+
+
+def _render_all(animators: list[Animator], video: VideoReader, driving_path: str | Path, reference: str,
+                writer: FrameWriter, pool: ThreadPoolExecutor,
+                compose: Callable[[list[np.ndarray]], np.ndarray] | None, progress: Progress | None) -> None:
+    """Drive every animator with the same frames: calibrate them, track the driving face once (the first
+    animator's tracker), render them on all cores, compose, write."""
+    try:
+        _set_references(animators, driving_path, reference)
+        for done, (frame, points) in enumerate(_tracked(video.frames(), animators[0]), start=1):
+            if len(animators) == 1:  # the common case: no hand-off to the pool's threads
+                renders = [animators[0].render(frame, points)]
+            else:
+                renders = list(pool.map(lambda animator: animator.render(frame, points), animators))  # noqa: B023
+            writer.write(renders[0] if compose is None else compose(renders))
+            if progress is not None:
+                progress(done, video.frame_count)
+        if animators[0].frames_with_face == 0:
+            raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
+    finally:
+        for animator in animators:
+            animator.close()
 
 
 _END = object()
@@ -254,17 +287,5 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
         animators = list(pool.map(
             lambda item: Animator(item[1], rate=float(video.fps), name=Path(item[0]).name),
             zip(portrait_paths, cells, strict=True)))
-        try:
-            _set_references(animators, driving_path, reference)
-            # The first animator tracks the driving face for all of them.
-            for done, (frame, points) in enumerate(_tracked(video.frames(), animators[0]), start=1):
-                rendered = list(pool.map(lambda animator: animator.render(frame, points), animators))  # noqa: B023
-                writer.write(layout.compose(rendered))
-                if progress is not None:
-                    progress(done, video.frame_count)
-            if animators[0].frames_with_face == 0:
-                raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
-        finally:
-            for animator in animators:
-                animator.close()
+        _render_all(animators, video, driving_path, reference, writer, pool, layout.compose, progress)
     return Path(output)
