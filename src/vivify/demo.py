@@ -76,9 +76,28 @@ _SHARED_DEMOS = (("portraits/einstein.jpg", "driving/liveportrait_d6.mp4"),
                  ("portraits/mona_lisa.png", "driving/vox_driving2.mp4"))
 
 
+def _sing_demo(folder: Path, portrait: Path, driving: Path) -> Path:
+    """Four versions of the astronaut photo singing together in a 2×2 grid."""
+    from PIL import Image, ImageOps
+
+    from vivify.pipeline import sing
+
+    photo = Image.open(portrait).convert("RGB")
+    versions = {"astronaut": photo, "mirrored": ImageOps.mirror(photo),
+                "grey": ImageOps.grayscale(photo).convert("RGB"), "sepia": ImageOps.colorize(
+                    ImageOps.grayscale(photo), black=(40, 26, 13), white=(255, 240, 205))}
+    paths = []
+    for name, image in versions.items():
+        path = folder / f"{name}.png"
+        image.save(path)
+        paths.append(path)
+    return sing(driving, paths, folder / "astronauts_singing.mp4", captions=list(versions), overwrite=True)
+
+
 def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
-    """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face,
-    and, where the shared media folder exists, real portraits driven by real clips."""
+    """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
+    versions of her singing together in a grid, and, where the shared media folder exists, real portraits
+    driven by real clips."""
     from PIL import Image
 
     from vivify.io.writers import open_writer
@@ -95,6 +114,7 @@ def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
     portrait = folder / "astronaut.png"
     Image.fromarray(astronaut()).save(portrait)
     outputs = [animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True)]
+    outputs.append(_sing_demo(folder, portrait, driving))
     shared = shared_media or Path.cwd().parent / "shared" / "media"
     for portrait_name, driving_name in _SHARED_DEMOS:
         if (shared / portrait_name).exists() and (shared / driving_name).exists():
