@@ -193,3 +193,30 @@ def test_group_photo_faces_by_number(material, group_photo, tmp_path, capsys):
     assert capsys.readouterr().err == (
         "vivify: error: group.png: face 5 requested but only 2 found (faces count from 0)\n")
     assert not out.exists()
+
+
+def test_best_correlation_finds_the_lag():
+    rng = np.random.default_rng(0)
+    driving = rng.normal(size=200).cumsum()
+    late = np.concatenate([[driving[0]], driving[:-1]])  # one frame behind
+    assert best_correlation(driving, driving) == pytest.approx((1.0, 0))
+    r, lag = best_correlation(late, driving)
+    assert lag == 1 and r == pytest.approx(1.0)
+    noisy = driving + rng.normal(scale=5 * driving.std(), size=200)
+    assert best_correlation(noisy, driving)[0] < 0.5
+    with_gaps = driving.copy()
+    with_gaps[::7] = np.nan  # frames without a face are left out, not zeros
+    assert best_correlation(with_gaps, driving) == pytest.approx((1.0, 0))
+
+
+def test_eval_sync_on_a_grid(material, capsys):
+    pytest.importorskip("dlib", reason="the eval extra (dlib) is not installed")
+    out = material["folder"] / "grid.mp4"
+    if not out.exists():
+        assert main(["sing", str(material["driving"]), *map(str, material["portraits"]), "-o", str(out),
+                     "--cell-size", "192x192"]) == 0
+    assert main(["eval", "sync", str(out), str(material["driving"]), "--grid", "2x2"]) == 0
+    printed = capsys.readouterr().out
+    assert "lowest r" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 4 and all(int(row[3]) == FRAMES for row in rows)  # a face in every frame of every cell
