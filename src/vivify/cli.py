@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vivify.errors import VivifyError
@@ -234,34 +234,31 @@ def _fileno(stream) -> int | None:
         return None
 
 
-def _progress_bar():
-    """A progress callback with a bar and ETA on a terminal, silent otherwise."""
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress callback with a bar and ETA on a terminal (closed on leaving), None otherwise."""
     if not sys.stderr.isatty():
-        return None, None
+        yield None
+        return
     from tqdm import tqdm
 
-    bar = tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr)
+    with tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
+        def update(done: int, total: int | None) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
 
-    def update(done: int, total: int | None) -> None:
-        if total and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    return update, bar
+        yield update
 
 
 def _animate(args: argparse.Namespace, argv: list[str]) -> int:
     from vivify.pipeline import animate
 
     marks = _marks(args, (args.portrait, args.driving), argv)
-    update, bar = _progress_bar()
-    try:
+    with _progress_bar() as update:
         out = animate(args.portrait, args.driving, args.output, size=args.size, max_side=args.max_side,
                       reference=args.reference, absolute=args.absolute, face=args.face, faces=args.faces,
                       overwrite=args.overwrite, progress=update, marks=marks)
-    finally:
-        if bar is not None:
-            bar.close()
     print(out)
     return 0
 
@@ -270,14 +267,10 @@ def _sing(args: argparse.Namespace, argv: list[str]) -> int:
     from vivify.pipeline import sing
 
     marks = _marks(args, (*args.portraits, args.driving), argv)
-    update, bar = _progress_bar()
-    try:
+    with _progress_bar() as update:
         out = sing(args.driving, args.portraits, args.output, grid=args.grid, cell_size=args.cell_size,
                    captions=args.captions or (), reference=args.reference, overwrite=args.overwrite,
                    progress=update, marks=marks)
-    finally:
-        if bar is not None:
-            bar.close()
     print(out)
     return 0
 

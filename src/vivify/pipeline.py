@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from vivify.animator import Animator
-from vivify.compose.grid import MAX_PORTRAITS, Grid, frame_portrait, grid_shape
+from vivify.compose.grid import Grid, frame_portrait, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
 from vivify.io.image import load_portrait
@@ -267,9 +267,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     defaults with every portrait and the driving video as ingredients).
     """
     count = len(portrait_paths)
-    if not 1 <= count <= MAX_PORTRAITS:
-        raise VivifyError(f"a grid holds 1 to {MAX_PORTRAITS} portraits, not {count}")
-    rows, cols = grid or grid_shape(count)
+    automatic = grid_shape(count)  # also refuses a count the grid cannot hold
+    rows, cols = grid or automatic
     if rows * cols < count:
         raise VivifyError(f"a {rows}x{cols} grid has {rows * cols} cells for {count} portraits")
     if captions and len(captions) != count:

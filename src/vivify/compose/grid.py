@@ -44,13 +44,12 @@ def grid_shape(count: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str, points: np.ndarray | None = None) -> np.ndarray:
-    """The portrait cropped and scaled to `size` (W, H) around its largest face (or the face `points`)."""
-    if points is None:
-        faces = detect_faces(image)
-        if not faces:
-            raise VivifyError(f"no face found in {name}")
-        points = faces[0]
+def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
+    """The portrait cropped and scaled to `size` (W, H) around its largest face."""
+    faces = detect_faces(image)
+    if not faces:
+        raise VivifyError(f"no face found in {name}")
+    points = faces[0]
     cell_w, cell_h = size
     height, width = image.shape[:2]
     top, bottom = points[:, 1].min(), points[:, 1].max()

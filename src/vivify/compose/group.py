@@ -35,13 +35,20 @@ class GroupComposer:
         weights = np.exp(logits)
         weights /= weights.sum(axis=0)
         self._weights = [w[..., None].astype(np.float32) for w in weights]
+        # Per-frame buffers, reused: the writer copies each frame it is given.
+        self._out = portrait.copy()
+        self._blended = np.empty(weights.shape[1:] + (3,), np.float32)
+        self._term = np.empty_like(self._blended)
 
     def compose(self, renders: list[np.ndarray]) -> np.ndarray:
-        """One frame from the renders (RGB uint8, the photo's size), in the order of the faces."""
-        out = self._portrait.copy()
+        """One frame from the renders (RGB uint8, the photo's size), in the order of the faces. The array is
+        reused for the next frame."""
         rows, cols = self._box
-        blended = np.zeros(self._weights[0].shape[:2] + (3,), np.float32)
-        for weight, render in zip(self._weights, renders, strict=True):
-            blended += weight * render[rows, cols]
-        out[rows, cols] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        return out
+        np.multiply(self._weights[0], renders[0][rows, cols], out=self._blended)
+        for weight, render in zip(self._weights[1:], renders[1:], strict=True):
+            np.multiply(weight, render[rows, cols], out=self._term)
+            self._blended += self._term
+        # The weights sum to one, so the blend stays within 0..255: rounding is all that is left.
+        self._blended += 0.5
+        self._out[rows, cols] = self._blended
+        return self._out
