@@ -93,14 +93,17 @@ class Animator:
         """(rows, columns) of the portrait that rendering may change; the rest stays the portrait's own."""
         return self._warp.region.slices
 
-    def set_reference(self, frame: np.ndarray, landmarks: np.ndarray | None = None) -> None:
+    def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
         """Recalibrate: this driving frame's pose and expression become the portrait's own. `landmarks` are the
-        frame's, where the caller has them already (from `track`)."""
+        frame's, where the caller has them already (from `track`); landmarks alone (frame None) will do for a
+        face made without a picture (speech)."""
+        if frame is None and landmarks is None:
+            raise ValueError("set_reference needs a frame or landmarks")
         points = landmarks if landmarks is not None else self._detect(_check_rgb(frame, "reference frame"))
         if points is None:
             raise VivifyError("no face found in the reference frame")
         self._motion.set_reference(points)
-        self._reference_frame = frame.copy()
+        self._reference_frame = None if frame is None else frame.copy()
 
     def track(self, frame: np.ndarray) -> np.ndarray | None:
         """Landmarks of the driving face in `frame` (478×3), or None where it is lost.
@@ -115,15 +118,22 @@ class Animator:
             self._tracker = FaceTracker()
         return self._tracker.detect(frame)
 
-    def render(self, frame: np.ndarray, landmarks: np.ndarray | _Missing | None = _MISSING) -> np.ndarray:
-        """The portrait animated by one driving frame (RGB uint8), with its landmarks from `track` if given."""
+    def render(self, frame: np.ndarray | None, landmarks: np.ndarray | _Missing | None = _MISSING) -> np.ndarray:
+        """The portrait animated by one driving frame (RGB uint8), with its landmarks from `track` if given.
+
+        With landmarks and no frame (None), the face follows the landmarks alone: nothing of a driving picture
+        is carried over, and an opened mouth shows a synthetic interior.
+        """
+        if frame is None and landmarks is _MISSING:
+            raise ValueError("render needs a frame or landmarks")
         driving = self.track(frame) if landmarks is _MISSING else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
-            self._reference_frame = frame.copy()  # the first face seen becomes the reference
+            # The first face seen becomes the reference (the motion stage takes its landmarks).
+            self._reference_frame = None if frame is None else frame.copy()
         self.last_target, head_motion = self._motion.target(driving)
         out = self.portrait.copy()
-        use_detail = self._detail and driving is not None and self._reference_frame is not None
+        use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
             self.last_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else ())
@@ -142,7 +152,7 @@ class Animator:
             apply_detail(out, (cols.start, rows.start), face_box, self.last_target, frame, self._reference_frame,
                          *driving_maps, scale=scale)
         for painter in self._interiors:
-            painter.paint(out, self.last_target, frame, driving)
+            painter.paint(out, self.last_target, frame, driving if frame is not None else None)
         return out
 
     def close(self) -> None:

@@ -104,6 +104,29 @@ def _plain(options: dict) -> dict:
             for key, value in options.items()}
 
 
+def _add_output_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-o", "--output", required=True,
+                         help="out.mp4, out.webm, out.gif, or a folder (ending in /) for PNG frames")
+    sizing = command.add_mutually_exclusive_group()
+    sizing.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the input's)")
+    sizing.add_argument("--max-side", type=_positive, metavar="N", help="scale down so the longer side is ≤ N")
+    command.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+
+def _add_speech_options(command: argparse.ArgumentParser, *sources: str) -> None:
+    """--audio (where the command takes it as an option) and --text with --lang and --voice, --max-duration."""
+    group = command.add_mutually_exclusive_group(required="--audio" in sources)
+    if "--audio" in sources:
+        group.add_argument("--audio", help="the new speech: any audio file, or a video's sound")
+    group.add_argument("--text", help="words to say, synthesised by espeak-ng (see `vivify voices`)")
+    command.add_argument("--lang", default="en",
+                         help="language of --text; for audio, en has its phones recognised and any other "
+                              "language (or singing: --lang any) moves the mouth with the sound (default: en)")
+    command.add_argument("--voice", help="an espeak-ng voice for --text, e.g. en+f3 (see `vivify voices`)")
+    command.add_argument("--max-duration", type=float, default=600.0, metavar="SECONDS",
+                         help="refuse speech longer than this (default: 600)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vivify", description="Animate still portraits, labelled as AI-generated.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,11 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     animate = commands.add_parser("animate", help="animate a portrait from a driving video")
     animate.add_argument("portrait", help="photo or painting with a face (JPEG, PNG, WebP)")
     animate.add_argument("driving", help="video of a moving face (mp4, mov, webm, mkv, gif)")
-    animate.add_argument("-o", "--output", required=True,
-                         help="out.mp4, out.webm, out.gif, or a folder (ending in /) for PNG frames")
-    sizing = animate.add_mutually_exclusive_group()
-    sizing.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the portrait's)")
-    sizing.add_argument("--max-side", type=_positive, metavar="N", help="scale down so the longer side is ≤ N")
+    _add_output_options(animate)
     animate.add_argument("--reference", type=_reference, default="first", metavar="first|best|N",
                          help="driving frame that maps to the portrait's own pose and expression (default: first)")
     animate.add_argument("--absolute", action="store_true",
@@ -125,7 +144,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="which face of the portrait, largest first (default: 0)")
     which.add_argument("--faces", type=_faces, metavar="all|N,M,...",
                        help="animate several faces of a group photo in place: all of them, or these (largest first)")
-    animate.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     _add_mark_options(animate)
 
     sing = commands.add_parser("sing", help="animate several portraits with one driving video, in a grid")
@@ -141,6 +159,22 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     # Top right: in a grid the label then covers the hair of one cell, not a chin and mouth.
     _add_mark_options(sing, label_position="top-right")
+
+    speak = commands.add_parser("speak", help="make a portrait say an audio file or a text")
+    speak.add_argument("portrait", help="photo or painting with a face (JPEG, PNG, WebP)")
+    speak.add_argument("audio", nargs="?", help="speech or song: any audio file, or a video's sound")
+    _add_speech_options(speak, "--text")
+    _add_output_options(speak)
+    speak.add_argument("--fps", type=_positive_count, default=25, help="frame rate (default: 25)")
+    _add_mark_options(speak)
+
+    dub = commands.add_parser("dub", help="re-voice a talking video: the mouth follows new speech")
+    dub.add_argument("video", help="a video of a person talking (any size; the face may be small in the frame)")
+    _add_speech_options(dub, "--audio", "--text")
+    _add_output_options(dub)
+    _add_mark_options(dub)
+
+    commands.add_parser("voices", help="list the languages and voices that --text can speak")
 
     demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
@@ -169,6 +203,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--count", type=_positive_count, help="portraits in the grid (default: every cell)")
     sync.add_argument("--frames", type=_positive, help="only the first N frames")
     sync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+    lipsync = evals.add_parser("lipsync", help="lip sync: a clip's first frame says its own audio, mouths compared")
+    lipsync.add_argument("videos", nargs="+", type=Path, help="real talking videos with their own audio")
+    lipsync.add_argument("--lang", default="en", help="language of the speech (default: en)")
+    lipsync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
@@ -275,6 +314,44 @@ def _sing(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _speak(args: argparse.Namespace, argv: list[str]) -> int:
+    from vivify.speaking import speak
+
+    if args.audio is None and args.text is None:
+        raise VivifyError("give an audio file or --text to say")
+    marks = _marks(args, (args.portrait,) if args.audio is None else (args.portrait, args.audio), argv)
+    with _progress_bar() as update:
+        out = speak(args.portrait, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
+                    fps=args.fps, size=args.size, max_side=args.max_side, max_seconds=args.max_duration,
+                    overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
+    print(out)
+    return 0
+
+
+def _dub(args: argparse.Namespace, argv: list[str]) -> int:
+    from vivify.speaking import dub
+
+    marks = _marks(args, (args.video,) if args.audio is None else (args.video, args.audio), argv)
+    with _progress_bar() as update:
+        out = dub(args.video, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
+                  size=args.size, max_side=args.max_side, max_seconds=args.max_duration,
+                  overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
+    print(out)
+    return 0
+
+
+def _voices() -> int:
+    from vivify.speech.synth import languages, voices
+
+    print("languages:", ", ".join(sorted(languages())))
+    print("voices:", ", ".join(voices()))
+    return 0
+
+
+def _warn(message: str) -> None:
+    print(f"vivify: warning: {message}", file=sys.stderr)
+
+
 def _verify(args: argparse.Namespace) -> int:
     import json
 
@@ -307,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sing":
             with _quiet_native_logs():
                 return _sing(args, argv)
+        if args.command == "speak":
+            with _quiet_native_logs():
+                return _speak(args, argv)
+        if args.command == "dub":
+            with _quiet_native_logs():
+                return _dub(args, argv)
+        if args.command == "voices":
+            return _voices()
         if args.command == "verify":
             return _verify(args)
         if args.command == "demo":
@@ -319,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval" and args.eval_command == "watermark":
             return _eval_watermark(args)
+        if args.command == "eval" and args.eval_command == "lipsync":
+            from vivify.eval import lipsync
+
+            with _quiet_native_logs():
+                return lipsync.run(args.videos, args.lang, args.json)
         if args.command == "eval" and args.eval_command == "sync":
             from vivify.eval import sync
 

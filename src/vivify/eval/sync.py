@@ -38,13 +38,14 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     return float(gap / max(1e-6, np.linalg.norm(landmarks[_EYE_CORNERS[0]] - landmarks[_EYE_CORNERS[1]])))
 
 
-class _Track:
+class Track:
     """One face's opening curve, re-detecting its box every REDETECT frames."""
 
     def __init__(self, measure: DlibFaceMeasure) -> None:
         self._measure = measure
         self._box: Box | None = None
         self.curve: list[float] = []
+        self.points: list[np.ndarray | None] = []  # dlib's 68 points, in the measured image's pixels
 
     def add(self, image: np.ndarray) -> None:
         if image.shape[0] < _MIN_SIDE:  # dlib's 68 points are coarse on small faces: measure at twice the size
@@ -52,15 +53,18 @@ class _Track:
         if self._box is None or len(self.curve) % REDETECT == 0:
             boxes = self._measure.detect(image)
             self._box = boxes[0] if boxes else self._box
-        self.curve.append(np.nan if self._box is None else mouth_opening(self._measure.landmarks_at(image, self._box)))
+        points = None if self._box is None else self._measure.landmarks_at(image, self._box)
+        self.points.append(points)
+        self.curve.append(np.nan if points is None else mouth_opening(points))
 
 
-def best_correlation(cell: Sequence[float], driving: Sequence[float]) -> tuple[float, int]:
-    """(r, lag) maximising Pearson's r of `cell` against `driving` shifted by `lag` frames (frames where either
-    curve has no face are left out)."""
+def best_correlation(cell: Sequence[float], driving: Sequence[float],
+                     lags: Sequence[int] = LAGS) -> tuple[float, int]:
+    """(r, lag) maximising Pearson's r of `cell` against `driving` shifted by `lag` frames (a positive lag:
+    `cell` follows `driving` that many frames later; frames where either curve has no face are left out)."""
     best = (-1.0, 0)
     a_all, b_all = np.asarray(cell, float), np.asarray(driving, float)
-    for lag in LAGS:
+    for lag in lags:
         a = a_all[max(0, lag):len(a_all) + min(0, lag)]
         b = b_all[max(0, -lag):len(b_all) + min(0, -lag)]
         valid = np.isfinite(a) & np.isfinite(b)
@@ -76,7 +80,7 @@ def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: 
                   frames: int | None = None) -> dict[str, Any]:
     """Opening curves of the driving face and of the first `count` cells, and each cell's best r and lag."""
     measure = DlibFaceMeasure(upsample=1)
-    driving_track, cells = _Track(measure), [_Track(measure) for _ in range(count)]
+    driving_track, cells = Track(measure), [Track(measure) for _ in range(count)]
     with open_video(grid_video) as grid, open_video(driving) as source:
         if grid.width % cols or grid.height % rows:
             raise VivifyError(f"{grid_video.name}: {grid.width}x{grid.height} does not split into {rows}x{cols} cells")

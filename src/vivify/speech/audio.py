@@ -1,0 +1,76 @@
+"""Reading speech from any audio or video file, and its loudness over time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.io.video import _reason
+from vivify.speech.phones import Speech
+
+ANALYSIS_RATE = 16_000  # the recogniser's rate; speech carries nothing above 8 kHz that shapes a mouth
+DEFAULT_MAX_SECONDS = 600.0
+
+
+def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float = DEFAULT_MAX_SECONDS) -> Speech:
+    """The first audio stream of `path` as mono float32 at `rate`. Raises VivifyError naming the file when it
+    is missing, unreadable, has no audio, or lasts longer than `max_seconds`."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise VivifyError(f"{name}: file not found")
+    try:
+        container = av.open(os.fspath(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VivifyError(f"{name}: cannot read audio ({_reason(error)})") from None
+    limit = int(max_seconds * rate)
+    chunks: list[np.ndarray] = []
+    total = 0
+    with container:
+        if not container.streams.audio:
+            raise VivifyError(f"{name}: has no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().ravel())
+                    total += chunks[-1].size
+                if total > limit:  # stop reading: a long file is refused whatever its length
+                    raise VivifyError(f"{name}: audio is longer than the limit of {_minutes(max_seconds)} "
+                                      "(--max-duration sets it)")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().ravel())
+        except (av.error.FFmpegError, OSError) as error:
+            raise VivifyError(f"{name}: cannot read audio ({_reason(error)})") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise VivifyError(f"{name}: the audio track is empty")
+    return Speech(np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False), rate)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def resample(speech: Speech, rate: int) -> np.ndarray:
+    """The samples at another rate (linear interpolation: enough for analysis, not for listening)."""
+    if speech.rate == rate:
+        return speech.samples
+    count = round(len(speech.samples) * rate / speech.rate)
+    return np.interp(np.arange(count) * (speech.rate / rate), np.arange(len(speech.samples)),
+                     speech.samples).astype(np.float32)
+
+
+def loudness(speech: Speech, fps: float, count: int | None = None) -> np.ndarray:
+    """RMS level (dB re full scale, floored at -80) of the audio heard during each video frame."""
+    count = count if count is not None else max(1, round(speech.duration * fps))
+    edges = np.round(np.arange(count + 1) * speech.rate / fps).astype(np.int64)
+    squares = np.concatenate([[0.0], np.cumsum(speech.samples.astype(np.float64) ** 2)])
+    edges = np.clip(edges, 0, len(speech.samples))
+    lengths = np.maximum(edges[1:] - edges[:-1], 1)
+    power = (squares[edges[1:]] - squares[edges[:-1]]) / lengths
+    return 10 * np.log10(np.maximum(power, 1e-8))

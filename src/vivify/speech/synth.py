@@ -1,0 +1,386 @@
+"""Text to speech with espeak-ng, driven through ctypes: the audio plus the phones in it, timed by the synthesiser.
+
+espeak-ng reports a phoneme event, in IPA, at the sample where each phoneme starts, so the timing is exact
+rather than guessed by a recogniser afterwards.
+
+Phone timing convention (what `synthesize` returns):
+
+* A phone starts at the sample of its own event and ends at the sample of the next event, so consecutive
+  phones touch.
+* espeak-ng marks pauses (between clauses and sentences, and between syllables in Mandarin) with events that
+  have an empty symbol. They are dropped, so a pause shows up as a gap between phones; the face should
+  rest there.
+* espeak-ng ends every text with a short pause (about 10 to 60 ms). The last phone takes that pause in, so
+  the last phone ends exactly at the end of the audio.
+* Language-switch markers such as "(en)", which espeak-ng inserts when it reads a word with another
+  language's rules, are not sounds and are skipped without ending the phone before them.
+* Symbols are IPA as espeak-ng reports them, minus the marks that do not change the mouth shape: stress
+  (ˈ ˌ), length (ː ˑ) and espeak-ng's own "-" and "." suffixes (French "ə-", Mandarin "s." "i."). Diphthongs
+  ("aɪ", "əʊ"), affricates ("tʃ", "dʒ") and combining marks (nasal "ɔ̃") stay one symbol.
+
+libespeak-ng keeps global state (the current voice, parameters, one callback), so every call into it holds
+one module-level lock, and the library is initialised once, on first use.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.speech.phones import Phone, Speech
+
+__all__ = ["languages", "synthesize", "voices"]
+
+# Sonames to try, newest first; ctypes.util.find_library is the last resort.
+_LIBRARY_NAMES = ("libespeak-ng.so.1", "libespeak-ng.so")
+_INSTALL_HINT = "install the Debian package espeak-ng (apt-get install espeak-ng)"
+
+# Constants from espeak-ng's speak_lib.h.
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_PHONEME_IPA = 0x0002
+_INITIALIZE_DONT_EXIT = 0x8000  # return -1 instead of exiting the process when the data files are missing
+_CHARS_UTF8 = 1
+_POS_CHARACTER = 1
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
+_EVENT_SAMPLERATE = 8
+_PARAM_RATE = 1
+_RATE_MIN, _RATE_MAX, _RATE_NORMAL = 80, 450, 175
+
+# espeak-ng 1.51's "cmn" voice turns Chinese characters into pinyin with tone digits and then reads those as
+# English ("ni three ..."); the pinyin voice pronounces them, so the Mandarin codes use it.
+_MANDARIN_CODES = ("zh", "cmn", "zh-cmn")
+_MANDARIN_VOICE = "sit/cmn-Latn-pinyin"
+
+# Marks stripped from phone symbols (see the module docstring).
+_STRIP = str.maketrans("", "", "ˈˌːˑ-.")
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [
+        ("number", ctypes.c_int),  # WORD, SENTENCE and SAMPLERATE events
+        ("name", ctypes.c_char_p),  # MARK and PLAY events
+        ("string", ctypes.c_char * 8),  # PHONEME events: UTF-8, NUL-terminated unless it fills all 8 bytes
+    ]
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # milliseconds from the start of this text
+        ("sample", ctypes.c_int),  # samples from the start of this text
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+class _Voice(ctypes.Structure):
+    """espeak_VOICE."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        # (priority byte, NUL-terminated language) pairs, ended by an empty language; a plain c_void_p
+        # because c_char_p would stop at the first NUL.
+        ("languages", ctypes.c_void_p),
+        ("identifier", ctypes.c_char_p),  # file under espeak-ng-data/voices, e.g. "gmw/en-US" or "!v/f3"
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """What espeak-ng can speak, read once from espeak_ListVoices."""
+
+    languages: dict[str, str]  # language code -> voice identifier
+    voices: dict[str, str]  # lower-case voice name, identifier or short name -> identifier
+    variants: dict[str, str]  # lower-case variant name, identifier or short name -> short name ("f3")
+    listing: list[str]  # what voices() returns
+
+
+class _Engine:
+    """The initialised library, its callback and the buffers one synthesis fills."""
+
+    def __init__(self) -> None:
+        self.lib = _load_library()
+        self._declare(self.lib)
+        options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA | _INITIALIZE_DONT_EXIT
+        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, options)
+        if rate <= 0:
+            raise VivifyError(f"espeak-ng could not start (its data files are missing); {_INSTALL_HINT}")
+        self.rate = rate
+        # Held on the engine, which the module keeps for good: a collected callback would crash the library.
+        self._callback = _SynthCallback(self._on_synth)
+        self.lib.espeak_SetSynthCallback(self._callback)
+        self._chunks: list[bytes] = []
+        self._marks: list[tuple[int, int, bytes]] = []  # (sample, audio_position ms, symbol) per phoneme event
+        self._error: BaseException | None = None
+        self.catalogue = self._read_catalogue()
+
+    @staticmethod
+    def _declare(lib: ctypes.CDLL) -> None:
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_SetSynthCallback.restype = None
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_GetParameter.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.espeak_GetParameter.restype = ctypes.c_int
+        lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_Voice)]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
+        ]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.argtypes = []
+        lib.espeak_Synchronize.restype = ctypes.c_int
+
+    def _list(self, languages: bytes | None) -> list[tuple[str, str, list[tuple[int, str]]]]:
+        """(name, identifier, [(priority, language)]) for the voices espeak_ListVoices gives for a spec."""
+        spec = None
+        keep = None
+        if languages is not None:
+            keep = ctypes.c_char_p(languages)  # referenced until the call returns
+            spec = _Voice(languages=ctypes.cast(keep, ctypes.c_void_p))
+        array = self.lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+        found = []
+        i = 0
+        while array[i]:
+            voice = array[i].contents
+            langs = []
+            pointer = voice.languages
+            while pointer:
+                priority = ctypes.string_at(pointer, 1)[0]
+                if priority == 0:
+                    break
+                code = ctypes.string_at(pointer + 1)
+                if not code:
+                    break
+                langs.append((priority, code.decode("utf-8", "replace").lower()))
+                pointer += len(code) + 2
+            name = (voice.name or b"").decode("utf-8", "replace").strip()
+            found.append((name, (voice.identifier or b"").decode("utf-8", "replace"), langs))
+            i += 1
+        del keep
+        return found
+
+    def _read_catalogue(self) -> _Catalogue:
+        voice_list = self._list(None)
+        best: dict[str, tuple[int, str]] = {}
+        by_key: dict[str, str] = {}
+        short_names = []
+        for name, identifier, langs in voice_list:
+            if not identifier or identifier.startswith("mb/"):  # mbrola voices need data espeak-ng lacks
+                continue
+            for priority, code in langs:
+                if code not in best or priority < best[code][0]:  # lower priority number = preferred voice
+                    best[code] = (priority, identifier)
+            short = identifier.rsplit("/", 1)[-1]
+            short_names.append(short)
+            for key in (name, identifier, short):
+                by_key.setdefault(key.lower(), identifier)
+        table = {code: identifier for code, (_, identifier) in best.items()}
+        if _MANDARIN_VOICE.lower() in by_key:
+            for code in _MANDARIN_CODES:
+                table[code] = by_key[_MANDARIN_VOICE.lower()]
+        elif "cmn" in table:
+            table.setdefault("zh", table["cmn"])
+
+        variants: dict[str, str] = {}
+        variant_names = []
+        for name, identifier, _ in self._list(b"variant"):
+            short = identifier.rsplit("/", 1)[-1]
+            variant_names.append(short)
+            for key in (short, identifier, name):
+                variants.setdefault(key.lower(), short)
+        listing = sorted(set(short_names), key=str.lower) + sorted({f"+{v}" for v in variant_names}, key=str.lower)
+        return _Catalogue(table, by_key, variants, listing)
+
+    def _on_synth(self, wav, numsamples: int, events) -> int:
+        """Called by espeak-ng (on this thread, inside espeak_Synchronize) for each buffer of audio."""
+        try:
+            if wav and numsamples > 0:
+                self._chunks.append(ctypes.string_at(wav, numsamples * ctypes.sizeof(ctypes.c_short)))
+            i = 0
+            while events and events[i].type != _EVENT_LIST_TERMINATED:
+                event = events[i]
+                if event.type == _EVENT_PHONEME:
+                    self._marks.append((event.sample, event.audio_position, event.id.string))
+                elif event.type == _EVENT_SAMPLERATE and event.id.number > 0:
+                    self.rate = event.id.number
+                i += 1
+        except BaseException as exc:  # an exception must not unwind through C; report it after the call
+            self._error = exc
+            return 1  # abort synthesis
+        return 0
+
+    def synthesize(self, text: str, voice: str, rate_wpm: int | None) -> Speech:
+        if self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
+            raise VivifyError(f"espeak-ng could not load voice '{voice}'")
+        if rate_wpm is None:
+            rate_wpm = self.lib.espeak_GetParameter(_PARAM_RATE, 0) or _RATE_NORMAL  # the parameter persists
+        self.lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
+        self._chunks, self._marks, self._error = [], [], None
+        data = text.encode("utf-8")
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if status == 0:
+            status = self.lib.espeak_Synchronize()
+        chunks, marks, error = self._chunks, self._marks, self._error
+        self._chunks, self._marks, self._error = [], [], None
+        if error is not None:
+            raise error
+        if status != 0:
+            raise RuntimeError(f"espeak-ng failed to synthesise (error {status})")
+        pcm = np.frombuffer(b"".join(chunks), dtype=np.int16)
+        samples = pcm.astype(np.float32) / np.float32(32768.0)
+        return Speech(samples=samples, rate=self.rate, phones=_phones(marks, len(pcm), self.rate), alphabet="ipa")
+
+
+def _phones(marks: list[tuple[int, int, bytes]], total: int, rate: int) -> list[Phone]:
+    """Turn phoneme events into touching phones, pauses left as gaps (see the module docstring)."""
+    points: list[tuple[int, str]] = []
+    previous = 0
+    for sample, milliseconds, raw in marks:
+        symbol = raw.decode("utf-8", "ignore")  # a name cut at 8 bytes may end mid-character
+        if symbol.startswith("(") and symbol.endswith(")"):
+            continue  # language switch, e.g. "(en)"
+        if sample <= 0 < milliseconds:  # the sample count is the exact one; fall back to milliseconds
+            sample = milliseconds * rate // 1000
+        sample = min(max(sample, previous), total)
+        points.append((sample, symbol.translate(_STRIP).strip()))
+        previous = sample
+    phones: list[Phone] = []
+    last_sound = -1
+    for i, (start, symbol) in enumerate(points):
+        end = points[i + 1][0] if i + 1 < len(points) else total
+        if symbol and end > start:
+            phones.append(Phone(symbol, start / rate, end / rate))
+            last_sound = i
+    if phones and all(not symbol for _, symbol in points[last_sound + 1 :]):
+        phones[-1] = Phone(phones[-1].symbol, phones[-1].start, total / rate)  # take in the closing pause
+    return phones
+
+
+def _load_library() -> ctypes.CDLL:
+    names = list(_LIBRARY_NAMES)
+    found = ctypes.util.find_library("espeak-ng")
+    if found:
+        names.append(found)
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise VivifyError(f"speech synthesis needs libespeak-ng, which was not found; {_INSTALL_HINT}")
+
+
+_lock = threading.Lock()
+_engine: _Engine | None = None
+
+
+def _engine_locked() -> _Engine:
+    """The engine, started on first use; the caller holds _lock."""
+    global _engine
+    if _engine is None:
+        _engine = _Engine()
+    return _engine
+
+
+def languages() -> dict[str, str]:
+    """Language codes espeak-ng can speak ("en", "en-us", "fr", "zh", "ja", ...), each mapped to the identifier
+    of the voice used for it ("gmw/en", "sit/cmn-Latn-pinyin", ...). Read from the library once."""
+    with _lock:
+        return dict(_engine_locked().catalogue.languages)
+
+
+def voices() -> list[str]:
+    """Values accepted as `voice`: espeak-ng's voices by short name ("en-US", "fr", "cmn-Latn-pinyin"), then its
+    variants written "+f3", "+klatt", .... A variant may also follow a voice ("en-US+f3") or a language code
+    ("zh+m3"); alone ("+f3" or "f3") it changes the voice of the language being spoken. espeak-ng's full voice
+    names ("English (America)") and identifiers ("gmw/en-US") are accepted too."""
+    with _lock:
+        return list(_engine_locked().catalogue.listing)
+
+
+def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
+    code = lang.strip().lower().replace("_", "-")
+    # "en-au" is not an espeak-ng language, but "en" is: drop region subtags until one is known.
+    parts = code.split("-")
+    while parts:
+        candidate = "-".join(parts)
+        if candidate in catalogue.languages:
+            return catalogue.languages[candidate]
+        parts.pop()
+    available = ", ".join(sorted(catalogue.languages))
+    raise VivifyError(f"unsupported language '{lang}'; available: {available}")
+
+
+def _resolve_voice(catalogue: _Catalogue, voice: str, language_voice: str) -> str:
+    """The espeak-ng voice name for a user's `voice` ("identifier" or "identifier+variant")."""
+    unknown = VivifyError(f"unknown voice '{voice}' (vivify speak --list-voices shows them)")
+    base, plus, variant = voice.strip().partition("+")
+    base = base.strip().lower()
+    variant = variant.strip().lower()
+    if not base:
+        identifier = language_voice
+    else:
+        identifier = catalogue.voices.get(base) or catalogue.languages.get(base.replace("_", "-"))
+        if identifier is None and not plus and base in catalogue.variants:
+            identifier, variant = language_voice, base  # a bare variant ("f3") changes the language's voice
+    if identifier is None:
+        raise unknown
+    if not variant:
+        if plus:
+            raise unknown  # "en+" names no variant
+        return identifier
+    if variant not in catalogue.variants:
+        raise unknown  # espeak-ng would ignore an unknown variant without a word
+    return f"{identifier}+{catalogue.variants[variant]}"
+
+
+def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: int | None = None) -> Speech:
+    """Speak `text` in language `lang` and return the audio (float32 mono in [-1, 1] at espeak-ng's rate,
+    normally 22050 Hz) with its IPA phones, timed as the module docstring says.
+
+    `voice` (one of `voices()`) overrides the language's default voice; a whole voice brings its own
+    pronunciation rules, a variant ("+f3") only changes how it sounds. `rate_wpm` is the speaking rate in
+    words per minute (80 to 450; espeak-ng's default, 175, when None).
+    """
+    if not text or not text.strip():
+        raise VivifyError("nothing to say: the text is empty")
+    if rate_wpm is not None and not _RATE_MIN <= rate_wpm <= _RATE_MAX:
+        raise VivifyError(f"speaking rate {rate_wpm} is out of range: use {_RATE_MIN} to {_RATE_MAX} words per minute")
+    text = text.replace("\0", " ")  # espeak-ng would stop at a NUL
+    with _lock:
+        engine = _engine_locked()
+        language_voice = _resolve_language(engine.catalogue, lang)
+        name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
+        return engine.synthesize(text, name, rate_wpm)
