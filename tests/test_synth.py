@@ -177,7 +177,7 @@ def test_empty_text(text: str) -> None:
 def test_unknown_voice(voice: str) -> None:
     with pytest.raises(VivifyError) as caught:
         synth.synthesize("Hello.", "en", voice=voice)
-    assert str(caught.value) == f"unknown voice '{voice}' (vivify speak --list-voices shows them)"
+    assert str(caught.value) == f"unknown voice '{voice}' (`vivify voices` lists them)"
 
 
 @needs_espeak

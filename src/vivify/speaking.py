@@ -1,27 +1,32 @@
-"""`speak`: a portrait says the words of an audio file or a text, streamed one frame at a time.
+"""`speak` and `dub`: a portrait says the words of an audio file or a text; a talking video says new ones.
 
 speech (audio file, or text through espeak-ng) → phones → visemes with coarticulation → poses (mouth, blinks,
-head, brows) → landmarks → the engine's renderer → the writers with the provenance marks.
+head, brows) → landmarks → the engine's renderer (or, dubbing, the video's own frames with a new mouth) →
+the writers with the provenance marks. Frames are streamed one at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 
 from vivify.animator import Animator
 from vivify.errors import VivifyError
 from vivify.io.image import load_portrait
+from vivify.io.video import VideoReader, open_video
 from vivify.io.writers import open_writer
+from vivify.landmarks import topology
+from vivify.landmarks.facemesh import FaceTracker
 from vivify.motion.articulation import Articulator, FacePose
 from vivify.pipeline import Progress, _refuse_input_as_output, fit_portrait
 from vivify.provenance.marks import Marks
-from vivify.speech.audio import DEFAULT_MAX_SECONDS, read_speech
+from vivify.render.mouth import MouthReshaper
+from vivify.speech.audio import DEFAULT_MAX_SECONDS, read_speech, write_wav
 from vivify.speech.performance import acoustic_mouth, is_speech, perform
 from vivify.speech.phones import Speech
 from vivify.speech.recognize import recognize_phones
@@ -63,19 +68,6 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     return acoustic_mouth(speech, fps, count)
 
 
-def _write_wav(speech: Speech, path: Path) -> None:
-    """Synthesised speech as a WAV file, for the writer to mux like any audio source."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=speech.rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            np.round(speech.samples * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
-        frame.rate = speech.rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
 def talking_frames(portrait: np.ndarray, poses: Sequence[FacePose], name: str = "portrait") -> Iterator[np.ndarray]:
     """The portrait (RGB uint8) in each pose, rendered by the engine one frame at a time."""
     animator = Animator(portrait, smoothing=False, detail=False, name=name)
@@ -86,6 +78,15 @@ def talking_frames(portrait: np.ndarray, poses: Sequence[FacePose], name: str = 
             yield animator.render(None, face.landmarks(pose))
     finally:
         animator.close()
+
+
+def _speech_source(audio: str | Path | None, speech: Speech, scratch: str) -> Path:
+    """The file the writer takes the sound from: the audio file itself, or the synthesised speech as WAV."""
+    if audio is not None:
+        return Path(audio)
+    sound = Path(scratch) / "speech.wav"
+    write_wav(speech, sound)
+    return sound
 
 
 def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | None = None,
@@ -109,13 +110,102 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     name = Path(audio).name if audio is not None else "the text"
     poses = perform(mouth_for(speech, fps, count, lang, name, warn), speech, fps)
     with tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
-        sound = Path(audio) if audio is not None else Path(scratch) / "speech.wav"
-        if audio is None:
-            _write_wav(speech, sound)
+        sound = _speech_source(audio, speech, scratch)
         out_size = (portrait.shape[1], portrait.shape[0])
         with open_writer(output, fps, out_size, audio_source=sound, overwrite=overwrite, marks=marks) as writer:
             for done, frame in enumerate(talking_frames(portrait, poses, Path(portrait_path).name), start=1):
                 writer.write(frame)
                 if progress is not None:
                     progress(done, count)
+    return Path(output)
+
+
+# Frames at the end of a video that a longer new speech plays back and forth over (seconds).
+BOUNCE_SECONDS = 1.0
+
+
+def frame_schedule(available: int, wanted: int, bounce: int) -> list[int]:
+    """Source frame for each of `wanted` output frames: the video as it is, cut where the speech ends, or
+    played on over its last `bounce` frames back and forth (ping-pong: no frame jumps)."""
+    if wanted <= available:
+        return list(range(wanted))
+    bounce = max(1, min(bounce, available))
+    start = available - bounce
+    period = max(1, 2 * (bounce - 1))
+    tail = []
+    for step in range(1, wanted - available + 1):
+        phase = step % period if bounce > 1 else 0
+        tail.append(start + (bounce - 1 - phase if phase <= bounce - 1 else phase - (bounce - 1)))
+    return list(range(available)) + tail
+
+
+def _fitted_frames(video: VideoReader, size: tuple[int, int] | None, max_side: int | None) -> Iterator[np.ndarray]:
+    for frame in video.frames():
+        yield fit_portrait(frame, size, max_side)
+
+
+def _track_video(path: str | Path, size: tuple[int, int] | None,
+                 max_side: int | None) -> tuple[list[np.ndarray | None], np.ndarray | None, np.ndarray | None]:
+    """Landmarks of the face in every frame (None where lost), and the frame where the mouth is widest open
+    with its landmarks (the source of the interior: the speaker's own teeth)."""
+    tracker = FaceTracker()
+    landmarks: list[np.ndarray | None] = []
+    widest, widest_frame, widest_points = 0.0, None, None
+    try:
+        with open_video(path) as video:
+            for frame in _fitted_frames(video, size, max_side):
+                points = tracker.detect(frame)
+                landmarks.append(points)
+                if points is not None:
+                    opening = topology.mouth_gap(points) / topology.inter_ocular(points)
+                    if opening > widest:
+                        widest, widest_frame, widest_points = opening, frame, points
+    finally:
+        tracker.close()
+    if widest_frame is None:
+        raise VivifyError(f"{Path(path).name}: no face found in any frame")
+    return landmarks, widest_frame, widest_points
+
+
+def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None = None, text: str | None = None,
+        lang: str = "en", voice: str | None = None, size: tuple[int, int] | None = None,
+        max_side: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS, overwrite: bool = False,
+        progress: Progress | None = None, marks: Marks | None = None,
+        warn: Callable[[str], None] = log.warning) -> Path:
+    """Re-voice a talking video with `audio` or `text` (in `lang`): its frames, head motion, blinks and
+    expressions stay, the mouth follows the new speech, and the new speech is the sound. A longer speech
+    plays the video's last second back and forth; a shorter one cuts it. Raises VivifyError for problems with
+    the inputs or options.
+    """
+    inputs = (video_path,) if audio is None else (video_path, audio)
+    _refuse_input_as_output(output, *inputs)
+    speech = speech_input(audio, text, lang, voice, max_seconds)
+    if marks is None:
+        marks = Marks.create(ingredients=inputs)
+    landmarks, interior_frame, interior_points = _track_video(video_path, size, max_side)
+    reshaper = MouthReshaper(interior_frame, interior_points)
+    out_size = (interior_frame.shape[1], interior_frame.shape[0])  # every fitted frame's size
+    with open_video(video_path) as video, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
+        fps = video.fps
+        count = max(1, round(speech.duration * fps))
+        name = Path(audio).name if audio is not None else "the text"
+        mouth = mouth_for(speech, float(fps), count, lang, name, warn)
+        bounce = round(BOUNCE_SECONDS * fps)
+        available = len(landmarks)
+        recent: deque[np.ndarray] = deque(maxlen=bounce)  # the last frames read, to play them back
+        frames = _fitted_frames(video, size, max_side)
+        with open_writer(output, fps, out_size, audio_source=_speech_source(audio, speech, scratch),
+                         overwrite=overwrite, marks=marks) as writer:
+            for done, index in enumerate(frame_schedule(available, count, bounce)):
+                if done < available:
+                    recent.append(next(frames))
+                    frame = recent[-1]
+                else:
+                    frame = recent[index - (available - len(recent))]
+                points = landmarks[index]
+                pose = FacePose(open=float(mouth.open[done]), wide=float(mouth.wide[done]),
+                                round=float(mouth.round[done]))
+                writer.write(frame if points is None else reshaper.render(frame, points, pose))
+                if progress is not None:
+                    progress(done + 1, count)
     return Path(output)

@@ -74,3 +74,16 @@ def loudness(speech: Speech, fps: float, count: int | None = None) -> np.ndarray
     lengths = np.maximum(edges[1:] - edges[:-1], 1)
     power = (squares[edges[1:]] - squares[edges[:-1]]) / lengths
     return 10 * np.log10(np.maximum(power, 1e-8))
+
+
+def write_wav(speech: Speech, path: Path) -> None:
+    """Speech as a 16-bit mono WAV file."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=speech.rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.round(speech.samples * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
+        frame.rate = speech.rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)

@@ -345,7 +345,7 @@ def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
 
 def _resolve_voice(catalogue: _Catalogue, voice: str, language_voice: str) -> str:
     """The espeak-ng voice name for a user's `voice` ("identifier" or "identifier+variant")."""
-    unknown = VivifyError(f"unknown voice '{voice}' (vivify speak --list-voices shows them)")
+    unknown = VivifyError(f"unknown voice '{voice}' (`vivify voices` lists them)")
     base, plus, variant = voice.strip().partition("+")
     base = base.strip().lower()
     variant = variant.strip().lower()

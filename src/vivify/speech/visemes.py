@@ -29,7 +29,7 @@ class Viseme:
 
 # A Preston Blair-like set, with the shapes measured in inter-ocular units of a frontal face.
 REST = Viseme(0.0, 0.0, 0.0, 0.6)
-CLOSED = Viseme(0.0, 0.0, 0.0, 6.0)  # p b m: the lips press together
+CLOSED = Viseme(0.0, 0.0, 0.0, 3.0)  # p b m: the lips press together (see mouth_track)
 LIP_TEETH = Viseme(0.015, 0.0, 0.0, 3.0)  # f v: lower lip against the upper teeth
 TONGUE_TEETH = Viseme(0.05, 0.01, 0.0, 1.0)  # th
 TONGUE = Viseme(0.06, 0.01, 0.0, 0.5)  # t d n l
@@ -91,6 +91,7 @@ IPA = {letter: viseme for viseme, letters in _IPA_GROUPS.items() for letter in l
 _DECAY_AFTER = 0.05
 _DECAY_BEFORE = 0.08
 _STEP = 0.005  # the time grid on which shapes are blended (s)
+_CLOSURE_EASE = 0.02  # s: how quickly the lips part again around a closure
 
 
 def viseme_of(phone: Phone, alphabet: str) -> Viseme:
@@ -136,5 +137,11 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     weights = strength[:, None] * np.exp(-beyond / decay) + 1e-9
     shapes = np.array([(viseme.open, viseme.wide, viseme.round) for viseme in visemes])
     blended = (weights.T @ shapes) / weights.sum(axis=0)[:, None]
+    # Lips must meet for /p b m/ however open the neighbours are: the opening is pinched shut over the
+    # closure's span and eased back around it.
+    closures = np.array([viseme is CLOSED for viseme in visemes])
+    if closures.any():
+        sealed = np.exp(-((beyond[closures] / _CLOSURE_EASE) ** 2)).max(axis=0)
+        blended[:, 0] *= 1.0 - sealed
     sampled = [np.interp(times, grid, blended[:, column]) for column in range(3)]
     return MouthTrack(*sampled)

@@ -1,0 +1,189 @@
+"""vivify speak and dub: the mouth follows speech (espeak-ng's, or audio the tests make), the output's timing
+matches the audio, and bad input gets its message and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import encode_clip, tone
+from PIL import Image
+
+from vivify.cli import main
+from vivify.eval.sync import best_correlation
+from vivify.landmarks import topology
+from vivify.landmarks.facemesh import FaceTracker
+from vivify.speaking import frame_schedule
+from vivify.speech.audio import loudness, write_wav
+from vivify.speech.phones import Phone, Speech
+from vivify.speech.synth import synthesize
+from vivify.speech.visemes import mouth_track
+
+FPS = 25
+BILABIALS = {"m", "p", "b"}
+OPEN_VOWELS = {"a", "aɪ", "aʊ", "ɑ", "ɐ"}
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory, face) -> Path:
+    path = tmp_path_factory.mktemp("speak") / "astronaut.png"
+    Image.fromarray(face).save(path)
+    return path
+
+
+def _phone_frames(phones: list[Phone], symbols: set[str], shortest: float = 0.0) -> list[int]:
+    """The frame nearest the middle of each phone among `symbols` that lasts at least `shortest` seconds."""
+    return [round((phone.start + phone.end) / 2 * FPS - 0.5) for phone in phones
+            if phone.symbol in symbols and phone.end - phone.start >= shortest]
+
+
+@pytest.mark.parametrize("lang, text", [
+    ("en", "Papa bought my mama a map."), ("fr", "Ma mère a parlé à papa, il a bu le bon café.")])
+def test_visemes_open_on_vowels_and_close_on_p_b_m(lang, text):
+    speech = synthesize(text, lang)
+    mouth = mouth_track(speech.phones, speech.alphabet, FPS, round(speech.duration * FPS))
+    closed = _phone_frames(speech.phones, BILABIALS)
+    # A vowel of a few tens of milliseconds between two closures never opens fully (in real mouths either),
+    # and 25 frames a second may sample it near its end.
+    vowels = _phone_frames(speech.phones, {"a", "aɪ", "ɑ", "ɐ", "ɔ", "e", "ɛ", "ɔ̃"}, shortest=0.08)
+    assert len(closed) >= 3 and len(vowels) >= 3
+    assert mouth.open[closed].max() < 0.02
+    assert mouth.open[vowels].min() > 0.05 and mouth.open[vowels].mean() > 0.07
+
+
+def _mouth_openings(video: Path) -> tuple[np.ndarray, float, int, tuple[int, int], float]:
+    """Inner-lip gap over inter-ocular distance per frame (MediaPipe), the video's rate, frame count, size and
+    audio duration."""
+    tracker = FaceTracker()
+    openings = []
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        audio = container.streams.audio[0]
+        size = (stream.width, stream.height)
+        for frame in container.decode(stream):
+            points = tracker.detect(frame.to_ndarray(format="rgb24"))
+            openings.append(np.nan if points is None else topology.mouth_gap(points) / topology.inter_ocular(points))
+        rate = float(stream.average_rate)
+        audio_seconds = float(audio.duration * audio.time_base)
+    tracker.close()
+    return np.array(openings), rate, len(openings), size, audio_seconds
+
+
+def _record_synthesis(monkeypatch) -> list[Speech]:
+    """The speech that espeak-ng makes during the test (its pauses vary by a few ms from call to call)."""
+    made: list[Speech] = []
+
+    def recording(*args, **kwargs) -> Speech:
+        made.append(synthesize(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("vivify.speech.synth.synthesize", recording)
+    return made
+
+
+def test_speak_text_follows_the_phones_with_the_audio_duration(portrait, tmp_path, face, monkeypatch):
+    out = tmp_path / "hello.mp4"
+    text = "Hello, my name is Anna. Papa bought a map."
+    made = _record_synthesis(monkeypatch)
+    assert main(["speak", str(portrait), "--text", text, "-o", str(out)]) == 0
+    speech = made[0]
+    openings, rate, count, size, audio_seconds = _mouth_openings(out)
+    assert rate == FPS and size == (face.shape[1], face.shape[0])
+    assert abs(count - speech.duration * FPS) <= 1
+    assert abs(audio_seconds - count / FPS) <= 1.5 / FPS
+    closed = _phone_frames(speech.phones, BILABIALS)
+    vowels = _phone_frames(speech.phones, OPEN_VOWELS)
+    # The astronaut smiles with her teeth showing: closed lips still leave MediaPipe a small gap to measure.
+    assert np.nanmean(openings[vowels]) > np.nanmean(openings[closed]) + 0.02
+    # In sync: the mouth opens with the sound's loudness, within a frame.
+    _, lag = best_correlation(openings, loudness(speech, FPS, count), range(-5, 6))
+    assert abs(lag) <= 1
+
+
+def _speech_file(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
+    write_wav(Speech(samples.astype(np.float32), rate), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["silence", "tone"])
+def test_silence_and_tones_keep_the_mouth_closed_with_a_warning(portrait, tmp_path, capsys, kind):
+    samples = np.zeros(32_000) if kind == "silence" else tone(32_000, 16_000)
+    audio = _speech_file(tmp_path / f"{kind}.wav", samples)
+    out = tmp_path / "quiet.mp4"
+    assert main(["speak", str(portrait), str(audio), "-o", str(out)]) == 0
+    assert f"vivify: warning: no speech heard in {kind}.wav: the mouth stays closed" in capsys.readouterr().err
+    openings, _, count, _, _ = _mouth_openings(out)
+    assert count == 50
+    assert np.nanmax(openings) - np.nanmin(openings) < 0.02
+
+
+def test_dub_a_video_with_longer_speech(portrait, tmp_path, monkeypatch):
+    talking = tmp_path / "talking.mp4"
+    assert main(["speak", str(portrait), "--text", "One two.", "-o", str(talking)]) == 0
+    out = tmp_path / "dubbed.mp4"
+    text = "Papa, mama, a map and a bob."
+    made = _record_synthesis(monkeypatch)
+    assert main(["dub", str(talking), "--text", text, "--lang", "en", "-o", str(out)]) == 0
+    speech = made[0]
+    openings, _, count, _, audio_seconds = _mouth_openings(out)
+    with av.open(str(talking)) as container:
+        original = container.streams.video[0].frames
+    assert count > original and abs(count - speech.duration * FPS) <= 1
+    assert abs(audio_seconds - count / FPS) <= 1.5 / FPS
+    closed = _phone_frames(speech.phones, BILABIALS)
+    vowels = _phone_frames(speech.phones, OPEN_VOWELS)
+    assert np.nanmean(openings[vowels]) > np.nanmean(openings[closed]) + 0.02
+
+
+def test_frame_schedule_plays_the_end_back_and_forth():
+    assert frame_schedule(5, 3, 3) == [0, 1, 2]
+    assert frame_schedule(5, 11, 3) == [0, 1, 2, 3, 4, 3, 2, 3, 4, 3, 2]
+    steps = np.diff(frame_schedule(50, 200, 25))
+    assert set(np.abs(steps)) == {1}  # never a jump
+
+
+def test_a_video_without_sound_is_refused(portrait, tmp_path, face, capsys):
+    clip = encode_clip(tmp_path / "silent.mp4", [face] * 5)
+    assert main(["speak", str(portrait), str(clip), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == "vivify: error: silent.mp4: has no audio track\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text", "Hello", "--lang", "xx"], "vivify: error: unsupported language 'xx'; available: "),
+    (["--text", "   "], "vivify: error: nothing to say: the text is empty"),
+    (["--text", "Hello", "--voice", "nobody"], "vivify: error: unknown voice 'nobody' (`vivify voices` lists them)"),
+    ([], "vivify: error: give an audio file or --text to say"),
+])
+def test_bad_speech_options(portrait, tmp_path, capsys, args, message):
+    out = tmp_path / "bad.mp4"
+    assert main(["speak", str(portrait), *args, "-o", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not out.exists()
+
+
+def test_corrupt_audio(portrait, tmp_path, capsys):
+    audio = tmp_path / "broken.wav"
+    audio.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)
+    out = tmp_path / "bad.mp4"
+    assert main(["speak", str(portrait), str(audio), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vivify: error: broken.wav: cannot read audio (") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_audio_over_the_length_limit(portrait, tmp_path, capsys):
+    audio = _speech_file(tmp_path / "long.wav", tone(48_000, 16_000))
+    out = tmp_path / "bad.mp4"
+    assert main(["speak", str(portrait), str(audio), "--max-duration", "2", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "vivify: error: long.wav: audio is longer than the limit of 2 s (--max-duration sets it)\n")
+    assert not out.exists()
+
+
+def test_dub_needs_audio_or_text(portrait, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dub", str(portrait), "-o", str(tmp_path / "x.mp4")])
+    assert exit_info.value.code == 2
+    assert "one of the arguments --audio --text is required" in capsys.readouterr().err
