@@ -11,6 +11,7 @@ from vivify.landmarks.topology import inter_ocular
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.detail import apply_detail
+from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
 from vivify.render.warp import HeadWarp
 
@@ -76,6 +77,7 @@ class Animator:
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
         self._interiors = [InteriorPainter(feature, points) for feature in features]
+        self._eyelids = EyelidPainter(points)
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
         self.frames_with_face = 0
         self._detail = detail
@@ -132,10 +134,13 @@ class Animator:
             # The first face seen becomes the reference (the motion stage takes its landmarks).
             self._reference_frame = None if frame is None else frame.copy()
         self.last_target, head_motion = self._motion.target(driving)
+        # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
+        # draws the rest of a blink at full resolution.
+        warp_target = limit_lid_travel(self.last_target, self.points)
         out = self.portrait.copy()
         use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
-            self.last_target, head_motion, source_offset=_PAD,
+            warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else ())
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
@@ -149,10 +154,11 @@ class Animator:
             # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
-            apply_detail(out, (cols.start, rows.start), face_box, self.last_target, frame, self._reference_frame,
+            apply_detail(out, (cols.start, rows.start), face_box, warp_target, frame, self._reference_frame,
                          *driving_maps, scale=scale)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
+        self._eyelids.paint(out, self.last_target, warp_target)
         return out
 
     def close(self) -> None:

@@ -59,8 +59,8 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     """Mouth shapes for every frame: from the speech's phones (synthesised, or recognised for a language the
     recogniser knows), else from the sound; closed, with a warning, where no speech is heard."""
     if not is_speech(speech):
-        warn(f"no speech heard in {name}: the mouth stays closed")
-        return mouth_track([], "ipa", fps, count)
+        warn(f"no speech heard in {name}: the mouth stays at rest")
+        return MouthTrack.silent(count)
     if speech.phones:
         return mouth_track(speech.phones, speech.alphabet, fps, count)
     if lang.split("-")[0] in RECOGNISED_LANGUAGES:
@@ -204,7 +204,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
                     frame = recent[index - (available - len(recent))]
                 points = landmarks[index]
                 pose = FacePose(open=float(mouth.open[done]), wide=float(mouth.wide[done]),
-                                round=float(mouth.round[done]))
+                                round=float(mouth.round[done]), rest=float(mouth.rest[done]))
                 writer.write(frame if points is None else reshaper.render(frame, points, pose))
                 if progress is not None:
                     progress(done + 1, count)

@@ -5,7 +5,8 @@ say the video's own audio with `vivify speak`'s pipeline, at the video's frame r
 openings (inner-lip gap over the outer eye corners' distance, dlib's 68 points, independent of the engine's
 MediaPipe) are compared frame by frame:
 - r: Pearson's r at the best lag within ±5 frames (target: mean r ≥ 0.4 over the clips), and its lag;
-- loudness r: the same for the audio's loudness envelope alone, the baseline an audio-only mouth reaches;
+- loudness r: the same for the audio's loudness envelope (RMS amplitude per frame) alone, the baseline
+  an audio-only mouth reaches;
 - LMD: mouth-landmark distance, the mean distance of dlib's 20 mouth points from the real ones once each
   frame's mouth is centred and scaled to the eyes' distance (% of it); static: frame 0's mouth held still;
 - sync lag: the lag between the audio's loudness and the generated mouth opening that maximises their
@@ -26,7 +27,7 @@ from vivify.eval.reenact import _face_measure, apply_crop, command_line, find_cr
 from vivify.eval.sync import Track, best_correlation
 from vivify.io.video import open_video
 from vivify.speaking import mouth_for, talking_frames
-from vivify.speech.audio import loudness, read_speech
+from vivify.speech.audio import amplitude, read_speech
 from vivify.speech.performance import perform
 
 SIZE = 256
@@ -70,7 +71,7 @@ def evaluate_clip(path: Path, lang: str = "en") -> dict[str, Any]:
                 break
             real.add(apply_crop(frame, crop, SIZE))
             generated.add(made)
-    level = loudness(speech, fps, len(real.curve))
+    level = amplitude(speech, fps, len(real.curve))
     r, lag = best_correlation(generated.curve, real.curve, LAGS)
     r0, _ = best_correlation(generated.curve, real.curve, (0,))
     loud_r, loud_lag = best_correlation(level, real.curve, LAGS)

@@ -28,12 +28,14 @@ _EYE_WIDTH = 0.3  # inter-ocular units
 @dataclass(frozen=True)
 class FacePose:
     """One frame's face: mouth (`open`: inner-lip gap, `wide`: each corner's move outwards, inter-ocular units;
-    `round`: 0..1), `blink` (0 open .. 1 closed), `brow` (raise, inter-ocular units), head rotation (`yaw`,
-    `pitch`, `roll`, radians) and gaze (`gaze_x`, `gaze_y`: iris shift, eye widths)."""
+    `round`: 0..1; `rest`: 0..1, how far the mouth is left as the portrait has it instead), `blink` (0 open ..
+    1 closed), `brow` (raise, inter-ocular units), head rotation (`yaw`, `pitch`, `roll`, radians) and gaze
+    (`gaze_x`, `gaze_y`: iris shift, eye widths)."""
 
     open: float = 0.0
     wide: float = 0.0
     round: float = 0.0
+    rest: float = 0.0
     blink: float = 0.0
     brow: float = 0.0
     yaw: float = 0.0
@@ -96,7 +98,7 @@ class Articulator:
         dx = np.zeros(len(self.points))
         dy = np.zeros(len(self.points))
         # Open to the asked gap from the portrait's own: the lips part by the jaw's drop plus the lip's rise.
-        drop = (pose.open - self.own_open) / (1.0 + _UPPER_LIP_RISE)
+        drop = (1.0 - pose.rest) * (pose.open - self.own_open) / (1.0 + _UPPER_LIP_RISE)
         dy += drop * self._jaw
         # Rounding draws the corners in as spreading pushes them out; a spread lifts them a little.
         dx += (pose.wide - 0.3 * pose.round * self._half_width) * self._spread

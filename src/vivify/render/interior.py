@@ -130,12 +130,22 @@ def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, si
 
 
 def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A dark cavity with a band of upper teeth."""
+    """A mouth interior drawn from nothing: upper teeth under the upper lip, a tongue low in the mouth, and a
+    cavity that darkens towards the corners and the throat (shaded, so it does not read as a flat hole)."""
     width, height = size
-    patch = np.empty((height, width, 3), np.uint8)
-    patch[:] = (52, 18, 20)
-    top = opening[:, 1].min()
-    bottom = opening[:, 1].max()
-    teeth_bottom = round(top + 0.28 * (bottom - top))
-    patch[: max(0, teeth_bottom)] = (226, 220, 208)
-    return cv2.GaussianBlur(patch, (3, 3), 0)
+    left, top = opening.min(axis=0)
+    right, bottom = opening.max(axis=0)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    across = (xs - (left + right) / 2) / max((right - left) / 2, 1.0)  # -1 .. 1 between the corners
+    down = (ys - top) / max(bottom - top, 1.0)  # 0 at the upper lip, 1 at the lower
+    depth = np.clip(1.0 - 0.55 * across**2 - 0.35 * np.abs(down - 0.55), 0.25, 1.0)[..., None]
+    patch = np.array([78, 30, 34], np.float32) * depth  # the cavity: dark red, darker at the corners
+    tongue = np.clip(1.0 - (across / 0.75) ** 2 - ((down - 1.05) / 0.45) ** 2, 0.0, 1.0)[..., None]
+    patch = patch * (1 - tongue) + np.array([150, 72, 78], np.float32) * depth * tongue
+    # Upper teeth: a band a quarter of the opening high (at most a fixed share of the mouth's width), soft
+    # at its lower edge, shaded where the teeth turn away at the sides.
+    teeth_height = min(0.28 * (bottom - top), 0.12 * (right - left))
+    teeth = np.clip((top + teeth_height - ys) / max(1.5, 0.25 * teeth_height), 0.0, 1.0)
+    teeth = (teeth * np.clip(1.2 - 0.8 * across**2, 0.0, 1.0))[..., None]
+    patch = patch * (1 - teeth) + np.array([222, 214, 200], np.float32) * (0.6 + 0.4 * depth) * teeth
+    return cv2.GaussianBlur(np.clip(patch, 0, 255).astype(np.uint8), (3, 3), 0)

@@ -24,7 +24,7 @@ class MouthReshaper:
     def render(self, frame: np.ndarray, points: np.ndarray, pose: FacePose) -> np.ndarray:
         """`frame` (RGB uint8) with its face's mouth (landmarks `points`) in the mouth shape of `pose`; the
         pose's other parts (head, eyes, brows) are the frame's own and are ignored."""
-        mouth_only = FacePose(open=pose.open, wide=pose.wide, round=pose.round)
+        mouth_only = FacePose(open=pose.open, wide=pose.wide, round=pose.round, rest=pose.rest)
         target = Articulator(points).landmarks(mouth_only)[:, :2]
         height, width = frame.shape[:2]
         warp = HeadWarp((width, height), points)

@@ -65,15 +65,19 @@ def resample(speech: Speech, rate: int) -> np.ndarray:
                      speech.samples).astype(np.float32)
 
 
+def amplitude(speech: Speech, fps: float, count: int | None = None) -> np.ndarray:
+    """RMS amplitude (linear, full scale 1) of the audio heard during each video frame: the loudness
+    envelope that a mouth's opening is compared with."""
+    count = count if count is not None else max(1, round(speech.duration * fps))
+    edges = np.clip(np.round(np.arange(count + 1) * speech.rate / fps).astype(np.int64), 0, len(speech.samples))
+    squares = np.concatenate([[0.0], np.cumsum(speech.samples.astype(np.float64) ** 2)])
+    lengths = np.maximum(edges[1:] - edges[:-1], 1)
+    return np.sqrt(np.maximum((squares[edges[1:]] - squares[edges[:-1]]) / lengths, 0.0))
+
+
 def loudness(speech: Speech, fps: float, count: int | None = None) -> np.ndarray:
     """RMS level (dB re full scale, floored at -80) of the audio heard during each video frame."""
-    count = count if count is not None else max(1, round(speech.duration * fps))
-    edges = np.round(np.arange(count + 1) * speech.rate / fps).astype(np.int64)
-    squares = np.concatenate([[0.0], np.cumsum(speech.samples.astype(np.float64) ** 2)])
-    edges = np.clip(edges, 0, len(speech.samples))
-    lengths = np.maximum(edges[1:] - edges[:-1], 1)
-    power = (squares[edges[1:]] - squares[edges[:-1]]) / lengths
-    return 10 * np.log10(np.maximum(power, 1e-8))
+    return 20 * np.log10(np.maximum(amplitude(speech, fps, count), 1e-4))
 
 
 def write_wav(speech: Speech, path: Path) -> None:

@@ -51,9 +51,9 @@ def acoustic_mouth(speech: Speech, fps: float, count: int, lead: float = 0.04) -
     jaw wider. The shape is eased like a jaw's inertia and shown `lead` seconds early."""
     shift = round(lead * fps)
     activity = speech_activity(speech, fps, count + shift)[shift:shift + count]
-    opening = 0.18 * gaussian_filter1d(activity, sigma=0.6) ** 1.3
+    heard = gaussian_filter1d(activity, sigma=0.6)
     zeros = np.zeros(count)
-    return MouthTrack(opening, zeros, zeros.copy())
+    return MouthTrack(0.18 * heard**1.3, zeros, zeros.copy(), np.clip(1.0 - 4.0 * heard, 0.0, 1.0))
 
 
 def perform(mouth: MouthTrack, speech: Speech, fps: float, seed: int = 0) -> list[FacePose]:
@@ -69,8 +69,9 @@ def perform(mouth: MouthTrack, speech: Speech, fps: float, seed: int = 0) -> lis
     brow = _BROW_RAISE * np.clip((emphasis - 0.5) / 0.5, 0, 1)
     gaze_x, gaze_y = _saccades(count, fps, rng)
     return [FacePose(open=float(mouth.open[k]), wide=float(mouth.wide[k]), round=float(mouth.round[k]),
-                     blink=float(blink[k]), brow=float(brow[k]), yaw=float(yaw[k]), pitch=float(pitch[k]),
-                     roll=float(roll[k]), gaze_x=float(gaze_x[k]), gaze_y=float(gaze_y[k])) for k in range(count)]
+                     rest=float(mouth.rest[k]), blink=float(blink[k]), brow=float(brow[k]), yaw=float(yaw[k]),
+                     pitch=float(pitch[k]), roll=float(roll[k]), gaze_x=float(gaze_x[k]), gaze_y=float(gaze_y[k]))
+            for k in range(count)]
 
 
 def _blinks(count: int, fps: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,12 +1,12 @@
 """From timed phones to mouth shapes over time: visemes with coarticulation.
 
 Each phone maps to a viseme, a target mouth shape: the inner-lip gap (`open`, inter-ocular units), the lips'
-spread (`wide`, how far each corner moves out, inter-ocular units; negative draws them in) and rounding
-(`round`, 0..1). Neighbouring sounds blend by dominance functions (Cohen and Massaro 1993): every phone pulls
-the mouth towards its shape with a strength that peaks at its centre and decays with time, faster after it
-than before it, so the mouth anticipates what comes next. Lip closures dominate strongly, so /p b m/ close
-the lips even between open vowels; tongue and throat consonants barely dominate and take their neighbours'
-shape, as real mouths do.
+spread (`wide`, how far each corner moves out, inter-ocular units; negative draws them in), rounding
+(`round`, 0..1) and `rest` (1 for silence: the face's own mouth, as in the portrait). Neighbouring sounds
+blend by dominance functions (Cohen and Massaro 1993): every phone pulls the mouth towards its shape with a
+strength that holds over its span and decays with time, faster after it than before it, so the mouth
+anticipates what comes next. Vowels dominate the jaw; tongue and throat consonants barely dominate and take
+their neighbours' shape, as real mouths do; /p b m/ seal the lips even between open vowels.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ class Viseme:
     wide: float
     round: float
     dominance: float
+    rest: float = 0.0
 
 
 # A Preston Blair-like set, with the shapes measured in inter-ocular units of a frontal face.
-REST = Viseme(0.0, 0.0, 0.0, 0.6)
+REST = Viseme(0.0, 0.0, 0.0, 0.6, rest=1.0)
 CLOSED = Viseme(0.0, 0.0, 0.0, 3.0)  # p b m: the lips press together (see mouth_track)
 LIP_TEETH = Viseme(0.015, 0.0, 0.0, 3.0)  # f v: lower lip against the upper teeth
 TONGUE_TEETH = Viseme(0.05, 0.01, 0.0, 1.0)  # th
@@ -38,15 +39,15 @@ POSTALVEOLAR = Viseme(0.04, -0.01, 0.45, 1.5)  # sh zh ch j: lips pushed out
 BACK = Viseme(0.07, 0.0, 0.0, 0.4)  # k g ng h y
 R_SOUND = Viseme(0.05, -0.015, 0.5, 1.0)
 W_SOUND = Viseme(0.03, -0.03, 0.9, 2.5)
-OPEN_VOWEL = Viseme(0.20, 0.0, 0.0, 1.2)  # a
-NEAR_OPEN_VOWEL = Viseme(0.17, 0.02, 0.0, 1.2)  # æ
-MID_VOWEL = Viseme(0.12, 0.0, 0.0, 1.0)  # ʌ ə
-FRONT_MID_VOWEL = Viseme(0.12, 0.025, 0.0, 1.0)  # e ɛ
-FRONT_CLOSE_VOWEL = Viseme(0.06, 0.04, 0.0, 1.0)  # i ɪ
-ROUND_OPEN_VOWEL = Viseme(0.15, -0.015, 0.5, 1.2)  # ɔ ɒ
-ROUND_MID_VOWEL = Viseme(0.10, -0.025, 0.7, 1.2)  # o ø œ
-ROUND_CLOSE_VOWEL = Viseme(0.05, -0.03, 0.9, 1.5)  # u y ʊ
-RHOTIC_VOWEL = Viseme(0.08, -0.01, 0.3, 1.0)  # ɚ ɝ
+OPEN_VOWEL = Viseme(0.20, 0.0, 0.0, 2.4)  # a
+NEAR_OPEN_VOWEL = Viseme(0.17, 0.02, 0.0, 2.4)  # æ
+MID_VOWEL = Viseme(0.12, 0.0, 0.0, 2.0)  # ʌ ə
+FRONT_MID_VOWEL = Viseme(0.12, 0.025, 0.0, 2.0)  # e ɛ
+FRONT_CLOSE_VOWEL = Viseme(0.06, 0.04, 0.0, 2.0)  # i ɪ
+ROUND_OPEN_VOWEL = Viseme(0.15, -0.015, 0.5, 2.4)  # ɔ ɒ
+ROUND_MID_VOWEL = Viseme(0.10, -0.025, 0.7, 2.4)  # o ø œ
+ROUND_CLOSE_VOWEL = Viseme(0.05, -0.03, 0.9, 3.0)  # u y ʊ
+RHOTIC_VOWEL = Viseme(0.08, -0.01, 0.3, 2.0)  # ɚ ɝ
 
 ARPABET = {
     "SIL": REST,
@@ -87,10 +88,15 @@ _IPA_GROUPS = {
 }
 IPA = {letter: viseme for viseme, letters in _IPA_GROUPS.items() for letter in letters}
 
-# Dominance decays over this many seconds after a phone's centre, and more slowly before it: anticipation.
-_DECAY_AFTER = 0.05
-_DECAY_BEFORE = 0.08
+# Dominance decays over this many seconds beyond a phone's span, more slowly before it than after:
+# anticipation. Coarticulation reaches about two phones either way.
+_DECAY_AFTER = 0.075
+_DECAY_BEFORE = 0.12
 _STEP = 0.005  # the time grid on which shapes are blended (s)
+# Each frame shows the mouth as it will be this many seconds later: real mouths shape a sound 80-200 ms
+# before it is heard; the dominance functions already anticipate, and a longer lead would put the mouth's
+# opening ahead of the sound's loudness.
+LEAD = 0.04
 _CLOSURE_EASE = 0.02  # s: how quickly the lips part again around a closure
 
 
@@ -108,23 +114,28 @@ def viseme_of(phone: Phone, alphabet: str) -> Viseme:
 
 @dataclass
 class MouthTrack:
-    """Mouth shape per video frame: `open`, `wide` (inter-ocular units) and `round` (0..1)."""
+    """Mouth shape per video frame: `open`, `wide` (inter-ocular units), `round` and `rest` (0..1)."""
 
     open: np.ndarray
     wide: np.ndarray
     round: np.ndarray
+    rest: np.ndarray
+
+    @staticmethod
+    def silent(count: int) -> MouthTrack:
+        """The face's own mouth throughout."""
+        return MouthTrack(np.zeros(count), np.zeros(count), np.zeros(count), np.ones(count))
 
     def __len__(self) -> int:
         return len(self.open)
 
 
-def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead: float = 0.0) -> MouthTrack:
+def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead: float = LEAD) -> MouthTrack:
     """Blended mouth shapes for `count` frames at `fps`, each frame showing the shape due `lead` seconds
     after its midpoint (real mouths move ahead of the sound they make)."""
     times = (np.arange(count) + 0.5) / fps + lead
     if not phones:
-        zeros = np.zeros(count)
-        return MouthTrack(zeros, zeros.copy(), zeros.copy())
+        return MouthTrack.silent(count)
     grid = np.arange(0.0, max(times[-1], phones[-1].end) + _STEP, _STEP)
     visemes = [viseme_of(phone, alphabet) for phone in phones]
     centres = np.array([(phone.start + phone.end) / 2 for phone in phones])
@@ -135,7 +146,7 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     decay = np.where(offset < 0, _DECAY_BEFORE, _DECAY_AFTER)
     strength = np.array([viseme.dominance for viseme in visemes])
     weights = strength[:, None] * np.exp(-beyond / decay) + 1e-9
-    shapes = np.array([(viseme.open, viseme.wide, viseme.round) for viseme in visemes])
+    shapes = np.array([(viseme.open, viseme.wide, viseme.round, viseme.rest) for viseme in visemes])
     blended = (weights.T @ shapes) / weights.sum(axis=0)[:, None]
     # Lips must meet for /p b m/ however open the neighbours are: the opening is pinched shut over the
     # closure's span and eased back around it.
@@ -143,5 +154,6 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     if closures.any():
         sealed = np.exp(-((beyond[closures] / _CLOSURE_EASE) ** 2)).max(axis=0)
         blended[:, 0] *= 1.0 - sealed
-    sampled = [np.interp(times, grid, blended[:, column]) for column in range(3)]
+        blended[:, 3] *= 1.0 - sealed
+    sampled = [np.interp(times, grid, blended[:, column]) for column in range(4)]
     return MouthTrack(*sampled)
