@@ -30,6 +30,7 @@ from PIL import Image
 from vivify import pipeline
 from vivify.cli import main
 from vivify.demo import astronaut, driving_frames, face_crop
+from vivify.io.image import fit_portrait
 from vivify.landmarks.facemesh import detect_faces
 
 FPS = Fraction(25)
@@ -462,7 +463,7 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(tmp_path):
 
 def test_fit_portrait_sizes():
     image = np.zeros((201, 257, 3), np.uint8)
-    assert pipeline.fit_portrait(image).shape == (200, 256, 3)
-    assert pipeline.fit_portrait(image, size=(100, 100)).shape == (100, 100, 3)
-    assert pipeline.fit_portrait(image, max_side=129).shape == (100, 128, 3)  # 129×101, rounded down to even
-    assert pipeline.fit_portrait(image, max_side=1000).shape == (200, 256, 3)  # never scaled up
+    assert fit_portrait(image).shape == (200, 256, 3)
+    assert fit_portrait(image, size=(100, 100)).shape == (100, 100, 3)
+    assert fit_portrait(image, max_side=129).shape == (100, 128, 3)  # 129×101, rounded down to even
+    assert fit_portrait(image, max_side=1000).shape == (200, 256, 3)  # never scaled up

@@ -7,6 +7,14 @@ import os
 # time in a 34 s job). Set before NumPy loads; a caller's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from vivify.animator import Animator
-
 __all__ = ["Animator"]
+
+
+def __getattr__(name: str):
+    # The engine loads MediaPipe (about a second): only when it is used, so commands that start with other
+    # work (speech recognition, verify) get on with it meanwhile.
+    if name == "Animator":
+        from vivify.animator import Animator
+
+        return Animator
+    raise AttributeError(f"module 'vivify' has no attribute {name!r}")

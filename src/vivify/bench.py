@@ -352,8 +352,8 @@ def _render_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from vivify.animator import Animator
     from vivify.demo import astronaut
+    from vivify.io.image import fit_portrait
     from vivify.io.video import open_video
-    from vivify.pipeline import fit_portrait
 
     size, frames, warmup = tuple(spec["size"]), spec["frames"], spec["warmup"]
     driving: list[np.ndarray] = []

@@ -214,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     bench.add_argument("--long", action="store_true",
                        help="instead, check peak memory of 15 s and 60 s 1080p jobs (about 3-4 minutes)")
+    bench.add_argument("--speak", action="store_true",
+                       help="instead, time `vivify speak` on 30 s of speech at 512x512 (target: ≥ 3x real time)")
+    bench.add_argument("--audio", type=Path, help="with --speak: this speech instead of espeak-ng's")
     bench.add_argument("--repeats", type=_positive_count, default=1, metavar="N",
                        help="run every measurement N times, round-robin (default: 1)")
     return parser
@@ -418,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
 
             with _quiet_native_logs():
                 return reenact.run(args.videos, frames=args.frames, json_path=args.json)
+        if args.speak:
+            from vivify.bench_speak import run_speak
+
+            return run_speak(args.audio, args.repeats, args.json)
         from vivify import bench
 
         return bench.run(frames=args.frames, json_path=args.json, long=args.long, repeats=args.repeats)

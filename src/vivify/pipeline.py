@@ -10,46 +10,22 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vivify.animator import Animator
 from vivify.compose.grid import Grid, frame_portrait, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
-from vivify.io.image import load_portrait
+from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
-from vivify.io.writers import FrameWriter, open_writer
+from vivify.io.writers import FrameWriter, open_writer, refuse_input_as_output
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.motion.pose import fit_similarity
+from vivify.progress import Progress
 from vivify.provenance.marks import Marks
 
-Progress = Callable[[int, int | None], None]
 DEFAULT_CELL = (256, 256)
-
-
-def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
-                 max_side: int | None = None) -> np.ndarray:
-    """The portrait at the output's size: `size` (W, H) exactly (scaled to cover, centre-cropped), or
-    scaled down so its longer side is at most `max_side`; each side then rounded down to even (H.264)."""
-    height, width = portrait.shape[:2]
-    if size is not None:
-        out_w, out_h = size
-        scale = max(out_w / width, out_h / height)
-        scaled = cv2.resize(portrait, (max(out_w, round(width * scale)), max(out_h, round(height * scale))),
-                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        x0 = (scaled.shape[1] - out_w) // 2
-        y0 = (scaled.shape[0] - out_h) // 2
-        portrait = scaled[y0:y0 + out_h, x0:x0 + out_w]
-    elif max_side is not None and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-        portrait = cv2.resize(portrait, (max(2, round(width * scale)), max(2, round(height * scale))),
-                              interpolation=cv2.INTER_AREA)
-    height, width = portrait.shape[:2]
-    if width < 2 or height < 2:
-        raise VivifyError(f"output size {width}x{height} is too small")
-    return np.ascontiguousarray(portrait[: height - height % 2, : width - width % 2])
 
 
 def choose_reference(driving: str | Path, portrait_points: np.ndarray, reference: str) -> int | None:
@@ -133,17 +109,6 @@ def _set_references(animators: list[Animator], driving: str | Path, reference: s
         animator.set_reference(frame, points)
 
 
-def _refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
-    """--overwrite must not replace the portrait or the driving video with the result."""
-    for source in inputs:
-        try:
-            same = os.path.samefile(output, source)
-        except OSError:  # either does not exist (yet): not the same file
-            same = False
-        if same:
-            raise VivifyError(f"{output}: is an input file; choose another output")
-
-
 def animate(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
             size: tuple[int, int] | None = None, max_side: int | None = None, reference: str = "first",
             absolute: bool = False, face: int = 0, faces: Sequence[int] | str | None = None,
@@ -157,7 +122,7 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     problems with the inputs or options.
     """
     portrait_name = Path(portrait_path).name
-    _refuse_input_as_output(output, portrait_path, driving_path)
+    refuse_input_as_output(output, portrait_path, driving_path)
     if marks is None:
         marks = Marks.create(ingredients=(portrait_path, driving_path))
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
@@ -274,7 +239,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     if captions and len(captions) != count:
         raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
     cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)
-    _refuse_input_as_output(output, driving_path, *portrait_paths)
+    refuse_input_as_output(output, driving_path, *portrait_paths)
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
     cells = [frame_portrait(load_portrait(path), cell, Path(path).name) for path in portrait_paths]
     if marks is None:

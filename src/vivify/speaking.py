@@ -10,20 +10,19 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from vivify.animator import Animator
 from vivify.errors import VivifyError
-from vivify.io.image import load_portrait
+from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
-from vivify.io.writers import open_writer
+from vivify.io.writers import open_writer, refuse_input_as_output
 from vivify.landmarks import topology
-from vivify.landmarks.facemesh import FaceTracker
 from vivify.motion.articulation import Articulator, FacePose
-from vivify.pipeline import Progress, _refuse_input_as_output, fit_portrait
+from vivify.progress import Progress
 from vivify.provenance.marks import Marks
 from vivify.render.mouth import MouthReshaper
 from vivify.speech.audio import DEFAULT_MAX_SECONDS, read_speech, write_wav
@@ -68,8 +67,10 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     return acoustic_mouth(speech, fps, count)
 
 
-def talking_frames(portrait: np.ndarray, poses: Sequence[FacePose], name: str = "portrait") -> Iterator[np.ndarray]:
+def talking_frames(portrait: np.ndarray, poses: Iterable[FacePose], name: str = "portrait") -> Iterator[np.ndarray]:
     """The portrait (RGB uint8) in each pose, rendered by the engine one frame at a time."""
+    from vivify.animator import Animator  # loads MediaPipe: here, so speech analysis can start first
+
     animator = Animator(portrait, smoothing=False, detail=False, name=name)
     face = Articulator(animator.points)
     animator.set_reference(None, animator.points)
@@ -101,19 +102,24 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     instead of recognised phones. Raises VivifyError for problems with the inputs or options.
     """
     inputs = (portrait_path,) if audio is None else (portrait_path, audio)
-    _refuse_input_as_output(output, *inputs)
+    refuse_input_as_output(output, *inputs)
     speech = speech_input(audio, text, lang, voice, max_seconds)
     if marks is None:
         marks = Marks.create(ingredients=inputs)
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
     count = max(1, round(speech.duration * fps))
     name = Path(audio).name if audio is not None else "the text"
-    poses = perform(mouth_for(speech, fps, count, lang, name, warn), speech, fps)
-    with tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
+    with ThreadPoolExecutor(1) as analysis, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
+        # The recogniser releases the GIL: it listens while the engine loads and sets the portrait up.
+        mouth = analysis.submit(mouth_for, speech, fps, count, lang, name, warn)
+
+        def poses() -> Iterator[FacePose]:
+            yield from perform(mouth.result(), speech, fps)
+
         sound = _speech_source(audio, speech, scratch)
         out_size = (portrait.shape[1], portrait.shape[0])
         with open_writer(output, fps, out_size, audio_source=sound, overwrite=overwrite, marks=marks) as writer:
-            for done, frame in enumerate(talking_frames(portrait, poses, Path(portrait_path).name), start=1):
+            for done, frame in enumerate(talking_frames(portrait, poses(), Path(portrait_path).name), start=1):
                 writer.write(frame)
                 if progress is not None:
                     progress(done, count)
@@ -148,6 +154,8 @@ def _track_video(path: str | Path, size: tuple[int, int] | None,
                  max_side: int | None) -> tuple[list[np.ndarray | None], np.ndarray | None, np.ndarray | None]:
     """Landmarks of the face in every frame (None where lost), and the frame where the mouth is widest open
     with its landmarks (the source of the interior: the speaker's own teeth)."""
+    from vivify.landmarks.facemesh import FaceTracker  # loads MediaPipe: here, so speech analysis can start first
+
     tracker = FaceTracker()
     landmarks: list[np.ndarray | None] = []
     widest, widest_frame, widest_points = 0.0, None, None
@@ -178,7 +186,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
     the inputs or options.
     """
     inputs = (video_path,) if audio is None else (video_path, audio)
-    _refuse_input_as_output(output, *inputs)
+    refuse_input_as_output(output, *inputs)
     speech = speech_input(audio, text, lang, voice, max_seconds)
     if marks is None:
         marks = Marks.create(ingredients=inputs)

@@ -12,6 +12,7 @@ import re
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -124,3 +125,26 @@ def _short_reason(error: BaseException) -> str:
     """First line of an exception message, trimmed so the whole error stays on one line."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
+                 max_side: int | None = None) -> np.ndarray:
+    """The portrait at the output's size: `size` (W, H) exactly (scaled to cover, centre-cropped), or
+    scaled down so its longer side is at most `max_side`; each side then rounded down to even (H.264)."""
+    height, width = portrait.shape[:2]
+    if size is not None:
+        out_w, out_h = size
+        scale = max(out_w / width, out_h / height)
+        scaled = cv2.resize(portrait, (max(out_w, round(width * scale)), max(out_h, round(height * scale))),
+                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        x0 = (scaled.shape[1] - out_w) // 2
+        y0 = (scaled.shape[0] - out_h) // 2
+        portrait = scaled[y0:y0 + out_h, x0:x0 + out_w]
+    elif max_side is not None and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        portrait = cv2.resize(portrait, (max(2, round(width * scale)), max(2, round(height * scale))),
+                              interpolation=cv2.INTER_AREA)
+    height, width = portrait.shape[:2]
+    if width < 2 or height < 2:
+        raise VivifyError(f"output size {width}x{height} is too small")
+    return np.ascontiguousarray(portrait[: height - height % 2, : width - width % 2])

@@ -738,3 +738,14 @@ def _remove(path: Path) -> None:
             path.unlink()
     except OSError:
         log.debug("could not remove %s", path, exc_info=True)
+
+
+def refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
+    """--overwrite must not replace the portrait or the driving video with the result."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(output, source)
+        except OSError:  # either does not exist (yet): not the same file
+            same = False
+        if same:
+            raise VivifyError(f"{output}: is an input file; choose another output")
