@@ -51,7 +51,8 @@ def test_visemes_open_on_vowels_and_close_on_p_b_m(lang, text):
     # and 25 frames a second may sample it near its end.
     vowels = _phone_frames(speech.phones, {"a", "aɪ", "ɑ", "ɐ", "ɔ", "e", "ɛ", "ɔ̃"}, shortest=0.08)
     assert len(closed) >= 3 and len(vowels) >= 3
-    assert mouth.open[closed].max() < 0.02
+    # Each closure shows on a frame at or next to its middle (a 40 ms /p/ may fall between two frames).
+    assert max(mouth.open[max(0, k - 1):k + 2].min() for k in closed) < 0.01
     assert mouth.open[vowels].min() > 0.05 and mouth.open[vowels].mean() > 0.07
 
 

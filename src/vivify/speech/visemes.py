@@ -96,7 +96,7 @@ _STEP = 0.005  # the time grid on which shapes are blended (s)
 # Each frame shows the mouth as it will be this many seconds later: real mouths shape a sound 80-200 ms
 # before it is heard; the dominance functions already anticipate, and a longer lead would put the mouth's
 # opening ahead of the sound's loudness.
-LEAD = 0.04
+LEAD = 0.02
 _CLOSURE_EASE = 0.02  # s: how quickly the lips part again around a closure
 
 
@@ -152,7 +152,11 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     # closure's span and eased back around it.
     closures = np.array([viseme is CLOSED for viseme in visemes])
     if closures.any():
-        sealed = np.exp(-((beyond[closures] / _CLOSURE_EASE) ** 2)).max(axis=0)
+        # A closure shorter than a frame (a quick /p/ is 20 ms) is held for one, as animators do, so that
+        # every one is seen.
+        held = np.maximum(halves[closures], 0.5 / fps)
+        outside = np.maximum(np.abs(offset[closures]) - held[:, None], 0.0)
+        sealed = np.exp(-((outside / _CLOSURE_EASE) ** 2)).max(axis=0)
         blended[:, 0] *= 1.0 - sealed
         blended[:, 3] *= 1.0 - sealed
     sampled = [np.interp(times, grid, blended[:, column]) for column in range(4)]
