@@ -3,6 +3,7 @@ matches the audio, and bad input gets its message and exit code 2."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -192,3 +193,18 @@ def test_dub_needs_audio_or_text(portrait, tmp_path, capsys):
         main(["dub", str(portrait), "-o", str(tmp_path / "x.mp4")])
     assert exit_info.value.code == 2
     assert "one of the arguments --audio --text is required" in capsys.readouterr().err
+
+
+def test_recognised_phones_cover_the_speech_in_order():
+    """Both ways of recognising give ARPAbet phones in time order, back to back, over the whole audio (how
+    often they are right is measured by `vivify eval lipsync`, on real speech)."""
+    from vivify.speech.recognize import recognize_phones
+    from vivify.speech.visemes import ARPABET
+
+    speech = synthesize("Papa and mama bought a map.", "en-us")
+    for accurate in (False, True):
+        phones = recognize_phones(speech, accurate)
+        assert all(a.end <= b.start + 1e-9 for a, b in pairwise(phones))
+        assert phones[0].start < 0.05 and abs(phones[-1].end - speech.duration) < 0.05
+        assert {p.symbol for p in phones} <= set(ARPABET)
+        assert any(p.symbol != "SIL" for p in phones)

@@ -123,6 +123,9 @@ def _add_speech_options(command: argparse.ArgumentParser, *sources: str) -> None
                          help="language of --text; for audio, en has its phones recognised and any other "
                               "language (or singing: --lang any) moves the mouth with the sound (default: en)")
     command.add_argument("--voice", help="an espeak-ng voice for --text, e.g. en+f3 (see `vivify voices`)")
+    command.add_argument("--accurate", action="store_true",
+                         help="English audio: recognise words, not only phones (closer lip sync; recognition takes "
+                              "about as long as the speech instead of a twentieth)")
     command.add_argument("--max-duration", type=float, default=600.0, metavar="SECONDS",
                          help="refuse speech longer than this (default: 600)")
 
@@ -207,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     lipsync = evals.add_parser("lipsync", help="lip sync: a clip's first frame says its own audio, mouths compared")
     lipsync.add_argument("videos", nargs="+", type=Path, help="real talking videos with their own audio")
     lipsync.add_argument("--lang", default="en", help="language of the speech (default: en)")
+    lipsync.add_argument("--accurate", action="store_true", help="as `vivify speak --accurate`")
     lipsync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
     bench = commands.add_parser("bench", help="measure speed and memory")
@@ -326,7 +330,7 @@ def _speak(args: argparse.Namespace, argv: list[str]) -> int:
     with _progress_bar() as update:
         out = speak(args.portrait, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
                     fps=args.fps, size=args.size, max_side=args.max_side, max_seconds=args.max_duration,
-                    overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
+                    accurate=args.accurate, overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
     print(out)
     return 0
 
@@ -337,7 +341,7 @@ def _dub(args: argparse.Namespace, argv: list[str]) -> int:
     marks = _marks(args, (args.video,) if args.audio is None else (args.video, args.audio), argv)
     with _progress_bar() as update:
         out = dub(args.video, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
-                  size=args.size, max_side=args.max_side, max_seconds=args.max_duration,
+                  size=args.size, max_side=args.max_side, max_seconds=args.max_duration, accurate=args.accurate,
                   overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
     print(out)
     return 0
@@ -411,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             from vivify.eval import lipsync
 
             with _quiet_native_logs():
-                return lipsync.run(args.videos, args.lang, args.json)
+                return lipsync.run(args.videos, args.lang, args.json, args.accurate)
         if args.command == "eval" and args.eval_command == "sync":
             from vivify.eval import sync
 

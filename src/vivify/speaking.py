@@ -54,16 +54,17 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
 
 
 def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
-              warn: Callable[[str], None]) -> MouthTrack:
+              warn: Callable[[str], None], accurate: bool = False) -> MouthTrack:
     """Mouth shapes for every frame: from the speech's phones (synthesised, or recognised for a language the
-    recogniser knows), else from the sound; closed, with a warning, where no speech is heard."""
+    recogniser knows; `accurate`: by words, slower), else from the sound; at rest, with a warning, where no
+    speech is heard."""
     if not is_speech(speech):
         warn(f"no speech heard in {name}: the mouth stays at rest")
         return MouthTrack.silent(count)
     if speech.phones:
         return mouth_track(speech.phones, speech.alphabet, fps, count)
     if lang.split("-")[0] in RECOGNISED_LANGUAGES:
-        return mouth_track(recognize_phones(speech), "arpabet", fps, count)
+        return mouth_track(recognize_phones(speech, accurate), "arpabet", fps, count)
     return acoustic_mouth(speech, fps, count)
 
 
@@ -93,13 +94,15 @@ def _speech_source(audio: str | Path | None, speech: Speech, scratch: str) -> Pa
 def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | None = None,
           text: str | None = None, lang: str = "en", voice: str | None = None, fps: int = DEFAULT_FPS,
           size: tuple[int, int] | None = None, max_side: int | None = None,
-          max_seconds: float = DEFAULT_MAX_SECONDS, overwrite: bool = False, progress: Progress | None = None,
-          marks: Marks | None = None, warn: Callable[[str], None] = log.warning) -> Path:
+          max_seconds: float = DEFAULT_MAX_SECONDS, accurate: bool = False, overwrite: bool = False,
+          progress: Progress | None = None, marks: Marks | None = None,
+          warn: Callable[[str], None] = log.warning) -> Path:
     """Make the portrait say `audio` (any audio or video file) or `text` (in `lang`, by espeak-ng, `voice`
     optional); write `output` with that speech as its sound, its duration, and the portrait's size.
 
     For audio in a language other than English (`lang`), and for singing, the mouth follows the sound
-    instead of recognised phones. Raises VivifyError for problems with the inputs or options.
+    instead of recognised phones; `accurate` recognises English by words (closer lip sync, about real time
+    to recognise instead of 20× faster). Raises VivifyError for problems with the inputs or options.
     """
     inputs = (portrait_path,) if audio is None else (portrait_path, audio)
     refuse_input_as_output(output, *inputs)
@@ -111,7 +114,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     name = Path(audio).name if audio is not None else "the text"
     with ThreadPoolExecutor(1) as analysis, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
         # The recogniser releases the GIL: it listens while the engine loads and sets the portrait up.
-        mouth = analysis.submit(mouth_for, speech, fps, count, lang, name, warn)
+        mouth = analysis.submit(mouth_for, speech, fps, count, lang, name, warn, accurate)
 
         def poses() -> Iterator[FacePose]:
             yield from perform(mouth.result(), speech, fps)
@@ -177,7 +180,8 @@ def _track_video(path: str | Path, size: tuple[int, int] | None,
 
 def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None = None, text: str | None = None,
         lang: str = "en", voice: str | None = None, size: tuple[int, int] | None = None,
-        max_side: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS, overwrite: bool = False,
+        max_side: int | None = None, max_seconds: float = DEFAULT_MAX_SECONDS, accurate: bool = False,
+        overwrite: bool = False,
         progress: Progress | None = None, marks: Marks | None = None,
         warn: Callable[[str], None] = log.warning) -> Path:
     """Re-voice a talking video with `audio` or `text` (in `lang`): its frames, head motion, blinks and
@@ -197,7 +201,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
         fps = video.fps
         count = max(1, round(speech.duration * fps))
         name = Path(audio).name if audio is not None else "the text"
-        mouth = mouth_for(speech, float(fps), count, lang, name, warn)
+        mouth = mouth_for(speech, float(fps), count, lang, name, warn, accurate)
         bounce = round(BOUNCE_SECONDS * fps)
         available = len(landmarks)
         recent: deque[np.ndarray] = deque(maxlen=bounce)  # the last frames read, to play them back

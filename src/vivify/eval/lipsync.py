@@ -49,7 +49,7 @@ def _mouth_distance(generated: Sequence[np.ndarray | None], real: Sequence[np.nd
     return 100.0 * float(np.mean(distances)) if distances else float("nan")
 
 
-def evaluate_clip(path: Path, lang: str = "en") -> dict[str, Any]:
+def evaluate_clip(path: Path, lang: str = "en", accurate: bool = False) -> dict[str, Any]:
     """The figures of one real talking video (see the module's description)."""
     measure = _face_measure(1)
     speech = read_speech(path)
@@ -62,7 +62,7 @@ def evaluate_clip(path: Path, lang: str = "en") -> dict[str, Any]:
         if crop is None:
             raise VivifyError(f"{path.name}: no face found in the first frame")
         count = video.frame_count or round(speech.duration * fps)
-        poses = perform(mouth_for(speech, fps, count, lang, path.name, warnings.append), speech, fps)
+        poses = perform(mouth_for(speech, fps, count, lang, path.name, warnings.append, accurate), speech, fps)
         real, generated = Track(measure), Track(measure)
         portrait = apply_crop(first, crop, SIZE)
         for index, made in enumerate(talking_frames(portrait, poses, path.name)):
@@ -83,10 +83,11 @@ def evaluate_clip(path: Path, lang: str = "en") -> dict[str, Any]:
             "sync_lag": sync_lag, "sync_r": sync_r, "warnings": warnings}
 
 
-def run(videos: Sequence[Path], lang: str, json_path: Path | None) -> int:
-    results = [evaluate_clip(Path(video), lang) for video in videos]
-    print(f"lip sync: each clip's frame 0 ({SIZE}x{SIZE} crop) says the clip's own audio; dlib 68-point mouth "
-          "opening against the real one (Pearson r, best lag in ±5 frames)")
+def run(videos: Sequence[Path], lang: str, json_path: Path | None, accurate: bool = False) -> int:
+    results = [evaluate_clip(Path(video), lang, accurate) for video in videos]
+    print(f"lip sync: each clip's frame 0 ({SIZE}x{SIZE} crop) says the clip's own audio"
+          f"{' (phones from recognised words)' if accurate else ''}; dlib 68-point mouth opening against the real "
+          "one (Pearson r, best lag in ±5 frames)")
     print(f"{'clip':<28} {'frames':>6} {'r':>6} {'lag':>4} {'r@0':>6} {'loud r':>7} {'LMD':>6} {'static':>7} "
           f"{'sync lag':>8}")
     for c in results:
@@ -101,7 +102,7 @@ def run(videos: Sequence[Path], lang: str, json_path: Path | None) -> int:
           f"loudness alone {mean_loud:.3f}; sync lag 0 ± 1 in every clip: {'yes' if sync_ok else 'NO'}")
     print(f"machine: {machine()}; command: {command_line()}")
     if json_path is not None:
-        report = {"clips": results, "mean_r": mean_r, "mean_loudness_r": mean_loud, "sync_within_one": sync_ok,
-                  "machine": machine(), "command": command_line()}
+        report = {"clips": results, "accurate": accurate, "mean_r": mean_r, "mean_loudness_r": mean_loud,
+                  "sync_within_one": sync_ok, "machine": machine(), "command": command_line()}
         json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0

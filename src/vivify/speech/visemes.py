@@ -65,6 +65,8 @@ ARPABET = {
     "UW": ROUND_CLOSE_VOWEL,
 }
 
+ARPABET_VOWELS = frozenset(("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"))
+
 # IPA, by the first base letter of espeak-ng's phone symbol (diacritics, stress, length and tone dropped).
 _IPA_GROUPS = {
     CLOSED: "pbmɓʙ",
