@@ -208,3 +208,14 @@ def test_recognised_phones_cover_the_speech_in_order():
         assert phones[0].start < 0.05 and abs(phones[-1].end - speech.duration) < 0.05
         assert {p.symbol for p in phones} <= set(ARPABET)
         assert any(p.symbol != "SIL" for p in phones)
+
+
+def test_the_extension_turns_where_the_video_is_calm():
+    from vivify.speaking import calm_end
+
+    still = np.zeros((478, 3))
+    still[[33, 263], 0] = (0.0, 100.0)  # eye corners: an inter-ocular distance of 100
+    moving = [still + [k * 5.0, 0, 0] for k in range(30)]  # 5 px a frame
+    landmarks = moving[:20] + [still + [500.0, 0, 0]] * 6 + moving[26:]  # still over frames 20-25
+    assert calm_end(landmarks, bounce=5, search=15) == 25  # the end of the still stretch
+    assert calm_end([still] * 4 + [None] + [still] * 10, bounce=5, search=15) == 14

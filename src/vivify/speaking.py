@@ -131,6 +131,8 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
 
 # Frames at the end of a video that a longer new speech plays back and forth over (seconds).
 BOUNCE_SECONDS = 1.0
+# A longer speech's extension turns back and forth where the video is calmest within its last seconds.
+CALM_SEARCH_SECONDS = 3.0
 
 
 def frame_schedule(available: int, wanted: int, bounce: int) -> list[int]:
@@ -146,6 +148,24 @@ def frame_schedule(available: int, wanted: int, bounce: int) -> list[int]:
         phase = step % period if bounce > 1 else 0
         tail.append(start + (bounce - 1 - phase if phase <= bounce - 1 else phase - (bounce - 1)))
     return list(range(available)) + tail
+
+
+def calm_end(landmarks: list[np.ndarray | None], bounce: int, search: int) -> int:
+    """The last frame of the calmest `bounce`-frame stretch ending within the video's last `search` frames: the
+    least head and face motion (landmark speed in inter-ocular units; frames without a face count as
+    restless), where playing back and forth shows least."""
+    count = len(landmarks)
+    speed = np.full(count, np.inf)
+    for k in range(1, count):
+        before, now = landmarks[k - 1], landmarks[k]
+        if before is not None and now is not None:
+            moved = np.linalg.norm(now[:, :2] - before[:, :2], axis=1).mean()
+            speed[k] = moved / topology.inter_ocular(now)
+    ends = range(max(bounce, count - search), count)
+    if not ends:
+        return count - 1
+    # Of equally calm stretches the latest, which keeps the most of the video.
+    return min(ends, key=lambda end: (float(speed[end - bounce + 1:end + 1].sum()), -end))
 
 
 def _fitted_frames(video: VideoReader, size: tuple[int, int] | None, max_side: int | None) -> Iterator[np.ndarray]:
@@ -186,7 +206,8 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
         warn: Callable[[str], None] = log.warning) -> Path:
     """Re-voice a talking video with `audio` or `text` (in `lang`): its frames, head motion, blinks and
     expressions stay, the mouth follows the new speech, and the new speech is the sound. A longer speech
-    plays the video's last second back and forth; a shorter one cuts it. Raises VivifyError for problems with
+    plays a second of the video back and forth, the calmest second of its last three (ending there); a
+    shorter one cuts it. Raises VivifyError for problems with
     the inputs or options.
     """
     inputs = (video_path,) if audio is None else (video_path, audio)
@@ -204,6 +225,8 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
         mouth = mouth_for(speech, float(fps), count, lang, name, warn, accurate)
         bounce = round(BOUNCE_SECONDS * fps)
         available = len(landmarks)
+        if count > available:  # the video ends at its calm stretch, and plays on over it
+            available = calm_end(landmarks, bounce, round(CALM_SEARCH_SECONDS * fps)) + 1
         recent: deque[np.ndarray] = deque(maxlen=bounce)  # the last frames read, to play them back
         frames = _fitted_frames(video, size, max_side)
         with open_writer(output, fps, out_size, audio_source=_speech_source(audio, speech, scratch),
