@@ -28,7 +28,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[eval,test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
 lint: install

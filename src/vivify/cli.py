@@ -113,6 +113,11 @@ def _add_output_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
 
+def _add_data_dir(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data-dir", type=Path, metavar="DIR",
+                         help="the studio's data folder (default: studio/ in vivify's data folder)")
+
+
 def _add_speech_options(command: argparse.ArgumentParser, *sources: str) -> None:
     """--audio (where the command takes it as an option) and --text with --lang and --voice, --max-duration."""
     group = command.add_mutually_exclusive_group(required="--audio" in sources)
@@ -179,6 +184,39 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("voices", help="list the languages and voices that --text can speak")
 
+    serve = commands.add_parser("serve", help="the studio: web app and REST API with a durable job queue")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _add_data_dir(serve)
+    from vivify.studio.limits import DEFAULT_LIMITS as limits
+
+    serve.add_argument("--max-upload-mb", type=float, default=limits.upload_bytes / 2**20,
+                       help=f"largest upload per job (default: {limits.upload_bytes / 2**20:g})")
+    serve.add_argument("--max-megapixels", type=float, default=limits.megapixels,
+                       help=f"largest portrait (default: {limits.megapixels:g})")
+    serve.add_argument("--max-seconds", type=float, default=limits.video_seconds,
+                       help=f"longest video or speech (default: {limits.video_seconds:g})")
+    serve.add_argument("--ray", metavar="ADDRESS",
+                       help="render animations in chunks on a Ray cluster: its address, or local[:CPUS] to start one "
+                            "here")
+    serve.add_argument("--max-jobs", type=_positive_count, default=limits.waiting_jobs,
+                       help=f"jobs a user may have waiting (default: {limits.waiting_jobs})")
+    users = commands.add_parser("users", help="the studio's users").add_subparsers(
+        dest="users_command", required=True, metavar="ACTION")
+    add_user = users.add_parser("add", help="create a user and print its API token (the last line)")
+    add_user.add_argument("name")
+    _add_data_dir(add_user)
+    protect = commands.add_parser("protect", help="identities the studio refuses to animate").add_subparsers(
+        dest="protect_command", required=True, metavar="ACTION")
+    protect_add = protect.add_parser("add", help="register a protected identity from a photo of that person")
+    protect_add.add_argument("label", help="who it is, e.g. a name")
+    protect_add.add_argument("photo", help="a photo of the person (more photos: add again with the same label)")
+    _add_data_dir(protect_add)
+    _add_data_dir(protect.add_parser("list", help="the protected identities"))
+    protect_remove = protect.add_parser("remove", help="remove a protected identity")
+    protect_remove.add_argument("label")
+    _add_data_dir(protect_remove)
+
     demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
 
@@ -221,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--speak", action="store_true",
                        help="instead, time `vivify speak` on 30 s of speech at 512x512 (target: ≥ 3x real time)")
     bench.add_argument("--audio", type=Path, help="with --speak: this speech instead of espeak-ng's")
+    bench.add_argument("--ray", action="store_true",
+                       help="instead, the speed-up of an animation rendered in chunks on a local Ray cluster")
     bench.add_argument("--repeats", type=_positive_count, default=1, metavar="N",
                        help="run every measurement N times, round-robin (default: 1)")
     return parser
@@ -355,6 +395,42 @@ def _voices() -> int:
     return 0
 
 
+def _studio(args: argparse.Namespace) -> int:
+    from vivify.studio.server import protected_identities, serve, studio_folder
+
+    folder = studio_folder(args.data_dir)
+    if args.command == "serve":
+        from vivify.studio.limits import Limits
+
+        serve(args.host, args.port, folder, Limits(
+            upload_bytes=round(args.max_upload_mb * 2**20), megapixels=args.max_megapixels,
+            video_seconds=args.max_seconds, audio_seconds=args.max_seconds, waiting_jobs=args.max_jobs), args.ray)
+        return 0
+    if args.command == "users":
+        from vivify.studio.store import Store
+
+        store = Store(folder)
+        token = store.add_user(args.name)
+        store.close()
+        print(f"user {args.name} created; API token:")
+        print(token)
+        return 0
+    identities = protected_identities(folder)
+    if args.protect_command == "add":
+        from vivify.io.image import load_portrait
+
+        faces = identities.add(args.label, load_portrait(args.photo), Path(args.photo).name)
+        print(f"{args.label}: protected ({faces} face{'s' if faces != 1 else ''} from {Path(args.photo).name})")
+    elif args.protect_command == "list":
+        for label, count in identities.labels():
+            print(f"{label}\t{count} face{'s' if count != 1 else ''}")
+    elif not identities.remove(args.label):
+        raise VivifyError(f"{args.label!r} is not a protected identity")
+    else:
+        print(f"{args.label}: no longer protected")
+    return 0
+
+
 def _warn(message: str) -> None:
     print(f"vivify: warning: {message}", file=sys.stderr)
 
@@ -399,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                 return _dub(args, argv)
         if args.command == "voices":
             return _voices()
+        if args.command in ("serve", "users", "protect"):
+            with _quiet_native_logs():
+                return _studio(args)
         if args.command == "verify":
             return _verify(args)
         if args.command == "demo":
@@ -425,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
 
             with _quiet_native_logs():
                 return reenact.run(args.videos, frames=args.frames, json_path=args.json)
+        if args.ray:
+            from vivify.bench_distributed import run_ray
+
+            with _quiet_native_logs():
+                return run_ray(args.json)
         if args.speak:
             from vivify.bench_speak import run_speak
 

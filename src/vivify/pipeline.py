@@ -65,7 +65,7 @@ def _frame_at(driving: str | Path, index: int) -> np.ndarray:
     raise VivifyError(f"{driving}: --reference {index} is past the last frame")
 
 
-def _first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
+def first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
     """The first driving frame with a face, its index and its landmarks; a VivifyError naming the file if none
     has one."""
     tracker = FaceTracker()
@@ -97,7 +97,7 @@ def _set_references(animators: list[Animator], driving: str | Path, reference: s
             animator.set_reference(_frame_at(driving, found))
         return
     if reference == "first":
-        index, frame, points = _first_face(driving)
+        index, frame, points = first_face(driving)
     else:
         index = int(reference)
         frame = _frame_at(driving, index)
@@ -164,7 +164,7 @@ def _render_all(animators: list[Animator], video: VideoReader, driving_path: str
     animator's tracker), render them on all cores, compose, write."""
     try:
         _set_references(animators, driving_path, reference)
-        for done, (frame, points) in enumerate(_tracked(video.frames(), animators[0]), start=1):
+        for done, (frame, points) in enumerate(tracked(video.frames(), animators[0]), start=1):
             if len(animators) == 1:  # the common case: no hand-off to the pool's threads
                 renders = [animators[0].render(frame, points)]
             else:
@@ -182,7 +182,7 @@ def _render_all(animators: list[Animator], video: VideoReader, driving_path: str
 _END = object()
 
 
-def _tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) -> Iterator[tuple]:
+def tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) -> Iterator[tuple]:
     """(frame, driving landmarks) pairs, decoded and tracked a few frames ahead in a second thread.
 
     MediaPipe and PyAV release the GIL, so landmarks of the next frames are found while this one renders:

@@ -17,8 +17,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vivify.errors import VivifyError
-
 
 class Box(NamedTuple):
     """A face box in pixels, right and bottom exclusive (as dlib.rectangle)."""
@@ -119,14 +117,9 @@ class DlibFaceMeasure:
     """
 
     def __init__(self, upsample: int = 1) -> None:
-        try:
-            import dlib
-            import face_recognition_models
-        except ImportError as exc:  # the eval extra is optional
-            raise VivifyError(
-                f"the evaluation needs dlib and its models ({exc.name} is missing): "
-                "pip install 'vivify[eval]'"
-            ) from exc
+        import dlib  # loaded here: a second of model loading that only measuring needs
+        import face_recognition_models
+
         self._dlib = dlib
         # Small caches keyed by image content: a repeated image (the static baseline's frame 0, an engine
         # that returns the portrait while it has lost the face) is measured once. Hashing costs ~0.1 ms.

@@ -1,0 +1,198 @@
+"""`vivify eval identities`: does the studio's protected-identity gate refuse the right people?
+
+Built from the shared media folder (`../shared/media`, see its README.md). Each of 7 people filmed in a clip
+is registered (`ProtectedIdentities.add`) from the clip's frame 0 (the whole frame, as an admin would upload
+a photo); 10 other frames spread over the clip are that person's probes. The still portraits (6 people, two
+of them paintings) and scikit-image's astronaut are people with no clip.
+
+- genuine attempts: each person's probes against their own registration; a probe farther than the threshold
+  from it (or with no face found) is a false reject;
+- impostor attempts: each registered person against every other person's probes and every still; a distance
+  within the threshold is a false accept.
+
+The distance of an attempt is the smallest over the faces found in the probe and the descriptors registered.
+liveportrait_d0 (a man before a green screen) and liveportrait_d6 (a woman) are different people, as are
+retalking_face1 and liveportrait_d0 (two different men); this was checked by looking at their frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vivify.demo import astronaut
+from vivify.errors import VivifyError
+from vivify.eval.reenact import command_line, machine
+from vivify.io.image import load_portrait
+from vivify.io.video import open_video
+from vivify.studio.identities import ProtectedIdentities
+
+# Clip -> who it shows (one person per clip).
+CLIPS = {
+    "talking/hdtf_katiehill.mp4": "katie_hill",
+    "talking/latentsync_demo1.mp4": "latentsync_woman",
+    "talking/retalking_face1.mp4": "retalking_man",
+    "driving/vox_driving2.mp4": "vox_man",
+    "driving/liveportrait_d6.mp4": "liveportrait_d6_woman",
+    "driving/liveportrait_d0.mp4": "liveportrait_d0_man",
+    "driving/tpsmm_driving.mp4": "tpsmm_driving_man",
+}
+# Still portrait -> who it shows.
+STILLS = {
+    "portraits/einstein.jpg": "einstein",
+    "portraits/macron.png": "macron",
+    "portraits/mona_lisa.png": "mona_lisa",
+    "portraits/sam_altman_512x512.jpg": "sam_altman",
+    "portraits/tpsmm_source.png": "tpsmm_source",
+    "portraits/liveportrait_s0_painting.jpg": "liveportrait_s0_painting",
+}
+PROBES = 10
+CONTEXT_THRESHOLDS = (0.5, 0.55)
+
+
+def _clip_frames(path: Path) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Frame 0 and PROBES frames spread evenly over the rest of the clip, with their indices."""
+    with open_video(path) as video:
+        count = video.frame_count or 0
+        # Indices from a tenth of the way in to the last frame; decoding a clip whole takes ~2 s at most.
+        wanted = {round(i) for i in np.linspace(count / PROBES, count - 1, PROBES)}
+        first, probes = None, []
+        for index, frame in enumerate(video.frames()):
+            if index == 0:
+                first = frame
+            elif index in wanted:
+                probes.append((index, frame))
+    if first is None or len(probes) < PROBES // 2:
+        raise VivifyError(f"{path}: too few frames decoded for the evaluation")
+    return first, probes
+
+
+def _rate(distances: list[float], threshold: float, accept: bool) -> tuple[int, float]:
+    """How many attempts were accepted (accept=True) or rejected, and that count's share of the attempts."""
+    hits = sum((d <= threshold) == accept for d in distances)
+    return hits, hits / len(distances) if distances else math.nan
+
+
+def _spread(distances: list[float]) -> dict[str, float]:
+    if not distances:
+        return {"min": math.nan, "median": math.nan, "max": math.nan}
+    return {"min": min(distances), "median": float(np.median(distances)), "max": max(distances)}
+
+
+def evaluate(shared_media: Path) -> dict[str, Any]:
+    """The attempts' distances and the error rates (see the module's description).
+
+    Returns {"skipped": reason} when the folder (or every clip in it) is missing.
+    """
+    folder = Path(shared_media)
+    if not folder.is_dir():
+        return {"skipped": f"{folder} not found: the shared media folder is not there"}
+    start = time.perf_counter()
+    missing = [name for name in (*CLIPS, *STILLS) if not (folder / name).exists()]
+    clips = {name: person for name, person in CLIPS.items() if name not in missing}
+    if not clips:
+        return {"skipped": f"none of the clips is in {folder}"}
+    genuine: list[dict[str, Any]] = []
+    impostor: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        registry = ProtectedIdentities(Path(scratch) / "protected.sqlite")
+        probes: list[tuple[str, str, np.ndarray]] = []  # (person, image name, image)
+        registered = {}
+        for name, person in clips.items():
+            first, frames = _clip_frames(folder / name)
+            registered[person] = registry.add(person, first, f"{name} frame 0")
+            probes += [(person, f"{name} frame {index}", frame) for index, frame in frames]
+        probes += [(person, name, load_portrait(folder / name)) for name, person in STILLS.items()
+                   if name not in missing]
+        probes.append(("astronaut", "scikit-image astronaut", astronaut()))
+        for person, name, image in probes:
+            found = registry.distances(image)
+            for label in registered:
+                # A probe with no face found has no distance: a reject, whichever the attempt.
+                attempt = {"registered": label, "person": person, "probe": name,
+                           "distance": found.get(label, math.inf)}
+                (genuine if label == person else impostor).append(attempt)
+    thresholds = sorted({*CONTEXT_THRESHOLDS, ProtectedIdentities.THRESHOLD})
+    g = [a["distance"] for a in genuine]
+    i = [a["distance"] for a in impostor]
+    rates = []
+    for t in thresholds:
+        rejects, frr = _rate(g, t, accept=False)
+        accepts, far = _rate(i, t, accept=True)
+        rates.append({"threshold": t, "false_accepts": accepts, "far": far, "false_rejects": rejects, "frr": frr})
+    # Which registered person was taken for whom at THRESHOLD: shows whether false accepts are spread or clustered.
+    confused = Counter((a["registered"], a["person"]) for a in impostor
+                       if a["distance"] <= ProtectedIdentities.THRESHOLD)
+    closest = min(impostor, key=lambda a: a["distance"])
+    farthest = max((a for a in genuine if math.isfinite(a["distance"])), key=lambda a: a["distance"],
+                   default={"probe": "none"})
+    finite = [d for d in g if math.isfinite(d)]
+    return {
+        "threshold": ProtectedIdentities.THRESHOLD,
+        "people_registered": registered,  # person -> faces registered from frame 0
+        "genuine_attempts": len(g),
+        "impostor_attempts": len(i),
+        "genuine_no_face": len(g) - len(finite),
+        "rates": rates,
+        "genuine_distance": _spread(finite),  # over the probes where a face was found
+        "impostor_distance": _spread(i),
+        "closest_impostor": closest,
+        "false_accepts_by_pair": [{"registered": r, "probe_person": p, "count": n} for (r, p), n in
+                                  sorted(confused.items())],
+        "farthest_genuine": farthest,
+        "missing": missing,
+        "seconds": time.perf_counter() - start,
+        "attempts": {"genuine": genuine, "impostor": impostor},
+    }
+
+
+def _json_ready(value: Any) -> Any:
+    # JSON has no infinity: a probe with no face found is null.
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def run(shared_media: Path, json_path: Path | None = None) -> int:
+    """Evaluate, print the table, optionally write the figures as JSON; returns the exit code (0)."""
+    report = evaluate(shared_media)
+    if "skipped" in report:
+        print(f"identities eval skipped: {report['skipped']}", file=sys.stderr)
+        return 0
+    for name in report["missing"]:
+        print(f"warning: {name} not found in {shared_media}: left out", file=sys.stderr)
+    print(f"protected identities: {len(report['people_registered'])} people registered from a clip's frame 0; "
+          f"{report['genuine_attempts']} genuine attempts (other frames of the same clip), "
+          f"{report['impostor_attempts']} impostor attempts (other people's frames and stills)")
+    print(f"{'threshold':>9} {'false accepts':>14} {'FAR':>7} {'false rejects':>14} {'FRR':>7}")
+    for r in report["rates"]:
+        mark = "  <- THRESHOLD" if r["threshold"] == report["threshold"] else ""
+        print(f"{r['threshold']:>9.2f} {r['false_accepts']:>14} {r['far']:>7.2%} {r['false_rejects']:>14} "
+              f"{r['frr']:>7.2%}{mark}")
+    gd, idist = report["genuine_distance"], report["impostor_distance"]
+    print(f"genuine distance: min {gd['min']:.3f}, median {gd['median']:.3f}, max {gd['max']:.3f} "
+          f"({report['farthest_genuine']['probe']}); probes with no face found: {report['genuine_no_face']}")
+    closest = report["closest_impostor"]
+    print(f"impostor distance: min {idist['min']:.3f} ({closest['registered']} vs {closest['probe']}), "
+          f"median {idist['median']:.3f}")
+    for pair in report["false_accepts_by_pair"]:
+        print(f"  false accepts at {report['threshold']:.2f}: {pair['registered']} registered, "
+              f"{pair['probe_person']} taken for them {pair['count']} times")
+    print(f"{report['seconds']:.1f} s; machine: {machine()}; command: {command_line()}")
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n", encoding="utf-8")
+    return 0

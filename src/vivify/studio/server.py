@@ -1,0 +1,63 @@
+"""`vivify serve`: the studio's web app and API with its worker, on one machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from vivify.studio.app import create_app
+from vivify.studio.limits import DEFAULT_LIMITS, Limits
+from vivify.studio.worker import Cluster, Worker
+
+
+def studio_folder(folder: str | Path | None) -> Path:
+    """The studio's data folder: the one given, else `studio` in vivify's data folder."""
+    from vivify.provenance.identity import data_dir
+
+    return Path(folder) if folder is not None else data_dir() / "studio"
+
+
+def protected_identities(folder: Path):
+    from vivify.studio.identities import ProtectedIdentities
+
+    return ProtectedIdentities(folder / "protected.sqlite")
+
+
+def cluster(address: str) -> Cluster:
+    """A Ray cluster to render on: `local` or `local:N` starts one on this machine (N CPUs, default all),
+    anything else is the address of a running cluster (e.g. `auto`, `ray://head:10001`). Its workers must
+    see the studio's data folder at the same path (a shared filesystem)."""
+    import ray
+
+    from vivify.distributed import ray_runner
+
+    if address.startswith("local"):
+        _, _, cpus = address.partition(":")
+        run = ray_runner(None, **({"num_cpus": int(cpus)} if cpus else {}))
+    else:
+        run = ray_runner(address)
+    return Cluster(run, chunks=max(1, int(ray.cluster_resources().get("CPU", 1))))
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None = None,
+          limits: Limits = DEFAULT_LIMITS, ray_address: str | None = None) -> None:
+    """Serve until interrupted; jobs a stopped server was running are run again first. With `ray_address`,
+    animations render in chunks on that Ray cluster."""
+    import uvicorn
+
+    folder = studio_folder(folder)
+    # The studio's signing identity and audit log live in its own folder, with its jobs.
+    os.environ["VIVIFY_DATA_DIR"] = str(folder)
+    app = create_app(folder, limits, protected_identities(folder))
+    studio = app.state.studio
+    requeued = studio.store.requeue_running()
+    worker = Worker(studio.store, studio.results, cluster=cluster(ray_address) if ray_address else None)
+    worker.start()
+    print(f"vivify studio on http://{host}:{port}/ (data in {folder}; {requeued} interrupted job(s) queued again)",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        worker.stop(timeout=10)
+        studio.store.close()

@@ -1,0 +1,209 @@
+"""The studio's durable state: users and jobs in one SQLite file in the data folder.
+
+Every change is one transaction, so a server killed at any moment (kill -9) leaves each job in a state it
+can resume from: `queued` jobs wait, a `running` job goes back to `queued` when the server starts again
+(its output is only ever renamed into place when complete, so nothing half-written is served), `done` and
+`failed` jobs stay as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vivify.errors import VivifyError
+
+STATUSES = ("queued", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    eta_seconds REAL,
+    error TEXT,
+    params TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    consent TEXT NOT NULL,
+    result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
+CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (user_id, created);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    user_id: int
+    kind: str
+    status: str
+    progress: float
+    eta_seconds: float | None
+    error: str | None
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    consent: dict[str, Any]
+    result: str | None
+    attempts: int
+    created: str
+    started: str | None
+    finished: str | None
+
+    def public(self) -> dict[str, Any]:
+        """What the job's owner sees through the API."""
+        names = [Path(path).name for paths in self.inputs.values() for path in paths]
+        return {"id": self.id, "kind": self.kind, "status": self.status, "progress": self.progress,
+                "eta_seconds": self.eta_seconds, "error": self.error, "created": self.created,
+                "started": self.started, "finished": self.finished, "inputs": names}
+
+
+class Store:
+    """Users and jobs in `folder`/studio.sqlite; safe to use from several threads."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "studio.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut, not just a kill
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- users ---------------------------------------------------------------------------------------------
+
+    def add_user(self, name: str) -> str:
+        """Create a user; returns its API token (only its hash is stored)."""
+        if not name or not name.isprintable() or len(name) > 100:
+            raise VivifyError(f"invalid user name {name!r}: use 1-100 printable characters")
+        token = secrets.token_urlsafe(32)
+        try:
+            self._run("INSERT INTO users (name, token_sha256, created) VALUES (?, ?, ?)", (name, _hash(token), now()))
+        except sqlite3.IntegrityError:
+            raise VivifyError(f"user {name!r} already exists") from None
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        rows = self._run("SELECT id, name FROM users WHERE token_sha256 = ?", (_hash(token),))
+        return User(rows[0]["id"], rows[0]["name"]) if rows else None
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+
+    def create_job(self, user: User, kind: str, params: dict[str, Any], inputs: dict[str, Any],
+                   consent: dict[str, Any], job_id: str | None = None) -> Job:
+        job_id = job_id or new_job_id()
+        self._run("INSERT INTO jobs (id, user_id, kind, status, params, inputs, consent, created) "
+                  "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                  (job_id, user.id, kind, json.dumps(params), json.dumps(inputs), json.dumps(consent), now()))
+        return self.job(job_id)
+
+    def job(self, job_id: str, user: User | None = None) -> Job | None:
+        """The job, or None when there is none (or it is not `user`'s)."""
+        if user is None:
+            rows = self._run("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        else:
+            rows = self._run("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user.id))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, user: User) -> list[Job]:
+        return [_job(row) for row in self._run(
+            "SELECT * FROM jobs WHERE user_id = ? ORDER BY created DESC", (user.id,))]
+
+    def waiting(self, user: User) -> int:
+        """The user's jobs not finished yet."""
+        rows = self._run("SELECT COUNT(*) AS n FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+                         (user.id,))
+        return int(rows[0]["n"])
+
+    def claim(self) -> Job | None:
+        """The oldest queued job, now marked running (atomically: two workers never get the same job)."""
+        rows = self._run(
+            "UPDATE jobs SET status = 'running', started = ?, attempts = attempts + 1, progress = 0, "
+            "eta_seconds = NULL WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1) "
+            "RETURNING *", (now(),))
+        return _job(rows[0]) if rows else None
+
+    def progress(self, job_id: str, progress: float, eta_seconds: float | None) -> bool:
+        """Record progress; False when the job is gone (deleted meanwhile)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET progress = ?, eta_seconds = ? WHERE id = ? AND status = 'running'",
+                (progress, eta_seconds, job_id))
+            return cursor.rowcount == 1
+
+    def finish(self, job_id: str, result: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET status = 'done', progress = 1, eta_seconds = 0, result = ?, finished = ? "
+                "WHERE id = ? AND status = 'running'", (result, now(), job_id))
+            return cursor.rowcount == 1
+
+    def fail(self, job_id: str, error: str) -> None:
+        self._run("UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE id = ? AND status = 'running'",
+                  (error, now(), job_id))
+
+    def delete(self, job_id: str) -> None:
+        self._run("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def requeue_running(self) -> int:
+        """At start-up: jobs a stopped server was running go back to the queue, to be run again from the start."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE jobs SET status = 'queued', progress = 0, eta_seconds = NULL "
+                                      "WHERE status = 'running'")
+            return cursor.rowcount
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(id=row["id"], user_id=row["user_id"], kind=row["kind"], status=row["status"],
+               progress=row["progress"], eta_seconds=row["eta_seconds"], error=row["error"],
+               params=json.loads(row["params"]), inputs=json.loads(row["inputs"]), consent=json.loads(row["consent"]),
+               result=row["result"], attempts=row["attempts"], created=row["created"], started=row["started"],
+               finished=row["finished"])

@@ -1,0 +1,123 @@
+"""The studio's worker: takes queued jobs one at a time and runs them through the same pipeline as the CLI."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vivify.errors import VivifyError
+from vivify.provenance.marks import Marks
+from vivify.studio.store import Job, Store
+
+log = logging.getLogger(__name__)
+_PROGRESS_EVERY = 0.5  # s between progress updates written to the store
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where chunks of a long animation render: `run` takes the calls (see `vivify.distributed`)."""
+
+    run: Callable[[list[tuple[Callable, tuple]]], list[Any]]
+    chunks: int
+
+
+class _Deleted(Exception):
+    """The job was deleted while it ran: stop rendering it."""
+
+
+def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluster | None = None) -> Path:
+    """Render `job` into `output` (replacing what a stopped earlier attempt may have left); animations in
+    chunks on `cluster` when there is one."""
+    from vivify.pipeline import animate, sing
+    from vivify.speaking import dub, speak
+
+    inputs, params = job.inputs, job.params
+    first = {name: paths[0] for name, paths in inputs.items() if paths}
+    common = {"overwrite": True, "progress": progress, "marks": marks}
+    speech = {"audio": first.get("audio"), "text": params.get("text"), "lang": params.get("lang", "en")}
+    if job.kind == "animate" and cluster is not None:
+        from vivify.distributed import animate_chunked
+
+        return animate_chunked(first["portrait"], first["driving"], output, chunks=cluster.chunks,
+                               run=cluster.run, max_side=params.get("max_side"), **common)
+    if job.kind == "animate":
+        return animate(first["portrait"], first["driving"], output, max_side=params.get("max_side"), **common)
+    if job.kind == "sing":
+        return sing(first["driving"], inputs["portrait"], output, **common)
+    if job.kind == "speak":
+        return speak(first["portrait"], output, max_side=params.get("max_side"), **speech, **common)
+    return dub(first["driving"], output, max_side=params.get("max_side"), **speech, **common)
+
+
+class Worker:
+    """Runs the store's queued jobs in a background thread until `stop`."""
+
+    def __init__(self, store: Store, results: Path, poll_seconds: float = 0.5, cluster: Cluster | None = None) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.results = results
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vivify-studio-worker", daemon=True)
+
+    def start(self) -> None:
+        self.results.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim()
+            if job is None:
+                self._stop.wait(self.poll_seconds)
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        output = self.results / f"{job.id}.mp4"
+        if output.exists():  # an earlier attempt finished the file (outputs appear only when complete)
+            if not self.store.finish(job.id, str(output)):
+                output.unlink(missing_ok=True)
+            return
+        started = time.monotonic()
+        last = 0.0
+
+        def progress(done: int, total: int | None) -> None:
+            nonlocal last
+            if self._stop.is_set():
+                raise _Deleted  # shutting down: the job goes back to the queue at the next start
+            elapsed = time.monotonic() - started
+            if total and elapsed - last >= _PROGRESS_EVERY:
+                last = elapsed
+                share = min(done / total, 0.99)  # 1 only once the file is complete and marked
+                if not self.store.progress(job.id, share, elapsed * (1 - share) / max(share, 1e-6)):
+                    raise _Deleted
+
+        inputs = [path for paths in job.inputs.values() for path in paths]
+        try:
+            marks = Marks.create(ingredients=inputs, command=("vivify", "serve", job.kind),
+                                 options={"job": job.id, "user": job.consent.get("user"), "consent": job.consent})
+            run_job(job, output, progress, marks, self.cluster)
+        except _Deleted:
+            output.unlink(missing_ok=True)
+            return
+        except VivifyError as error:
+            message = str(error)
+            for path in inputs:  # the user's file names, never the server's folders
+                message = message.replace(path, Path(path).name)
+            self.store.fail(job.id, message)
+            return
+        except Exception as error:  # a bug must not stop the queue: the job fails, the next one runs
+            log.exception("job %s failed", job.id)
+            self.store.fail(job.id, f"internal error ({type(error).__name__}); the server log has the details")
+            return
+        if not self.store.finish(job.id, str(output)):
+            output.unlink(missing_ok=True)  # deleted while it was being finished

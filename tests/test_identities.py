@@ -1,0 +1,140 @@
+"""The studio's protected-identity registry: another photo of a registered person is matched, others are not."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED_MEDIA
+
+from vivify.demo import astronaut, face_crop
+from vivify.errors import VivifyError
+from vivify.eval import identities as identities_eval
+from vivify.io.image import load_portrait
+from vivify.io.video import open_video
+from vivify.studio.identities import ProtectedIdentities
+
+
+def _another_photo_of_her() -> np.ndarray:
+    """The astronaut photo shrunk, turned 8°, warmer and darker, and framed differently: not the registered image."""
+    image = astronaut()
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((220.0, 130.0), 8.0, 0.8), (512, 512),
+                            borderMode=cv2.BORDER_REPLICATE)
+    shifted = np.clip(turned.astype(np.float32) * (1.1, 0.95, 0.8) - 12.0, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(shifted[40:420, 60:460])
+
+
+def _no_face() -> np.ndarray:
+    ramp = np.linspace(0, 255, 400, dtype=np.float32)
+    return np.ascontiguousarray(np.stack([np.tile(ramp, (300, 1))] * 3, axis=2).astype(np.uint8))
+
+
+def _frame(path: Path, index: int) -> np.ndarray:
+    with open_video(path) as video:
+        for i, frame in enumerate(video.frames()):
+            if i == index:
+                return frame
+    raise AssertionError(f"{path} has no frame {index}")
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> ProtectedIdentities:
+    # A folder that does not exist yet: the registry makes it, and its tables, on first use.
+    return ProtectedIdentities(tmp_path / "data" / "protected.sqlite")
+
+
+def test_an_empty_registry_matches_nothing(registry):
+    assert registry.labels() == []
+    assert registry.match(astronaut()) is None
+    assert registry.distances(astronaut()) == {}
+
+
+def test_another_photo_of_a_protected_person_is_matched(registry, face):
+    assert registry.add("Astronaut", face, "astronaut.png") == 1
+    other = _another_photo_of_her()
+    assert registry.match(other) == "Astronaut"
+    assert registry.distances(other)["Astronaut"] < 0.4  # well inside the threshold, not a borderline call
+
+
+def test_a_small_face_in_a_full_hd_frame_is_matched(registry, face):
+    registry.add("Astronaut", face, "astronaut.png")
+    # Her face box is 87 px tall in the 512 px photo: shrink it to ~45 px and put it in a 1920×1080 frame.
+    small = cv2.resize(astronaut(), None, fx=0.52, fy=0.52, interpolation=cv2.INTER_AREA)
+    frame = np.full((1080, 1920, 3), 90, np.uint8)
+    frame[700:700 + small.shape[0], 1500:1500 + small.shape[1]] = small
+    assert registry.match(frame) == "Astronaut"
+
+
+def test_other_people_and_images_without_a_face_are_not_matched(registry, face):
+    registry.add("Astronaut", face, "astronaut.png")
+    assert registry.match(_no_face()) is None
+    assert registry.distances(_no_face()) == {}
+    einstein = SHARED_MEDIA / "portraits" / "einstein.jpg"
+    if not einstein.exists():
+        pytest.skip(f"{einstein} not found: the shared media folder is not beside the checkout")
+    assert registry.match(load_portrait(einstein)) is None
+    assert registry.distances(load_portrait(einstein))["Astronaut"] > ProtectedIdentities.THRESHOLD
+
+
+def test_labels_count_descriptors_and_remove_forgets(registry, face):
+    assert registry.add("Astronaut", face, "a.png") == 1
+    assert registry.add("Astronaut", _another_photo_of_her(), "b.png") == 1  # a second photo of her
+    assert registry.add("Bystander", face_crop(200), "c.png") == 1
+    assert registry.labels() == [("Astronaut", 2), ("Bystander", 1)]
+    # The registry lives in the file: another instance (another thread, the CLI) sees the same.
+    assert ProtectedIdentities(registry.path).labels() == [("Astronaut", 2), ("Bystander", 1)]
+    assert registry.remove("Astronaut") is True
+    assert registry.remove("Astronaut") is False
+    assert registry.labels() == [("Bystander", 1)]
+    assert registry.match(_another_photo_of_her()) == "Bystander"
+    assert registry.remove("Bystander") is True
+    assert registry.match(_another_photo_of_her()) is None
+
+
+def test_adding_an_image_without_a_face_names_the_file(registry):
+    with pytest.raises(VivifyError) as caught:
+        registry.add("Nobody", _no_face(), "blank.png")
+    assert str(caught.value) == "no face found in blank.png"
+    assert registry.labels() == []
+
+
+@pytest.mark.parametrize("label", ["", "   ", "two\nlines", "tab\there", "x" * 201])
+def test_labels_must_be_printable_text(registry, face, label):
+    with pytest.raises(VivifyError, match="invalid label"):
+        registry.add(label, face, "astronaut.png")
+
+
+def test_the_registry_can_be_used_from_several_threads(registry, face):
+    registry.add("Astronaut", face, "astronaut.png")
+    barrier = threading.Barrier(2)
+
+    def check(image: np.ndarray) -> str | None:
+        barrier.wait(timeout=30)  # both threads reach SQLite and dlib at the same time
+        return registry.match(image)
+
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(check, [_another_photo_of_her(), _no_face()]))
+    assert found == ["Astronaut", None]
+
+
+def test_real_frames_of_a_registered_person_are_matched_and_others_are_not(registry):
+    katie = SHARED_MEDIA / "talking" / "hdtf_katiehill.mp4"
+    other = SHARED_MEDIA / "driving" / "vox_driving2.mp4"
+    if not (katie.exists() and other.exists()):
+        pytest.skip(f"{katie.parent.parent} not found: the shared media folder is not beside the checkout")
+    registry.add("Katie Hill", _frame(katie, 0), f"{katie.name} frame 0")
+    assert registry.match(_frame(katie, 120)) == "Katie Hill"
+    assert registry.match(_frame(katie, 199)) == "Katie Hill"
+    assert registry.match(_frame(other, 100)) is None
+    assert registry.match(astronaut()) is None
+
+
+def test_the_evaluation_skips_without_the_shared_media(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert "skipped" in identities_eval.evaluate(missing)
+    assert identities_eval.run(missing, None) == 0
+    assert f"identities eval skipped: {missing} not found" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""vivify studio: the REST API against a real server on 127.0.0.1 (a free port), its durable queue (a server
+killed with SIGKILL mid-job and restarted), consent, limits and the protected-identity gate."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import SHARED_MEDIA
+from PIL import Image
+
+from vivify.demo import face_crop
+from vivify.provenance.audit import read_records
+from vivify.provenance.verify import verify
+
+_TIMEOUT = 240.0  # s: the most a test waits for a job (a 2-core machine under load)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _vivify(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "vivify.cli", *args], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+class Server:
+    """`vivify serve` in a child process, on its own data folder and port."""
+
+    def __init__(self, folder: Path, *options: str) -> None:
+        self.folder = folder
+        self.options = options
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        with open(self.folder / "server.log", "ab") as log:  # the child keeps its own handle
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vivify.cli", "serve", "--port", str(self.port), "--data-dir",
+                 str(self.folder), *self.options], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("the server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    def user(self, name: str) -> dict[str, str]:
+        token = _vivify("users", "add", name, "--data-dir", str(self.folder)).strip().splitlines()[-1]
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("studio-input") / "astronaut.png"
+    Image.fromarray(face_crop(256)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("studio")).start()
+    yield running
+    running.stop()
+
+
+def _submit(server: Server, headers: dict, kind: str = "animate", portraits: tuple[Path, ...] = (),
+            consent: str | None = "true", **fields: str) -> httpx.Response:
+    files = [("portrait", (p.name, p.read_bytes(), "image/png")) for p in portraits]
+    data = {"kind": kind, **fields} | ({"consent": consent} if consent is not None else {})
+    return httpx.post(f"{server.url}/api/jobs", headers=headers, data=data, files=files or None, timeout=120)
+
+
+def _wait(server: Server, headers: dict, job_id: str, until: tuple[str, ...] = ("done", "failed")) -> dict:
+    deadline = time.monotonic() + _TIMEOUT
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/api/jobs/{job_id}", headers=headers, timeout=10).json()
+        assert 0.0 <= job["progress"] <= 1.0
+        if job["status"] in until:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach {until}")
+
+
+def test_health_and_tokens(server):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/api/jobs").status_code == 401
+    bad = httpx.get(f"{server.url}/api/jobs", headers={"Authorization": "Bearer nonsense"})
+    assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert "/api/jobs" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_animate_job_from_upload_to_marked_result(server, portrait, tmp_path):
+    alice, bob = server.user("alice"), server.user("bob")
+    created = _submit(server, alice, portraits=(portrait,), template="nod")
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert created.json() == {"id": job_id, "status": "queued"}
+    job = _wait(server, alice, job_id)
+    assert job["status"] == "done", job
+    assert job["progress"] == 1.0 and job["inputs"] == ["astronaut.png", "nod.mp4"]
+    result = httpx.get(f"{server.url}/api/jobs/{job_id}/result", headers=alice, timeout=30)
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    video = tmp_path / "result.mp4"
+    video.write_bytes(result.content)
+    report = verify(video)
+    assert report["ai_generated"] and report["c2pa"]["found"] and report["watermark"]["found"]
+    assert [j["id"] for j in httpx.get(f"{server.url}/api/jobs", headers=alice).json()["jobs"]] == [job_id]
+    # Another user sees nothing of it: 404, never 403, and no data.
+    for method, path in (("GET", ""), ("GET", "/result"), ("DELETE", "")):
+        answer = httpx.request(method, f"{server.url}/api/jobs/{job_id}{path}", headers=bob)
+        assert answer.status_code == 404 and job_id not in answer.text
+    assert httpx.get(f"{server.url}/api/jobs", headers=bob).json() == {"jobs": []}
+    # The consent was recorded, with the user and the time, in the job's audit trail.
+    consent = [r for r in read_records(server.folder) if r.get("event") == "consent" and r["job"] == job_id]
+    assert len(consent) == 1 and consent[0]["user"] == "alice" and consent[0]["consent"]["confirmed"] is True
+    made = [r for r in read_records(server.folder) if r.get("options", {}).get("job") == job_id]
+    assert len(made) == 1
+    assert httpx.delete(f"{server.url}/api/jobs/{job_id}", headers=alice).status_code == 204
+    assert httpx.get(f"{server.url}/api/jobs/{job_id}", headers=alice).status_code == 404
+    assert not (server.folder / "results" / f"{job_id}.mp4").exists()
+    assert not (server.folder / "uploads" / job_id).exists()
+
+
+@pytest.mark.parametrize("fields, status, message", [
+    ({"consent": None}, 400, "consent is required"),
+    ({"consent": "no"}, 400, "consent is required"),
+    ({"kind": "paint"}, 422, "kind must be one of animate, sing, speak, dub"),
+    ({"template": "nope"}, 422, "no template 'nope'"),
+    ({"template": ""}, 422, "animate needs a video (field driving or template)"),
+])
+def test_bad_requests(server, portrait, fields, status, message):
+    headers = server.user(f"user{status}{len(message)}{fields.get('consent')}")
+    answer = _submit(server, headers, portraits=(portrait,), **({"template": "nod"} | fields))
+    assert answer.status_code == status and message in answer.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs", headers=headers).json() == {"jobs": []}
+
+
+def test_invalid_and_wrong_count_uploads(server, portrait, tmp_path):
+    headers = server.user("carol")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture at all")
+    answer = _submit(server, headers, portraits=(broken,), template="nod")
+    assert answer.status_code == 422 and answer.json()["detail"].startswith("broken.png: ")
+    answer = _submit(server, headers, portraits=(portrait, portrait), template="nod")
+    assert answer.status_code == 422 and answer.json()["detail"] == "animate takes 1 portrait, not 2"
+
+
+def test_limits(tmp_path, portrait):
+    server = Server(tmp_path, "--max-upload-mb", "1", "--max-jobs", "1").start()
+    try:
+        headers = server.user("dave")
+        big = tmp_path / "big.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big)
+        answer = _submit(server, headers, portraits=(big,), template="nod")
+        assert answer.status_code == 413 and "over the limit of 1 MiB" in answer.json()["detail"]
+        assert _submit(server, headers, portraits=(portrait,), template="nod").status_code == 201
+        answer = _submit(server, headers, portraits=(portrait,), template="nod")
+        assert answer.status_code == 429 and "jobs waiting" in answer.json()["detail"]
+    finally:
+        server.stop()
+
+
+def test_a_killed_server_finishes_every_accepted_job_once(tmp_path, portrait):
+    server = Server(tmp_path).start()
+    headers = server.user("erin")
+    first = _submit(server, headers, portraits=(portrait,), template="nod").json()["id"]
+    second = _submit(server, headers, "speak", (portrait,), text="Hello, I waited in the queue.").json()["id"]
+    _wait(server, headers, first, until=("running", "done"))
+    server.kill()  # SIGKILL: no clean-up of any kind
+    server.start()
+    try:
+        for job_id in (first, second):
+            assert _wait(server, headers, job_id)["status"] == "done"
+        jobs = httpx.get(f"{server.url}/api/jobs", headers=headers).json()["jobs"]
+        assert sorted(j["id"] for j in jobs) == sorted((first, second))
+        made = [r["options"]["job"] for r in read_records(tmp_path) if "job" in r.get("options", {})]
+        assert sorted(made) == sorted((first, second))  # each made exactly once
+        assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(f"{j}.mp4" for j in made)
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not (SHARED_MEDIA / "portraits" / "einstein.jpg").exists(), reason="shared media absent")
+def test_protected_identity_is_refused(tmp_path, portrait):
+    registered = tmp_path / "registered.png"
+    Image.fromarray(face_crop(512)).save(registered)
+    assert "protected" in _vivify("protect", "add", "Astronaut", str(registered), "--data-dir", str(tmp_path))
+    assert _vivify("protect", "list", "--data-dir", str(tmp_path)).startswith("Astronaut\t")
+    server = Server(tmp_path).start()
+    try:
+        headers = server.user("frank")
+        # Another picture of her (smaller, cropped differently) is refused; someone else passes.
+        answer = _submit(server, headers, portraits=(portrait,), template="nod")
+        assert answer.status_code == 403
+        assert answer.json()["detail"] == ("astronaut.png: the face is a protected identity (Astronaut) and may "
+                                           "not be animated")
+        other = _submit(server, headers, portraits=(SHARED_MEDIA / "portraits" / "einstein.jpg",), template="nod")
+        assert other.status_code == 201, other.text
+    finally:
+        server.stop()
+
+
+def test_the_web_app_is_served(server):
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for element in ('id="consent"', 'id="kind"', 'id="jobs"', "AI-generated"):
+        assert element in page.text
+    assert (server.folder / "studio.sqlite").exists()
