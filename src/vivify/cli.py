@@ -251,6 +251,10 @@ def _parser() -> argparse.ArgumentParser:
     lipsync.add_argument("--accurate", action="store_true", help="as `vivify speak --accurate`")
     lipsync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
+    identities = evals.add_parser("identities", help="protected-identity gate: false accepts and false rejects")
+    identities.add_argument("media", type=Path, help="the shared media folder (../shared/media)")
+    identities.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -490,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval" and args.eval_command == "watermark":
             return _eval_watermark(args)
+        if args.command == "eval" and args.eval_command == "identities":
+            from vivify.eval import identities
+
+            with _quiet_native_logs():
+                return identities.run(args.media, args.json)
         if args.command == "eval" and args.eval_command == "lipsync":
             from vivify.eval import lipsync
 

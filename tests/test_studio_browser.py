@@ -1,0 +1,63 @@
+"""The studio's web page in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
+sign in, upload a portrait, pick a template, consent, run, and see the finished, labelled video."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_studio import Server
+
+from vivify.demo import face_crop
+
+CHROMIUM = shutil.which("chromium")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed")
+
+
+@pytest.fixture()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=390,900"):
+        options.add_argument(argument)  # a phone-sized window
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    portrait = tmp_path / "astronaut.png"
+    Image.fromarray(face_crop(256)).save(portrait)
+    (tmp_path / "studio").mkdir()
+    server = Server(tmp_path / "studio").start()
+    try:
+        token = server.user("grace")["Authorization"].split()[1]
+        wait = WebDriverWait(browser, 240)
+        browser.get(server.url + "/")
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#signin button[type=submit], #signin input[type=submit]").click()
+        Select(wait.until(ready.visibility_of_element_located((By.ID, "kind")))).select_by_value("animate")
+        browser.find_element(By.ID, "portrait").send_keys(str(portrait))
+        wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, '[data-template="nod"]'))).click()
+        submit = browser.find_element(By.ID, "submit")
+        assert not submit.is_enabled()  # no job without consent
+        browser.find_element(By.ID, "consent").click()
+        submit.click()
+        done = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#jobs [data-status="done"]')))
+        video = wait.until(lambda _: done.find_element(By.CSS_SELECTOR, "video.result"))
+        wait.until(lambda _: (video.get_attribute("src") or "").startswith("blob:"))
+        assert "AI-generated" in done.text
+        assert done.find_element(By.CSS_SELECTOR, "a.download").get_attribute("download").endswith(".mp4")
+        assert browser.find_element(By.ID, "message").text == ""
+    finally:
+        server.stop()
