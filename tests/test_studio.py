@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def _wait(server: Server, headers: dict, job_id: str, until: tuple[str, ...] = (
 
 
 def test_health_and_tokens(server):
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "renderer": "this process"}
     assert httpx.get(f"{server.url}/api/jobs").status_code == 401
     bad = httpx.get(f"{server.url}/api/jobs", headers={"Authorization": "Bearer nonsense"})
     assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
@@ -234,3 +235,23 @@ def test_the_web_app_is_served(server):
     for element in ('id="consent"', 'id="kind"', 'id="jobs"', "AI-generated"):
         assert element in page.text
     assert (server.folder / "studio.sqlite").exists()
+
+
+def test_templates_and_the_ray_path(tmp_path, portrait):
+    """Both built-in templates, and an animation rendered in chunks on a local Ray cluster (serve --ray)."""
+    server = Server(tmp_path, "--ray", "local:2").start()
+    try:
+        headers = server.user("heidi")
+        assert httpx.get(f"{server.url}/healthz").json()["renderer"] == "ray, animations in 2 chunks"
+        listed = httpx.get(f"{server.url}/api/templates", headers=headers).json()["templates"]
+        assert [t["id"] for t in listed] == ["nod", "hello"]
+        job_id = _submit(server, headers, portraits=(portrait,), template="hello").json()["id"]
+        assert _wait(server, headers, job_id)["status"] == "done"
+        video = tmp_path / "hello.mp4"
+        video.write_bytes(httpx.get(f"{server.url}/api/jobs/{job_id}/result", headers=headers, timeout=30).content)
+        report = verify(video)
+        assert report["ai_generated"] and report["watermark"]["found"]
+        with av.open(str(video)) as container:  # the template's sound comes along
+            assert container.streams.audio
+    finally:
+        server.stop()

@@ -52,7 +52,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None =
     app = create_app(folder, limits, protected_identities(folder))
     studio = app.state.studio
     requeued = studio.store.requeue_running()
-    worker = Worker(studio.store, studio.results, cluster=cluster(ray_address) if ray_address else None)
+    ray_cluster = cluster(ray_address) if ray_address else None
+    if ray_cluster is not None:
+        app.state.renderer = f"ray, animations in {ray_cluster.chunks} chunks"
+    worker = Worker(studio.store, studio.results, cluster=ray_cluster)
     worker.start()
     print(f"vivify studio on http://{host}:{port}/ (data in {folder}; {requeued} interrupted job(s) queued again)",
           file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +68,10 @@ class Worker:
 
     def start(self) -> None:
         self.results.mkdir(parents=True, exist_ok=True)
+        # A server killed mid-job leaves its writer's hidden temporary output behind (".ID.mp4.tmp-XXXX");
+        # nothing runs yet, so every one of them is stale.
+        for stale in self.results.glob(".*.tmp-*"):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
