@@ -86,12 +86,17 @@ def _add_mark_options(command: argparse.ArgumentParser, label_position: str = "b
     marks.add_argument("--sign-key", metavar="PEM", help="private key of --sign-cert (default: $VIVIFY_SIGN_KEY)")
 
 
-def _marks(args: argparse.Namespace, ingredients: tuple[str, ...], argv: list[str]):
+def _label_settings(args: argparse.Namespace):
     from vivify.provenance.label import LabelSettings
+
+    return LabelSettings(text=args.label_text, position=args.label_position,
+                         enabled=args.no_visible_label is None, responsible=args.no_visible_label)
+
+
+def _marks(args: argparse.Namespace, ingredients: tuple[str, ...], argv: list[str]):
     from vivify.provenance.marks import Marks
 
-    label = LabelSettings(text=args.label_text, position=args.label_position,
-                          enabled=args.no_visible_label is None, responsible=args.no_visible_label)
+    label = _label_settings(args)
     options = {key: value for key, value in vars(args).items()
                if key not in ("command", "sign_key") and not callable(value)}
     return Marks.create(label=label, sign_cert=args.sign_cert, sign_key=args.sign_key, ingredients=ingredients,
@@ -183,6 +188,22 @@ def _parser() -> argparse.ArgumentParser:
     _add_mark_options(dub)
 
     commands.add_parser("voices", help="list the languages and voices that --text can speak")
+
+    live = commands.add_parser("live", help="a camera (or a file or stream paced like one) drives a portrait live")
+    live.add_argument("portraits", nargs="+", help="photos or paintings with a face (n / p switch between them)")
+    source = live.add_mutually_exclusive_group(required=True)
+    source.add_argument("--camera", type=_index, metavar="N", help="camera number (0: the first)")
+    source.add_argument("--input", metavar="FILE_OR_URL", help="a video file, paced at its frame rate, or a stream")
+    live.add_argument("--loop", action="store_true", help="with --input FILE: start again at its end")
+    sink = live.add_mutually_exclusive_group(required=True)
+    sink.add_argument("--virtual-camera", action="store_true", help="to a virtual camera for video calls")
+    sink.add_argument("--window", action="store_true", help="to a preview window")
+    sink.add_argument("-o", "--output", help="to a video file (out.mp4, out.webm)")
+    live.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the first portrait's)")
+    live.add_argument("--stats", type=Path, metavar="STATS.json", help="write frames in/out, dropped, fps, latency")
+    live.add_argument("--seconds", type=float, help="stop after this long")
+    live.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    _add_mark_options(live)
 
     serve = commands.add_parser("serve", help="the studio: web app and REST API with a durable job queue")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -435,6 +456,26 @@ def _studio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(args: argparse.Namespace, argv: list[str]) -> int:
+    import queue
+
+    from vivify.live.session import live, read_commands
+
+    marks = _marks(args, tuple(args.portraits), argv) if args.output else None
+    commands: queue.SimpleQueue = queue.SimpleQueue()
+    if sys.stdin.isatty():
+        print("vivify live: c recalibrate, n/p next/previous portrait, Enter pause, q quit", file=sys.stderr)
+        read_commands(commands)
+    report = live(args.portraits, camera=args.camera, source=args.input, loop=args.loop, output=args.output,
+                  window=args.window, virtual_camera=args.virtual_camera, size=args.size, stats_path=args.stats,
+                  seconds=args.seconds, overwrite=args.overwrite, marks=marks, label=_label_settings(args),
+                  commands=commands)
+    latency = report["latency_ms"]
+    print(f"{report['frames_out']} of {report['frames_in']} frames shown ({report['dropped']} dropped), "
+          f"{report['fps']:.1f} frames/s, latency p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms")
+    return 0
+
+
 def _warn(message: str) -> None:
     print(f"vivify: warning: {message}", file=sys.stderr)
 
@@ -479,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                 return _dub(args, argv)
         if args.command == "voices":
             return _voices()
+        if args.command == "live":
+            with _quiet_native_logs():
+                return _live(args, argv)
         if args.command in ("serve", "users", "protect"):
             with _quiet_native_logs():
                 return _studio(args)

@@ -1,0 +1,168 @@
+"""Frame sources that behave like a camera: frames arrive at their own pace, whether or not anyone reads them.
+
+A source publishes only its newest frame. A reader that falls behind gets the newest one and the frames in
+between are gone (dropped, never queued), so latency cannot build up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vivify.errors import VivifyError
+
+
+@dataclass(frozen=True)
+class Captured:
+    """A frame, its number from the source's start (0, 1, ...), and when it was captured (time.monotonic())."""
+
+    frame: np.ndarray
+    index: int
+    time: float
+
+
+class FrameSource:
+    """Publishes the newest frame from a background thread; `next_after` hands it to the reader."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fps = 30.0
+        self.frames_in = 0
+        self._latest: Captured | None = None
+        self._done = False
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"vivify-live-{name}", daemon=True)
+
+    def start(self) -> FrameSource:
+        self._thread.start()
+        return self
+
+    def next_after(self, index: int, timeout: float = 1.0) -> Captured | None:
+        """The newest frame numbered above `index`; None when the source has ended. Raises VivifyError when
+        it failed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._error is not None or self._done or (
+                self._latest is not None and self._latest.index > index), timeout)
+            if self._error is not None:
+                raise VivifyError(self._error)
+            if self._latest is not None and self._latest.index > index:
+                return self._latest
+            return None if self._done else self.next_after(index, timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _publish(self, frame: np.ndarray) -> None:
+        with self._changed:
+            self._latest = Captured(frame, self.frames_in, time.monotonic())
+            self.frames_in += 1
+            self._changed.notify_all()
+
+    def _finish(self, error: str | None = None) -> None:
+        with self._changed:
+            self._done = True
+            self._error = error
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PacedFile(FrameSource):
+    """A video file delivered as a camera would: each frame at its own time at the file's frame rate, from the
+    first frame's arrival on; `loop` starts the file again at its end."""
+
+    def __init__(self, location: str, loop: bool = False) -> None:
+        from vivify.io.video import open_video
+
+        super().__init__(Path(location).name)
+        self.location = location
+        self.loop = loop
+        self._video = open_video(location)  # a bad file fails here, with its own message
+        self.fps = float(self._video.fps)
+
+    def _run(self) -> None:
+        from vivify.io.video import open_video
+
+        video, start, shown = self._video, time.monotonic(), 0
+        try:
+            while not self._stop.is_set():
+                for frame in video.frames():
+                    due = start + shown / self.fps
+                    if self._stop.wait(max(0.0, due - time.monotonic())):
+                        return
+                    self._publish(frame)
+                    shown += 1
+                video.close()
+                if not self.loop:
+                    break
+                video = open_video(self.location)
+            self._finish()
+        except VivifyError as error:
+            self._finish(f"{self.name}: the input failed after {shown} frames ({error})")
+        finally:
+            video.close()
+
+
+class Camera(FrameSource):
+    """A camera through OpenCV (V4L2 on Linux), frames as fast as it delivers them."""
+
+    def __init__(self, number: int) -> None:
+        import cv2
+
+        super().__init__(f"camera {number}")
+        self._capture = cv2.VideoCapture(number)
+        if not self._capture.isOpened():
+            raise VivifyError(f"camera {number}: no such camera, or it cannot be opened (is it in use?)")
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 30.0)
+
+    def _run(self) -> None:
+        import cv2
+
+        try:
+            while not self._stop.is_set():
+                ok, frame = self._capture.read()
+                if not ok:
+                    self._finish(f"{self.name}: stopped delivering frames after {self.frames_in}")
+                    return
+                self._publish(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            self._finish()
+        finally:
+            self._capture.release()
+
+
+class Stream(FrameSource):
+    """A network stream (rtsp://, http://, ...) through PyAV, frames as they arrive (it is live already)."""
+
+    def __init__(self, url: str) -> None:
+        import av
+
+        super().__init__(url)
+        try:
+            self._container = av.open(url, timeout=5.0)
+            self._stream = self._container.streams.video[0]
+        except (av.error.FFmpegError, OSError, IndexError) as error:
+            reason = "no video in it" if isinstance(error, IndexError) else getattr(error, "strerror", None) or error
+            raise VivifyError(f"{url}: cannot open the stream ({reason})") from None
+        self.fps = float(self._stream.average_rate or 30)
+
+    def _run(self) -> None:
+        import av
+
+        try:
+            for frame in self._container.decode(self._stream):
+                if self._stop.is_set():
+                    break
+                self._publish(frame.to_ndarray(format="rgb24"))
+            self._finish()
+        except (av.error.FFmpegError, OSError) as error:
+            self._finish(f"{self.name}: the stream failed after {self.frames_in} frames ({error})")
+        finally:
+            self._container.close()

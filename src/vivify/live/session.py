@@ -1,0 +1,258 @@
+"""The live loop: newest frame in, animated frame out, as fast as the machine allows and never behind.
+
+Each turn takes the source's newest frame (the ones that arrived meanwhile are dropped, never queued),
+renders it with the same `Animator` as every other command, and hands it to a sink: a file (with all four
+provenance marks), a preview window, or a virtual camera (both with the visible label). Latency is measured
+from a frame's capture to the moment its output has been handed over.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from vivify.errors import VivifyError
+from vivify.live.capture import Captured, FrameSource
+from vivify.provenance.label import FrameLabeler, LabelSettings
+
+# Commands, from stdin (one per line) or the window's keys.
+RECALIBRATE, NEXT, PREVIOUS, PAUSE, QUIT = "c", "n", "p", " ", "q"
+_COMMAND_WORDS = {"c": RECALIBRATE, "n": NEXT, "p": PREVIOUS, "": PAUSE, "pause": PAUSE, "q": QUIT, "quit": QUIT}
+VIRTUAL_CAMERA_HELP = ("no virtual camera device: load v4l2loopback, e.g. `sudo apt-get install v4l2loopback-dkms && "
+                       "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=vivify`")
+
+
+class Sink(Protocol):
+    def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class FileSink:
+    """A video file at the source's frame rate: a frame dropped in real time shows the previous output again,
+    so the file keeps the real timing. The writer applies all four provenance marks."""
+
+    def __init__(self, output: str | Path, fps: float, size: tuple[int, int], overwrite: bool, marks: Any) -> None:
+        from vivify.io.writers import open_writer
+
+        self._writer = open_writer(output, fps, size, overwrite=overwrite, marks=marks)
+        self._last: np.ndarray | None = None
+        self._next_index = 0
+
+    def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
+        for _ in range(captured.index - self._next_index):  # the frames dropped since the last one
+            if self._last is not None:
+                self._writer.write(self._last)
+        self._writer.write(frame)
+        self._last, self._next_index = frame, captured.index + 1
+
+    def close(self, failed: bool = False) -> None:
+        if failed:
+            self._writer.discard()
+        else:
+            self._writer.close()
+
+
+class _LabelledSink:
+    """Shows frames with the visible label, as a live picture must carry it."""
+
+    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings) -> None:
+        self._labeler = FrameLabeler(label, size, fps)
+        self._shown = 0
+
+    def _label(self, frame: np.ndarray) -> np.ndarray:
+        labelled = self._labeler.apply(frame, self._shown)
+        self._shown += 1
+        return labelled
+
+
+class WindowSink(_LabelledSink):
+    """A preview window with an fps and latency readout; its keys are the commands."""
+
+    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings, commands: queue.SimpleQueue) -> None:
+        super().__init__(size, fps, label)
+        self._commands = commands
+        try:
+            cv2.namedWindow("vivify live", cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            raise VivifyError("cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera") from None
+
+    def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
+        shown = cv2.cvtColor(self._label(frame), cv2.COLOR_RGB2BGR)
+        cv2.putText(shown, readout, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        cv2.imshow("vivify live", shown)
+        key = cv2.waitKey(1) & 0xFF
+        if key != 0xFF and chr(key).lower() in _COMMAND_WORDS:
+            self._commands.put(_COMMAND_WORDS[chr(key).lower()])
+        elif key == 27:  # Esc
+            self._commands.put(QUIT)
+
+    def close(self, failed: bool = False) -> None:
+        cv2.destroyAllWindows()
+
+
+class VirtualCameraSink(_LabelledSink):
+    """A virtual camera (pyvirtualcam: v4l2loopback on Linux) that video-call apps can pick."""
+
+    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings) -> None:
+        super().__init__(size, fps, label)
+        import pyvirtualcam
+
+        try:
+            self._camera = pyvirtualcam.Camera(width=size[0], height=size[1], fps=fps)
+        except RuntimeError as error:
+            raise VivifyError(f"{VIRTUAL_CAMERA_HELP} ({error})".replace("\n", " ")) from None
+
+    def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
+        self._camera.send(self._label(frame))
+
+    def close(self, failed: bool = False) -> None:
+        self._camera.close()
+
+
+def read_commands(commands: queue.SimpleQueue, stream: Any = None) -> threading.Thread:
+    """Feed the commands typed on stdin (c, n, p, pause or an empty line, q), one per line, to `commands`."""
+    stream = stream or sys.stdin
+
+    def run() -> None:
+        for line in stream:
+            word = line.strip().lower()
+            if word in _COMMAND_WORDS:
+                commands.put(_COMMAND_WORDS[word])
+
+    thread = threading.Thread(target=run, name="vivify-live-commands", daemon=True)
+    thread.start()
+    return thread
+
+
+class LiveStats:
+    """Frames in and out, and each output frame's latency, for `--stats`."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.frames_out = 0
+        self.latencies: list[tuple[float, float]] = []  # (seconds since start, latency ms)
+
+    def add(self, captured: Captured) -> float:
+        now = time.monotonic()
+        latency = 1000.0 * (now - captured.time)
+        self.latencies.append((now - self.started, latency))
+        self.frames_out += 1
+        return latency
+
+    def report(self, frames_in: int) -> dict[str, Any]:
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        values = np.array([latency for _, latency in self.latencies]) if self.latencies else np.zeros(1)
+        minutes: dict[int, list[float]] = {}
+        for at, latency in self.latencies:
+            minutes.setdefault(int(at // 60), []).append(latency)
+        return {"frames_in": frames_in, "frames_out": self.frames_out, "dropped": frames_in - self.frames_out,
+                "fps": self.frames_out / elapsed, "seconds": elapsed,
+                "latency_ms": {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
+                               "p95_by_minute": [float(np.percentile(v, 95)) for _, v in sorted(minutes.items())]}}
+
+
+def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.ndarray], np.ndarray]],
+             recalibrate: Callable[[int, np.ndarray], None] | None = None,
+             commands: queue.SimpleQueue | None = None, seconds: float | None = None) -> dict[str, Any]:
+    """Drive `renderers` (one per portrait: frame in, animated frame out) from `source` into `sink` until the
+    source ends, `seconds` pass, or a quit command; returns the stats."""
+    commands = commands or queue.SimpleQueue()
+    stats = LiveStats()
+    current, paused, last = 0, False, -1
+    readout = ""
+    source.start()
+    try:
+        while seconds is None or time.monotonic() - stats.started < seconds:
+            captured = source.next_after(last)
+            if captured is None:
+                break
+            last = captured.index
+            while not commands.empty():
+                command = commands.get()
+                if command == QUIT:
+                    return stats.report(source.frames_in)
+                if command == PAUSE:
+                    paused = not paused
+                elif command in (NEXT, PREVIOUS):
+                    current = (current + (1 if command == NEXT else -1)) % len(renderers)
+                elif command == RECALIBRATE and recalibrate is not None:
+                    recalibrate(current, captured.frame)
+            if paused:
+                continue
+            sink.write(renderers[current](captured.frame), captured, readout)
+            latency = stats.add(captured)
+            readout = f"{stats.frames_out / max(1e-9, time.monotonic() - stats.started):.1f} fps, {latency:.0f} ms"
+    finally:
+        source.close()
+    return stats.report(source.frames_in)
+
+
+def write_stats(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, source: str | None = None,
+         loop: bool = False, output: str | Path | None = None, window: bool = False, virtual_camera: bool = False,
+         size: tuple[int, int] | None = None, stats_path: Path | None = None, seconds: float | None = None,
+         overwrite: bool = False, marks: Any = None, label: LabelSettings | None = None,
+         commands: queue.SimpleQueue | None = None) -> dict[str, Any]:
+    """Animate the portraits (the first shown; next/previous switch) live from a camera or a file or stream
+    paced like one, into a file, a window or a virtual camera. Returns (and with `stats_path` writes) the
+    stats. Raises VivifyError for bad inputs, before anything is opened where it can."""
+    from vivify.animator import Animator
+    from vivify.io.image import fit_portrait, load_portrait
+    from vivify.live.capture import Camera, PacedFile, Stream
+
+    label = label or LabelSettings()
+    first = fit_portrait(load_portrait(portrait_paths[0]), size)
+    out_size = (first.shape[1], first.shape[0])
+    portraits = [first] + [fit_portrait(load_portrait(path), out_size) for path in portrait_paths[1:]]
+    if camera is not None:
+        frames: FrameSource = Camera(camera)
+    elif source is not None and "://" in source:
+        frames = Stream(source)
+    elif source is not None:
+        frames = PacedFile(source, loop)
+    else:
+        raise VivifyError("give --camera N or --input FILE_OR_URL")
+    # The filters' time constants follow the source's frame rate; a portrait without a face fails here.
+    animators = [Animator(portrait, rate=frames.fps, name=Path(path).name)
+                 for portrait, path in zip(portraits, portrait_paths, strict=True)]
+    commands = commands or queue.SimpleQueue()
+    if output is not None:
+        sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks)
+    elif window:
+        sink = WindowSink(out_size, frames.fps, label, commands)
+    elif virtual_camera:
+        sink = VirtualCameraSink(out_size, frames.fps, label)
+    else:
+        raise VivifyError("give -o OUT.mp4, --window or --virtual-camera")
+
+    def recalibrate(index: int, frame: np.ndarray) -> None:
+        try:
+            animators[index].set_reference(frame)
+        except VivifyError as error:  # no face at that moment: keep the old reference
+            print(f"vivify: {error}; the reference is unchanged", file=sys.stderr)
+
+    failed = True
+    try:
+        report = run_live(frames, sink, [animator.render for animator in animators], recalibrate, commands,
+                          seconds)
+        failed = False
+    finally:
+        sink.close(failed)
+        for animator in animators:
+            animator.close()
+    if stats_path is not None:
+        write_stats(report, stats_path)
+    return report

@@ -1,0 +1,139 @@
+"""vivify live: a video file as the camera, a file as the output; pacing, dropping, stats and bad input."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import encode_clip
+from PIL import Image
+
+from vivify.cli import main
+from vivify.demo import driving_frames, face_crop
+from vivify.errors import VivifyError
+from vivify.live.capture import FrameSource, PacedFile
+from vivify.live.session import NEXT, QUIT, run_live
+from vivify.provenance.verify import verify
+
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("live")
+    portrait = folder / "astronaut.png"
+    Image.fromarray(face_crop(256)).save(portrait)
+    clip = encode_clip(folder / "camera.mp4", list(driving_frames(seconds=2.0, fps=FPS, size=256)), fps=FPS)
+    blank = folder / "blank.png"
+    Image.fromarray(np.full((256, 256, 3), 200, np.uint8)).save(blank)
+    return {"portrait": portrait, "clip": clip, "blank": blank}
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, np.ndarray]] = []
+
+    def write(self, frame, captured, readout) -> None:
+        self.frames.append((captured.index, frame))
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
+def test_a_file_is_paced_like_a_camera(material):
+    source = PacedFile(str(material["clip"])).start()
+    times, last = [], -1
+    while (captured := source.next_after(last)) is not None:
+        times.append(captured.time)
+        last = captured.index
+    source.close()
+    assert last == 49  # every frame published, none lost by a reader that keeps up
+    intervals = np.diff(times)
+    assert abs(np.median(intervals) - 1 / FPS) < 0.25 / FPS
+    assert times[-1] - times[0] >= 0.95 * 49 / FPS  # not faster than the clip plays
+
+
+def test_a_slow_renderer_drops_frames_instead_of_queueing_them(material):
+    def slow(frame: np.ndarray) -> np.ndarray:
+        time.sleep(0.1)  # 2.5 frame intervals: the renderer keeps falling behind
+        return frame
+
+    sink = _Collect()
+    report = run_live(PacedFile(str(material["clip"])), sink, [slow])
+    assert report["frames_in"] == 50
+    assert 12 <= report["frames_out"] <= 25 and report["dropped"] == 50 - report["frames_out"]
+    shown = [index for index, _ in sink.frames]
+    assert shown == sorted(shown) and np.diff(shown).min() >= 1  # always the newest frame, in order
+    # Latency stays near one render (100 ms) plus at most one frame interval; it does not build up.
+    assert report["latency_ms"]["p95"] < 100 + 1000 / FPS + 60
+
+
+def test_commands_switch_portraits_and_quit(material):
+    commands: queue.SimpleQueue = queue.SimpleQueue()
+    commands.put(NEXT)
+    sink = _Collect()
+    first, second = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 3), np.uint8)
+    renderers = [lambda frame: first, lambda frame: (commands.put(QUIT), second)[1]]
+    report = run_live(PacedFile(str(material["clip"])), sink, renderers, commands=commands)
+    assert [frame.max() for _, frame in sink.frames] == [1]  # next portrait, then quit
+    assert report["frames_out"] == 1
+
+
+def test_cli_writes_a_marked_file_and_the_stats(material, tmp_path):
+    out, stats = tmp_path / "live.mp4", tmp_path / "stats.json"
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "-o", str(out),
+                 "--stats", str(stats)]) == 0
+    report = json.loads(stats.read_text())
+    assert set(report) >= {"frames_in", "frames_out", "dropped", "fps", "latency_ms"}
+    assert report["frames_in"] == 50 and report["frames_out"] + report["dropped"] == 50
+    latency = report["latency_ms"]
+    assert set(latency) >= {"p50", "p95"} and 0 < latency["p50"] <= latency["p95"]
+    with av.open(str(out)) as container:  # real timing kept: a dropped frame shows the previous one again
+        assert container.streams.video[0].frames == 50
+    marks = verify(out)
+    assert marks["visible_label"]["found"] and marks["watermark"]["found"]
+
+
+class _FailingCamera(FrameSource):
+    def __init__(self) -> None:
+        super().__init__("camera 0")
+
+    def _run(self) -> None:
+        for _ in range(3):
+            self._publish(np.zeros((8, 8, 3), np.uint8))
+        self._finish("camera 0: stopped delivering frames after 3")
+
+
+def test_a_camera_that_fails_mid_run():
+    with pytest.raises(VivifyError, match="camera 0: stopped delivering frames after 3"):
+        run_live(_FailingCamera(), _Collect(), [lambda frame: frame])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "missing.mp4", "-o", "x.mp4"], "missing.mp4: file not found"),
+    (["--input", "rtsp://127.0.0.1:9/none", "-o", "x.mp4"], "rtsp://127.0.0.1:9/none: cannot open the stream"),
+    (["--camera", "7", "-o", "x.mp4"], "camera 7: no such camera, or it cannot be opened"),
+])
+def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["live", str(material["portrait"]), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"vivify: error: {message}" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_portrait_without_a_face(material, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    assert main(["live", str(material["blank"]), "--input", str(material["clip"]), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == "vivify: error: no face found in blank.png\n"
+
+
+@pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="a video device exists here")
+def test_a_missing_virtual_camera_says_how_to_enable_it(material, capsys):
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--virtual-camera"]) == 2
+    assert "sudo modprobe v4l2loopback" in capsys.readouterr().err
