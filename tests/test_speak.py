@@ -219,3 +219,24 @@ def test_the_extension_turns_where_the_video_is_calm():
     landmarks = moving[:20] + [still + [500.0, 0, 0]] * 6 + moving[26:]  # still over frames 20-25
     assert calm_end(landmarks, bounce=5, search=15) == 25  # the end of the still stretch
     assert calm_end([still] * 4 + [None] + [still] * 10, bounce=5, search=15) == 14
+
+
+def test_singing_moves_the_mouth_with_the_sound():
+    """A sung line (notes with vibrato, short breaths between) is a voice: in any language but English the
+    mouth follows its loudness, open on the notes and closing in the breaths."""
+    from vivify.speaking import mouth_for
+
+    rate = 16_000
+    t = np.arange(4 * rate) / rate
+    notes = ((t % 1.0) < 0.75).astype(np.float32)  # 0.75 s notes, 0.25 s breaths
+    pitch = 220 * 2 ** (np.floor(t) / 12) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))  # a rising line, vibrato
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    swell = 1 + 0.25 * np.sin(2 * np.pi * 5.5 * t)  # the loudness wavers with the vibrato, as voices do
+    voice = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.3 * notes * swell
+    warnings: list[str] = []
+    mouth = mouth_for(Speech(voice.astype(np.float32), rate), FPS, 4 * FPS, "any", "song.wav", warnings.append)
+    assert warnings == []
+    frames = np.arange(4 * FPS) / FPS
+    sung = mouth.open[(frames % 1.0 > 0.2) & (frames % 1.0 < 0.6)]
+    breaths = mouth.open[(frames % 1.0 > 0.82) & (frames % 1.0 < 0.95)]
+    assert sung.mean() > 0.1 and breaths.mean() < 0.5 * sung.mean()
