@@ -21,8 +21,6 @@ from typing import Any
 
 from vivify.errors import VivifyError
 
-STATUSES = ("queued", "running", "done", "failed")
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
