@@ -137,3 +137,11 @@ def test_a_portrait_without_a_face(material, tmp_path, capsys):
 def test_a_missing_virtual_camera_says_how_to_enable_it(material, capsys):
     assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--virtual-camera"]) == 2
     assert "sudo modprobe v4l2loopback" in capsys.readouterr().err
+
+
+def test_a_window_without_a_display(material, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--window"]) == 2
+    assert capsys.readouterr().err == (
+        "vivify: error: cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera\n")

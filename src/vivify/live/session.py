@@ -9,6 +9,7 @@ from a frame's capture to the moment its output has been handed over.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -80,10 +81,10 @@ class WindowSink(_LabelledSink):
     def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings, commands: queue.SimpleQueue) -> None:
         super().__init__(size, fps, label)
         self._commands = commands
-        try:
-            cv2.namedWindow("vivify live", cv2.WINDOW_AUTOSIZE)
-        except cv2.error:
-            raise VivifyError("cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera") from None
+        # Without a display OpenCV's GUI aborts the process instead of raising: check first.
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise VivifyError("cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera")
+        cv2.namedWindow("vivify live", cv2.WINDOW_AUTOSIZE)
 
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
         shown = cv2.cvtColor(self._label(frame), cv2.COLOR_RGB2BGR)
