@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from vivify.errors import VivifyError
@@ -195,7 +196,7 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
         elif template and kind != "dub":
             if template not in TEMPLATES:
                 raise HTTPException(422, f"no template {template!r}; templates: {', '.join(TEMPLATES)}")
-            inputs["driving"] = [str(template_path(studio, template))]
+            inputs["driving"] = [str(await run_in_threadpool(template_path, studio, template))]
         else:
             raise HTTPException(422, f"{kind} needs a video (field driving" + (")" if kind == "dub" else
                                                                               " or template)"))
@@ -210,7 +211,9 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
         else:
             raise HTTPException(422, f"{kind} needs speech: an audio file (field audio) or text (field text)")
         params["lang"] = str(form.get("lang") or "en")
-    _check_media(studio, inputs)
+    # Decoding, face search and the identity gate take up to a second or two: off the event loop, so other
+    # requests (progress polls) are answered meanwhile.
+    await run_in_threadpool(_check_media, studio, inputs)
     consent = {"confirmed": True, "user": who.name, "time": now(), "statement": CONSENT_TEXT}
     job = studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id)
     # The consent is on record before anything is made from the uploads.
