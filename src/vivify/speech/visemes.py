@@ -94,7 +94,10 @@ IPA = {letter: viseme for viseme, letters in _IPA_GROUPS.items() for letter in l
 # anticipation. Coarticulation reaches about two phones either way.
 _DECAY_AFTER = 0.075
 _DECAY_BEFORE = 0.12
-_STEP = 0.005  # the time grid on which shapes are blended (s)
+_CHUNK_FRAMES = 250
+# Phones further than this (s) from a frame no longer weigh on it: the slowest decay leaves them a weight
+# of e^-12 there.
+_REACH = 1.5
 # Each frame shows the mouth as it will be this many seconds later: real mouths shape a sound 80-200 ms
 # before it is heard; the dominance functions already anticipate, and a longer lead would put the mouth's
 # opening ahead of the sound's loudness.
@@ -138,21 +141,36 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     times = (np.arange(count) + 0.5) / fps + lead
     if not phones:
         return MouthTrack.silent(count)
-    grid = np.arange(0.0, max(times[-1], phones[-1].end) + _STEP, _STEP)
     visemes = [viseme_of(phone, alphabet) for phone in phones]
-    centres = np.array([(phone.start + phone.end) / 2 for phone in phones])
-    halves = np.array([(phone.end - phone.start) / 2 for phone in phones])
+    starts = np.array([phone.start for phone in phones])
+    ends = np.array([phone.end for phone in phones])
+    strength = np.array([viseme.dominance for viseme in visemes])
+    shapes = np.array([(viseme.open, viseme.wide, viseme.round, viseme.rest) for viseme in visemes])
+    closures = np.array([viseme is CLOSED for viseme in visemes])
+    track = np.tile([0.0, 0.0, 0.0, 1.0], (count, 1))  # rest, where no phone is within reach
+    # A few seconds of frames at a time, against the phones near them only: memory stays small for ten
+    # minutes of speech (thousands of phones).
+    for first in range(0, count, _CHUNK_FRAMES):
+        at = times[first:first + _CHUNK_FRAMES]
+        near = np.flatnonzero((ends > at[0] - _REACH) & (starts < at[-1] + _REACH))
+        if near.size:
+            track[first:first + len(at)] = _blend(at, starts[near], ends[near], strength[near], shapes[near],
+                                                  closures[near], fps)
+    return MouthTrack(*track.T.copy())
+
+
+def _blend(times: np.ndarray, starts: np.ndarray, ends: np.ndarray, strength: np.ndarray, shapes: np.ndarray,
+           closures: np.ndarray, fps: float) -> np.ndarray:
+    """The shapes (open, wide, round, rest) at `times`, blended by the phones' dominance."""
+    centres, halves = (starts + ends) / 2, (ends - starts) / 2
     # Each phone holds its full weight over its own span, then decays on both sides.
-    offset = grid[None, :] - centres[:, None]
+    offset = times[None, :] - centres[:, None]
     beyond = np.maximum(np.abs(offset) - halves[:, None], 0.0)
     decay = np.where(offset < 0, _DECAY_BEFORE, _DECAY_AFTER)
-    strength = np.array([viseme.dominance for viseme in visemes])
     weights = strength[:, None] * np.exp(-beyond / decay) + 1e-9
-    shapes = np.array([(viseme.open, viseme.wide, viseme.round, viseme.rest) for viseme in visemes])
     blended = (weights.T @ shapes) / weights.sum(axis=0)[:, None]
     # Lips must meet for /p b m/ however open the neighbours are: the opening is pinched shut over the
     # closure's span and eased back around it.
-    closures = np.array([viseme is CLOSED for viseme in visemes])
     if closures.any():
         # A closure shorter than a frame (a quick /p/ is 20 ms) is held for one, as animators do, so that
         # every one is seen.
@@ -161,5 +179,4 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
         sealed = np.exp(-((outside / _CLOSURE_EASE) ** 2)).max(axis=0)
         blended[:, 0] *= 1.0 - sealed
         blended[:, 3] *= 1.0 - sealed
-    sampled = [np.interp(times, grid, blended[:, column]) for column in range(4)]
-    return MouthTrack(*sampled)
+    return blended
