@@ -252,12 +252,13 @@ def find_real_clip() -> tuple[Path, str] | None:
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import av
     import cv2
-    import mediapipe
     import numpy
 
-    return {"numpy": numpy.__version__, "opencv": cv2.__version__, "mediapipe": mediapipe.__version__,
+    return {"numpy": numpy.__version__, "opencv": cv2.__version__, "mediapipe": version("mediapipe"),
             "av": av.__version__}
 
 

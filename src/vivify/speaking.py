@@ -28,7 +28,7 @@ from vivify.render.mouth import MouthReshaper
 from vivify.speech.audio import DEFAULT_MAX_SECONDS, read_speech, write_wav
 from vivify.speech.performance import acoustic_mouth, is_speech, perform
 from vivify.speech.phones import Speech
-from vivify.speech.recognize import recognize_phones
+from vivify.speech.recognize import recognize_phones_apart
 from vivify.speech.visemes import MouthTrack, mouth_track
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     if speech.phones:
         return mouth_track(speech.phones, speech.alphabet, fps, count)
     if lang.split("-")[0] in RECOGNISED_LANGUAGES:
-        return mouth_track(recognize_phones(speech, accurate), "arpabet", fps, count)
+        return mouth_track(recognize_phones_apart(speech, accurate), "arpabet", fps, count)
     return acoustic_mouth(speech, fps, count)
 
 

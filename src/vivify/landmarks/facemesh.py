@@ -6,9 +6,9 @@ The face models ship inside the mediapipe 0.10.21 wheel, so nothing is downloade
 from __future__ import annotations
 
 import numpy as np
-from mediapipe.python import packet_creator, packet_getter
-from mediapipe.python._framework_bindings import image_frame
-from mediapipe.python.solutions import face_mesh as mp_face_mesh
+
+from vivify.landmarks.mediapipe_graphs import face_mesh as mp_face_mesh
+from vivify.landmarks.mediapipe_graphs import image_frame, packet_creator, packet_getter
 
 NUM_LANDMARKS = 478
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from mediapipe.python.solutions import selfie_segmentation
 
 from vivify.landmarks import topology
+from vivify.landmarks.mediapipe_graphs import selfie_segmentation
 
 # A mask value below this is the segmenter's noise on background.
 _BACKGROUND_ALPHA = 0.02

@@ -9,7 +9,10 @@ Two ways, a trade of speed for accuracy:
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from pocketsphinx import Decoder, get_model_path
@@ -23,6 +26,26 @@ _FRAME_SECONDS = 0.01  # PocketSphinx reports times in 10 ms frames
 
 def recognize_phones(speech: Speech, accurate: bool = False) -> list[Phone]:
     """The ARPAbet phones heard in `speech` ("SIL" for silence and noises), in time order."""
+    return _decode(_pcm(speech), accurate)
+
+
+def recognize_phones_apart(speech: Speech, accurate: bool = False) -> list[Phone]:
+    """`recognize_phones` in a child process, for callers that work on meanwhile: PocketSphinx holds the GIL
+    through a whole utterance (1.3 s for 30 s of speech, measured), which would stall every other thread.
+    A plain child process rather than multiprocessing's, which would re-import the caller's main script."""
+    command = [sys.executable, "-m", "vivify.speech.recognize"] + (["--accurate"] if accurate else [])
+    child = subprocess.run(command, input=_pcm(speech).tobytes(), capture_output=True, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"phone recognition failed: {child.stderr.decode(errors='replace').strip()[-800:]}")
+    return [Phone(symbol, start, end) for symbol, start, end in json.loads(child.stdout)]
+
+
+def _pcm(speech: Speech) -> np.ndarray:
+    """16-bit samples at the recogniser's rate."""
+    return np.round(resample(speech, ANALYSIS_RATE) * 32767).astype(np.int16)
+
+
+def _decode(pcm: np.ndarray, accurate: bool) -> list[Phone]:
     models = os.path.join(get_model_path(), "en-us")
     if accurate:
         decoder = Decoder(hmm=os.path.join(models, "en-us"), lm=os.path.join(models, "en-us.lm.bin"),
@@ -30,7 +53,6 @@ def recognize_phones(speech: Speech, accurate: bool = False) -> list[Phone]:
     else:
         decoder = Decoder(hmm=os.path.join(models, "en-us"), allphone=os.path.join(models, "en-us-phone.lm.bin"),
                           samprate=ANALYSIS_RATE, lw=2.0, beam=1e-10, pbeam=1e-10, loglevel="FATAL")
-    pcm = np.round(resample(speech, ANALYSIS_RATE) * 32767).astype(np.int16)
     decoder.start_utt()
     decoder.process_raw(pcm.tobytes(), full_utt=True)
     decoder.end_utt()
@@ -54,3 +76,9 @@ def _word_phones(decoder: Decoder, word: str, start: float, end: float) -> list[
     lengths = np.array([2.0 if symbol in ARPABET_VOWELS else 1.0 for symbol in symbols])
     edges = start + (end - start) * np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
     return [Phone(symbol, float(edges[k]), float(edges[k + 1])) for k, symbol in enumerate(symbols)]
+
+
+if __name__ == "__main__":
+    # The child of `recognize_phones_apart`: 16-bit PCM at ANALYSIS_RATE on stdin, the phones as JSON on stdout.
+    heard = _decode(np.frombuffer(sys.stdin.buffer.read(), np.int16), "--accurate" in sys.argv[1:])
+    json.dump([[phone.symbol, phone.start, phone.end] for phone in heard], sys.stdout)

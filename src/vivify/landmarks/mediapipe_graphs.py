@@ -1,0 +1,37 @@
+"""The two MediaPipe solutions vivify runs: Face Mesh and Selfie Segmentation, with the graph bindings.
+
+MediaPipe's package `__init__` imports every solution and the drawing utilities, which import matplotlib:
+about 0.9 s of every start-up, for nothing vivify uses. Here the two package levels whose `__init__` does
+that (`mediapipe` and `mediapipe.python.solutions`) are registered as plain namespaces, and only the
+modules needed are imported from them. Where the caller has imported MediaPipe already, its modules are
+used as they are.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+
+
+def _register_namespace(name: str) -> None:
+    """Make package `name` importable from without running its `__init__`."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{name} is not an installed package")
+    module = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
+    module.__path__ = list(spec.submodule_search_locations)
+    sys.modules[name] = module
+
+
+if "mediapipe" not in sys.modules:
+    _register_namespace("mediapipe")
+    import mediapipe.python  # noqa: F401 - its own __init__ only loads the graph bindings
+
+    _register_namespace("mediapipe.python.solutions")
+
+from mediapipe.python import packet_creator, packet_getter  # noqa: E402
+from mediapipe.python._framework_bindings import image_frame  # noqa: E402
+from mediapipe.python.solutions import face_mesh, selfie_segmentation  # noqa: E402
+
+__all__ = ["face_mesh", "image_frame", "packet_creator", "packet_getter", "selfie_segmentation"]
