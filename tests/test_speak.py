@@ -210,6 +210,14 @@ def test_recognised_phones_cover_the_speech_in_order():
         assert any(p.symbol != "SIL" for p in phones)
 
 
+def test_recognition_in_a_child_process_hears_the_same_phones():
+    """`speak` recognises in a child process (PocketSphinx would hold this process's GIL): same phones."""
+    from vivify.speech.recognize import recognize_phones, recognize_phones_apart
+
+    speech = synthesize("Papa and mama bought a map.", "en-us")
+    assert recognize_phones_apart(speech) == recognize_phones(speech)
+
+
 def test_the_extension_turns_where_the_video_is_calm():
     from vivify.speaking import calm_end
 
