@@ -199,3 +199,20 @@ def test_the_engine_loads_without_mediapipes_drawing_tools():
     script = "import sys, vivify.animator; print('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("visibility", [False, True])
+def test_landmarks_read_from_mediapipes_messages(visibility):
+    """The landmarks' pixels, whether the message has Face Mesh's usual layout (read in bulk) or not."""
+    from mediapipe.framework.formats import landmark_pb2  # after vivify's MediaPipe loading, at the top
+
+    from vivify.landmarks.facemesh import _to_pixels
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-0.5, 1.0, (478, 3)).astype(np.float32)
+    message = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in values:
+        landmark = message.landmark.add(x=x, y=y, z=z)
+        if visibility:
+            landmark.visibility = 0.9
+    np.testing.assert_array_equal(_to_pixels(message, 640, 480), values * np.float32([640, 480, 640]))

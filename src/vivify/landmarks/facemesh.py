@@ -12,10 +12,25 @@ from vivify.landmarks.mediapipe_graphs import image_frame, packet_creator, packe
 
 NUM_LANDMARKS = 478
 
+# One landmark of a serialised NormalizedLandmarkList: the list field's tag and length, then x, y and z, each
+# after its own tag; 17 bytes when, as Face Mesh leaves them, visibility and presence are unset.
+_SERIALISED_LANDMARK = np.dtype([("head", "u1", 3), ("x", "<f4"), ("tag_y", "u1"), ("y", "<f4"),
+                                 ("tag_z", "u1"), ("z", "<f4")])
+_HEAD, _TAG_Y, _TAG_Z = (0x0A, 0x0F, 0x0D), 0x15, 0x1D
+
 
 def _to_pixels(face, width: int, height: int) -> np.ndarray:
-    """(478, 3) float32: x, y in pixels; z in the same pixel scale as x (MediaPipe's convention)."""
-    pts = np.array([(lm.x, lm.y, lm.z) for lm in face.landmark], dtype=np.float32)
+    """(478, 3) float32: x, y in pixels; z in the same pixel scale as x (MediaPipe's convention).
+
+    Read from the serialised message when it has the usual layout: reading 1434 fields one by one through
+    the protobuf objects costs 0.4 ms a frame, the serialised copy a fiftieth of that."""
+    data = face.SerializeToString()
+    rows = np.frombuffer(data, _SERIALISED_LANDMARK) if len(data) % _SERIALISED_LANDMARK.itemsize == 0 else None
+    if rows is not None and (rows["head"] == _HEAD).all() and (rows["tag_y"] == _TAG_Y).all() and (
+            rows["tag_z"] == _TAG_Z).all():
+        pts = np.stack([rows["x"], rows["y"], rows["z"]], axis=1)
+    else:
+        pts = np.array([(lm.x, lm.y, lm.z) for lm in face.landmark], dtype=np.float32)
     pts *= np.array([width, height, width], dtype=np.float32)
     return pts
 
