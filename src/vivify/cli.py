@@ -135,7 +135,7 @@ def _add_speech_options(command: argparse.ArgumentParser, *sources: str) -> None
     command.add_argument("--voice", help="an espeak-ng voice for --text, e.g. en+f3 (see `vivify voices`)")
     command.add_argument("--accurate", action="store_true",
                          help="English audio: recognise words, not only phones (closer lip sync; recognition takes "
-                              "about as long as the speech instead of a twentieth)")
+                              "about as long as the speech instead of a fifteenth)")
     command.add_argument("--max-duration", type=float, default=600.0, metavar="SECONDS",
                          help="refuse speech longer than this (default: 600)")
 

@@ -102,7 +102,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
 
     For audio in a language other than English (`lang`), and for singing, the mouth follows the sound
     instead of recognised phones; `accurate` recognises English by words (closer lip sync, about real time
-    to recognise instead of 20× faster). Raises VivifyError for problems with the inputs or options.
+    to recognise instead of 15× faster). Raises VivifyError for problems with the inputs or options.
     """
     inputs = (portrait_path,) if audio is None else (portrait_path, audio)
     refuse_input_as_output(output, *inputs)

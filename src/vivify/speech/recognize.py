@@ -1,7 +1,7 @@
 """Phone recognition with PocketSphinx's English acoustic model (shipped in the wheel: nothing is downloaded).
 
 Two ways, a trade of speed for accuracy:
-- phones (default): a phone loop under PocketSphinx's phone language model, about 20× faster than real time;
+- phones (default): a phone loop under PocketSphinx's phone language model, about 15× faster than real time;
 - words (`accurate`): words under its English language model, each word's phones from its pronouncing
   dictionary spread over the word's time (vowels twice as long as consonants), about real time. Whole words
   get the phones right far more often, and the mouth follows the speech more closely.
@@ -52,7 +52,7 @@ def _decode(pcm: np.ndarray, accurate: bool) -> list[Phone]:
                           dict=os.path.join(models, "cmudict-en-us.dict"), samprate=ANALYSIS_RATE, loglevel="FATAL")
     else:
         decoder = Decoder(hmm=os.path.join(models, "en-us"), allphone=os.path.join(models, "en-us-phone.lm.bin"),
-                          samprate=ANALYSIS_RATE, lw=2.0, beam=1e-10, pbeam=1e-10, loglevel="FATAL")
+                          samprate=ANALYSIS_RATE, lw=2.0, loglevel="FATAL")
     decoder.start_utt()
     decoder.process_raw(pcm.tobytes(), full_utt=True)
     decoder.end_utt()
