@@ -13,6 +13,7 @@ from vivify.render.background import background_plate, person_mask, unmix_foregr
 from vivify.render.detail import apply_detail
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
+from vivify.render.lips import close_lips
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
@@ -158,6 +159,7 @@ class Animator:
                          *driving_maps, scale=scale)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
+        close_lips(out, self.points, self.last_target)
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
 

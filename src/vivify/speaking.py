@@ -59,7 +59,7 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     recogniser knows; `accurate`: by words, slower), else from the sound; at rest, with a warning, where no
     speech is heard."""
     if not is_speech(speech):
-        warn(f"no speech heard in {name}: the mouth stays at rest")
+        warn(f"no speech heard in {name}: the mouth stays closed")
         return MouthTrack.silent(count)
     if speech.phones:
         return mouth_track(speech.phones, speech.alphabet, fps, count)
@@ -238,8 +238,9 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
                 else:
                     frame = recent[index - (available - len(recent))]
                 points = landmarks[index]
+                # No rest shape: the video's own mouth would mouth its old words in the new speech's pauses.
                 pose = FacePose(open=float(mouth.open[done]), wide=float(mouth.wide[done]),
-                                round=float(mouth.round[done]), rest=float(mouth.rest[done]))
+                                round=float(mouth.round[done]))
                 writer.write(frame if points is None else reshaper.render(frame, points, pose))
                 if progress is not None:
                     progress(done + 1, count)

@@ -22,6 +22,8 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from vivify.render.patch import blend_into
+
 # The warp keeps at least this share of the portrait's own eye opening: it closes an eye by at most 30%.
 # The warp's fine grid has a step of a fortieth of the face's height (5 px at 512 px, for an opening of
 # ~11 px): a 30% squeeze is a compression it draws cleanly. Squeezed to half the opening or less, the
@@ -237,4 +239,4 @@ def _slide_lid(out: np.ndarray, target: np.ndarray, warped: np.ndarray, eye: _Ey
     np.clip(cover, 0.0, 1.0, out=cover)
     cover[drop <= 0] = 0.0
     cover = cover.astype(np.float32)
-    box[:] = cv2.blendLinear(moved, np.ascontiguousarray(box), cover, 1.0 - cover)
+    blend_into(box, moved, cover)

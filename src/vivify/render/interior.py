@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
+from vivify.render.patch import blend_into, box_around
 
 # An interior is fully in once a gap (inter-ocular units) is this much past the feature's threshold.
 _GAP_RAMP = 0.05
@@ -77,13 +78,12 @@ class InteriorPainter:
         strength = max(needed, min(shown, self._ramp(target_gap)))
         if strength <= 0 or not (usable or feature.synthetic_fallback):
             return
-        height, width = out.shape[:2]
         opening = target[feature.opening, :2]
         fit = target[self._fit, :2]
-        x0, y0 = np.maximum(np.floor(fit.min(axis=0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(fit.max(axis=0)).astype(int) + 3, [width, height])
-        if x1 - x0 < 4 or y1 - y0 < 4:
+        found = box_around(fit, out.shape)
+        if found is None:
             return
+        x0, y0, x1, y1 = found
         box = out[y0:y1, x0:x1]
         offset = np.array([x0, y0], dtype=np.float64)
 
@@ -97,7 +97,7 @@ class InteriorPainter:
         cv2.fillPoly(mask, [np.round(opening - offset).astype(np.int32)], 1.0)
         feather = max(1, int(topology.inter_ocular(target) * 0.015)) * 2 + 1
         mask = cv2.GaussianBlur(mask, (feather, feather), 0) * strength
-        box[:] = cv2.blendLinear(patch, np.ascontiguousarray(box), mask, 1.0 - mask)
+        blend_into(box, patch, mask)
 
     def _recolour(self, patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
         """Match the driver's ring around the opening (and so the interior) to the portrait's, in Lab mean and

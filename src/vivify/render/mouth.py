@@ -9,6 +9,7 @@ import numpy as np
 from vivify.motion.articulation import Articulator, FacePose
 from vivify.motion.pose import IDENTITY
 from vivify.render.interior import MOUTH, InteriorPainter
+from vivify.render.lips import close_lips
 from vivify.render.warp import HeadWarp
 
 
@@ -33,4 +34,5 @@ class MouthReshaper:
         out = frame.copy()
         out[rows, cols] = cv2.remap(frame, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         InteriorPainter(MOUTH, points).paint(out, target, self._interior_frame, self._interior_points)
+        close_lips(out, points, target)
         return out

@@ -17,16 +17,13 @@ import numpy as np
 
 from vivify.landmarks import topology
 from vivify.motion.pose import Similarity, fit_similarity
+from vivify.render.patch import Box
 
 # Share of the head's translation that the base of the neck follows.
 _NECK_FOLLOW = 0.3
 # Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
 # an open one) from blowing up.
 _REGULARISATION = 1e-4
-
-
-# A box as (x0, y0, x1, y1): x0, y0 inclusive, x1, y1 exclusive.
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)

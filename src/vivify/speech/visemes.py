@@ -128,8 +128,9 @@ class MouthTrack:
 
     @staticmethod
     def silent(count: int) -> MouthTrack:
-        """The face's own mouth throughout."""
-        return MouthTrack(np.zeros(count), np.zeros(count), np.zeros(count), np.ones(count))
+        """A closed, idle mouth throughout (where nothing is said, the portrait's or the video's own mouth
+        would show a smile or words that are not heard)."""
+        return MouthTrack(np.zeros(count), np.zeros(count), np.zeros(count), np.zeros(count))
 
     def __len__(self) -> int:
         return len(self.open)

@@ -1,0 +1,25 @@
+"""Small painted patches: the box a feature's landmarks cover, and blending a patch into it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# A box as (x0, y0, x1, y1): x0, y0 inclusive, x1, y1 exclusive.
+Box = tuple[int, int, int, int]
+
+
+def box_around(points: np.ndarray, shape: tuple[int, ...], margin: int = 2) -> Box | None:
+    """The box around `points` (x, y), `margin` px wider on each side, within an image of `shape`; None where
+    less than 4 px of it is left on a side (a feature too small or outside the frame to paint)."""
+    height, width = shape[:2]
+    x0, y0 = np.maximum(np.floor(points.min(axis=0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(axis=0)).astype(int) + margin + 1, [width, height])
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def blend_into(box: np.ndarray, patch: np.ndarray, weight: np.ndarray) -> None:
+    """box ← patch·weight + box·(1 − weight), in place; `weight` float32 in 0..1, one per pixel."""
+    box[:] = cv2.blendLinear(patch, np.ascontiguousarray(box), weight, 1.0 - weight)
