@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
-from vivify.render.patch import blend_into, box_around
+from vivify.render.patch import blend_into, region_around
 
 # An interior is fully in once a gap (inter-ocular units) is this much past the feature's threshold.
 _GAP_RAMP = 0.05
@@ -80,20 +80,19 @@ class InteriorPainter:
             return
         opening = target[feature.opening, :2]
         fit = target[self._fit, :2]
-        found = box_around(fit, out.shape)
+        found = region_around(out, fit)
         if found is None:
             return
-        x0, y0, x1, y1 = found
-        box = out[y0:y1, x0:x1]
-        offset = np.array([x0, y0], dtype=np.float64)
+        box, offset = found
+        size = (box.shape[1], box.shape[0])
 
         if usable:
-            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, (x1 - x0, y1 - y0))
+            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, size)
             patch = self._recolour(patch, box, target[feature.surround, :2] - offset, opening - offset)
         else:
-            patch = _synthetic_cavity(opening - offset, (x1 - x0, y1 - y0))
+            patch = _synthetic_cavity(opening - offset, size)
 
-        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        mask = np.zeros(box.shape[:2], np.float32)
         cv2.fillPoly(mask, [np.round(opening - offset).astype(np.int32)], 1.0)
         feather = max(1, int(topology.inter_ocular(target) * 0.015)) * 2 + 1
         mask = cv2.GaussianBlur(mask, (feather, feather), 0) * strength

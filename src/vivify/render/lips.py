@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
-from vivify.render.patch import blend_into, box_around
+from vivify.render.patch import blend_into, region_around
 
 # The seam is fully painted once the mouth has closed this much (inter-ocular units) from the source's gap ...
 _CLOSING_RAMP = 0.03
@@ -32,12 +32,10 @@ def close_lips(out: np.ndarray, source: np.ndarray, target: np.ndarray) -> None:
     if strength <= 0:
         return
     outer = target[topology.LIPS_OUTER, :2]
-    found = box_around(outer, out.shape)
+    found = region_around(out, outer)
     if found is None:
         return
-    x0, y0, x1, y1 = found
-    box = out[y0:y1, x0:x1]
-    offset = np.array([x0, y0], dtype=np.float64)
+    box, offset = found
     inner = np.round(target[topology.LIPS_INNER, :2] - offset).astype(np.int32)
     lips = np.zeros(box.shape[:2], np.uint8)
     cv2.fillPoly(lips, [np.round(outer - offset).astype(np.int32)], 1)

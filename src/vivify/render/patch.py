@@ -1,4 +1,4 @@
-"""Small painted patches: the box a feature's landmarks cover, and blending a patch into it."""
+"""Small painted patches: the part of a frame a feature's landmarks cover, and blending a patch into it."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import numpy as np
 Box = tuple[int, int, int, int]
 
 
-def box_around(points: np.ndarray, shape: tuple[int, ...], margin: int = 2) -> Box | None:
-    """The box around `points` (x, y), `margin` px wider on each side, within an image of `shape`; None where
-    less than 4 px of it is left on a side (a feature too small or outside the frame to paint)."""
-    height, width = shape[:2]
+def region_around(image: np.ndarray, points: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
+    """The view of `image` around `points` (x, y), `margin` px wider on each side, and its top-left corner
+    (x, y, float64); None where less than 4 px of it is left on a side (a feature too small or outside the
+    frame to paint)."""
+    height, width = image.shape[:2]
     x0, y0 = np.maximum(np.floor(points.min(axis=0)).astype(int) - margin, 0)
     x1, y1 = np.minimum(np.ceil(points.max(axis=0)).astype(int) + margin + 1, [width, height])
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
-    return int(x0), int(y0), int(x1), int(y1)
+    return image[y0:y1, x0:x1], np.array([x0, y0], dtype=np.float64)
 
 
 def blend_into(box: np.ndarray, patch: np.ndarray, weight: np.ndarray) -> None:
