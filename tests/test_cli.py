@@ -272,15 +272,30 @@ def test_reference_and_absolute_run(capfd, media, tmp_path, options):
     assert len(probe(out).frames) == 10
 
 
-def test_choose_reference_picks_the_portraits_own_pose(tmp_path):
-    # A clip of the portrait's own face, turned and talking, with the unmoved face once, in the middle.
+def test_best_reference_picks_each_portraits_own_pose(tmp_path):
+    # A clip of the portrait's own face, turned and talking, with the unmoved face once, in the middle; the
+    # second portrait is the face as the first talking frame shows it.
     face = face_crop(PORTRAIT)
     talking = list(driving_frames(seconds=0.6, fps=float(FPS), size=PORTRAIT))[5:]  # turned, mouth open
     clip = write_clip(tmp_path / "clip.mp4", [*talking[:4], face, *talking[4:]])
+    found = pipeline.best_reference_frames(clip, [detect_faces(face)[0], detect_faces(talking[0])[0]])
+    assert [choice[0] for choice in found] == [4, 0]
+    assert found[0][2].shape == (478, 3)
+
+
+def test_best_reference_prefers_the_portraits_mouth_to_its_exact_pose(tmp_path):
+    """A closed-mouth portrait calibrated on an open-mouth frame could never close its mouth further: of the
+    unmoved face with its mouth open and the face turned a little with its mouth closed, the second wins."""
+    from vivify.demo import open_mouth_frame, similarity_frame
+    from vivify.landmarks import topology
+
+    face = face_crop(256)
     points = detect_faces(face)[0]
-    assert pipeline.choose_reference(clip, points, "best") == 4
-    assert pipeline.choose_reference(clip, points, "first") is None
-    assert pipeline.choose_reference(clip, points, "7") == 7
+    mouth_width = float(np.linalg.norm(points[61, :2] - points[291, :2]))
+    agape = open_mouth_frame(face, points[topology.LOWER_INNER_LIP, :2], mouth_width, 12)
+    turned = similarity_frame(face, tuple(points[1, :2]), angle=3.0)
+    clip = write_clip(tmp_path / "clip.mp4", [agape, turned])
+    assert pipeline.best_reference_frames(clip, [points])[0][0] == 1
 
 
 @pytest.mark.parametrize(("clip", "count"), [("lost", 20), ("late", 12)])

@@ -167,8 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
                       help="size of each portrait's cell (default: 256x256)")
     sing.add_argument("--captions", type=_captions, metavar="A,B,...", help="a caption under each portrait")
-    sing.add_argument("--reference", type=_reference, default="first", metavar="first|best|N",
-                      help="driving frame that maps to each portrait's own pose and expression (default: first)")
+    sing.add_argument("--reference", type=_reference, default="best", metavar="first|best|N",
+                      help="driving frame that maps to each portrait's own pose and expression (default: best, "
+                           "each portrait's closest)")
     sing.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     # Top right: in a grid the label then covers the hair of one cell, not a chin and mouth.
     _add_mark_options(sing, label_position="top-right")

@@ -28,15 +28,14 @@ from vivify.provenance.marks import Marks
 DEFAULT_CELL = (256, 256)
 
 
-def choose_reference(driving: str | Path, portrait_points: np.ndarray, reference: str) -> int | None:
-    """Index of the driving frame used as the reference: None for the first frame with a face,
-    N for frame N, or for "best" the frame whose pose and expression are closest to the portrait's."""
-    if reference == "first":
-        return None
-    if reference != "best":
-        return int(reference)
-    portrait = portrait_points[:, :2]
-    best, best_distance = None, np.inf
+def best_reference_frames(driving: str | Path,
+                          portraits: Sequence[np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray] | None]:
+    """For each portrait's landmarks, the driving frame whose pose and expression are closest to the portrait's:
+    its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all.
+    """
+    best: list[tuple[int, np.ndarray, np.ndarray] | None] = [None] * len(portraits)
+    best_distance = [np.inf] * len(portraits)
+    targets = [portrait[:, :2] for portrait in portraits]
     tracker = FaceTracker()
     try:
         with open_video(driving) as video:
@@ -44,14 +43,17 @@ def choose_reference(driving: str | Path, portrait_points: np.ndarray, reference
                 points = tracker.detect(frame)
                 if points is None:
                     continue
-                # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
-                to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
-                aligned = to_portrait.apply(points[:, :2])
-                pose_penalty = abs(to_portrait.angle)
-                distance = np.mean(np.linalg.norm(aligned - portrait, axis=1)) / topology.inter_ocular(
-                    portrait) + pose_penalty
-                if distance < best_distance:
-                    best, best_distance = index, distance
+                for k, portrait in enumerate(targets):
+                    # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
+                    # The mouth's opening counts once more on its own: a reference more open than the portrait's
+                    # mouth leaves no way to show the driver's mouth closing further (it is closed already).
+                    to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
+                    aligned = to_portrait.apply(points[:, :2])
+                    unit = topology.inter_ocular(portrait)
+                    distance = (np.mean(np.linalg.norm(aligned - portrait, axis=1)) / unit + abs(to_portrait.angle)
+                                + abs(topology.mouth_gap(aligned) - topology.mouth_gap(portrait)) / unit)
+                    if distance < best_distance[k]:
+                        best[k], best_distance[k] = (index, frame, points), distance
     finally:
         tracker.close()
     return best
@@ -90,11 +92,11 @@ def _set_references(animators: list[Animator], driving: str | Path, reference: s
     """
     name = Path(driving).name
     if reference == "best":
-        for animator in animators:
-            found = choose_reference(driving, animator.points, reference)
+        for animator, found in zip(animators, best_reference_frames(driving, [a.points for a in animators]),
+                                   strict=True):
             if found is None:
                 raise VivifyError(f"{name}: no face found in any frame")
-            animator.set_reference(_frame_at(driving, found))
+            animator.set_reference(found[1], found[2])
         return
     if reference == "first":
         index, frame, points = first_face(driving)
@@ -221,13 +223,16 @@ def tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) ->
 
 def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output: str | Path, *,
          grid: tuple[int, int] | None = None, cell_size: tuple[int, int] = DEFAULT_CELL,
-         captions: Sequence[str] = (), reference: str = "first", overwrite: bool = False,
+         captions: Sequence[str] = (), reference: str = "best", overwrite: bool = False,
          progress: Progress | None = None, marks: Marks | None = None) -> Path:
     """Animate every portrait with the same driving video, in step, laid out in a grid; write `output`.
 
     `grid` is (rows, columns), automatic by default (`vivify.compose.grid.grid_shape`); `cell_size` (W, H) is
-    each portrait's framed cell; `captions` go under the faces, one per portrait. The driving video is decoded
-    and its landmarks found once for all cells, and the cells are rendered on all cores. The output has the
+    each portrait's framed cell; `captions` go under the faces, one per portrait. `reference` is "best" by
+    default: each portrait is calibrated on the driving frame closest to its own pose and expression, mouth
+    opening above all (a portrait with closed lips on a driver caught mid-word could not close its mouth any
+    further). The driving video is decoded and its landmarks found once for all cells, and the cells are
+    rendered on all cores. The output has the
     driving video's frame count, frame rate and audio, and carries the provenance marks (`marks`, else the
     defaults with every portrait and the driving video as ingredients).
     """
