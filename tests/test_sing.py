@@ -129,6 +129,14 @@ def test_output_is_marked(material, tmp_path):
     assert report["watermark"]["payload"] == report["content_id"]
 
 
+def test_the_python_api_labels_a_grid_as_the_command_does(material, tmp_path):
+    from vivify.pipeline import sing
+    from vivify.provenance.verify import verify
+
+    out = sing(material["driving"], material["portraits"][:2], tmp_path / "two.mp4", captions=["a", "b"])
+    assert verify(out)["visible_label"]["position"] == "top-right"  # over hair, not a chin or a caption
+
+
 def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 120, np.uint8)).save(blank)

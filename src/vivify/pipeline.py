@@ -23,6 +23,7 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.motion.pose import fit_similarity
 from vivify.progress import Progress
+from vivify.provenance.label import LabelSettings
 from vivify.provenance.marks import Marks
 
 DEFAULT_CELL = (256, 256)
@@ -232,9 +233,9 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     default: each portrait is calibrated on the driving frame closest to its own pose and expression, mouth
     opening above all (a portrait with closed lips on a driver caught mid-word could not close its mouth any
     further). The driving video is decoded and its landmarks found once for all cells, and the cells are
-    rendered on all cores. The output has the
-    driving video's frame count, frame rate and audio, and carries the provenance marks (`marks`, else the
-    defaults with every portrait and the driving video as ingredients).
+    rendered on all cores. The output has the driving video's frame count, frame rate and audio, and carries
+    the provenance marks (`marks`, else the defaults with the label top right and every portrait and the
+    driving video as ingredients).
     """
     count = len(portrait_paths)
     automatic = grid_shape(count)  # also refuses a count the grid cannot hold
@@ -248,7 +249,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
     cells = [frame_portrait(load_portrait(path), cell, Path(path).name) for path in portrait_paths]
     if marks is None:
-        marks = Marks.create(ingredients=(*portrait_paths, driving_path))
+        # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
+        marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))
     layout = Grid(rows, cols, cell, tuple(captions))
     with open_video(driving_path) as video, open_writer(
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
