@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from pocketsphinx import Decoder, get_model_path
@@ -34,7 +35,11 @@ def recognize_phones_apart(speech: Speech, accurate: bool = False) -> list[Phone
     through a whole utterance (1.3 s for 30 s of speech, measured), which would stall every other thread.
     A plain child process rather than multiprocessing's, which would re-import the caller's main script."""
     command = [sys.executable, "-m", "vivify.speech.recognize"] + (["--accurate"] if accurate else [])
-    child = subprocess.run(command, input=_pcm(speech).tobytes(), capture_output=True, check=False)
+    # The child imports this very copy of vivify, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    child = subprocess.run(command, input=_pcm(speech).tobytes(), capture_output=True, check=False,
+                           env={**os.environ, "PYTHONPATH": search_path})
     if child.returncode != 0:
         raise RuntimeError(f"phone recognition failed: {child.stderr.decode(errors='replace').strip()[-800:]}")
     return [Phone(symbol, start, end) for symbol, start, end in json.loads(child.stdout)]
