@@ -56,7 +56,7 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
 def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
               warn: Callable[[str], None], accurate: bool = False) -> MouthTrack:
     """Mouth shapes for every frame: from the speech's phones (synthesised, or recognised for a language the
-    recogniser knows; `accurate`: by words, slower), else from the sound; at rest, with a warning, where no
+    recogniser knows; `accurate`: by words, slower), else from the sound; closed, with a warning, where no
     speech is heard."""
     if not is_speech(speech):
         warn(f"no speech heard in {name}: the mouth stays closed")
