@@ -145,3 +145,23 @@ def test_a_window_without_a_display(material, capsys, monkeypatch):
     assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--window"]) == 2
     assert capsys.readouterr().err == (
         "vivify: error: cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera\n")
+
+
+def test_latency_figures_by_minute_and_overall(monkeypatch):
+    """p95 by minute, and p50 and p95 overall (kept as counts in 0.1 ms bins, which do not grow with time)."""
+    from vivify.live.capture import Captured
+    from vivify.live.session import LiveStats
+
+    clock = [1000.0]
+    monkeypatch.setattr("vivify.live.session.time.monotonic", lambda: clock[0])
+    stats = LiveStats()
+    frame = np.zeros((2, 2, 3), np.uint8)
+    for second in range(150):  # two and a half minutes, one frame a second: 20 ms late, 60 ms in minute 1
+        clock[0] = 1000.0 + second
+        latency = 0.060 if 60 <= second < 120 else 0.020
+        stats.add(Captured(frame, second, clock[0] - latency))
+    report = stats.report(frames_in=150)
+    latency = report["latency_ms"]
+    assert latency["p95_by_minute"] == pytest.approx([20.0, 60.0, 20.0])
+    assert latency["p50"] == pytest.approx(20.0, abs=0.1) and latency["p95"] == pytest.approx(60.0, abs=0.1)
+    assert report["frames_out"] == 150 and report["dropped"] == 0

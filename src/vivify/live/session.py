@@ -135,31 +135,49 @@ def read_commands(commands: queue.SimpleQueue, stream: Any = None) -> threading.
     return thread
 
 
+# Latencies are counted in 0.1 ms bins up to 5 s (slower frames count in the last bin): the figures of a
+# session that runs for days take the same memory as those of a minute.
+_LATENCY_BIN_MS = 0.1
+_LATENCY_BINS = 50_000
+
+
 class LiveStats:
-    """Frames in and out, and each output frame's latency, for `--stats`."""
+    """Frames in and out, and the latency of output frames (overall and by minute), for `--stats`."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.frames_out = 0
-        self.latencies: list[tuple[float, float]] = []  # (seconds since start, latency ms)
+        self._histogram = np.zeros(_LATENCY_BINS, np.int64)
+        self._minute = 0
+        self._this_minute: list[float] = []  # latencies (ms) of the minute under way
+        self._p95_by_minute: list[float] = []  # of the minutes before it that had frames
 
     def add(self, captured: Captured) -> float:
         now = time.monotonic()
         latency = 1000.0 * (now - captured.time)
-        self.latencies.append((now - self.started, latency))
+        minute = int((now - self.started) // 60)
+        if minute != self._minute:
+            if self._this_minute:
+                self._p95_by_minute.append(float(np.percentile(self._this_minute, 95)))
+            self._minute, self._this_minute = minute, []
+        self._this_minute.append(latency)
+        self._histogram[min(int(latency / _LATENCY_BIN_MS), _LATENCY_BINS - 1)] += 1
         self.frames_out += 1
         return latency
 
+    def _percentile(self, q: float) -> float:
+        """The q-th percentile of all latencies (ms), to the bin's precision; 0 before any frame."""
+        if not self.frames_out:
+            return 0.0
+        rank = np.searchsorted(np.cumsum(self._histogram), q / 100.0 * self.frames_out)
+        return float((rank + 0.5) * _LATENCY_BIN_MS)
+
     def report(self, frames_in: int) -> dict[str, Any]:
         elapsed = max(1e-9, time.monotonic() - self.started)
-        values = np.array([latency for _, latency in self.latencies]) if self.latencies else np.zeros(1)
-        minutes: dict[int, list[float]] = {}
-        for at, latency in self.latencies:
-            minutes.setdefault(int(at // 60), []).append(latency)
+        by_minute = self._p95_by_minute + ([float(np.percentile(self._this_minute, 95))] if self._this_minute else [])
         return {"frames_in": frames_in, "frames_out": self.frames_out, "dropped": frames_in - self.frames_out,
                 "fps": self.frames_out / elapsed, "seconds": elapsed,
-                "latency_ms": {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-                               "p95_by_minute": [float(np.percentile(v, 95)) for _, v in sorted(minutes.items())]}}
+                "latency_ms": {"p50": self._percentile(50), "p95": self._percentile(95), "p95_by_minute": by_minute}}
 
 
 def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.ndarray], np.ndarray]],
