@@ -8,7 +8,9 @@ false reject rates on real photos and clips.
 Faces are found with dlib's HOG detector (through `vivify.eval.metrics.DlibFaceMeasure`), upsampled once so
 that faces of ~40 px and up are found in images up to ~2 megapixels (1920×1080); a bigger image is shrunk to
 that size for detection only, so in a 12 MP photo the smallest face found is ~95 px. Each descriptor is
-computed on a crop of the full-resolution image scaled so the face is `_FACE_SIDE` px tall.
+computed on a crop of the full-resolution image scaled so the face is `_FACE_SIDE` px tall. dlib's detector
+and alignment are made for upright faces: MediaPipe's face mesh also looks for faces, and each one that dlib
+missed or that is tilted by more than `_UPRIGHT_DEGREES` is turned upright and described too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from vivify.errors import VivifyError
 from vivify.eval.metrics import Box, DlibFaceMeasure
+from vivify.landmarks import topology
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS faces (
@@ -54,6 +57,13 @@ _UPSAMPLE = 1
 _FACE_SIDE = 150
 _CROP_SCALE = 3.0  # crop side / face box height: the aligned chip covers ~1.5 box heights, with room to spare
 
+# MediaPipe landmarks that bound a face as dlib's detector boxes it: the outer cheeks, the brows, the chin.
+_CHEEKS = np.array([234, 454, 127, 356])
+# dlib's frontal detector and 68-point alignment handle heads tilted up to about this much.
+_UPRIGHT_DEGREES = 15.0
+_BROWS = np.concatenate([topology.LEFT_BROW, topology.RIGHT_BROW])
+_CHIN = 152
+
 _MEASURE_LOCK = threading.Lock()  # DlibFaceMeasure keeps caches that are not safe to share between threads
 
 
@@ -79,10 +89,12 @@ def _face_region(image: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     return crop, local
 
 
-def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE) -> np.ndarray:
+def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: bool = True) -> np.ndarray:
     """The dlib descriptor of every face found in an RGB uint8 image, as an (n, 128) float64 array.
 
     upsample: doublings before the HOG search; 1 finds faces of ~40 px, 0 of ~80 px (with fewer false alarms).
+    levelled: also the faces that MediaPipe finds and dlib misses or aligns poorly (tilted or turned heads),
+    each turned upright first; a face tilted dlib's way may then give two descriptors.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {image.dtype} {image.shape}")
@@ -101,7 +113,48 @@ def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE) -> np.ndarray
             box = Box(round(b.left * sx), round(b.top * sy), round(b.right * sx), round(b.bottom * sy))
             crop, local = _face_region(image, box)
             descriptors.append(measure.face_at(crop, local).descriptor)
+        if levelled:
+            descriptors += _levelled_descriptors(small, boxes, measure)
     return np.array(descriptors, dtype=np.float64).reshape(-1, _DESCRIPTOR_SIZE)
+
+
+def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFaceMeasure) -> list[np.ndarray]:
+    """Descriptors of the faces dlib's frontal detector misses or aligns poorly (a tilted or turned head),
+    found by MediaPipe and turned upright first: a face the gate cannot see would pass unchecked."""
+    from vivify.landmarks.facemesh import detect_faces  # MediaPipe: loaded only when a gate check runs
+
+    descriptors = []
+    for points in detect_faces(image):
+        xy = points[:, :2].astype(np.float64)
+        eyes = xy[list(topology.RIGHT_EYE_CORNERS)].mean(axis=0) - xy[list(topology.LEFT_EYE_CORNERS)].mean(axis=0)
+        tilt = math.degrees(math.atan2(eyes[1], eyes[0]))
+        box = _box_of(xy)
+        if abs(tilt) < _UPRIGHT_DEGREES and any(_overlap(box, other) > 0.3 for other in found):
+            continue  # dlib has this face, upright enough for its alignment
+        centre = xy.mean(axis=0)
+        upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), tilt, 1.0)
+        turned = cv2.warpAffine(image, upright, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        box = _box_of(xy @ upright[:, :2].T + upright[:, 2])
+        if box.width > 0 and box.height > 0:
+            crop, local = _face_region(turned, box)
+            descriptors.append(measure.face_at(crop, local).descriptor)
+    return descriptors
+
+
+def _box_of(xy: np.ndarray) -> Box:
+    """The box dlib's detector would draw around a face with these MediaPipe landmarks: brows to chin, cheek
+    to cheek."""
+    return Box(round(xy[_CHEEKS, 0].min()), round(xy[_BROWS, 1].min()), round(xy[_CHEEKS, 0].max()),
+               round(xy[_CHIN, 1]))
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    width = max(0, min(a.right, b.right) - max(a.left, b.left))
+    height = max(0, min(a.bottom, b.bottom) - max(a.top, b.top))
+    inter = width * height
+    return inter / max(1, a.width * a.height + b.width * b.height - inter)
 
 
 def _clean_label(label: str) -> str:
@@ -156,9 +209,9 @@ class ProtectedIdentities:
         # A registration should hold the person and nothing else. The upsampled search adds HOG false alarms
         # (the astronaut's name badge) and small background faces, so it is used only when the search at the
         # detector's own scale (faces of ~80 px and up) finds nothing.
-        descriptors = face_descriptors(image, upsample=0)
+        descriptors = face_descriptors(image, upsample=0, levelled=False)
         if len(descriptors) == 0:
-            descriptors = face_descriptors(image)
+            descriptors = face_descriptors(image)  # smaller faces, and tilted or turned ones
         if len(descriptors) == 0:
             raise VivifyError(f"no face found in {source or 'the image'}")
         added = datetime.now(timezone.utc).isoformat(timespec="seconds")
