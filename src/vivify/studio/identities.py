@@ -173,7 +173,7 @@ class ProtectedIdentities:
 
     # Largest descriptor distance that counts as the same person: dlib's documented 0.6 (99.38% on LFW's
     # pairs of different photos). `vivify eval identities ../shared/media` (7 people registered from a clip's
-    # frame 0; 70 genuine, 469 impostor attempts): at 0.6, FRR 1/70 (a probe with no face found) and FAR
+    # frame 0; 70 genuine, 469 impostor attempts): at 0.6, FRR 0/70 and FAR
     # 35/469, every false accept among three East Asian men, whom dlib's model separates poorly (dlib issue
     # #480); everyone else's closest impostor is at 0.616. Genuine distances reach 0.50 within one clip, and
     # photos from other occasions usually lie farther: 0.55 would remove only 11 false accepts, and a protected
