@@ -1,5 +1,6 @@
-"""Demo material that needs no download: scikit-image's astronaut photo, and driving videos made from it by
-known motions (head turns, nods, a jaw drop). The tests and the benchmark use the same material."""
+"""Demo material that needs no download: scikit-image's astronaut photo, and driving videos made from it: by
+known motions (head turns, nods, a jaw drop), which the tests and the benchmark measure, and one the engine
+performs, which the demo shows."""
 
 from __future__ import annotations
 
@@ -70,6 +71,23 @@ def driving_frames(seconds: float = 4.0, fps: float = 25.0, size: int = 256) -> 
         )
 
 
+def performed_frames(seconds: float = 6.0, fps: float = 25.0, size: int = 256) -> Iterator[np.ndarray]:
+    """A driving clip that the engine performs from the astronaut's photo: she talks (her jaw drops with a
+    shaded mouth interior, her lips close), blinks, turns and tilts her head. It looks like a face; the
+    known-motion clip of `driving_frames`, with its plain jaw drop, is what the tests measure."""
+    from vivify.motion.articulation import FacePose
+    from vivify.speaking import talking_frames
+
+    poses = []
+    for index in range(round(seconds * fps)):
+        t = index / fps
+        poses.append(FacePose(
+            open=0.25 * max(0.0, np.sin(2 * np.pi * 0.9 * t)), wide=0.02 * np.sin(2 * np.pi * 0.45 * t),
+            blink=1.0 if t % 2.7 < 0.12 else 0.0, yaw=0.25 * np.sin(2 * np.pi * 0.2 * t),
+            pitch=0.08 * np.sin(2 * np.pi * 0.3 * t), roll=0.12 * np.sin(2 * np.pi * 0.25 * t)))
+    yield from talking_frames(face_crop(size), poses, "astronaut")
+
+
 DEMO_FPS = Fraction(25)
 # Real clips rendered too when the project's shared media folder sits beside the checkout.
 _SHARED_DEMOS = (("portraits/einstein.jpg", "driving/liveportrait_d6.mp4"),
@@ -114,7 +132,7 @@ def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
     # The driving clip is synthetic too (the photo warped into known motions): it is marked like any output.
     with open_writer(driving, DEMO_FPS, (256, 256), overwrite=True,
                      marks=Marks.create(command=("vivify", "demo"))) as writer:
-        for frame in driving_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
+        for frame in performed_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
             writer.write(frame)
     portrait = folder / "astronaut.png"
     Image.fromarray(astronaut()).save(portrait)

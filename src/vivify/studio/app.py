@@ -132,7 +132,7 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
 
 # Built-in driving videos, made by the project from the astronaut photo (`vivify.demo`), so that a user can
 # animate without a video of their own: known head motions, and her saying a sentence (with its sound).
-TEMPLATES = {"nod": "Nod, tilt and open the mouth (6 s)", "hello": "Say hello (with sound)"}
+TEMPLATES = {"nod": "Nod, turn, tilt, blink and open the mouth (6 s)", "hello": "Say hello (with sound)"}
 _HELLO = "Hello! Nice to meet you. This video was made with vivify, and it says so."
 
 
@@ -143,7 +143,7 @@ def template_path(studio: Studio, template_id: str) -> Path:
         return path
     from PIL import Image
 
-    from vivify.demo import DEMO_FPS, driving_frames, face_crop
+    from vivify.demo import DEMO_FPS, face_crop, performed_frames
     from vivify.io.writers import open_writer
     from vivify.provenance.marks import Marks
     from vivify.speaking import speak
@@ -155,7 +155,7 @@ def template_path(studio: Studio, template_id: str) -> Path:
         Image.fromarray(face_crop(256)).save(portrait)
         return speak(portrait, path, text=_HELLO, marks=marks, overwrite=True)
     with open_writer(path, DEMO_FPS, (256, 256), overwrite=True, marks=marks) as writer:
-        for frame in driving_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
+        for frame in performed_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
             writer.write(frame)
     return path
 
