@@ -129,7 +129,7 @@ def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFace
         eyes = xy[list(topology.RIGHT_EYE_CORNERS)].mean(axis=0) - xy[list(topology.LEFT_EYE_CORNERS)].mean(axis=0)
         tilt = math.degrees(math.atan2(eyes[1], eyes[0]))
         box = _box_of(xy)
-        if abs(tilt) < _UPRIGHT_DEGREES and any(_overlap(box, other) > 0.3 for other in found):
+        if abs(tilt) < _UPRIGHT_DEGREES and any(box.iou(other) > 0.3 for other in found):
             continue  # dlib has this face, upright enough for its alignment
         centre = xy.mean(axis=0)
         upright = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), tilt, 1.0)
@@ -147,14 +147,6 @@ def _box_of(xy: np.ndarray) -> Box:
     to cheek."""
     return Box(round(xy[_CHEEKS, 0].min()), round(xy[_BROWS, 1].min()), round(xy[_CHEEKS, 0].max()),
                round(xy[_CHIN, 1]))
-
-
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    width = max(0, min(a.right, b.right) - max(a.left, b.left))
-    height = max(0, min(a.bottom, b.bottom) - max(a.top, b.top))
-    inter = width * height
-    return inter / max(1, a.width * a.height + b.width * b.height - inter)
 
 
 def _clean_label(label: str) -> str:
