@@ -182,6 +182,9 @@ def test_limits(tmp_path, portrait):
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big)
         answer = _submit(server, headers, portraits=(big,), template="nod")
         assert answer.status_code == 413 and "over the limit of 1 MiB" in answer.json()["detail"]
+        # A body sent in chunks declares no size, so it could be of any: refused before it is read.
+        chunked = httpx.post(f"{server.url}/api/jobs", headers=headers, content=iter([b"x" * 4096] * 512))
+        assert chunked.status_code == 411 and "size declared" in chunked.json()["detail"]
         assert _submit(server, headers, portraits=(portrait,), template="nod").status_code == 201
         answer = _submit(server, headers, portraits=(portrait,), template="nod")
         assert answer.status_code == 429 and "jobs waiting" in answer.json()["detail"]

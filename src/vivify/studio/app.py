@@ -7,6 +7,7 @@ media, and that no face is a protected identity. Another user's job is answered 
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -84,10 +85,14 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
 
     @app.post("/api/jobs", status_code=201)
     async def create_job(request: Request, who: User = Depends(user)) -> dict[str, str]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > limits.upload_bytes:
-            raise HTTPException(413, f"upload of {declared / 2**20:.0f} MiB is over the limit of "
-                                     f"{limits.upload_bytes / 2**20:.0f} MiB")
+        # The server holds a request's body to its declared length, so the declared length is the upload's
+        # size; a body without one (chunked) could be of any size, and is refused before it is read.
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit():
+            raise HTTPException(411, "the upload needs its size declared (a Content-Length header)")
+        if int(declared) > limits.upload_bytes:
+            raise HTTPException(413, f"upload of {int(declared) / 2**20:.3g} MiB is over the limit of "
+                                     f"{limits.upload_bytes / 2**20:.3g} MiB")
         form = await request.form(max_files=20, max_fields=20)
         job_id = new_job_id()
         target = studio.uploads / job_id
@@ -211,16 +216,17 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
         else:
             raise HTTPException(422, f"{kind} needs speech: an audio file (field audio) or text (field text)")
         params["lang"] = str(form.get("lang") or "en")
+        # A text's length is known only once it is spoken: the worker holds it to the studio's limit.
+        params["max_seconds"] = limits.audio_seconds
     # Decoding, face search and the identity gate take up to a second or two: off the event loop, so other
     # requests (progress polls) are answered meanwhile.
     await run_in_threadpool(_check_media, studio, inputs)
     consent = {"confirmed": True, "user": who.name, "time": now(), "statement": CONSENT_TEXT}
-    job = studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id)
-    # The consent is on record before anything is made from the uploads.
-    append_record(data_dir(), {"event": "consent", "job": job.id, "kind": kind, "user": who.name,
+    # The consent is on record before the job is queued, so nothing is made from the uploads without it.
+    append_record(data_dir(), {"event": "consent", "job": job_id, "kind": kind, "user": who.name,
                                "consent": consent, "inputs": {Path(p).name: file_sha256(Path(p))
                                                               for paths in inputs.values() for p in paths}})
-    return job
+    return studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id)
 
 
 async def _save(upload: UploadFile, folder: Path, slot: str) -> str:
@@ -262,8 +268,13 @@ def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
     for path in inputs.get("driving", []):
         name = Path(path).name
         with open_video(path) as video:
-            seconds = (video.frame_count or 0) / float(video.fps)
-            first = next(video.frames(), None)
+            frames = video.frames()
+            first = next(frames, None)
+            if video.frame_count is not None:
+                seconds = video.frame_count / float(video.fps)
+            else:  # a file that does not declare its length (a browser's recording): counted, up to the limit
+                allowed = int(limits.video_seconds * float(video.fps)) + 1
+                seconds = (1 + sum(1 for _ in itertools.islice(frames, allowed))) / float(video.fps)
         if seconds > limits.video_seconds:
             raise HTTPException(422, f"{name}: {seconds:.0f} s long, over the limit of {limits.video_seconds:g} s")
         if first is not None and Path(path).parent != studio.templates:

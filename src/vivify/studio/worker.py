@@ -36,11 +36,13 @@ def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluste
     chunks on `cluster` when there is one."""
     from vivify.pipeline import animate, sing
     from vivify.speaking import dub, speak
+    from vivify.speech.audio import DEFAULT_MAX_SECONDS
 
     inputs, params = job.inputs, job.params
     first = {name: paths[0] for name, paths in inputs.items() if paths}
     common = {"overwrite": True, "progress": progress, "marks": marks}
-    speech = {"audio": first.get("audio"), "text": params.get("text"), "lang": params.get("lang", "en")}
+    speech = {"audio": first.get("audio"), "text": params.get("text"), "lang": params.get("lang", "en"),
+              "max_seconds": params.get("max_seconds", DEFAULT_MAX_SECONDS)}
     if job.kind == "animate" and cluster is not None:
         from vivify.distributed import animate_chunked
 
