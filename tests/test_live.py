@@ -133,6 +133,15 @@ def test_a_portrait_without_a_face(material, tmp_path, capsys):
     assert capsys.readouterr().err == "vivify: error: no face found in blank.png\n"
 
 
+def test_the_output_may_not_be_the_input(material, tmp_path, capsys):
+    clip = tmp_path / "camera.mp4"
+    clip.write_bytes(material["clip"].read_bytes())
+    before = clip.read_bytes()
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(clip), "--overwrite"]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {clip}: is an input file; choose another output\n"
+    assert clip.read_bytes() == before
+
+
 @pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="a video device exists here")
 def test_a_missing_virtual_camera_says_how_to_enable_it(material, capsys):
     assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--virtual-camera"]) == 2

@@ -43,17 +43,18 @@ class FrameSource:
         self._thread.start()
         return self
 
-    def next_after(self, index: int, timeout: float = 1.0) -> Captured | None:
+    def next_after(self, index: int) -> Captured | None:
         """The newest frame numbered above `index`; None when the source has ended. Raises VivifyError when
         it failed."""
         with self._changed:
+            # As long as the source stalls (a camera may pause).
             self._changed.wait_for(lambda: self._error is not None or self._done or (
-                self._latest is not None and self._latest.index > index), timeout)
+                self._latest is not None and self._latest.index > index))
             if self._error is not None:
                 raise VivifyError(self._error)
             if self._latest is not None and self._latest.index > index:
                 return self._latest
-            return None if self._done else self.next_after(index, timeout)
+            return None
 
     def close(self) -> None:
         self._stop.set()

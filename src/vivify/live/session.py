@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.io.writers import refuse_input_as_output
 from vivify.live.capture import Captured, FrameSource
 from vivify.provenance.label import FrameLabeler, LabelSettings
 
@@ -232,6 +233,8 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
     from vivify.io.image import fit_portrait, load_portrait
     from vivify.live.capture import Camera, PacedFile, Stream
 
+    if output is not None:
+        refuse_input_as_output(output, *portrait_paths, *([source] if source is not None else []))
     label = label or LabelSettings()
     first = fit_portrait(load_portrait(portrait_paths[0]), size)
     out_size = (first.shape[1], first.shape[0])
