@@ -258,3 +258,16 @@ def test_templates_and_the_ray_path(tmp_path, portrait):
             assert container.streams.audio
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "99999"], "argument --port: expected a port number from 1 to 65535, not '99999'"),
+    (["--ray", "local:abc"], "argument --ray: expected local, local:CPUS or a cluster's address, not 'local:abc'"),
+    (["--max-upload-mb", "0"], "argument --max-upload-mb: expected a number above 0, not '0'"),
+])
+def test_bad_server_options(args, message, capsys):
+    from vivify.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

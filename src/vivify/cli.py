@@ -47,6 +47,28 @@ def _positive_count(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text!r}")
+    return value
+
+
+def _ray_address(text: str) -> str:
+    if text.startswith("local:") and not re.fullmatch(r"local:[1-9]\d*", text):
+        raise argparse.ArgumentTypeError(f"expected local, local:CPUS or a cluster's address, not {text!r}")
+    return text
+
+
 def _faces(text: str) -> str | list[int]:
     if text == "all":
         return text
@@ -208,17 +230,17 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="the studio: web app and REST API with a durable job queue")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     _add_data_dir(serve)
     from vivify.studio.limits import DEFAULT_LIMITS as limits
 
-    serve.add_argument("--max-upload-mb", type=float, default=limits.upload_bytes / 2**20,
+    serve.add_argument("--max-upload-mb", type=_amount, default=limits.upload_bytes / 2**20,
                        help=f"largest upload per job (default: {limits.upload_bytes / 2**20:g})")
-    serve.add_argument("--max-megapixels", type=float, default=limits.megapixels,
+    serve.add_argument("--max-megapixels", type=_amount, default=limits.megapixels,
                        help=f"largest portrait (default: {limits.megapixels:g})")
-    serve.add_argument("--max-seconds", type=float, default=limits.video_seconds,
+    serve.add_argument("--max-seconds", type=_amount, default=limits.video_seconds,
                        help=f"longest video or speech (default: {limits.video_seconds:g})")
-    serve.add_argument("--ray", metavar="ADDRESS",
+    serve.add_argument("--ray", type=_ray_address, metavar="ADDRESS",
                        help="render animations in chunks on a Ray cluster: its address, or local[:CPUS] to start one "
                             "here")
     serve.add_argument("--max-jobs", type=_positive_count, default=limits.waiting_jobs,

@@ -32,7 +32,7 @@ def cluster(address: str) -> Cluster:
 
     from vivify.distributed import ray_runner
 
-    if address.startswith("local"):
+    if address == "local" or address.startswith("local:"):
         _, _, cpus = address.partition(":")
         run = ray_runner(None, **({"num_cpus": int(cpus)} if cpus else {}))
     else:
