@@ -85,7 +85,7 @@ def test_commands_switch_portraits_and_quit(material):
 
 
 def test_cli_writes_a_marked_file_and_the_stats(material, tmp_path):
-    out, stats = tmp_path / "live.mp4", tmp_path / "stats.json"
+    out, stats = tmp_path / "live.mp4", tmp_path / "figures" / "stats.json"  # a folder made for the stats
     assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "-o", str(out),
                  "--stats", str(stats)]) == 0
     report = json.loads(stats.read_text())

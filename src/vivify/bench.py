@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
+from vivify.io.reports import write_json
 
 SIZES: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (1024, 1024), (1920, 1080))
 REAL_CLIP = Path("..") / "shared" / "media" / "driving" / "liveportrait_d6.mp4"
@@ -577,9 +578,7 @@ def run(frames: int = 150, json_path: Path | None = None, *, long: bool = False,
     report["duration_s"] = time.time() - started
     print(format_report(report))
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, report)
     return 0
 
 

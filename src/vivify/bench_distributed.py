@@ -10,7 +10,6 @@ the astronaut at 512×512.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from PIL import Image
 from vivify.bench import _data_dir, _progress, _versions, find_real_clip, machine_info, machine_line
 from vivify.demo import DEMO_FPS, driving_frames, face_crop
 from vivify.distributed import animate_chunked, local_runner, ray_runner
+from vivify.io.reports import write_json
 from vivify.io.writers import open_writer
 from vivify.pipeline import animate
 from vivify.provenance.marks import Marks
@@ -65,5 +65,5 @@ def run_ray(json_path: Path | None = None) -> int:
         print(f"  {row['method']:<58} {row['wall_s']:>7.1f} s")
     print(f"speed-up of the chunked job on {cpus} Ray workers over one worker: {speedup:.2f}x")
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, report)
     return 0

@@ -8,7 +8,6 @@ at least 3× real time (30 s of speech in at most 10 s).
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from vivify.bench import (
     measure_process,
 )
 from vivify.demo import face_crop
+from vivify.io.reports import write_json
 from vivify.speech.audio import read_speech, write_wav
 from vivify.speech.phones import Speech
 
@@ -86,5 +86,5 @@ def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | Non
     print(f"median {median:.2f} s: {report['real_time']:.2f}x real time "
           f"(target ≥ {TARGET_REAL_TIME:g}x: {'met' if report['target_met'] else 'NOT met'})")
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, report)
     return 0

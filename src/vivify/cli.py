@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vivify.errors import VivifyError
+from vivify.io.reports import write_json
 
 
 def _pair(text: str, minimum: int, expected: str) -> tuple[int, int]:
@@ -514,14 +515,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _eval_watermark(args: argparse.Namespace) -> int:
-    import json
-
     from vivify.eval.watermark import format_watermark_report, run_watermark_eval
 
     report = run_watermark_eval(args.videos, seconds=args.seconds)
     print(format_watermark_report(report))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_json(args.json, report)
     return 0
 
 

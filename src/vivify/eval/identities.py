@@ -17,7 +17,6 @@ retalking_face1 and liveportrait_d0 (two different men); this was checked by loo
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from vivify.demo import astronaut
 from vivify.errors import VivifyError
 from vivify.eval.reenact import command_line, machine
 from vivify.io.image import load_portrait
+from vivify.io.reports import write_json
 from vivify.io.video import open_video
 from vivify.studio.identities import ProtectedIdentities
 
@@ -194,5 +194,5 @@ def run(shared_media: Path, json_path: Path | None = None) -> int:
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(_json_ready(report), indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, _json_ready(report))
     return 0

@@ -15,7 +15,6 @@ MediaPipe) are compared frame by frame:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.eval.reenact import _face_measure, apply_crop, command_line, find_crop, machine
 from vivify.eval.sync import Track, best_correlation
+from vivify.io.reports import write_json
 from vivify.io.video import open_video
 from vivify.speaking import mouth_for, talking_frames
 from vivify.speech.audio import amplitude, read_speech
@@ -104,5 +104,5 @@ def run(videos: Sequence[Path], lang: str, json_path: Path | None, accurate: boo
     if json_path is not None:
         report = {"clips": results, "accurate": accurate, "mean_r": mean_r, "mean_loudness_r": mean_loud,
                   "sync_within_one": sync_ok, "machine": machine(), "command": command_line()}
-        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_json(json_path, report)
     return 0

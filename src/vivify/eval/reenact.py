@@ -9,7 +9,6 @@ L1 while keeping AED close to it.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ import numpy as np
 from vivify.animator import Animator
 from vivify.errors import VivifyError
 from vivify.eval.metrics import Box, DlibFaceMeasure, l1
+from vivify.io.reports import write_json
 
 METHODS = ("vivify", "static")
 
@@ -399,5 +399,5 @@ def run(
         }
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(_json_ready(payload), indent=2) + "\n", encoding="utf-8")
+        write_json(json_path, _json_ready(payload))
     return 0

@@ -11,7 +11,6 @@ part; the landmark fit tolerates a box a few frames old).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.eval.metrics import Box, DlibFaceMeasure
 from vivify.eval.reenact import command_line, machine
+from vivify.io.reports import write_json
 from vivify.io.video import open_video
 
 REDETECT = 5
@@ -114,5 +114,5 @@ def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | Non
     print(f"lowest r {report['min_r']:.3f}: target {'met' if report['target_met'] else 'NOT met'}")
     print(f"machine: {report['machine']}; command: {report['command']}")
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_json(json_path, report)
     return 0

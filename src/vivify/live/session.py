@@ -8,7 +8,6 @@ from a frame's capture to the moment its output has been handed over.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.io.reports import write_json
 from vivify.io.writers import refuse_input_as_output
 from vivify.live.capture import Captured, FrameSource
 from vivify.provenance.label import FrameLabeler, LabelSettings
@@ -217,10 +217,6 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     return stats.report(source.frames_in)
 
 
-def write_stats(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
 def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, source: str | None = None,
          loop: bool = False, output: str | Path | None = None, window: bool = False, virtual_camera: bool = False,
          size: tuple[int, int] | None = None, stats_path: Path | None = None, seconds: float | None = None,
@@ -276,5 +272,5 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
         for animator in animators:
             animator.close()
     if stats_path is not None:
-        write_stats(report, stats_path)
+        write_json(stats_path, report)
     return report
