@@ -54,3 +54,15 @@ def test_chunks_join_without_a_seam(inputs, tmp_path, runner):
     steps = np.array([np.abs(y - x).mean() for x, y in itertools.pairwise(b)])
     reference_steps = np.array([np.abs(y - x).mean() for x, y in itertools.pairwise(a)])
     assert np.abs(steps - reference_steps).max() < 0.5, (steps - reference_steps).round(2)
+
+
+def test_an_existing_output_fails_before_any_chunk_is_rendered(inputs, tmp_path):
+    from vivify.errors import VivifyError
+
+    portrait, driving = inputs
+    existing = tmp_path / "taken.mp4"
+    existing.write_bytes(b"someone's video")
+    rendered: list = []
+    with pytest.raises(VivifyError, match="exists"):
+        animate_chunked(portrait, driving, existing, chunks=2, run=lambda calls: rendered.extend(calls) or [])
+    assert rendered == [] and existing.read_bytes() == b"someone's video"

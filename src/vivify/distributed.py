@@ -43,10 +43,11 @@ def reference_of(driving: Path) -> tuple[np.ndarray, np.ndarray]:
     return frame, points
 
 
-def render_chunk(portrait_path: str, driving_path: str, start: int, end: int,
+def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | None,
                  reference: tuple[np.ndarray, np.ndarray], size: tuple[int, int] | None, max_side: int | None,
                  out_path: str) -> str:
-    """Frames [start, end) of the animation, losslessly into `out_path`; runs anywhere the files are."""
+    """Frames [start, end) of the animation (`end` None: to the video's end), losslessly into `out_path`; runs
+    anywhere the files are."""
     from vivify.animator import Animator
     from vivify.pipeline import tracked
 
@@ -86,24 +87,25 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
         marks = Marks.create(ingredients=(portrait_path, driving_path))
     reference = reference_of(Path(driving_path))
     with open_video(driving_path) as video:
+        fps, has_audio = video.fps, video.has_audio
         count = video.frame_count or sum(1 for _ in video.frames())
+    out_size = fit_portrait(load_portrait(portrait_path), size, max_side).shape[1::-1]
     folder = Path(tempfile.mkdtemp(prefix="vivify-chunks-", dir=scratch))
+    bounds = chunk_bounds(count, chunks)
     try:
-        calls = [(render_chunk, (str(portrait_path), str(driving_path), start, end, reference, size, max_side,
-                                 str(folder / f"chunk_{start:08d}.mkv")))
-                 for start, end in chunk_bounds(count, chunks)]
-        parts = run(calls)
-        with open_video(driving_path) as video:
-            fps, has_audio = video.fps, video.has_audio
-        done = 0
-        with av.open(parts[0]) as first:
-            out_size = (first.streams.video[0].width, first.streams.video[0].height)
+        # The writer opens before anything is rendered, so a bad or existing OUT fails at once, as in `animate`.
         with open_writer(output, fps, out_size, audio_source=driving_path if has_audio else None,
                          overwrite=overwrite, marks=marks) as writer:
-            for part in parts:
-                with av.open(part) as container:
-                    for frame in container.decode(video=0):
-                        writer.write(frame.to_ndarray(format="rgb24"))
+            # The last chunk runs to the end of the video: the frame count may be the container's estimate.
+            calls = [(render_chunk, (str(portrait_path), str(driving_path), start,
+                                     None if end == bounds[-1][1] else end, reference, size, max_side,
+                                     str(folder / f"chunk_{start:08d}.mkv")))
+                     for start, end in bounds]
+            done = 0
+            for part in run(calls):
+                with open_video(part) as rendered:
+                    for frame in rendered.frames():
+                        writer.write(frame)
                         done += 1
                         if progress is not None:
                             progress(done, count)
