@@ -19,6 +19,7 @@ from PIL import Image
 
 from vivify.bench import (
     _data_dir,
+    _median,
     _progress,
     _versions,
     available_cpus,
@@ -68,8 +69,7 @@ def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | Non
             result["real_time"] = seconds / result["wall_s"]
             runs.append(result)
             _progress(f"  {result['wall_s']:.2f} s, {result['real_time']:.2f}x real time")
-    walls = sorted(r["wall_s"] for r in runs)
-    median = walls[len(walls) // 2]
+    median = _median([r["wall_s"] for r in runs])
     report: dict[str, Any] = {
         "machine": machine_info(_versions()), "audio": description,
         "seconds": seconds, "size": [SIZE, SIZE], "runs": runs, "median_wall_s": median,

@@ -28,7 +28,8 @@ from vivify.provenance.label import FrameLabeler, LabelSettings
 
 # Commands, from stdin (one per line) or the window's keys.
 RECALIBRATE, NEXT, PREVIOUS, PAUSE, QUIT = "c", "n", "p", " ", "q"
-_COMMAND_WORDS = {"c": RECALIBRATE, "n": NEXT, "p": PREVIOUS, "": PAUSE, "pause": PAUSE, "q": QUIT, "quit": QUIT}
+_COMMAND_WORDS = {"c": RECALIBRATE, "n": NEXT, "p": PREVIOUS, "": PAUSE, " ": PAUSE, "pause": PAUSE, "q": QUIT,
+                  "quit": QUIT}
 VIRTUAL_CAMERA_HELP = ("no virtual camera device: load v4l2loopback, e.g. `sudo apt-get install v4l2loopback-dkms && "
                        "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=vivify`")
 

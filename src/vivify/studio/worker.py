@@ -47,14 +47,14 @@ def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluste
         from vivify.distributed import animate_chunked
 
         return animate_chunked(first["portrait"], first["driving"], output, chunks=cluster.chunks,
-                               run=cluster.run, max_side=params.get("max_side"), **common)
+                               run=cluster.run, **common)
     if job.kind == "animate":
-        return animate(first["portrait"], first["driving"], output, max_side=params.get("max_side"), **common)
+        return animate(first["portrait"], first["driving"], output, **common)
     if job.kind == "sing":
         return sing(first["driving"], inputs["portrait"], output, **common)
     if job.kind == "speak":
-        return speak(first["portrait"], output, max_side=params.get("max_side"), **speech, **common)
-    return dub(first["driving"], output, max_side=params.get("max_side"), **speech, **common)
+        return speak(first["portrait"], output, **speech, **common)
+    return dub(first["driving"], output, **speech, **common)
 
 
 class Worker:
