@@ -271,3 +271,13 @@ def test_bad_server_options(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_data_folder_that_is_a_file(tmp_path, capsys):
+    from vivify.cli import main
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert main(["users", "add", "bob", "--data-dir", str(taken)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {taken}: not a folder (the studio keeps its data in one)\n"
+    assert taken.read_text() == "mine"

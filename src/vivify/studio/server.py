@@ -6,16 +6,21 @@ import os
 import sys
 from pathlib import Path
 
+from vivify.errors import VivifyError
 from vivify.studio.app import create_app
 from vivify.studio.limits import DEFAULT_LIMITS, Limits
 from vivify.studio.worker import Cluster, Worker
 
 
 def studio_folder(folder: str | Path | None) -> Path:
-    """The studio's data folder: the one given, else `studio` in vivify's data folder."""
+    """The studio's data folder: the one given, else `studio` in vivify's data folder. Raises VivifyError when
+    the path is taken by something that is not a folder."""
     from vivify.provenance.identity import data_dir
 
-    return Path(folder) if folder is not None else data_dir() / "studio"
+    path = Path(folder) if folder is not None else data_dir() / "studio"
+    if path.exists() and not path.is_dir():
+        raise VivifyError(f"{path}: not a folder (the studio keeps its data in one)")
+    return path
 
 
 def protected_identities(folder: Path):
