@@ -101,3 +101,15 @@ def test_long_report_format():
     text = bench.format_report(report)
     assert "60s   1800" in text and "+10 MiB" in text and "target met" in text
     assert "Render only" not in text and "End to end" not in text
+
+
+def test_one_kind_of_benchmark_at_a_time(capsys):
+    from vivify.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--speak", "--ray"])
+    assert exit_info.value.code == 2
+    assert "argument --ray: not allowed with argument --speak" in capsys.readouterr().err
+    assert main(["bench", "--audio", "speech.wav"]) == 2
+    assert capsys.readouterr().err == ("vivify: error: --audio goes with --speak: it is the speech that "
+                                       "`vivify speak` says\n")

@@ -303,13 +303,14 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    bench.add_argument("--long", action="store_true",
-                       help="instead, check peak memory of 15 s and 60 s 1080p jobs (about 3-4 minutes)")
-    bench.add_argument("--speak", action="store_true",
-                       help="instead, time `vivify speak` on 30 s of speech at 512x512 (target: ≥ 3x real time)")
+    instead = bench.add_mutually_exclusive_group()
+    instead.add_argument("--long", action="store_true",
+                         help="instead, check peak memory of 15 s and 60 s 1080p jobs (about 3-4 minutes)")
+    instead.add_argument("--speak", action="store_true",
+                         help="instead, time `vivify speak` on 30 s of speech at 512x512 (target: ≥ 3x real time)")
+    instead.add_argument("--ray", action="store_true",
+                         help="instead, the speed-up of an animation rendered in chunks on a local Ray cluster")
     bench.add_argument("--audio", type=Path, help="with --speak: this speech instead of espeak-ng's")
-    bench.add_argument("--ray", action="store_true",
-                       help="instead, the speed-up of an animation rendered in chunks on a local Ray cluster")
     bench.add_argument("--repeats", type=_positive_count, default=1, metavar="N",
                        help="run every measurement N times, round-robin (default: 1)")
     return parser
@@ -579,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
 
             with _quiet_native_logs():
                 return reenact.run(args.videos, frames=args.frames, json_path=args.json)
+        if args.audio is not None and not args.speak:
+            raise VivifyError("--audio goes with --speak: it is the speech that `vivify speak` says")
         if args.ray:
             from vivify.bench_distributed import run_ray
 
