@@ -281,3 +281,20 @@ def test_a_data_folder_that_is_a_file(tmp_path, capsys):
     assert main(["users", "add", "bob", "--data-dir", str(taken)]) == 2
     assert capsys.readouterr().err == f"vivify: error: {taken}: not a folder (the studio keeps its data in one)\n"
     assert taken.read_text() == "mine"
+
+
+def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path):
+    from vivify.studio.store import MAX_ATTEMPTS, Store
+
+    store = Store(tmp_path)
+    try:
+        user = store.user_for_token(store.add_user("frank"))
+        job = store.create_job(user, "animate", {}, {}, {"confirmed": True})
+        for stop in range(1, MAX_ATTEMPTS + 1):
+            assert store.claim().id == job.id  # the server runs it ... and is killed
+            assert store.requeue_running() == (1 if stop < MAX_ATTEMPTS else 0)
+        failed = store.job(job.id)
+        assert failed.status == "failed" and f"stopped while running this job {MAX_ATTEMPTS} times" in failed.error
+        assert store.claim() is None
+    finally:
+        store.close()

@@ -21,6 +21,9 @@ from typing import Any
 
 from vivify.errors import VivifyError
 
+# Runs a job may have: each start of a run counts, and a server stopped mid-run leaves it running.
+MAX_ATTEMPTS = 3
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -188,8 +191,14 @@ class Store:
         self._run("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def requeue_running(self) -> int:
-        """At start-up: jobs a stopped server was running go back to the queue, to be run again from the start."""
+        """At start-up: jobs a stopped server was running go back to the queue, to be run again from the start;
+        one that was running at each of its last MAX_ATTEMPTS stops (it may be what stops the server, e.g. out
+        of memory) fails instead, so that it cannot stop it for ever."""
         with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE status = 'running' AND attempts >= ?",
+                (f"the server stopped while running this job {MAX_ATTEMPTS} times; it is not run again", now(),
+                 MAX_ATTEMPTS))
             cursor = self._db.execute("UPDATE jobs SET status = 'queued', progress = 0, eta_seconds = NULL "
                                       "WHERE status = 'running'")
             return cursor.rowcount
