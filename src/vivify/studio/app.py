@@ -223,9 +223,11 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
     await run_in_threadpool(_check_media, studio, inputs)
     consent = {"confirmed": True, "user": who.name, "time": now(), "statement": CONSENT_TEXT}
     # The consent is on record before the job is queued, so nothing is made from the uploads without it.
+    # Hashing up to the upload limit takes seconds: off the event loop, like the checks.
+    hashes = await run_in_threadpool(lambda: {Path(p).name: file_sha256(Path(p))
+                                              for paths in inputs.values() for p in paths})
     append_record(data_dir(), {"event": "consent", "job": job_id, "kind": kind, "user": who.name,
-                               "consent": consent, "inputs": {Path(p).name: file_sha256(Path(p))
-                                                              for paths in inputs.values() for p in paths}})
+                               "consent": consent, "inputs": hashes})
     return studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id)
 
 
