@@ -190,6 +190,38 @@ def test_expression_detail_carries_shading(face, reference):
     assert detailed > 0.7 * plain  # the ratio is clamped at 0.75: a shadow, never the driver's pixels
 
 
+@pytest.mark.parametrize("angle", [0.0, 20.0])
+def test_hair_beside_the_face_follows_a_head_turn(reference, angle):
+    """A turn (yaw) moves the side of the face oval along the eye line; the hair controls beside it go along,
+    so the cheek is not pulled in under still hair. A brow raised along the face's up axis moves no hair."""
+    from vivify.motion.pose import Similarity
+    from vivify.render.warp import HeadWarp
+
+    warp = HeadWarp((512, 512), reference)
+    pose = Similarity(1.0, np.radians(angle), np.zeros(2))
+    eye_line = reference[topology.RIGHT_EYE_CORNERS[1]] - reference[topology.LEFT_EYE_CORNERS[0]]
+    eye_line /= np.linalg.norm(eye_line)
+    face_up = np.array([eye_line[1], -eye_line[0]])
+    along = pose.linear @ eye_line  # the eye line in the output
+    left_side = np.array([i for i in topology.FACE_OVAL if reference[i, 0] < reference[1, 0]])
+    ring = slice(len(topology.WARP_CONTROLS), len(topology.WARP_CONTROLS) + len(warp.head_ring))
+
+    def ring_targets(moved: np.ndarray) -> np.ndarray:
+        return warp.controls(pose.apply(moved), pose)[0][ring]
+
+    still = ring_targets(reference)
+    turned = reference.copy()
+    turned[left_side] += 6.0 * eye_line  # 6 px towards the nose
+    shift = ring_targets(turned) - still
+    moved = np.linalg.norm(shift, axis=1) > 1e-6
+    assert moved.any() and not moved.all()  # the left side of the hair moves, the right side stays
+    np.testing.assert_allclose(shift[moved], np.tile(6.0 * along, (moved.sum(), 1)), atol=1e-4)
+
+    raised = reference.copy()
+    raised[topology.FACE_OVAL] += 5.0 * face_up
+    np.testing.assert_allclose(ring_targets(raised), still, atol=1e-4)
+
+
 def test_the_engine_loads_without_mediapipes_drawing_tools():
     """MediaPipe's package __init__ pulls in matplotlib for its drawing utilities (0.9 s of every start); the
     engine loads only the graphs it runs."""

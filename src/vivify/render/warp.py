@@ -73,10 +73,10 @@ class HeadWarp:
         self._scale = float(max(rw, rh))
         self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
 
-        oval = points[topology.FACE_OVAL]
-        # A ring beyond the upper face oval (further out above, for the hair) that moves rigidly with the
-        # head; none below the jaw, where the neck must stretch instead. Every other point is enough.
-        oval = oval[oval[:, 1] < points[1, 1]][::2]
+        # A ring beyond the upper face oval (further out above, for the hair) that moves with the head; none
+        # below the jaw, where the neck must stretch instead. Every other point is enough.
+        self._ring_origins = topology.FACE_OVAL[points[topology.FACE_OVAL, 1] < points[1, 1]][::2]
+        oval = points[self._ring_origins]
         spread = np.where((oval[:, 1] < center[1])[:, None], 1.45, 1.3)
         self.head_ring = center + (oval - center) * spread
         chin = points[152]
@@ -133,8 +133,15 @@ class HeadWarp:
         """Where control points go in the output (targets) and where they come from in the portrait."""
         chin_shift = head_motion.apply(self.points[152:153])[0] - self.points[152]
         sources = np.vstack([self.points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
+        # A head turn moves the side of the face oval sideways, beyond the rigid pose; the hair beside it goes
+        # along (otherwise the cheek is pulled in under still hair, a notch). Only along the eye line: a
+        # raised brow also moves the upper oval, and the hair does not rise with it.
+        eye_line = target[topology.RIGHT_EYE_CORNERS[1], :2] - target[topology.LEFT_EYE_CORNERS[0], :2]
+        eye_line /= max(float(np.linalg.norm(eye_line)), 1e-9)
+        shift = target[self._ring_origins, :2] - head_motion.apply(self.points[self._ring_origins])
+        turn = np.outer(shift @ eye_line, eye_line)
         targets = np.vstack([
-            target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring),
+            target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring) + turn,
             self.neck + _NECK_FOLLOW * chin_shift, self.fixed,
         ])
         return targets, sources
