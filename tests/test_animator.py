@@ -85,6 +85,36 @@ def test_mouth_opens_with_an_interior(face, reference):
     assert out[middle[1], middle[0]].mean() < face[middle[1], middle[0]].mean() - 40
 
 
+def test_a_flat_grey_driving_mouth_renders_a_dark_cavity(face, reference):
+    """A low-contrast driving video's open mouth, its cavity only a little darker than its lips, is carried
+    over with its shadows deepened: an opening that reads as closed lips would not show the driver speaking."""
+    import cv2
+
+    lower_lip = reference[topology.LOWER_INNER_LIP]
+    mouth_width = np.linalg.norm(reference[61] - reference[291])
+    lips = np.zeros(face.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [np.round(reference[topology.LIPS_OUTER]).astype(np.int32)], 1)
+    lips_colour = face[lips > 0].mean(axis=0)
+
+    def flat(drop: float) -> np.ndarray:
+        frame = open_mouth_frame(face, lower_lip, mouth_width, drop)
+        cavity = np.all(frame == (40, 12, 15), axis=2)
+        frame[cavity] = np.round(0.8 * lips_colour).astype(np.uint8)
+        return frame
+
+    animator = Animator(face, rate=25.0)
+    for drop in [0.0, *np.linspace(0, 14, 6), *[14.0] * 10]:
+        out = animator.render(flat(drop))
+    opening = np.zeros(face.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(animator.last_target[topology.LIPS_INNER]).astype(np.int32)], 1)
+    opening = cv2.erode(opening, np.ones((3, 3), np.uint8))
+    assert opening.sum() > 40
+    lightness = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0]
+    lips_lightness = cv2.cvtColor(face, cv2.COLOR_RGB2LAB)[..., 0][lips > 0].mean()
+    # Without the deepening, the carried grey keeps 0.81 of the lips' lightness; with it, 0.59.
+    assert np.percentile(lightness[opening > 0], 25) < 0.7 * lips_lightness
+
+
 def test_background_stays_still(face, reference):
     frames = [similarity_frame(face, (128, 110), shift=(10.0 * t, 0)) for t in np.linspace(0, 1, 10)]
     out = render_sequence(face, frames)

@@ -23,6 +23,8 @@ _GAP_RAMP = 0.05
 _MIN_DRIVING_GAP = 3.0
 # Exponential smoothing of the colour transfer across frames.
 _COLOUR_MEMORY = 0.8
+# Power of the curve that deepens a carried mouth's tones below the lips' mean lightness (see `_recolour`).
+_CAVITY_GAMMA = 3.0
 
 
 @dataclass(frozen=True)
@@ -36,16 +38,18 @@ class Feature:
     # right for teeth, which a warp of the portrait's own can only stretch; wrong for eyes (identity).
     carry_shown: bool
     synthetic_fallback: bool
+    # Deepen the carried interior's shadows: a cavity is dark however flat the driving video's contrast is.
+    deepen_shadows: bool
     # The interior starts to appear as the gap passes this (inter-ocular units).
     start: float
 
 
 MOUTH = Feature(topology.LIPS_INNER, topology.LIPS_OUTER, (topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP),
-                carry_shown=True, synthetic_fallback=True, start=0.01)
+                carry_shown=True, synthetic_fallback=True, deepen_shadows=True, start=0.01)
 LEFT_EYE = Feature(topology.LEFT_EYE, topology.LEFT_EYE_SURROUND, topology.LEFT_EYE_LIDS,
-                   carry_shown=False, synthetic_fallback=False, start=0.03)
+                   carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
 RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RIGHT_EYE_LIDS,
-                    carry_shown=False, synthetic_fallback=False, start=0.03)
+                    carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
 
 
 class InteriorPainter:
@@ -100,7 +104,7 @@ class InteriorPainter:
 
     def _recolour(self, patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
         """Match the driver's ring around the opening (and so the interior) to the portrait's, in Lab mean and
-        spread."""
+        spread; for a mouth, then deepen what lies below the lips' lightness."""
         ring = np.zeros(box.shape[:2], np.uint8)
         cv2.fillPoly(ring, [np.round(surround).astype(np.int32)], 1)
         cv2.fillPoly(ring, [np.round(opening).astype(np.int32)], 0)
@@ -118,6 +122,12 @@ class InteriorPainter:
             shift = _COLOUR_MEMORY * self._colour[1] + (1 - _COLOUR_MEMORY) * shift
         self._colour = (gain, shift)
         lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
+        if self.feature.deepen_shadows:
+            # A low-contrast driving video (soft light, compression) carries a grey cavity between pale teeth:
+            # lips seen closed, by people and by landmark detectors alike (dlib read such mouths as shut).
+            lips = max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0)  # the ring's mean, after the transfer
+            lightness = np.clip(lab_patch[..., 0], 0.0, None)
+            lab_patch[..., 0] = np.where(lightness < lips, lips * (lightness / lips) ** _CAVITY_GAMMA, lightness)
         return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
