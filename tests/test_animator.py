@@ -115,6 +115,18 @@ def test_a_flat_grey_driving_mouth_renders_a_dark_cavity(face, reference):
     assert np.percentile(lightness[opening > 0], 25) < 0.7 * lips_lightness
 
 
+def test_a_dark_driving_cavity_is_carried_as_it_is(reference):
+    from vivify.render.interior import MOUTH, InteriorPainter
+
+    lightness = np.full((40, 60), 150.0, np.float32)
+    lightness[14:26, 12:48] = 20.0  # a cavity far darker than the lips
+    lightness[14:17, 12:48] = 230.0  # and teeth
+    before = lightness.copy()
+    opening = np.array([[10.0, 12.0], [50.0, 12.0], [50.0, 28.0], [10.0, 28.0]])
+    InteriorPainter(MOUTH, reference)._deepen(lightness, 150.0, opening)
+    np.testing.assert_array_equal(lightness, before)
+
+
 def test_background_stays_still(face, reference):
     frames = [similarity_frame(face, (128, 110), shift=(10.0 * t, 0)) for t in np.linspace(0, 1, 10)]
     out = render_sequence(face, frames)

@@ -23,8 +23,10 @@ _GAP_RAMP = 0.05
 _MIN_DRIVING_GAP = 3.0
 # Exponential smoothing of the colour transfer across frames.
 _COLOUR_MEMORY = 0.8
-# Power of the curve that deepens a carried mouth's tones below the lips' mean lightness (see `_recolour`).
-_CAVITY_GAMMA = 3.0
+# A carried mouth's darkest tenth is deepened to at most this share of the lips' mean lightness, by a power
+# curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
+_CAVITY_DARKNESS = 0.35
+_MAX_CAVITY_GAMMA = 3.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class InteriorPainter:
         self._own_gap = self._gap(points)
         self._fit = np.concatenate([feature.surround, feature.opening])
         self._colour: tuple[np.ndarray, np.ndarray] | None = None
+        self._cavity_gamma: float | None = None
 
     def _gap(self, points: np.ndarray) -> float:
         upper, lower = self.feature.gap
@@ -123,12 +126,28 @@ class InteriorPainter:
         self._colour = (gain, shift)
         lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
         if self.feature.deepen_shadows:
-            # A low-contrast driving video (soft light, compression) carries a grey cavity between pale teeth:
-            # lips seen closed, by people and by landmark detectors alike (dlib read such mouths as shut).
-            lips = max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0)  # the ring's mean, after the transfer
-            lightness = np.clip(lab_patch[..., 0], 0.0, None)
-            lab_patch[..., 0] = np.where(lightness < lips, lips * (lightness / lips) ** _CAVITY_GAMMA, lightness)
+            # The ring's mean lightness after the transfer: the lips'.
+            self._deepen(lab_patch[..., 0], max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0), opening)
         return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+    def _deepen(self, lightness: np.ndarray, lips: float, opening: np.ndarray) -> None:
+        """Darken (in place) the tones below the lips' until the opening's darkest tenth is _CAVITY_DARKNESS of
+        them. A low-contrast driving video (soft light, compression) carries a grey cavity between pale teeth,
+        which reads as closed lips, to people and landmark detectors alike (dlib read such mouths as shut); a
+        cavity that is dark already is left as it is."""
+        np.clip(lightness, 0.0, None, out=lightness)
+        inside = np.zeros(lightness.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(opening).astype(np.int32)], 1)
+        tones = lightness[inside > 0]
+        if tones.size == 0:
+            return
+        darkest = float(np.clip(np.percentile(tones, 10) / lips, 1e-3, 0.999))
+        gamma = float(np.clip(np.log(_CAVITY_DARKNESS) / np.log(darkest), 1.0, _MAX_CAVITY_GAMMA))
+        if self._cavity_gamma is not None:  # smoothed like the colour, so the cavity does not flicker
+            gamma = _COLOUR_MEMORY * self._cavity_gamma + (1 - _COLOUR_MEMORY) * gamma
+        self._cavity_gamma = gamma
+        below = lightness < lips
+        lightness[below] = lips * (lightness[below] / lips) ** gamma
 
 
 def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
