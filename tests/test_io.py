@@ -6,6 +6,8 @@ whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import struct
 import zlib
@@ -21,6 +23,7 @@ from PIL import Image
 from vivify.errors import VivifyError
 from vivify.io import writers
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait
+from vivify.io.reports import write_json
 from vivify.io.video import open_video
 from vivify.io.writers import open_writer
 
@@ -612,3 +615,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_figures_not_measured_are_written_as_null(tmp_path):
+    """JSON has no NaN or infinity; a figure that was not measured is null, in a folder made for it."""
+    path = tmp_path / "new" / "figures.json"
+    write_json(path, {"r": 0.5, "lag": math.nan, "cells": [{"distance": math.inf}, (1.0, -math.inf)]})
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        "r": 0.5, "lag": None, "cells": [{"distance": None}, [1.0, None]]}

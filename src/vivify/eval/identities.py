@@ -154,17 +154,6 @@ def evaluate(shared_media: Path) -> dict[str, Any]:
     }
 
 
-def _json_ready(value: Any) -> Any:
-    # JSON has no infinity: a probe with no face found is null.
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def run(shared_media: Path, json_path: Path | None = None) -> int:
     """Evaluate, print the table, optionally write the figures as JSON; returns the exit code (0)."""
     report = evaluate(shared_media)
@@ -194,5 +183,5 @@ def run(shared_media: Path, json_path: Path | None = None) -> int:
     if json_path is not None:
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(json_path, _json_ready(report))
+        write_json(json_path, report)
     return 0

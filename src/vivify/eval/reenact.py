@@ -341,17 +341,6 @@ def format_table(results: list[ClipResult], frames: int, size: int) -> str:
     return "\n".join(lines)
 
 
-def _json_ready(value: Any) -> Any:
-    # JSON has no NaN: an unmeasured figure is null.
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def run(
     videos: list[Path],
     frames: int = 100,
@@ -399,5 +388,5 @@ def run(
         }
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(json_path, _json_ready(payload))
+        write_json(json_path, payload)
     return 0

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 
 def write_json(path: str | Path, report: Any) -> None:
     """`report` as indented JSON in `path`, its folder made first: figures that took minutes to measure are
-    not lost to a folder that does not exist yet."""
+    not lost to a folder that does not exist yet. A figure that is NaN or infinite (not measured) is null,
+    since JSON has neither."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value

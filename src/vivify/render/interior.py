@@ -64,6 +64,11 @@ class InteriorPainter:
         self._colour: tuple[np.ndarray, np.ndarray] | None = None
         self._cavity_gamma: float | None = None
 
+    def refit(self, points: np.ndarray) -> None:
+        """The face painted into has changed (a video's own frames, when dubbing): measure its opening again,
+        keeping the colour transfer's memory so the interior does not flicker from frame to frame."""
+        self._own_gap = self._gap(points)
+
     def _gap(self, points: np.ndarray) -> float:
         upper, lower = self.feature.gap
         return float(np.linalg.norm(points[upper, :2] - points[lower, :2])) / topology.inter_ocular(points)

@@ -21,6 +21,7 @@ class MouthReshaper:
     def __init__(self, interior_frame: np.ndarray | None = None, interior_points: np.ndarray | None = None) -> None:
         self._interior_frame = interior_frame
         self._interior_points = None if interior_points is None else np.asarray(interior_points)[:, :2]
+        self._painter: InteriorPainter | None = None
 
     def render(self, frame: np.ndarray, points: np.ndarray, pose: FacePose) -> np.ndarray:
         """`frame` (RGB uint8) with its face's mouth (landmarks `points`) in the mouth shape of `pose`; the
@@ -33,6 +34,10 @@ class MouthReshaper:
         rows, cols = warp.region.slices
         out = frame.copy()
         out[rows, cols] = cv2.remap(frame, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        InteriorPainter(MOUTH, points).paint(out, target, self._interior_frame, self._interior_points)
+        if self._painter is None:
+            self._painter = InteriorPainter(MOUTH, points)
+        else:
+            self._painter.refit(points)
+        self._painter.paint(out, target, self._interior_frame, self._interior_points)
         close_lips(out, points, target)
         return out
