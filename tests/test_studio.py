@@ -175,9 +175,14 @@ def test_invalid_and_wrong_count_uploads(server, portrait, tmp_path):
 
 
 def test_limits(tmp_path, portrait):
-    server = Server(tmp_path, "--max-upload-mb", "1", "--max-jobs", "1").start()
+    server = Server(tmp_path, "--max-upload-mb", "1", "--max-jobs", "1", "--max-megapixels", "0.07").start()
     try:
         headers = server.user("dave")
+        wide = tmp_path / "wide.png"  # 0.09 megapixels (the portrait is 0.066), and a header that says so
+        Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(wide)
+        answer = _submit(server, headers, portraits=(wide,), template="nod")
+        assert answer.status_code == 413
+        assert answer.json()["detail"] == "wide.png: image is 0.1 megapixels, over the 0.07 megapixel limit"
         big = tmp_path / "big.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big)
         answer = _submit(server, headers, portraits=(big,), template="nod")
@@ -264,6 +269,7 @@ def test_templates_and_the_ray_path(tmp_path, portrait):
     (["--port", "99999"], "argument --port: expected a port number from 1 to 65535, not '99999'"),
     (["--ray", "local:abc"], "argument --ray: expected local, local:CPUS or a cluster's address, not 'local:abc'"),
     (["--max-upload-mb", "0"], "argument --max-upload-mb: expected a number above 0, not '0'"),
+    (["--max-megapixels", "60"], "argument --max-megapixels: at most 50, the engine's own limit, not '60'"),
 ])
 def test_bad_server_options(args, message, capsys):
     from vivify.cli import main

@@ -64,6 +64,15 @@ def _amount(text: str) -> float:
     return value
 
 
+def _portrait_megapixels(text: str) -> float:
+    from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS
+
+    value = _amount(text)
+    if value > MAX_PORTRAIT_MEGAPIXELS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PORTRAIT_MEGAPIXELS}, the engine's own limit, not {text!r}")
+    return value
+
+
 def _ray_address(text: str) -> str:
     if text.startswith("local:") and not re.fullmatch(r"local:[1-9]\d*", text):
         raise argparse.ArgumentTypeError(f"expected local, local:CPUS or a cluster's address, not {text!r}")
@@ -237,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve.add_argument("--max-upload-mb", type=_amount, default=limits.upload_bytes / 2**20,
                        help=f"largest upload per job (default: {limits.upload_bytes / 2**20:g})")
-    serve.add_argument("--max-megapixels", type=_amount, default=limits.megapixels,
+    serve.add_argument("--max-megapixels", type=_portrait_megapixels, default=limits.megapixels,
                        help=f"largest portrait (default: {limits.megapixels:g})")
     serve.add_argument("--max-seconds", type=_amount, default=limits.video_seconds,
                        help=f"longest video or speech (default: {limits.video_seconds:g})")

@@ -35,15 +35,22 @@ _BACKGROUND = (255, 255, 255)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
-def load_portrait(path: str | Path) -> np.ndarray:
+class PortraitTooLarge(VivifyError):
+    """The portrait has more pixels than allowed (its header says so; it is not decoded)."""
+
+
+def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIXELS) -> np.ndarray:
     """Load a JPEG, PNG or WebP portrait as an upright RGB uint8 array of shape H×W×3.
 
     EXIF orientation is applied; greyscale, palette, 16-bit and CMYK images are converted to RGB;
     transparency is composited onto white. Only the first frame of an animated WebP/PNG is used.
 
     Raises VivifyError (message starts with `path` as given) when the file is missing, is not a
-    readable JPEG/PNG/WebP, is truncated or corrupt, or is over MAX_PORTRAIT_MEGAPIXELS.
+    readable JPEG/PNG/WebP, is truncated or corrupt; PortraitTooLarge, a VivifyError, when it is over
+    `max_megapixels` (at most MAX_PORTRAIT_MEGAPIXELS, the engine's own limit).
     """
+    if not 0 < max_megapixels <= MAX_PORTRAIT_MEGAPIXELS:
+        raise ValueError(f"max_megapixels must be above 0 and at most {MAX_PORTRAIT_MEGAPIXELS}")
     name = str(path)
     file = Path(path)
     if not file.exists():
@@ -58,7 +65,7 @@ def load_portrait(path: str | Path) -> np.ndarray:
             # Image.open() only parses the header; pixels are decoded by load() below.
             image = Image.open(file, formats=_FORMATS)
         with image:
-            _check_size(name, *image.size)
+            _check_size(name, *image.size, max_megapixels)
             image.load()  # inside the try: truncation and decoder errors surface here
             rgb = _to_rgb(_upright(image))
     except VivifyError:
@@ -66,7 +73,7 @@ def load_portrait(path: str | Path) -> np.ndarray:
     except Image.DecompressionBombError as error:
         match = _BOMB_PIXELS.search(str(error))
         pixels = int(match.group(1)) if match else None
-        raise VivifyError(_too_big_message(name, pixels)) from None
+        raise PortraitTooLarge(_too_big_message(name, pixels, max_megapixels)) from None
     except UnidentifiedImageError:
         raise VivifyError(f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)") from None
     except PermissionError as error:
@@ -88,15 +95,15 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _check_size(name: str, width: int, height: int) -> None:
+def _check_size(name: str, width: int, height: int, max_megapixels: float) -> None:
     """Refuse images above the pixel limit, using only the size declared in the header."""
-    if width * height > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
-        raise VivifyError(_too_big_message(name, width * height))
+    if width * height > max_megapixels * 1_000_000:
+        raise PortraitTooLarge(_too_big_message(name, width * height, max_megapixels))
 
 
-def _too_big_message(name: str, pixels: int | None) -> str:
+def _too_big_message(name: str, pixels: int | None, max_megapixels: float) -> str:
     size = f" {pixels / 1e6:.1f} megapixels," if pixels else ""
-    return f"{name}: image is{size} over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit"
+    return f"{name}: image is{size} over the {max_megapixels:g} megapixel limit"
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -255,17 +255,17 @@ def _check_media(studio: Studio, inputs: dict[str, list[str]]) -> None:
 
 
 def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
-    from vivify.io.image import load_portrait
+    from vivify.io.image import PortraitTooLarge, load_portrait
     from vivify.io.video import open_video
     from vivify.speech.audio import read_speech
 
     limits = studio.limits
     for path in inputs.get("portrait", []):
         name = Path(path).name
-        image = load_portrait(path)
-        megapixels = image.shape[0] * image.shape[1] / 1e6
-        if megapixels > limits.megapixels:
-            raise HTTPException(413, f"{name}: {megapixels:.1f} megapixels, over the limit of {limits.megapixels:g}")
+        try:  # the size is checked from the header, before the pixels are decoded
+            image = load_portrait(path, max_megapixels=limits.megapixels)
+        except PortraitTooLarge as error:
+            raise HTTPException(413, str(error).replace(path, name)) from None
         _refuse_protected(studio, image, name)
     for path in inputs.get("driving", []):
         name = Path(path).name
