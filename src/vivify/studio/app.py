@@ -22,7 +22,7 @@ from vivify.errors import VivifyError
 from vivify.provenance.audit import append_record, file_sha256
 from vivify.provenance.identity import data_dir
 from vivify.studio.limits import DEFAULT_LIMITS, Limits
-from vivify.studio.store import Job, Store, User, new_job_id, now
+from vivify.studio.store import Job, Store, User, new_job_id, now, without_paths
 
 KINDS = ("animate", "sing", "speak", "dub")
 CONSENT_TEXT = "Every person shown has consented to being animated (Deep Synthesis Provisions, Art. 14)."
@@ -245,28 +245,25 @@ async def _save(upload: UploadFile, folder: Path, slot: str) -> str:
 
 def _check_media(studio: Studio, inputs: dict[str, list[str]]) -> None:
     """Readable, within the limits, and no protected face; refusals name the file (never the server's path)."""
+    from vivify.io.image import PortraitTooLarge
+
     try:
         _check_files(studio, inputs)
     except VivifyError as error:
-        message = str(error)
-        for path in (p for paths in inputs.values() for p in paths):
-            message = message.replace(path, Path(path).name)
-        raise HTTPException(422, message) from None
+        raise HTTPException(413 if isinstance(error, PortraitTooLarge) else 422,
+                            without_paths(str(error), inputs)) from None
 
 
 def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
-    from vivify.io.image import PortraitTooLarge, load_portrait
+    from vivify.io.image import load_portrait
     from vivify.io.video import open_video
     from vivify.speech.audio import read_speech
 
     limits = studio.limits
     for path in inputs.get("portrait", []):
-        name = Path(path).name
-        try:  # the size is checked from the header, before the pixels are decoded
-            image = load_portrait(path, max_megapixels=limits.megapixels)
-        except PortraitTooLarge as error:
-            raise HTTPException(413, str(error).replace(path, name)) from None
-        _refuse_protected(studio, image, name)
+        # The size is checked from the header, before the pixels are decoded.
+        image = load_portrait(path, max_megapixels=limits.megapixels)
+        _refuse_protected(studio, image, Path(path).name)
     for path in inputs.get("driving", []):
         name = Path(path).name
         with open_video(path) as video:

@@ -93,6 +93,14 @@ class Job:
                 "started": self.started, "finished": self.finished, "inputs": names}
 
 
+def without_paths(message: str, inputs: dict[str, list[str]]) -> str:
+    """`message` with every input's path on the server replaced by its file name: users see the names of
+    their own files, never the server's folders."""
+    for path in (p for paths in inputs.values() for p in paths):
+        message = message.replace(path, Path(path).name)
+    return message
+
+
 class Store:
     """Users and jobs in `folder`/studio.sqlite; safe to use from several threads."""
 

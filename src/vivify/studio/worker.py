@@ -13,7 +13,7 @@ from typing import Any
 
 from vivify.errors import VivifyError
 from vivify.provenance.marks import Marks
-from vivify.studio.store import Job, Store
+from vivify.studio.store import Job, Store, without_paths
 
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 0.5  # s between progress updates written to the store
@@ -117,10 +117,7 @@ class Worker:
             output.unlink(missing_ok=True)
             return
         except VivifyError as error:
-            message = str(error)
-            for path in inputs:  # the user's file names, never the server's folders
-                message = message.replace(path, Path(path).name)
-            self.store.fail(job.id, message)
+            self.store.fail(job.id, without_paths(str(error), job.inputs))
             return
         except Exception as error:  # a bug must not stop the queue: the job fails, the next one runs
             log.exception("job %s failed", job.id)
