@@ -25,7 +25,7 @@ _MIN_DRIVING_GAP = 3.0
 _COLOUR_MEMORY = 0.8
 # A carried mouth's darkest tenth is deepened to at most this share of the lips' mean lightness, by a power
 # curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
-_CAVITY_DARKNESS = 0.35
+_CAVITY_DARKNESS = 0.2
 _MAX_CAVITY_GAMMA = 3.0
 
 
