@@ -122,7 +122,8 @@ def test_a_dark_driving_cavity_is_carried_as_it_is(reference):
     lightness[14:26, 12:48] = 20.0  # a cavity far darker than the lips
     lightness[14:17, 12:48] = 230.0  # and teeth
     before = lightness.copy()
-    opening = np.array([[10.0, 12.0], [50.0, 12.0], [50.0, 28.0], [10.0, 28.0]])
+    opening = np.zeros(lightness.shape, bool)
+    opening[12:28, 10:50] = True
     InteriorPainter(MOUTH, reference)._deepen(lightness, 150.0, opening)
     np.testing.assert_allclose(lightness, before, rtol=1e-5)
 

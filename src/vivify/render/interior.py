@@ -113,9 +113,11 @@ class InteriorPainter:
     def _recolour(self, patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
         """Match the driver's ring around the opening (and so the interior) to the portrait's, in Lab mean and
         spread; for a mouth, then deepen what lies below the lips' lightness."""
+        inside = np.zeros(box.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [np.round(opening).astype(np.int32)], 1)
         ring = np.zeros(box.shape[:2], np.uint8)
         cv2.fillPoly(ring, [np.round(surround).astype(np.int32)], 1)
-        cv2.fillPoly(ring, [np.round(opening).astype(np.int32)], 0)
+        ring[inside > 0] = 0
         if ring.sum() < 10:
             return patch
         lab_patch = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -132,18 +134,16 @@ class InteriorPainter:
         lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
         if self.feature.deepen_shadows:
             # The ring's mean lightness after the transfer: the lips'.
-            self._deepen(lab_patch[..., 0], max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0), opening)
+            self._deepen(lab_patch[..., 0], max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0), inside > 0)
         return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
     def _deepen(self, lightness: np.ndarray, lips: float, opening: np.ndarray) -> None:
-        """Darken (in place) the tones below the lips' until the opening's darkest tenth is _CAVITY_DARKNESS of
-        them. A low-contrast driving video (soft light, compression) carries a grey cavity between pale teeth,
-        which reads as closed lips, to people and landmark detectors alike (dlib read such mouths as shut); a
-        cavity that is dark already is left as it is."""
+        """Darken (in place) the tones below the lips' until the darkest tenth of the opening (a boolean mask) is
+        _CAVITY_DARKNESS of them. A low-contrast driving video (soft light, compression) carries a grey cavity
+        between pale teeth, which reads as closed lips, to people and landmark detectors alike (dlib read such
+        mouths as shut); a cavity that is dark already is left as it is."""
         np.clip(lightness, 0.0, None, out=lightness)
-        inside = np.zeros(lightness.shape, np.uint8)
-        cv2.fillPoly(inside, [np.round(opening).astype(np.int32)], 1)
-        tones = lightness[inside > 0]
+        tones = lightness[opening]
         if tones.size == 0:
             return
         darkest = float(np.clip(np.percentile(tones, 10) / lips, 1e-3, 0.999))
