@@ -3,6 +3,7 @@ matches the audio, and bad input gets its message and exit code 2."""
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from conftest import encode_clip, tone
 from PIL import Image
 
 from vivify.cli import main
+from vivify.errors import SpeechTooLong
 from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
-from vivify.speaking import frame_schedule
+from vivify.speaking import frame_schedule, speech_input
 from vivify.speech.audio import amplitude, write_wav
 from vivify.speech.phones import Phone, Speech
 from vivify.speech.synth import synthesize
@@ -209,6 +211,14 @@ def test_audio_over_the_length_limit(portrait, tmp_path, capsys):
     assert capsys.readouterr().err == (
         "vivify: error: long.wav: audio is longer than the limit of 2 s (--max-duration sets it)\n")
     assert not out.exists()
+
+
+def test_length_limits_name_the_option_only_where_there_is_one():
+    """The studio holds speech to its own limit: the library's message names no command-line option, which
+    the CLI adds (above) where --max-duration set the limit."""
+    with pytest.raises(SpeechTooLong) as info:
+        speech_input(None, "Hello there, this sentence takes a while to say.", "en", None, max_seconds=0.5)
+    assert re.fullmatch(r"the text takes \d+ s to say, over the limit of 0.5 s", str(info.value))
 
 
 def test_dub_needs_audio_or_text(portrait, tmp_path, capsys):

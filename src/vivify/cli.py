@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vivify.errors import VivifyError
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.io.reports import write_json
 
 
@@ -604,7 +604,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench.run(frames=args.frames, json_path=args.json, long=args.long, repeats=args.repeats)
     except VivifyError as error:
-        print(f"vivify: error: {error}", file=sys.stderr)
+        # The limit is the library's; where it came from this command's option, say which one sets it.
+        hint = " (--max-duration sets it)" if isinstance(error, SpeechTooLong) and "max_duration" in args else ""
+        print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vivify: interrupted", file=sys.stderr)

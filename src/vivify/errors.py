@@ -3,3 +3,7 @@
 
 class VivifyError(Exception):
     """A problem with the user's input or options, reported without a traceback."""
+
+
+class SpeechTooLong(VivifyError):
+    """Speech (an audio file, or a text once spoken) over the length limit that the caller set."""

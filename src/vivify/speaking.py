@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vivify.errors import VivifyError
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
 from vivify.io.writers import open_writer, refuse_input_as_output
@@ -47,8 +47,7 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
 
         speech = synthesize(text, lang, voice)
         if speech.duration > max_seconds:
-            raise VivifyError(f"the text takes {speech.duration:.0f} s to say, over the limit of "
-                              f"{max_seconds:g} s (--max-duration sets it)")
+            raise SpeechTooLong(f"the text takes {speech.duration:.0f} s to say, over the limit of {max_seconds:g} s")
         return speech
     return read_speech(audio, max_seconds=max_seconds)
 

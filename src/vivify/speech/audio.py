@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vivify.errors import VivifyError
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.io.video import _reason
 from vivify.speech.phones import Speech
 
@@ -40,8 +40,7 @@ def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float 
                     chunks.append(out.to_ndarray().ravel())
                     total += chunks[-1].size
                 if total > limit:  # stop reading: a long file is refused whatever its length
-                    raise VivifyError(f"{name}: audio is longer than the limit of {_minutes(max_seconds)} "
-                                      "(--max-duration sets it)")
+                    raise SpeechTooLong(f"{name}: audio is longer than the limit of {_minutes(max_seconds)}")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().ravel())
         except (av.error.FFmpegError, OSError) as error:
