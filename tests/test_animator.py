@@ -235,8 +235,9 @@ def test_expression_detail_carries_shading(face, reference):
 
 @pytest.mark.parametrize("angle", [0.0, 20.0])
 def test_hair_beside_the_face_follows_a_head_turn(reference, angle):
-    """A turn (yaw) moves the side of the face oval along the eye line; the hair controls beside it go along,
-    so the cheek is not pulled in under still hair. A brow raised along the face's up axis moves no hair."""
+    """A turn (yaw) moves the sides of the face oval one way along the eye line, the far side most; the hair
+    controls beside them go along, so the cheek is not pulled in under still hair. A smile or a wide mouth
+    (the sides apart) and a raised brow (along the face's up axis) move no hair."""
     from vivify.motion.pose import Similarity
     from vivify.render.warp import HeadWarp
 
@@ -247,22 +248,29 @@ def test_hair_beside_the_face_follows_a_head_turn(reference, angle):
     face_up = np.array([eye_line[1], -eye_line[0]])
     along = pose.linear @ eye_line  # the eye line in the output
     left_side = np.array([i for i in topology.FACE_OVAL if reference[i, 0] < reference[1, 0]])
+    right_side = np.array([i for i in topology.FACE_OVAL if reference[i, 0] > reference[1, 0]])
     ring = slice(len(topology.WARP_CONTROLS), len(topology.WARP_CONTROLS) + len(warp.head_ring))
+    ring_left = warp.head_ring[:, 0] < reference[1, 0]
 
-    def ring_targets(moved: np.ndarray) -> np.ndarray:
-        return warp.controls(pose.apply(moved), pose)[0][ring]
+    def ring_shift(moved: np.ndarray) -> np.ndarray:
+        return warp.controls(pose.apply(moved), pose)[0][ring] - warp.controls(pose.apply(reference), pose)[0][ring]
 
-    still = ring_targets(reference)
     turned = reference.copy()
-    turned[left_side] += 6.0 * eye_line  # 6 px towards the nose
-    shift = ring_targets(turned) - still
-    moved = np.linalg.norm(shift, axis=1) > 1e-6
-    assert moved.any() and not moved.all()  # the left side of the hair moves, the right side stays
-    np.testing.assert_allclose(shift[moved], np.tile(6.0 * along, (moved.sum(), 1)), atol=1e-4)
+    turned[left_side] += 6.0 * eye_line  # the far side 6 px towards the nose, the near side 3 px
+    turned[right_side] += 3.0 * eye_line
+    shift = ring_shift(turned)
+    np.testing.assert_allclose(shift[ring_left], np.tile(6.0 * along, (ring_left.sum(), 1)), atol=1e-4)
+    sides = ~ring_left & (warp.head_ring[:, 0] > reference[1, 0] + 1)  # not the forehead's middle
+    np.testing.assert_allclose(shift[sides], np.tile(3.0 * along, (sides.sum(), 1)), atol=1e-4)
+
+    widened = reference.copy()
+    widened[left_side] -= 3.0 * eye_line
+    widened[right_side] += 3.0 * eye_line
+    assert np.abs(ring_shift(widened)).max() < 0.5
 
     raised = reference.copy()
     raised[topology.FACE_OVAL] += 5.0 * face_up
-    np.testing.assert_allclose(ring_targets(raised), still, atol=1e-4)
+    np.testing.assert_allclose(ring_shift(raised), 0.0, atol=1e-4)
 
 
 def test_the_engine_loads_without_mediapipes_drawing_tools():

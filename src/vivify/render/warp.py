@@ -133,18 +133,27 @@ class HeadWarp:
         """Where control points go in the output (targets) and where they come from in the portrait."""
         chin_shift = head_motion.apply(self.points[152:153])[0] - self.points[152]
         sources = np.vstack([self.points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
-        # A head turn moves the side of the face oval sideways, beyond the rigid pose; the hair beside it goes
-        # along (otherwise the cheek is pulled in under still hair, a notch). Only along the eye line: a
-        # raised brow also moves the upper oval, and the hair does not rise with it.
-        eye_line = target[topology.RIGHT_EYE_CORNERS[1], :2] - target[topology.LEFT_EYE_CORNERS[0], :2]
-        eye_line /= max(float(np.linalg.norm(eye_line)), 1e-9)
-        shift = target[self._ring_origins, :2] - head_motion.apply(self.points[self._ring_origins])
-        turn = np.outer(shift @ eye_line, eye_line)
         targets = np.vstack([
-            target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring) + turn,
+            target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring) + self._turn(target, head_motion),
             self.neck + _NECK_FOLLOW * chin_shift, self.fixed,
         ])
         return targets, sources
+
+    def _turn(self, target: np.ndarray, head_motion: Similarity) -> np.ndarray:
+        """How far each hair control follows a head turn, beyond the rigid pose.
+
+        A turn moves the sides of the face oval one way along the eye line, the far side most; the hair beside
+        them goes along (otherwise the cheek is pulled in under still hair, a notch). Each control takes its
+        oval point's shift, held between 0 and twice the shift that the points share: a smile or a wide mouth
+        moves the sides apart and moves no hair. Only along the eye line: a raised brow also lifts the upper
+        oval, and the hair does not rise with it.
+        """
+        eye_line = target[topology.RIGHT_EYE_CORNERS[1], :2] - target[topology.LEFT_EYE_CORNERS[0], :2]
+        eye_line /= max(float(np.linalg.norm(eye_line)), 1e-9)
+        shift = target[self._ring_origins, :2] - head_motion.apply(self.points[self._ring_origins])
+        along = shift @ eye_line
+        shared = 2.0 * float(along.mean())
+        return np.outer(np.clip(along, min(0.0, shared), max(0.0, shared)), eye_line)
 
     def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
              driving: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, Box, list[np.ndarray]]:
