@@ -127,6 +127,24 @@ def test_a_dark_driving_cavity_is_carried_as_it_is(reference):
     InteriorPainter(MOUTH, reference)._deepen(lightness, 150.0, opening)
     np.testing.assert_allclose(lightness, before, rtol=1e-5)
 
+    teeth_together = np.full((40, 60), 230.0, np.float32)  # no cavity: a few gaps between teeth only
+    teeth_together[20, 12:40] = 140.0
+    before = teeth_together.copy()
+    InteriorPainter(MOUTH, reference)._deepen(teeth_together, 150.0, opening)
+    np.testing.assert_allclose(teeth_together, before, rtol=1e-5)
+
+
+def test_a_flat_cavity_is_deepened_inside_the_opening_only(reference):
+    from vivify.render.interior import MOUTH, InteriorPainter
+
+    lightness = np.full((40, 60), 120.0, np.float32)  # the carried lips' inner edge, darker than their mean
+    lightness[12:28, 10:50] = 140.0  # a flat grey cavity
+    opening = np.zeros(lightness.shape, bool)
+    opening[12:28, 10:50] = True
+    InteriorPainter(MOUTH, reference)._deepen(lightness, 150.0, opening)
+    assert lightness[20, 30] == pytest.approx(150.0 * (140.0 / 150.0) ** 3, rel=1e-4)  # the steepest curve
+    assert np.all(lightness[~opening] == 120.0)
+
 
 def test_background_stays_still(face, reference):
     frames = [similarity_frame(face, (128, 110), shift=(10.0 * t, 0)) for t in np.linspace(0, 1, 10)]
