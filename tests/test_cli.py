@@ -352,7 +352,7 @@ ERRORS = [
     ("two_faces", "drive", ["--face", "2"], "two.png: face 2 requested but only 2 found (faces count from 0)"),
     ("truncated", "drive", [], "...truncated.jpg: not an image or corrupt (image file is truncated"),
     ("garbage", "drive", [], "...garbage.png: not an image or corrupt (not a JPEG, PNG or WebP file)"),
-    ("huge", "drive", [], "...huge.png: image is 60.0 megapixels, over the 50 megapixel limit"),
+    ("huge", "drive", [], "...huge.png: image is 60 megapixels, over the 50 megapixel limit"),
     ("portrait", "text", [], "...text.mp4: not a video or unreadable ("),
     ("portrait", "still", [], "...still.png: is a still image, not a video"),
     ("portrait", "frameless", [], "...frameless.mkv: video has no frames"),

@@ -212,7 +212,12 @@ def test_portrait_too_many_megapixels(tmp_path):
     path = png_header_only(tmp_path / "bomb.png", 20_000, 20_000)
     with pytest.raises(VivifyError) as info:
         load_portrait(path)
-    assert str(info.value) == f"{path}: image is 400.0 megapixels, over the 50 megapixel limit"
+    assert str(info.value) == f"{path}: image is 400 megapixels, over the 50 megapixel limit"
+    # Just over a limit, the size says so: 25.04, not 25.0 against 25.
+    path = png_header_only(tmp_path / "just_over.png", 5_008, 5_000)
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path, max_megapixels=25)
+    assert str(info.value) == f"{path}: image is 25.04 megapixels, over the 25 megapixel limit"
 
 
 def test_portrait_directory(tmp_path):

@@ -221,6 +221,18 @@ def test_length_limits_name_the_option_only_where_there_is_one():
     assert re.fullmatch(r"the text takes \d+ s to say, over the limit of 0.5 s", str(info.value))
 
 
+def test_a_length_limit_without_the_option_gets_no_hint(monkeypatch, capsys):
+    """`eval lipsync` holds speech to the library's default limit; it has no --max-duration to point to."""
+    from vivify.eval import lipsync
+
+    def too_long(*args: object) -> int:
+        raise SpeechTooLong("talk.wav: audio is longer than the limit of 10 min")
+
+    monkeypatch.setattr(lipsync, "run", too_long)
+    assert main(["eval", "lipsync", "talk.mp4"]) == 2
+    assert capsys.readouterr().err == "vivify: error: talk.wav: audio is longer than the limit of 10 min\n"
+
+
 def test_dub_needs_audio_or_text(portrait, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["dub", str(portrait), "-o", str(tmp_path / "x.mp4")])

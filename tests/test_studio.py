@@ -182,7 +182,7 @@ def test_limits(tmp_path, portrait):
         Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(wide)
         answer = _submit(server, headers, portraits=(wide,), template="nod")
         assert answer.status_code == 413
-        assert answer.json()["detail"] == "wide.png: image is 0.1 megapixels, over the 0.07 megapixel limit"
+        assert answer.json()["detail"] == "wide.png: image is 0.09 megapixels, over the 0.07 megapixel limit"
         big = tmp_path / "big.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big)
         answer = _submit(server, headers, portraits=(big,), template="nod")
@@ -277,6 +277,14 @@ def test_bad_server_options(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_portrait_limit_above_the_engines_is_refused_at_start(tmp_path):
+    from vivify.studio.app import create_app
+    from vivify.studio.limits import Limits
+
+    with pytest.raises(ValueError, match=r"limits\.megapixels is 60, over the engine's 50"):
+        create_app(tmp_path, Limits(megapixels=60))
 
 
 def test_a_data_folder_that_is_a_file(tmp_path, capsys):

@@ -5,5 +5,9 @@ class VivifyError(Exception):
     """A problem with the user's input or options, reported without a traceback."""
 
 
+class PortraitTooLarge(VivifyError):
+    """A portrait with more pixels than allowed (its header says so; it is not decoded)."""
+
+
 class SpeechTooLong(VivifyError):
     """Speech (an audio file, or a text once spoken) over the length limit that the caller set."""

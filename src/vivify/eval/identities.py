@@ -181,7 +181,5 @@ def run(shared_media: Path, json_path: Path | None = None) -> int:
               f"{pair['probe_person']} taken for them {pair['count']} times")
     print(f"{report['seconds']:.1f} s; machine: {machine()}; command: {command_line()}")
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(json_path, report)
     return 0

@@ -386,7 +386,5 @@ def run(
             "machine": machine(),
             "command": command_line(),
         }
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(json_path, payload)
     return 0

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vivify.errors import VivifyError
+from vivify.errors import PortraitTooLarge, VivifyError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ _BACKGROUND = (255, 255, 255)
 # Pillow's own bomb check can fire inside Image.open(), before we see the size; its message
 # carries the pixel count, e.g. "Image size (400000000 pixels) exceeds limit of ...".
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-
-
-class PortraitTooLarge(VivifyError):
-    """The portrait has more pixels than allowed (its header says so; it is not decoded)."""
 
 
 def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIXELS) -> np.ndarray:
@@ -102,7 +98,7 @@ def _check_size(name: str, width: int, height: int, max_megapixels: float) -> No
 
 
 def _too_big_message(name: str, pixels: int | None, max_megapixels: float) -> str:
-    size = f" {pixels / 1e6:.1f} megapixels," if pixels else ""
+    size = f" {pixels / 1e6:.4g} megapixels," if pixels else ""  # 25.04, not 25.0, against a limit of 25
     return f"{name}: image is{size} over the {max_megapixels:g} megapixel limit"
 
 

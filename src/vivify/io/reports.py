@@ -10,8 +10,8 @@ from typing import Any
 
 def write_json(path: str | Path, report: Any) -> None:
     """`report` as indented JSON in `path`, its folder made first: figures that took minutes to measure are
-    not lost to a folder that does not exist yet. A figure that is NaN or infinite (not measured) is null,
-    since JSON has neither."""
+    not lost to a folder that does not exist yet. JSON has no NaN or infinity: such figures (mostly ones
+    not measured) are written as null."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
