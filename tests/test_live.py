@@ -17,7 +17,7 @@ from vivify.cli import main
 from vivify.demo import driving_frames, face_crop
 from vivify.errors import VivifyError
 from vivify.live.capture import FrameSource, PacedFile
-from vivify.live.session import NEXT, QUIT, run_live
+from vivify.live.session import NEXT, PAUSE, QUIT, run_live
 from vivify.provenance.verify import verify
 
 FPS = 25
@@ -40,6 +40,9 @@ class _Collect:
 
     def write(self, frame, captured, readout) -> None:
         self.frames.append((captured.index, frame))
+
+    def idle(self) -> None:
+        pass
 
     def close(self, failed: bool = False) -> None:
         pass
@@ -82,6 +85,30 @@ def test_commands_switch_portraits_and_quit(material):
     report = run_live(PacedFile(str(material["clip"])), sink, renderers, commands=commands)
     assert [frame.max() for _, frame in sink.frames] == [1]  # next portrait, then quit
     assert report["frames_out"] == 1
+
+
+def test_a_paused_session_still_hears_the_key_that_resumes_it(material):
+    """While paused nothing is rendered, but the sink is still called: a window reads its keys there, and the
+    space bar that resumes must get through."""
+    commands: queue.SimpleQueue = queue.SimpleQueue()
+    commands.put(PAUSE)
+
+    class _Window(_Collect):
+        idles = 0
+
+        def idle(self) -> None:
+            self.idles += 1
+            if self.idles == 3:
+                commands.put(PAUSE)  # the space bar, read from the window
+
+        def write(self, frame, captured, readout) -> None:
+            super().write(frame, captured, readout)
+            commands.put(QUIT)
+
+    sink = _Window()
+    run_live(PacedFile(str(material["clip"])), sink, [lambda frame: frame], commands=commands)
+    assert sink.idles == 3
+    assert len(sink.frames) == 1 and sink.frames[0][0] >= 3  # resumed after the 3 frames skipped
 
 
 def test_cli_writes_a_marked_file_and_the_stats(material, tmp_path):

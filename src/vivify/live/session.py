@@ -36,6 +36,7 @@ VIRTUAL_CAMERA_HELP = ("no virtual camera device: load v4l2loopback, e.g. `sudo 
 
 class Sink(Protocol):
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None: ...
+    def idle(self) -> None: ...  # instead of write, for each frame skipped while paused
     def close(self) -> None: ...
 
 
@@ -57,6 +58,9 @@ class FileSink:
         self._writer.write(frame)
         self._last, self._next_index = frame, captured.index + 1
 
+    def idle(self) -> None:
+        pass  # the next write repeats the last frame for the skipped ones
+
     def close(self, failed: bool = False) -> None:
         if failed:
             self._writer.discard()
@@ -76,6 +80,9 @@ class _LabelledSink:
         self._shown += 1
         return labelled
 
+    def idle(self) -> None:
+        pass  # the picture stays as it was
+
 
 class WindowSink(_LabelledSink):
     """A preview window with an fps and latency readout; its keys are the commands."""
@@ -93,6 +100,11 @@ class WindowSink(_LabelledSink):
         cv2.putText(shown, readout, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)
         cv2.imshow("vivify live", shown)
+        self.idle()
+
+    def idle(self) -> None:
+        """Read the window's keys (and keep it responsive): while paused too, or the key that resumes could
+        never arrive."""
         key = cv2.waitKey(1) & 0xFF
         if key != 0xFF and chr(key).lower() in _COMMAND_WORDS:
             self._commands.put(_COMMAND_WORDS[chr(key).lower()])
@@ -209,6 +221,7 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
                 elif command == RECALIBRATE and recalibrate is not None:
                     recalibrate(current, captured.frame)
             if paused:
+                sink.idle()
                 continue
             sink.write(renderers[current](captured.frame), captured, readout)
             latency = stats.add(captured)
