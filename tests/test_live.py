@@ -145,6 +145,10 @@ def test_a_camera_that_fails_mid_run():
     (["--input", "missing.mp4", "-o", "x.mp4"], "missing.mp4: file not found"),
     (["--input", "rtsp://127.0.0.1:9/none", "-o", "x.mp4"], "rtsp://127.0.0.1:9/none: cannot open the stream"),
     (["--camera", "7", "-o", "x.mp4"], "camera 7: no such camera, or it cannot be opened"),
+    (["--camera", "0", "--loop", "-o", "x.mp4"],
+     "--loop goes with --input FILE: a camera or a stream has no end to start again from"),
+    (["--input", "rtsp://127.0.0.1:9/none", "--loop", "-o", "x.mp4"],
+     "--loop goes with --input FILE: a camera or a stream has no end to start again from"),
 ])
 def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

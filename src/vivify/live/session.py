@@ -243,6 +243,8 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
     from vivify.io.image import fit_portrait, load_portrait
     from vivify.live.capture import Camera, PacedFile, Stream
 
+    if loop and (camera is not None or source is None or "://" in source):
+        raise VivifyError("--loop goes with --input FILE: a camera or a stream has no end to start again from")
     if output is not None:
         refuse_input_as_output(output, *portrait_paths, *([source] if source is not None else []))
     label = label or LabelSettings()
