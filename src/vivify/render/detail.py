@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
-from vivify.render.warp import Box
+from vivify.render.patch import Box
 
 # The ratio may darken to this and brighten to this: a crease, not a new face.
 _RATIO_RANGE = (0.75, 1.25)

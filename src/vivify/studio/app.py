@@ -152,8 +152,7 @@ def template_path(studio: Studio, template_id: str) -> Path:
         return path
     from PIL import Image
 
-    from vivify.demo import DEMO_FPS, face_crop, performed_frames
-    from vivify.io.writers import open_writer
+    from vivify.demo import face_crop, write_performed_clip
     from vivify.provenance.marks import Marks
     from vivify.speaking import speak
 
@@ -163,10 +162,7 @@ def template_path(studio: Studio, template_id: str) -> Path:
         portrait = studio.templates / "astronaut.png"
         Image.fromarray(face_crop(256)).save(portrait)
         return speak(portrait, path, text=_HELLO, marks=marks, overwrite=True)
-    with open_writer(path, DEMO_FPS, (256, 256), overwrite=True, marks=marks) as writer:
-        for frame in performed_frames(seconds=6.0, fps=float(DEMO_FPS), size=256):
-            writer.write(frame)
-    return path
+    return write_performed_clip(path, marks)
 
 
 _NEEDS = {  # kind: (portraits allowed, driving video needed, speech needed)
