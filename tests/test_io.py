@@ -24,7 +24,7 @@ from vivify.errors import VivifyError
 from vivify.io import writers
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait
 from vivify.io.reports import write_json
-from vivify.io.video import open_video
+from vivify.io.video import count_frames, open_video
 from vivify.io.writers import open_writer
 
 # --------------------------------------------------------------------------------------------
@@ -628,3 +628,25 @@ def test_figures_not_measured_are_written_as_null(tmp_path):
     write_json(path, {"r": 0.5, "lag": math.nan, "cells": [{"distance": math.inf}, (1.0, -math.inf)]})
     assert json.loads(path.read_text(encoding="utf-8")) == {
         "r": 0.5, "lag": None, "cells": [{"distance": None}, [1.0, None]]}
+
+
+def test_frames_counted_without_decoding(tmp_path):
+    """A length for files that do not declare one (a raw H.264 stream here), from the packets; counting stops
+    at the limit."""
+    clip = tmp_path / "clip.h264"
+    with av.open(str(clip), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(40):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 5, np.uint8), "rgb24")))
+        container.mux(stream.encode())
+    with open_video(clip) as video:
+        assert video.frame_count is None
+        assert sum(1 for _ in video.frames()) == 40
+    assert count_frames(clip) == 40
+    assert count_frames(clip, limit=10) == 10
+    garbage = tmp_path / "garbage.webm"
+    garbage.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VivifyError, match=r"garbage\.webm: not a video or unreadable"):
+        count_frames(garbage)

@@ -305,13 +305,6 @@ def _synthetic_clip(destinations: dict[Path, int], fps: int = SYNTHETIC_FPS,
     return {"width": size, "height": size, "fps": float(fps), "has_audio": False, "source_frames": longest}
 
 
-def _count_frames(path: Path) -> int:
-    from vivify.io.video import open_video
-
-    with open_video(path) as video:
-        return sum(1 for _ in video.frames())
-
-
 def _prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Write the portrait and the driving clips into the work folder, and create the bench's signing identity
     (once: a one-off of the first run on a machine, not part of what a run costs)."""
@@ -321,6 +314,7 @@ def _prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from PIL import Image
 
     from vivify.demo import astronaut
+    from vivify.io.video import count_frames
 
     workdir = Path(spec["workdir"])
     portrait = workdir / "astronaut.png"
@@ -343,7 +337,7 @@ def _prepare_worker(spec: dict[str, Any]) -> dict[str, Any]:
             render_source = workdir / "synthetic.mp4"
             info = _synthetic_clip({**lengths, render_source: frames + warmup})
     return {"portrait": str(portrait), "render_source": None if render_source is None else str(render_source),
-            "clips": {name: {"path": str(path), "frames": _count_frames(path)} for name, path in clips.items()},
+            "clips": {name: {"path": str(path), "frames": count_frames(path)} for name, path in clips.items()},
             "clip": info, "versions": _versions()}
 
 

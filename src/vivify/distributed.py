@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from vivify.io.image import fit_portrait, load_portrait
-from vivify.io.video import open_video
+from vivify.io.video import count_frames, open_video
 from vivify.io.writers import open_writer, refuse_input_as_output
 from vivify.progress import Progress
 from vivify.provenance.marks import Marks
@@ -88,7 +88,7 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
     reference = reference_of(Path(driving_path))
     with open_video(driving_path) as video:
         fps, has_audio = video.fps, video.has_audio
-        count = video.frame_count or sum(1 for _ in video.frames())
+        count = video.frame_count or count_frames(driving_path)
     out_size = fit_portrait(load_portrait(portrait_path), size, max_side).shape[1::-1]
     folder = Path(tempfile.mkdtemp(prefix="vivify-chunks-", dir=scratch))
     bounds = chunk_bounds(count, chunks)

@@ -17,6 +17,7 @@ Error policy (every error is a one-line `VivifyError` starting with the path as 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -48,6 +49,18 @@ _COLOR_RANGE_JPEG = 2
 def open_video(path: str | Path) -> VideoReader:
     """Open a driving video for streaming; use as `with open_video(p) as video: ...`."""
     return VideoReader(path)
+
+
+def count_frames(path: str | Path, limit: int | None = None) -> int:
+    """Frames in the video stream of `path`, counted from its packets without decoding them (for files that do
+    not declare their length, such as a browser's recording); counting stops at `limit`. Raises VivifyError
+    naming the file where it cannot be read."""
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            packets = (packet for packet in container.demux(container.streams.video[0]) if packet.size)
+            return sum(1 for _ in itertools.islice(packets, limit))
+    except (av.error.FFmpegError, OSError, IndexError) as error:
+        raise VivifyError(f"{path}: not a video or unreadable ({_reason(error)})") from None
 
 
 class VideoReader:

@@ -7,7 +7,6 @@ media, and that no face is a protected identity. Another user's job is answered 
 
 from __future__ import annotations
 
-import itertools
 import re
 import shutil
 from pathlib import Path
@@ -254,7 +253,7 @@ def _check_media(studio: Studio, inputs: dict[str, list[str]]) -> None:
 
 def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
     from vivify.io.image import load_portrait
-    from vivify.io.video import open_video
+    from vivify.io.video import count_frames, open_video
     from vivify.speech.audio import read_speech
 
     limits = studio.limits
@@ -265,13 +264,12 @@ def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
     for path in inputs.get("driving", []):
         name = Path(path).name
         with open_video(path) as video:
-            frames = video.frames()
-            first = next(frames, None)
+            first = next(video.frames(), None)
             if video.frame_count is not None:
                 seconds = video.frame_count / float(video.fps)
             else:  # a file that does not declare its length (a browser's recording): counted, up to the limit
                 allowed = int(limits.video_seconds * float(video.fps)) + 1
-                seconds = (1 + sum(1 for _ in itertools.islice(frames, allowed))) / float(video.fps)
+                seconds = count_frames(path, allowed + 1) / float(video.fps)
         if seconds > limits.video_seconds:
             raise HTTPException(422, f"{name}: {seconds:.0f} s long, over the limit of {limits.video_seconds:g} s")
         if first is not None and Path(path).parent != studio.templates:
