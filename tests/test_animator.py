@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -249,6 +250,47 @@ def test_expression_detail_carries_shading(face, reference):
     plain, detailed = cheek_brightness(False), cheek_brightness(True)
     assert detailed < 0.9 * plain
     assert detailed > 0.7 * plain  # the ratio is clamped at 0.75: a shadow, never the driver's pixels
+
+
+def swayed_body(image: np.ndarray, below: float, shift: float) -> np.ndarray:
+    """`image` with everything more than 10 px below row `below` moved `shift` px sideways (a body that sways
+    under a still head), blended over those 10 rows."""
+    height, width = image.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    weight = np.clip((ys - below) / 10.0, 0.0, 1.0)
+    return cv2.remap(image, xs - shift * weight, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def shoulder_shift(face: np.ndarray, out: np.ndarray, reference: np.ndarray) -> float:
+    """How far (px, sideways) the output's shoulders lie from the portrait's."""
+    top = int(reference[152, 1]) + 30  # below the chin and its blend
+    band = (slice(top, face.shape[0] - 4), slice(4, face.shape[1] - 4))
+    gray = [cv2.cvtColor(np.ascontiguousarray(image[band]), cv2.COLOR_RGB2GRAY).astype(np.float64)
+            for image in (face, out)]
+    (dx, _), _ = cv2.phaseCorrelate(*gray)
+    return dx
+
+
+@pytest.mark.parametrize("body", [True, False])
+def test_the_body_sways_as_the_drivers_does(face, reference, body):
+    """The face holds still while the body below it moves 6 px sideways: the portrait's shoulders go along
+    (the driver's optical flow), or stay where they are without `body`. The face stays put either way."""
+    below = float(reference[152, 1]) + 8
+    frames = [swayed_body(face, below, 6.0 * t) for t in np.linspace(0, 1, 6)] + [swayed_body(face, below, 6.0)] * 6
+    animator = Animator(face, rate=25.0, body=body)
+    for frame in [face, *frames]:
+        out = animator.render(frame)
+    assert shoulder_shift(face, out, reference) == pytest.approx(6.0 if body else 0.0, abs=1.0)
+    assert np.abs(head_shift(reference, landmarks(out))).max() < 1.0
+
+
+def test_a_still_body_does_not_jitter(face, reference):
+    """A still driver seen through sensor noise: the flow's noise is smoothed away and the shoulders stay."""
+    rng = np.random.default_rng(11)
+    frames = [np.clip(face + rng.normal(0, 4, face.shape), 0, 255).astype(np.uint8) for _ in range(20)]
+    animator = Animator(face, rate=25.0)
+    shifts = [shoulder_shift(face, animator.render(frame), reference) for frame in [face, *frames]]
+    assert np.abs(shifts).max() < 0.25
 
 
 @pytest.mark.parametrize("angle", [0.0, 20.0])

@@ -8,6 +8,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.landmarks.topology import inter_ocular
+from vivify.motion.body import BodyMotion
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.detail import apply_detail
@@ -43,13 +44,15 @@ class Animator:
       interiors: paint the mouth and eye interiors from the driving frame when they open wider than the
         portrait's own (and the mouth's whenever the driver shows one).
       detail: carry the driver's wrinkles and shading changes over as a clamped ratio image.
+      body: move the hair, neck and body around the face as the driver's move (optical flow of the driving
+        video); without it they follow only the head's pose.
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
     """
 
     def __init__(self, portrait: np.ndarray, *, face: int = 0, reference: np.ndarray | None = None,
                  absolute: bool = False, smoothing: bool = True, interiors: bool = True, detail: bool = True,
-                 rate: float = 30.0, name: str = "portrait") -> None:
+                 body: bool = True, rate: float = 30.0, name: str = "portrait") -> None:
         portrait = _check_rgb(portrait, name)
         faces = detect_faces(portrait)
         if not faces:
@@ -75,6 +78,8 @@ class Animator:
         self._layers[:_PAD, :, 3] = self._layers[-_PAD:, :, 3] = 0
         self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
+        region = self._warp.region
+        self._body = BodyMotion(np.array([region.x0, region.y0]), region.size) if body else None
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
         self._interiors = [InteriorPainter(feature, points) for feature in features]
@@ -142,7 +147,7 @@ class Animator:
         use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
-            driving=(driving, self._motion.reference) if use_detail else ())
+            driving=(driving, self._motion.reference) if use_detail else (), body=self._body_motion(frame))
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
@@ -162,6 +167,17 @@ class Animator:
         close_lips(out, self.points, self.last_target)
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
+
+    def _body_motion(self, frame: np.ndarray | None) -> np.ndarray | None:
+        """The driver's motion around the face at the warp's grid, where there is a picture to read it from.
+        While the face is lost the body still follows: the flow needs only the frames."""
+        reference = self._reference_frame
+        if self._body is None or frame is None or reference is None:
+            return None
+        if self._body.reference_frame is not reference:
+            person = person_mask(reference, self._motion.reference)
+            self._body.set_reference(reference, person, self._motion.to_portrait)
+        return self._body.displacement(frame, self._warp.grid_points)
 
     def close(self) -> None:
         if self._tracker is not None:

@@ -63,6 +63,11 @@ class MotionTransfer:
         self._lost = False
         self._ease_step = _EASE_FRAMES
 
+    @property
+    def to_portrait(self) -> Similarity:
+        """The similarity from the driver's reference frame onto the portrait (once a reference is set)."""
+        return self._to_portrait
+
     def target(self, driving_points: np.ndarray | None) -> tuple[np.ndarray, Similarity]:
         """Target landmarks (478×2, portrait pixels) and the head's rigid motion in portrait pixels."""
         if driving_points is None:

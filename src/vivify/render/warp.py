@@ -21,6 +21,9 @@ from vivify.render.patch import Box
 
 # Share of the head's translation that the base of the neck follows.
 _NECK_FOLLOW = 0.3
+# Around the face the driver's own body motion takes over from the spline over this distance (face heights):
+# the face follows its landmarks, the hair and the body beyond follow the driving video's flow.
+_BODY_BLEND = 0.15
 # Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
 # an open one) from blowing up.
 _REGULARISATION = 1e-4
@@ -71,6 +74,7 @@ class HeadWarp:
         self.step = max(4, round(face_h / 12))
         self.fine_step = max(2, round(face_h / 40))
         self._scale = float(max(rw, rh))
+        self._face_height = face_h
         self._origin = np.array([self.region.x0, self.region.y0], dtype=np.float64)
 
         # A ring beyond the upper face oval (further out above, for the hair) that moves with the head; none
@@ -95,6 +99,7 @@ class HeadWarp:
         gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+        self.grid_points = grid.astype(np.float32)
         self._grid = (grid / self._scale).astype(np.float32)
         self._evaluate = _SplineEvaluator()
         self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
@@ -126,8 +131,7 @@ class HeadWarp:
             wy = np.minimum(wy, np.clip(gy / band_y, 0, 1))
         if r.y1 < height:
             wy = np.minimum(wy, np.clip((rh - 1 - gy) / band_y, 0, 1))
-        smooth = lambda w: w * w * (3 - 2 * w)  # noqa: E731 - smoothstep, used twice
-        return smooth(wy)[:, None] * smooth(wx)[None, :]
+        return _smoothstep(wy)[:, None] * _smoothstep(wx)[None, :]
 
     def controls(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
         """Where control points go in the output (targets) and where they come from in the portrait."""
@@ -156,8 +160,12 @@ class HeadWarp:
         return np.outer(np.clip(along, min(0.0, shared), max(0.0, shared)), eye_line)
 
     def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
-             driving: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, Box, list[np.ndarray]]:
+             driving: Sequence[np.ndarray] = (), body: np.ndarray | None = None,
+             ) -> tuple[np.ndarray, Box, list[np.ndarray]]:
         """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
+
+        `body`, where given, is the driver's motion around the face at `grid_points` (portrait pixels, from
+        `BodyMotion`): beyond the face it replaces the spline, which knows only the face and the head's pose.
 
         Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
         is sampled from a padded copy), the face's box (region pixels) and, for each landmark set in
@@ -180,7 +188,10 @@ class HeadWarp:
             (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
             for gx, gy in fine_grids])
         displacement = self._evaluate(points, centers, coeffs)
-        displacement[: len(self._grid), :2] *= self._taper
+        coarse = displacement[: len(self._grid), :2]
+        if body is not None:
+            coarse += self._body_weight(target) * (body / self._scale - coarse)
+        coarse *= self._taper
         # Bilinear upsampling reproduces the identity exactly, so absolute positions are upsampled
         # directly and no full-resolution arithmetic is left.
         layout = (fine_boxes, fine_grids)
@@ -217,6 +228,18 @@ class HeadWarp:
                 upsampled = _upsample(fine, self.fine_step, (fx1 - fx0, fy1 - fy0))
                 source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = upsampled[iy0 - fy0:iy1 - fy0, ix0 - fx0:ix1 - fx0]
         return source_map
+
+    def _body_weight(self, target: np.ndarray) -> np.ndarray:
+        """Per coarse grid point (m×1): 0 on the target's face, rising smoothly to 1 at _BODY_BLEND beyond it."""
+        rows, cols = self.grid_shape
+        # Grid point (i, j) lies at region pixel (j − 1)·step + (step − 1)/2: draw the face oval in grid units.
+        oval = (target[topology.FACE_OVAL, :2] - self._origin - (self.step - 1) / 2) / self.step + 1
+        face = np.full((rows, cols), 255, np.uint8)
+        cv2.fillConvexPoly(face, np.round(cv2.convexHull(oval.astype(np.float32)) * 16).astype(np.int32), 0,
+                           shift=4)
+        distance = cv2.distanceTransform(face, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        weight = np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0)
+        return _smoothstep(weight).reshape(-1, 1)
 
     def _face_box(self, target: np.ndarray) -> Box:
         """The box (region pixels) of the target's face oval."""
@@ -296,6 +319,11 @@ class _SplineEvaluator:
         cv2.log(d2, work)
         np.multiply(work, d2, out=work)
         return work @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
+
+
+def _smoothstep(w: np.ndarray) -> np.ndarray:
+    """0 at 0, 1 at 1 (inputs in 0..1), with level ends: blends that meet without a crease."""
+    return w * w * (3 - 2 * w)
 
 
 def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
