@@ -184,14 +184,29 @@ class HeadWarp:
         fine_boxes = self._detail_boxes(target)
         fine_grids = [(_cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step))
                       for x0, y0, x1, y1 in fine_boxes]
-        points = np.vstack([self._grid] + [
-            (np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
-            for gx, gy in fine_grids])
-        displacement = self._evaluate(points, centers, coeffs)
-        coarse = displacement[: len(self._grid), :2]
-        if body is not None:
-            coarse += self._body_weight(target) * (body / self._scale - coarse)
-        coarse *= self._taper
+        fine_points = [(np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
+                       for gx, gy in fine_grids]
+        points = np.vstack([self._grid, *fine_points])
+        face_box = self._face_box(target)
+        count = len(self._grid)
+        if body is None:
+            displacement = self._evaluate(points, centers, coeffs)
+        else:
+            # Where the body's motion alone rules, the spline is not needed: it is evaluated around the face
+            # only (and over the face's box, where the driving maps are read).
+            weight = self._body_weight(target)
+            x0, y0, x1, y1 = face_box
+            gx, gy = self.grid_points[:, 0], self.grid_points[:, 1]
+            in_box = (gx >= x0 - self.step) & (gx <= x1 + self.step) & (gy >= y0 - self.step) & (gy <= y1 + self.step)
+            needed = (weight[:, 0] < 1.0) | in_box
+            values = self._evaluate(np.vstack([self._grid[needed], *fine_points]), centers, coeffs)
+            evaluated = int(needed.sum())
+            displacement = np.zeros((len(points), values.shape[1]), np.float32)
+            displacement[:count][needed] = values[:evaluated]
+            displacement[count:] = values[evaluated:]
+            coarse = displacement[:count, :2]
+            coarse += weight * (body / self._scale - coarse)
+        displacement[:count, :2] *= self._taper
         # Bilinear upsampling reproduces the identity exactly, so absolute positions are upsampled
         # directly and no full-resolution arithmetic is left.
         layout = (fine_boxes, fine_grids)
@@ -199,7 +214,6 @@ class HeadWarp:
         origin = self._origin.astype(np.float32)
         portrait_positions = (displacement[:, :2] + points) * self._scale + (origin + source_offset)
         portrait_map = self._assemble(portrait_positions, layout, (0, 0, rw, rh))
-        face_box = self._face_box(target)
         driving_maps = [
             self._assemble((displacement[:, 2 * k:2 * k + 2] + points) * self._scale + origin, layout, face_box)
             for k in range(1, len(value_sets))]
