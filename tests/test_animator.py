@@ -333,6 +333,20 @@ def test_hair_beside_the_face_follows_a_head_turn(reference, angle):
     np.testing.assert_allclose(ring_shift(raised), 0.0, atol=1e-4)
 
 
+def test_the_fine_maps_meet_the_coarse_map_without_a_seam(reference):
+    """Eyes and mouth are mapped on a finer grid pasted over the coarse one. Under a turn that pulls the cheek
+    in beside the eye the two differ at the fine box's edge; feathered in, neighbouring pixels still map to
+    neighbouring places (pasted plainly, they jumped by 5.4 px there)."""
+    from vivify.motion.pose import IDENTITY
+    from vivify.render.warp import HeadWarp
+
+    warp = HeadWarp((256, 256), reference)
+    turned = reference.copy()
+    turned[[i for i in topology.FACE_OVAL if reference[i, 0] < reference[1, 0]], 0] += 12.0
+    source_map, _, _ = warp.maps(turned, IDENTITY)
+    assert max(np.abs(np.diff(source_map, axis=axis)).max() for axis in (0, 1)) < 4.0
+
+
 def test_the_engine_loads_without_mediapipes_drawing_tools():
     """MediaPipe's package __init__ pulls in matplotlib for its drawing utilities (0.9 s of every start); the
     engine loads only the graphs it runs."""

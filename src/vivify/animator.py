@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import cv2
 import numpy as np
 
@@ -168,16 +171,16 @@ class Animator:
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
 
-    def _body_motion(self, frame: np.ndarray | None) -> np.ndarray | None:
-        """The driver's motion around the face at the warp's grid, where there is a picture to read it from.
-        While the face is lost the body still follows: the flow needs only the frames."""
+    def _body_motion(self, frame: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The driver's motion around the face in this frame (at region points), where there is a picture to
+        read it from. While the face is lost the body still follows: the flow needs only the frames."""
         reference = self._reference_frame
         if self._body is None or frame is None or reference is None:
             return None
         if self._body.reference_frame is not reference:
             person = person_mask(reference, self._motion.reference)
             self._body.set_reference(reference, person, self._motion.to_portrait)
-        return self._body.displacement(frame, self._warp.grid_points)
+        return partial(self._body.displacement, frame)
 
     def close(self) -> None:
         if self._tracker is not None:

@@ -9,7 +9,7 @@ upsampled, so the per-pixel work is one `cv2.remap` of the region of interest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -99,7 +99,6 @@ class HeadWarp:
         gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
-        self.grid_points = grid.astype(np.float32)
         self._grid = (grid / self._scale).astype(np.float32)
         self._evaluate = _SplineEvaluator()
         self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
@@ -160,12 +159,13 @@ class HeadWarp:
         return np.outer(np.clip(along, min(0.0, shared), max(0.0, shared)), eye_line)
 
     def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
-             driving: Sequence[np.ndarray] = (), body: np.ndarray | None = None,
+             driving: Sequence[np.ndarray] = (), body: Callable[[np.ndarray], np.ndarray] | None = None,
              ) -> tuple[np.ndarray, Box, list[np.ndarray]]:
         """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
 
-        `body`, where given, is the driver's motion around the face at `grid_points` (portrait pixels, from
-        `BodyMotion`): beyond the face it replaces the spline, which knows only the face and the head's pose.
+        `body`, where given, gives the driver's motion around the face at region points (m×2 float32 in, portrait
+        pixels out, as `BodyMotion.displacement`): beyond the face it replaces the spline, which knows only the
+        face and the head's pose.
 
         Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
         is sampled from a padded copy), the face's box (region pixels) and, for each landmark set in
@@ -188,25 +188,24 @@ class HeadWarp:
                        for gx, gy in fine_grids]
         points = np.vstack([self._grid, *fine_points])
         face_box = self._face_box(target)
-        count = len(self._grid)
         if body is None:
             displacement = self._evaluate(points, centers, coeffs)
         else:
             # Where the body's motion alone rules, the spline is not needed: it is evaluated around the face
-            # only (and over the face's box, where the driving maps are read).
-            weight = self._body_weight(target)
+            # only, and over the face's box, where the driving maps are read.
+            region_points = points * self._scale
+            weight = self._body_weight(target, region_points)
             x0, y0, x1, y1 = face_box
-            gx, gy = self.grid_points[:, 0], self.grid_points[:, 1]
-            in_box = (gx >= x0 - self.step) & (gx <= x1 + self.step) & (gy >= y0 - self.step) & (gy <= y1 + self.step)
+            px, py = region_points[:, 0], region_points[:, 1]
+            in_box = (px >= x0 - self.step) & (px <= x1 + self.step) & (py >= y0 - self.step) & (py <= y1 + self.step)
             needed = (weight[:, 0] < 1.0) | in_box
-            values = self._evaluate(np.vstack([self._grid[needed], *fine_points]), centers, coeffs)
-            evaluated = int(needed.sum())
-            displacement = np.zeros((len(points), values.shape[1]), np.float32)
-            displacement[:count][needed] = values[:evaluated]
-            displacement[count:] = values[evaluated:]
-            coarse = displacement[:count, :2]
-            coarse += weight * (body / self._scale - coarse)
-        displacement[:count, :2] *= self._taper
+            displacement = np.zeros((len(points), 2 * len(value_sets)), np.float32)
+            displacement[needed] = self._evaluate(points[needed], centers, coeffs)
+            moving = weight[:, 0] > 0.0
+            own = displacement[moving, :2]
+            own += weight[moving] * (body(region_points[moving]) / self._scale - own)
+            displacement[moving, :2] = own
+        displacement[: len(self._grid), :2] *= self._taper
         # Bilinear upsampling reproduces the identity exactly, so absolute positions are upsampled
         # directly and no full-resolution arithmetic is left.
         layout = (fine_boxes, fine_grids)
@@ -240,20 +239,30 @@ class HeadWarp:
             ix0, iy0, ix1, iy1 = max(fx0, x0), max(fy0, y0), min(fx1, x1), min(fy1, y1)
             if ix1 > ix0 and iy1 > iy0:
                 upsampled = _upsample(fine, self.fine_step, (fx1 - fx0, fy1 - fy0))
-                source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = upsampled[iy0 - fy0:iy1 - fy0, ix0 - fx0:ix1 - fx0]
+                inside = (slice(iy0 - fy0, iy1 - fy0), slice(ix0 - fx0, ix1 - fx0))
+                # Feathered in over the box's margin: where the warp bends hard at the box's edge (a turn pulls
+                # the cheek in beside the eye) the coarse map differs from the fine one, and a plain paste
+                # would show the box as a seam.
+                feather = _feather((fx1 - fx0, fy1 - fy0), 2 * self.fine_step)[inside]
+                covered = source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+                covered += feather * (upsampled[inside] - covered)
         return source_map
 
-    def _body_weight(self, target: np.ndarray) -> np.ndarray:
-        """Per coarse grid point (m×1): 0 on the target's face, rising smoothly to 1 at _BODY_BLEND beyond it."""
+    def _body_weight(self, target: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """At `points` (region pixels; m×1): 0 on the target's face, rising smoothly to 1 at _BODY_BLEND beyond."""
         rows, cols = self.grid_shape
-        # Grid point (i, j) lies at region pixel (j − 1)·step + (step − 1)/2: draw the face oval in grid units.
-        oval = (target[topology.FACE_OVAL, :2] - self._origin - (self.step - 1) / 2) / self.step + 1
+        # Grid point (i, j) lies at region pixel (j − 1)·step + (step − 1)/2: the face oval is drawn and its
+        # distance measured at the coarse grid, and read between grid points by interpolation.
+        def to_grid(xy: np.ndarray) -> np.ndarray:
+            return (xy - (self.step - 1) / 2) / self.step + 1
+
         face = np.full((rows, cols), 255, np.uint8)
-        cv2.fillConvexPoly(face, np.round(cv2.convexHull(oval.astype(np.float32)) * 16).astype(np.int32), 0,
-                           shift=4)
+        oval = to_grid(target[topology.FACE_OVAL, :2] - self._origin).astype(np.float32)
+        cv2.fillConvexPoly(face, np.round(cv2.convexHull(oval) * 16).astype(np.int32), 0, shift=4)
         distance = cv2.distanceTransform(face, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        weight = np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0)
-        return _smoothstep(weight).reshape(-1, 1)
+        at = to_grid(points).astype(np.float32).reshape(-1, 1, 2)
+        distance = cv2.remap(distance, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 1)
+        return _smoothstep(np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0))
 
     def _face_box(self, target: np.ndarray) -> Box:
         """The box (region pixels) of the target's face oval."""
@@ -333,6 +342,13 @@ class _SplineEvaluator:
         cv2.log(d2, work)
         np.multiply(work, d2, out=work)
         return work @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
+
+
+def _feather(size: tuple[int, int], width: float) -> np.ndarray:
+    """(h, w, 1) weights: 0 on a box's edge, rising smoothly to 1 at `width` pixels inside it."""
+    ramps = [_smoothstep(np.clip(np.minimum(np.arange(n), n - 1 - np.arange(n)) / width, 0.0, 1.0)).astype(np.float32)
+             for n in size]
+    return np.minimum.outer(ramps[1], ramps[0])[..., None]
 
 
 def _smoothstep(w: np.ndarray) -> np.ndarray:
