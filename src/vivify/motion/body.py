@@ -47,6 +47,7 @@ class BodyMotion:
         self._shrunk = (1, 1)
         self._reference: np.ndarray | None = None
         self._person: np.ndarray | None = None
+        self._previous: np.ndarray | None = None
         self.reference_frame: np.ndarray | None = None
         cols, rows = self._size
         self._cells = np.stack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)),
@@ -75,13 +76,17 @@ class BodyMotion:
         self._reference = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
         self._person = self._resample(person[self._crop].astype(np.float32), border=cv2.BORDER_CONSTANT)
         self.reference_frame = frame
+        self._previous = None
 
     def displacement(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
         """The shift (portrait pixels, float32 m×2) at `points` (region pixels) for this driving frame."""
         if self._reference is None or self._person is None:
             raise RuntimeError("BodyMotion.displacement before set_reference")
+        # Each frame's flow starts from the previous frame's (DIS's temporal propagation): the flow back to the
+        # reference then follows a large motion step by step instead of losing it, and does not jump about.
         flow = self._flow.calc(self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY)),
-                               self._reference, None)
+                               self._reference, self._previous)
+        self._previous = flow.copy()
         # The person mask travels with the flow: this frame's person is where the reference's came from.
         person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         flow *= person[..., None]
