@@ -33,7 +33,8 @@ class BodyMotion:
     >>> body.set_reference(reference_rgb, person, to_portrait)
     >>> shift = body.displacement(frame_rgb, points)   # points: m×2 float32, region pixels
 
-    A pixel of the output at `p` shows what the portrait has at `p + shift`.
+    A pixel of the output at `p` shows what the portrait has at `p + shift`. Frames must come in order: each
+    frame's flow starts from the previous frame's.
     """
 
     def __init__(self, origin: np.ndarray, size: tuple[int, int]) -> None:
