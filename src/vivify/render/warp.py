@@ -9,6 +9,7 @@ upsampled, so the per-pixel work is one `cv2.remap` of the region of interest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -243,9 +244,9 @@ class HeadWarp:
                 # Feathered in over the box's margin: where the warp bends hard at the box's edge (a turn pulls
                 # the cheek in beside the eye) the coarse map differs from the fine one, and a plain paste
                 # would show the box as a seam.
-                feather = _feather((fx1 - fx0, fy1 - fy0), 2 * self.fine_step)[inside]
+                fine_weight, coarse_weight = _feather((fx1 - fx0, fy1 - fy0), 2 * self.fine_step)
                 covered = source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
-                covered += feather * (upsampled[inside] - covered)
+                covered[:] = cv2.blendLinear(upsampled[inside], covered, fine_weight[inside], coarse_weight[inside])
         return source_map
 
     def _body_weight(self, target: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -344,11 +345,16 @@ class _SplineEvaluator:
         return work @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
 
 
-def _feather(size: tuple[int, int], width: float) -> np.ndarray:
-    """(h, w, 1) weights: 0 on a box's edge, rising smoothly to 1 at `width` pixels inside it."""
+@functools.lru_cache(maxsize=64)
+def _feather(size: tuple[int, int], width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (h, w) over a box: 0 on its edge, rising smoothly to 1 at `width` pixels inside it; and one
+    minus them. Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
     ramps = [_smoothstep(np.clip(np.minimum(np.arange(n), n - 1 - np.arange(n)) / width, 0.0, 1.0)).astype(np.float32)
              for n in size]
-    return np.minimum.outer(ramps[1], ramps[0])[..., None]
+    weight = np.minimum.outer(ramps[1], ramps[0])
+    inverse = 1.0 - weight
+    weight.flags.writeable = inverse.flags.writeable = False
+    return weight, inverse
 
 
 def _smoothstep(w: np.ndarray) -> np.ndarray:
