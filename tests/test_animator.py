@@ -284,6 +284,21 @@ def test_the_body_sways_as_the_drivers_does(face, reference, body):
     assert np.abs(head_shift(reference, landmarks(out))).max() < 1.0
 
 
+def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
+    """The body is cut by the frame's bottom edge; when the driver rises, the portrait's body rises with it
+    and goes on below the frame, instead of a band of background plate opening under it."""
+    frames = [similarity_frame(face, (128, 110), shift=(0.0, -10.0 * t)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(face, (128, 110), shift=(0.0, -10.0))] * 6
+    animator = Animator(face, rate=25.0)
+    for frame in [face, *frames]:
+        out = animator.render(frame)
+    assert shoulder_shift(face, out, reference) == pytest.approx(0.0, abs=1.0)  # it rose, it did not slide
+    below_chin = slice(int(reference[152, 0]) - 20, int(reference[152, 0]) + 20)
+    # Rows below the risen body repeat its last row (as the frame cut it), not the plate.
+    bottom = out[-4:, below_chin].astype(int)
+    assert np.abs(bottom - face[-1:, below_chin].astype(int)).mean() < 12
+
+
 def test_a_still_body_does_not_jitter(face, reference):
     """A still driver seen through sensor noise: the flow's noise is smoothed away and the shoulders stay."""
     rng = np.random.default_rng(11)

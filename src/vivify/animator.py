@@ -75,10 +75,12 @@ class Animator:
             portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap. The padding repeats the colour but not the
-        # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges.
+        # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges;
+        # except at the bottom, where a body cut by the frame goes on below it: when the body rises, its
+        # bottom row is repeated instead of a band of plate opening under it.
         layers = np.dstack([foreground, alpha_8bit])
         self._layers = cv2.copyMakeBorder(layers, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
-        self._layers[:_PAD, :, 3] = self._layers[-_PAD:, :, 3] = 0
+        self._layers[:_PAD, :, 3] = 0
         self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
@@ -151,7 +153,7 @@ class Animator:
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else (), body=self._body_motion(frame))
-        warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
         rows, cols = self._warp.region.slices
