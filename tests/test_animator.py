@@ -299,8 +299,35 @@ def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
     assert np.abs(bottom - face[-1:, below_chin].astype(int)).mean() < 12
 
 
+def test_a_group_photo_keeps_its_bodies_still(face, reference):
+    """Two faces side by side: each face's region reaches the other, so the one driver's body motion is not
+    used; the shoulders stay while the driver's body sways."""
+    below = float(reference[152, 1]) + 8
+    group = np.ascontiguousarray(np.hstack([face, face]))
+    animator = Animator(group, rate=25.0)
+    assert animator.faces_found == 2
+    for frame in [face] + [swayed_body(face, below, 6.0 * t) for t in np.linspace(0, 1, 6)] * 2:
+        out = animator.render(frame)
+    left = animator.region[1].start
+    assert shoulder_shift(group[:, left:left + 256], out[:, left:left + 256], reference) == pytest.approx(0.0, abs=1.0)
+
+
+def test_driving_frames_of_another_size_than_the_reference(face):
+    """The reference is a full frame, the later frames a crop of another size (a stream that changes its
+    resolution): the body's flow, which compares frames pixel for pixel, sits out; rendering goes on."""
+    cropped = np.ascontiguousarray(similarity_frame(face, (128, 110), shift=(6.0, 0.0))[40:, 30:])
+    outputs = []
+    for body in (True, False):
+        animator = Animator(face, rate=25.0, body=body)
+        for frame in [face] + [cropped] * 3:
+            outputs.append(animator.render(frame))
+    assert outputs[-1].shape == face.shape
+    assert np.array_equal(outputs[3], outputs[-1])  # with the flow sitting out, as without it
+
+
 def test_a_still_body_does_not_jitter(face, reference):
-    """A still driver seen through sensor noise: the flow's noise is smoothed away and the shoulders stay."""
+    """A still driver seen through sensor noise: the shoulders stay where they are. Each frame's flow is
+    measured against the reference (started from the previous frame's), so noise neither drifts nor adds up."""
     rng = np.random.default_rng(11)
     frames = [np.clip(face + rng.normal(0, 4, face.shape), 0, 255).astype(np.uint8) for _ in range(20)]
     animator = Animator(face, rate=25.0)

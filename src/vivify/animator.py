@@ -48,7 +48,8 @@ class Animator:
         portrait's own (and the mouth's whenever the driver shows one).
       detail: carry the driver's wrinkles and shading changes over as a clamped ratio image.
       body: move the hair, neck and body around the face as the driver's move (optical flow of the driving
-        video); without it they follow only the head's pose.
+        video); without it they follow only the head's pose. Off by itself where the portrait has several
+        faces, and for driving frames of another size than the reference frame.
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
     """
@@ -84,7 +85,10 @@ class Animator:
         self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
-        self._body = BodyMotion(np.array([region.x0, region.y0]), region.size) if body else None
+        # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
+        # body motion would pull about: there the faces move with their own heads only.
+        self._body = (BodyMotion(np.array([region.x0, region.y0]), region.size)
+                      if body and len(faces) == 1 else None)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
         self._interiors = [InteriorPainter(feature, points) for feature in features]
@@ -177,7 +181,7 @@ class Animator:
         """The driver's motion around the face in this frame (at region points), where there is a picture to
         read it from. While the face is lost the body still follows: the flow needs only the frames."""
         reference = self._reference_frame
-        if self._body is None or frame is None or reference is None:
+        if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
             return None
         if self._body.reference_frame is not reference:
             person = person_mask(reference, self._motion.reference)

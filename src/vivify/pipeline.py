@@ -136,11 +136,8 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
             overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         chosen = [face] if faces is None else _chosen_faces(portrait, portrait_name, faces)
-        # In a group photo each face's region reaches its neighbours, which the one driver's body motion would
-        # pull about: there the faces move with their own heads only.
         animators = list(pool.map(lambda index: Animator(
-            portrait, face=index, absolute=absolute, body=len(chosen) == 1, rate=float(video.fps),
-            name=portrait_name), chosen))
+            portrait, face=index, absolute=absolute, rate=float(video.fps), name=portrait_name), chosen))
         if faces is None and animators[0].faces_found > 1:
             print(f"vivify: {portrait_name}: {animators[0].faces_found} faces found, animating face {face} "
                   "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)

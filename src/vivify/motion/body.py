@@ -40,7 +40,8 @@ class BodyMotion:
     def __init__(self, origin: np.ndarray, size: tuple[int, int]) -> None:
         width, height = size
         self._cell = max(width, height) / _FLOW_SIDE  # region pixels per flow cell
-        self._size = (max(8, round(width / self._cell)), max(8, round(height / self._cell)))
+        # At least 16 cells a side: OpenCV's DIS crashes the process on grids under 16 cells high.
+        self._size = (max(16, round(width / self._cell)), max(16, round(height / self._cell)))
         self._origin = np.asarray(origin, dtype=np.float64)
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._matrix = np.zeros((2, 3))
@@ -75,7 +76,8 @@ class BodyMotion:
         offset = (back.apply(self._origin[None])[0] - [x0, y0] + 0.5) / factor - 0.5
         self._matrix = np.hstack([linear, offset[:, None]])
         self._reference = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
-        self._person = self._resample(person[self._crop].astype(np.float32), border=cv2.BORDER_CONSTANT)
+        # The mask's edge is repeated too: a person cut by the frame goes on beyond it.
+        self._person = self._resample(person[self._crop].astype(np.float32))
         self.reference_frame = frame
         self._previous = None
 
@@ -89,7 +91,7 @@ class BodyMotion:
                                self._reference, self._previous)
         self._previous = flow.copy()
         # The person mask travels with the flow: this frame's person is where the reference's came from.
-        person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
         cells = (points / self._cell).astype(np.float32).reshape(-1, 1, 2)
@@ -97,9 +99,9 @@ class BodyMotion:
                                   borderMode=cv2.BORDER_REPLICATE).reshape(len(points), -1) for image in (flow, person))
         return moved * (self._cell / np.maximum(share, _PERSON_FLOOR))
 
-    def _resample(self, crop: np.ndarray, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    def _resample(self, crop: np.ndarray) -> np.ndarray:
         """A crop of a driving frame (or of its mask) on the flow's cells."""
         if crop.shape[1::-1] != self._shrunk:
             crop = cv2.resize(crop, self._shrunk, interpolation=cv2.INTER_AREA)
         return cv2.warpAffine(crop, self._matrix, self._size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=border)
+                              borderMode=cv2.BORDER_REPLICATE)
