@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import cv2
 import numpy as np
@@ -16,7 +15,7 @@ from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.detail import apply_detail
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
-from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter
+from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
 from vivify.render.warp import HeadWarp
 
@@ -58,6 +57,7 @@ class Animator:
                  absolute: bool = False, smoothing: bool = True, interiors: bool = True, detail: bool = True,
                  body: bool = True, rate: float = 30.0, name: str = "portrait") -> None:
         portrait = _check_rgb(portrait, name)
+        lab_tables = build_lab_tables()
         faces = detect_faces(portrait)
         if not faces:
             raise VivifyError(f"no face found in {name}")
@@ -99,6 +99,7 @@ class Animator:
         self._reference_frame: np.ndarray | None = None
         if reference is not None:
             self.set_reference(reference)
+        lab_tables.join()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -131,9 +132,12 @@ class Animator:
         return self._detect(frame)
 
     def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+        return self._tracker_made().detect(frame)
+
+    def _tracker_made(self) -> FaceTracker:
         if self._tracker is None:
             self._tracker = FaceTracker()
-        return self._tracker.detect(frame)
+        return self._tracker
 
     def render(self, frame: np.ndarray | None, landmarks: np.ndarray | _Missing | None = _MISSING) -> np.ndarray:
         """The portrait animated by one driving frame (RGB uint8), with its landmarks from `track` if given.
@@ -143,12 +147,22 @@ class Animator:
         """
         if frame is None and landmarks is _MISSING:
             raise ValueError("render needs a frame or landmarks")
-        driving = self.track(frame) if landmarks is _MISSING else landmarks
+        if landmarks is _MISSING:
+            # MediaPipe finds the landmarks on one core while the body's motion, which needs none, is measured
+            # on the other.
+            tracker = self._tracker_made()
+            tracker.submit(frame)
+            body = self._body_motion(frame)
+            driving = tracker.collect()
+        else:
+            body, driving = None, landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
             # The first face seen becomes the reference (the motion stage takes its landmarks).
             self._reference_frame = None if frame is None else frame.copy()
         self.last_target, head_motion = self._motion.target(driving)
+        if body is None:  # the reference may have been set by this very frame
+            body = self._body_motion(frame)
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
@@ -156,7 +170,7 @@ class Animator:
         use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
-            driving=(driving, self._motion.reference) if use_detail else (), body=self._body_motion(frame))
+            driving=(driving, self._motion.reference) if use_detail else (), body=body)
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
@@ -186,7 +200,7 @@ class Animator:
         if self._body.reference_frame is not reference:
             person = person_mask(reference, self._motion.reference)
             self._body.set_reference(reference, person, self._motion.to_portrait)
-        return partial(self._body.displacement, frame)
+        return self._body.measure(frame)
 
     def close(self) -> None:
         if self._tracker is not None:

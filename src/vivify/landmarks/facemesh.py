@@ -48,24 +48,35 @@ class FaceTracker(mp_face_mesh.FaceMesh):
             static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=0.5, min_tracking_confidence=0.5,
         )
+        self._pending_size = (0, 0)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
-        """Landmarks of the face in this frame, or None when it is lost.
+        """Landmarks of the face in this frame, or None when it is lost."""
+        self.submit(rgb)
+        return self.collect()
+
+    def submit(self, rgb: np.ndarray) -> None:
+        """Start finding the landmarks of this frame; `collect` returns them. MediaPipe works in its own thread,
+        on one core: the caller may use the other meanwhile.
 
         Runs the graph directly rather than through `process`, which builds a namedtuple class on every
         call (2 ms, a fifth of the frame budget).
         """
         self._graph_outputs.clear()
         self._simulated_timestamp += 33333
+        self._pending_size = rgb.shape[1], rgb.shape[0]
         packet = packet_creator.create_image_frame(
             np.ascontiguousarray(rgb), image_format=image_frame.ImageFormat.SRGB)
         self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
+
+    def collect(self) -> np.ndarray | None:
+        """The landmarks of the frame last submitted, or None when the face is lost in it."""
         self._graph.wait_until_idle()
         output = self._graph_outputs.get("multi_face_landmarks")
         if output is None or output.is_empty():
             return None
         faces = packet_getter.get_proto_list(output)
-        return _to_pixels(faces[0], rgb.shape[1], rgb.shape[0]) if faces else None
+        return _to_pixels(faces[0], *self._pending_size) if faces else None
 
 
 def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:

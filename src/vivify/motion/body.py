@@ -12,6 +12,8 @@ reaches beyond the driver's outline nor adds noise, and where the driver has no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -31,7 +33,7 @@ class BodyMotion:
 
     >>> body = BodyMotion(origin, (width, height))     # the region of the portrait that may move
     >>> body.set_reference(reference_rgb, person, to_portrait)
-    >>> shift = body.displacement(frame_rgb, points)   # points: m×2 float32, region pixels
+    >>> shift = body.measure(frame_rgb)(points)        # points: m×2 float32, region pixels
 
     A pixel of the output at `p` shows what the portrait has at `p + shift`. Frames must come in order: each
     frame's flow starts from the previous frame's.
@@ -81,10 +83,11 @@ class BodyMotion:
         self.reference_frame = frame
         self._previous = None
 
-    def displacement(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """The shift (portrait pixels, float32 m×2) at `points` (region pixels) for this driving frame."""
+    def measure(self, frame: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """The driver's motion in this driving frame, as a function from points (region pixels, float32 m×2)
+        to their shifts (portrait pixels, float32 m×2)."""
         if self._reference is None or self._person is None:
-            raise RuntimeError("BodyMotion.displacement before set_reference")
+            raise RuntimeError("BodyMotion.measure before set_reference")
         # Each frame's flow starts from the previous frame's (DIS's temporal propagation): the flow back to the
         # reference then follows a large motion step by step instead of losing it, and does not jump about.
         flow = self._flow.calc(self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY)),
@@ -94,10 +97,15 @@ class BodyMotion:
         person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
-        cells = (points / self._cell).astype(np.float32).reshape(-1, 1, 2)
-        moved, share = (cv2.remap(cv2.GaussianBlur(image, (0, 0), sigma), cells, None, cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE).reshape(len(points), -1) for image in (flow, person))
-        return moved * (self._cell / np.maximum(share, _PERSON_FLOOR))
+        smooth_flow, smooth_person = (cv2.GaussianBlur(image, (0, 0), sigma) for image in (flow, person))
+
+        def displacement(points: np.ndarray) -> np.ndarray:
+            cells = (points / self._cell).astype(np.float32).reshape(-1, 1, 2)
+            moved, share = (cv2.remap(image, cells, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                                      ).reshape(len(points), -1) for image in (smooth_flow, smooth_person))
+            return moved * (self._cell / np.maximum(share, _PERSON_FLOOR))
+
+        return displacement
 
     def _resample(self, crop: np.ndarray) -> np.ndarray:
         """A crop of a driving frame (or of its mask) on the flow's cells."""

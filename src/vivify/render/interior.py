@@ -9,6 +9,7 @@ of teeth stands in.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +28,23 @@ _COLOUR_MEMORY = 0.8
 # curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
 _CAVITY_DARKNESS = 0.2
 _MAX_CAVITY_GAMMA = 3.0
+
+
+_lab_tables_lock = threading.Lock()
+_lab_tables: threading.Thread | None = None
+
+
+def build_lab_tables() -> threading.Thread:
+    """The thread that builds OpenCV's Lab conversion tables (started by the first call); join it before
+    painting. OpenCV builds them on first use, unguarded by a lock, in 170 ms: the first frame with an open
+    mouth would stall. Built while a portrait is analysed, on the other core, they cost no time."""
+    global _lab_tables
+    with _lab_tables_lock:
+        if _lab_tables is None:
+            _lab_tables = threading.Thread(target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB),
+                                           name="vivify-lab-tables", daemon=True)
+            _lab_tables.start()
+        return _lab_tables
 
 
 @dataclass(frozen=True)
