@@ -97,6 +97,8 @@ class Animator:
         self.frames_with_face = 0
         self._detail = detail
         self._reference_frame: np.ndarray | None = None
+        self._reference_gray: np.ndarray | None = None
+        self._body_reference_changed = False
         if reference is not None:
             self.set_reference(reference)
         lab_tables.join()
@@ -121,7 +123,13 @@ class Animator:
         if points is None:
             raise VivifyError("no face found in the reference frame")
         self._motion.set_reference(points)
+        self._keep_reference_frame(frame)
+
+    def _keep_reference_frame(self, frame: np.ndarray | None) -> None:
+        """Keep the reference's picture, where there is one, for the body motion and the expression detail."""
         self._reference_frame = None if frame is None else frame.copy()
+        self._reference_gray = None if frame is None else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        self._body_reference_changed = True
 
     def track(self, frame: np.ndarray) -> np.ndarray | None:
         """Landmarks of the driving face in `frame` (478×3), or None where it is lost.
@@ -147,27 +155,25 @@ class Animator:
         """
         if frame is None and landmarks is _MISSING:
             raise ValueError("render needs a frame or landmarks")
-        if landmarks is _MISSING:
-            # MediaPipe finds the landmarks on one core while the body's motion, which needs none, is measured
-            # on the other.
-            tracker = self._tracker_made()
+        tracker = self._tracker_made() if landmarks is _MISSING else None
+        if tracker is not None:
             tracker.submit(frame)
-            body = self._body_motion(frame)
-            driving = tracker.collect()
-        else:
-            body, driving = None, landmarks
+        # What needs no landmarks is done while MediaPipe finds them, on the other core.
+        gray = None if frame is None else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        body = self._body_motion(gray)
+        driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
             # The first face seen becomes the reference (the motion stage takes its landmarks).
-            self._reference_frame = None if frame is None else frame.copy()
+            self._keep_reference_frame(frame)
         self.last_target, head_motion = self._motion.target(driving)
         if body is None:  # the reference may have been set by this very frame
-            body = self._body_motion(frame)
+            body = self._body_motion(gray)
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
         out = self.portrait.copy()
-        use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
+        use_detail = self._detail and gray is not None and driving is not None and self._reference_gray is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
@@ -183,7 +189,7 @@ class Animator:
             # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
-            apply_detail(out, (cols.start, rows.start), face_box, warp_target, frame, self._reference_frame,
+            apply_detail(out, (cols.start, rows.start), face_box, warp_target, gray, self._reference_gray,
                          *driving_maps, scale=scale)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
@@ -191,16 +197,17 @@ class Animator:
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
 
-    def _body_motion(self, frame: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The driver's motion around the face in this frame (at region points), where there is a picture to
-        read it from. While the face is lost the body still follows: the flow needs only the frames."""
-        reference = self._reference_frame
-        if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
+    def _body_motion(self, gray: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The driver's motion around the face in this frame (grey levels; at region points), where there is a
+        picture to read it from. While the face is lost the body still follows: the flow needs only the frames."""
+        reference = self._reference_gray
+        if self._body is None or gray is None or reference is None or gray.shape != reference.shape:
             return None
-        if self._body.reference_frame is not reference:
-            person = person_mask(reference, self._motion.reference)
+        if self._body_reference_changed:
+            person = person_mask(self._reference_frame, self._motion.reference)
             self._body.set_reference(reference, person, self._motion.to_portrait)
-        return self._body.measure(frame)
+            self._body_reference_changed = False
+        return self._body.measure(gray)
 
     def close(self) -> None:
         if self._tracker is not None:

@@ -97,6 +97,8 @@ class HeadWarp:
         body_edge = (border[:, 1] >= height - 1) & (border[:, 1] > points[152, 1])
         self.fixed = border[dist > np.where(body_edge, 0.15, 0.35) * face_h]
 
+        self._sources = np.vstack([points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
+
         gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
@@ -136,12 +138,11 @@ class HeadWarp:
     def controls(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
         """Where control points go in the output (targets) and where they come from in the portrait."""
         chin_shift = head_motion.apply(self.points[152:153])[0] - self.points[152]
-        sources = np.vstack([self.points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
         targets = np.vstack([
             target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring) + self._turn(target, head_motion),
             self.neck + _NECK_FOLLOW * chin_shift, self.fixed,
         ])
-        return targets, sources
+        return targets, self._sources
 
     def _turn(self, target: np.ndarray, head_motion: Similarity) -> np.ndarray:
         """How far each hair control follows a head turn, beyond the rigid pose.
@@ -183,11 +184,9 @@ class HeadWarp:
         # Eyes and mouth bend sharply: their maps are recomputed on a fine grid and pasted over the coarse
         # one. All points go through the spline in one evaluation.
         fine_boxes = self._detail_boxes(target)
-        fine_grids = [(_cell_centres(x0, x1, self.fine_step), _cell_centres(y0, y1, self.fine_step))
-                      for x0, y0, x1, y1 in fine_boxes]
-        fine_points = [(np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2) / self._scale).astype(np.float32)
-                       for gx, gy in fine_grids]
-        points = np.vstack([self._grid, *fine_points])
+        fine_grids = [_fine_grid(x1 - x0, y1 - y0, self.fine_step) for x0, y0, x1, y1 in fine_boxes]
+        points = np.vstack([self._grid, *((grid.reshape(-1, 2) + np.float32([x0, y0])) * np.float32(1 / self._scale)
+                                          for grid, (x0, y0, _, _) in zip(fine_grids, fine_boxes, strict=True))])
         face_box = self._face_box(target)
         if body is None:
             displacement = self._evaluate(points, centers, coeffs)
@@ -219,7 +218,7 @@ class HeadWarp:
             for k in range(1, len(value_sets))]
         return portrait_map, face_box, driving_maps
 
-    def _assemble(self, positions: np.ndarray, layout: tuple[list[Box], list[tuple[np.ndarray, np.ndarray]]],
+    def _assemble(self, positions: np.ndarray, layout: tuple[list[Box], list[np.ndarray]],
                   box: Box) -> np.ndarray:
         """The map over `box` (region pixels) from positions at the coarse grid, then at each fine grid."""
         x0, y0, x1, y1 = box
@@ -234,9 +233,9 @@ class HeadWarp:
         oy, ox = y0 - (i0 - 1) * self.step, x0 - (j0 - 1) * self.step
         source_map = full[oy:oy + y1 - y0, ox:ox + x1 - x0]  # a view: cv2.remap takes row-strided maps
         start = rows * cols
-        for (fx0, fy0, fx1, fy1), (gx, gy) in zip(*layout, strict=True):
-            fine = positions[start:start + len(gx) * len(gy)].reshape(len(gy), len(gx), 2)
-            start += len(gx) * len(gy)
+        for (fx0, fy0, fx1, fy1), grid in zip(*layout, strict=True):
+            fine = positions[start:start + grid.shape[0] * grid.shape[1]].reshape(grid.shape)
+            start += grid.shape[0] * grid.shape[1]
             ix0, iy0, ix1, iy1 = max(fx0, x0), max(fy0, y0), min(fx1, x1), min(fy1, y1)
             if ix1 > ix0 and iy1 > iy0:
                 upsampled = _upsample(fine, self.fine_step, (fx1 - fx0, fy1 - fy0))
@@ -334,15 +333,24 @@ class _SplineEvaluator:
             self._buffers = (np.empty(m * n, np.float32), np.empty(m * n, np.float32))
         d2 = self._buffers[0][: m * n].reshape(m, n)
         work = self._buffers[1][: m * n].reshape(m, n)
-        np.subtract(points[:, :1], centers[:, 0], out=d2)
-        np.multiply(d2, d2, out=d2)
-        np.subtract(points[:, 1:], centers[:, 1], out=work)
-        np.multiply(work, work, out=work)
-        np.add(d2, work, out=d2)
+        # |p − c|² = |p|² + |c|² − 2 p·c: one small matrix product and one broadcast sum over the whole table.
+        np.matmul(points, centers.T * np.float32(-2.0), out=d2)
+        d2 += np.einsum("ij,ij->i", points, points)[:, None]
+        d2 += np.einsum("ij,ij->i", centers, centers)
         np.maximum(d2, 1e-12, out=d2)
         cv2.log(d2, work)
         np.multiply(work, d2, out=work)
         return work @ coeffs[:n] + coeffs[n] + points @ coeffs[n + 1:]
+
+
+@functools.lru_cache(maxsize=64)
+def _fine_grid(width: int, height: int, step: int) -> np.ndarray:
+    """Cell centres (rows × cols × 2, x then y; see `_cell_centres`) over a box of this size, from its corner.
+    Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
+    grid = np.stack(np.meshgrid(_cell_centres(0, width, step), _cell_centres(0, height, step)), axis=-1)
+    grid = grid.astype(np.float32)
+    grid.flags.writeable = False
+    return grid
 
 
 @functools.lru_cache(maxsize=64)
