@@ -103,6 +103,9 @@ class HeadWarp:
         self.grid_shape = (len(gy), len(gx))
         grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
         self._grid = (grid / self._scale).astype(np.float32)
+        # Fine cell centres from a box's corner, for the largest box: a smaller box's are its top-left corner.
+        fine_x, fine_y = _cell_centres(0, rw, self.fine_step), _cell_centres(0, rh, self.fine_step)
+        self._fine_grid = np.stack(np.meshgrid(fine_x, fine_y), axis=-1).astype(np.float32)
         self._evaluate = _SplineEvaluator()
         self._taper = self._taper_weights(gx, gy, image_size).reshape(-1, 1).astype(np.float32)
 
@@ -184,7 +187,8 @@ class HeadWarp:
         # Eyes and mouth bend sharply: their maps are recomputed on a fine grid and pasted over the coarse
         # one. All points go through the spline in one evaluation.
         fine_boxes = self._detail_boxes(target)
-        fine_grids = [_fine_grid(x1 - x0, y1 - y0, self.fine_step) for x0, y0, x1, y1 in fine_boxes]
+        fine_grids = [self._fine_grid[:_cell_count(y1 - y0, self.fine_step), :_cell_count(x1 - x0, self.fine_step)]
+                      for x0, y0, x1, y1 in fine_boxes]
         points = np.vstack([self._grid, *((grid.reshape(-1, 2) + np.float32([x0, y0])) * np.float32(1 / self._scale)
                                           for grid, (x0, y0, _, _) in zip(fine_grids, fine_boxes, strict=True))])
         face_box = self._face_box(target)
@@ -344,16 +348,6 @@ class _SplineEvaluator:
 
 
 @functools.lru_cache(maxsize=64)
-def _fine_grid(width: int, height: int, step: int) -> np.ndarray:
-    """Cell centres (rows × cols × 2, x then y; see `_cell_centres`) over a box of this size, from its corner.
-    Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
-    grid = np.stack(np.meshgrid(_cell_centres(0, width, step), _cell_centres(0, height, step)), axis=-1)
-    grid = grid.astype(np.float32)
-    grid.flags.writeable = False
-    return grid
-
-
-@functools.lru_cache(maxsize=64)
 def _feather(size: tuple[int, int], width: float) -> tuple[np.ndarray, np.ndarray]:
     """Weights (h, w) over a box: 0 on its edge, rising smoothly to 1 at `width` pixels inside it; and one
     minus them. Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
@@ -373,8 +367,12 @@ def _smoothstep(w: np.ndarray) -> np.ndarray:
 def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
     """Centres of `step`-pixel cells covering [start, stop), with one more cell on each side so that
     upsampling interpolates all the way to the edges instead of clamping."""
-    count = int(np.ceil((stop - start) / step)) + 2
-    return start + (np.arange(count) - 1) * step + (step - 1) / 2
+    return start + (np.arange(_cell_count(stop - start, step)) - 1) * step + (step - 1) / 2
+
+
+def _cell_count(length: int, step: int) -> int:
+    """How many `_cell_centres` cover `length` pixels."""
+    return -(-length // step) + 2
 
 
 def _upsample(grid: np.ndarray, step: int, size: tuple[int, int]) -> np.ndarray:
