@@ -97,7 +97,6 @@ class Animator:
         self.frames_with_face = 0
         self._detail = detail
         self._reference_frame: np.ndarray | None = None
-        self._reference_gray: np.ndarray | None = None
         self._body_reference_changed = False
         if reference is not None:
             self.set_reference(reference)
@@ -128,7 +127,6 @@ class Animator:
     def _keep_reference_frame(self, frame: np.ndarray | None) -> None:
         """Keep the reference's picture, where there is one, for the body motion and the expression detail."""
         self._reference_frame = None if frame is None else frame.copy()
-        self._reference_gray = None if frame is None else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         self._body_reference_changed = True
 
     def track(self, frame: np.ndarray) -> np.ndarray | None:
@@ -158,9 +156,8 @@ class Animator:
         tracker = self._tracker_made() if landmarks is _MISSING else None
         if tracker is not None:
             tracker.submit(frame)
-        # What needs no landmarks is done while MediaPipe finds them, on the other core.
-        gray = None if frame is None else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        body = self._body_motion(gray)
+        # The body's motion needs no landmarks: it is measured while MediaPipe finds them, on the other core.
+        body = self._body_motion(frame)
         driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
@@ -168,12 +165,12 @@ class Animator:
             self._keep_reference_frame(frame)
         self.last_target, head_motion = self._motion.target(driving)
         if body is None:  # the reference may have been set by this very frame
-            body = self._body_motion(gray)
+            body = self._body_motion(frame)
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
         out = self.portrait.copy()
-        use_detail = self._detail and gray is not None and driving is not None and self._reference_gray is not None
+        use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
@@ -189,7 +186,7 @@ class Animator:
             # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
-            apply_detail(out, (cols.start, rows.start), face_box, warp_target, gray, self._reference_gray,
+            apply_detail(out, (cols.start, rows.start), face_box, warp_target, frame, self._reference_frame,
                          *driving_maps, scale=scale)
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
@@ -197,17 +194,17 @@ class Animator:
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
 
-    def _body_motion(self, gray: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The driver's motion around the face in this frame (grey levels; at region points), where there is a
-        picture to read it from. While the face is lost the body still follows: the flow needs only the frames."""
-        reference = self._reference_gray
-        if self._body is None or gray is None or reference is None or gray.shape != reference.shape:
+    def _body_motion(self, frame: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The driver's motion around the face in this frame (at region points), where there is a picture to
+        read it from. While the face is lost the body still follows: the flow needs only the frames."""
+        reference = self._reference_frame
+        if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
             return None
         if self._body_reference_changed:
-            person = person_mask(self._reference_frame, self._motion.reference)
+            person = person_mask(reference, self._motion.reference)
             self._body.set_reference(reference, person, self._motion.to_portrait)
             self._body_reference_changed = False
-        return self._body.measure(gray)
+        return self._body.measure(frame)
 
     def close(self) -> None:
         if self._tracker is not None:

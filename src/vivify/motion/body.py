@@ -32,8 +32,8 @@ class BodyMotion:
     """The driver's motion around the face since its reference frame, in portrait pixels.
 
     >>> body = BodyMotion(origin, (width, height))     # the region of the portrait that may move
-    >>> body.set_reference(reference_gray, person, to_portrait)
-    >>> shift = body.measure(frame_gray)(points)       # points: m×2 float32, region pixels
+    >>> body.set_reference(reference_rgb, person, to_portrait)
+    >>> shift = body.measure(frame_rgb)(points)        # points: m×2 float32, region pixels
 
     A pixel of the output at `p` shows what the portrait has at `p + shift`. Frames must come in order: each
     frame's flow starts from the previous frame's.
@@ -57,8 +57,8 @@ class BodyMotion:
                                axis=-1)
 
     def set_reference(self, frame: np.ndarray, person: np.ndarray, to_portrait: Similarity) -> None:
-        """The driving frame that motion is measured from (grey levels, uint8), its person mask (float 0..1, the
-        frame's size) and the similarity from its pixels to the portrait's. Later frames must have the same size."""
+        """The driving frame that motion is measured from, its person mask (float 0..1, the frame's size) and
+        the similarity from its pixels to the portrait's. Later frames must have the same size."""
         back = to_portrait.inverse()
         # The driving frame's pixels that the region covers, shrunk by a whole factor (area-averaged, so without
         # aliasing, and six times faster in OpenCV than a fractional one) to about the flow's resolution; an
@@ -76,19 +76,20 @@ class BodyMotion:
         linear = back.linear * (self._cell / factor)
         offset = (back.apply(self._origin[None])[0] - [x0, y0] + 0.5) / factor - 0.5
         self._matrix = np.hstack([linear, offset[:, None]])
-        self._reference = self._resample(frame[self._crop])
+        self._reference = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
         # The mask's edge is repeated too: a person cut by the frame goes on beyond it.
         self._person = self._resample(person[self._crop].astype(np.float32))
         self._previous = None
 
     def measure(self, frame: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """The driver's motion in this driving frame (grey levels), as a function from points (region pixels,
-        float32 m×2) to their shifts (portrait pixels, float32 m×2)."""
+        """The driver's motion in this driving frame, as a function from points (region pixels, float32 m×2)
+        to their shifts (portrait pixels, float32 m×2)."""
         if self._reference is None or self._person is None:
             raise RuntimeError("BodyMotion.measure before set_reference")
         # Each frame's flow starts from the previous frame's (DIS's temporal propagation): the flow back to the
         # reference then follows a large motion step by step instead of losing it, and does not jump about.
-        flow = self._flow.calc(self._resample(frame[self._crop]), self._reference, self._previous)
+        flow = self._flow.calc(self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY)),
+                               self._reference, self._previous)
         self._previous = flow.copy()
         # The person mask travels with the flow: this frame's person is where the reference's came from.
         person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

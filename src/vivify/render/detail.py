@@ -25,9 +25,8 @@ _FLOOR = 12.0
 def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
                  reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float) -> None:
     """Multiply the face in `out` (in place) by the driver's ratio image; `box` is in region pixels and
-    `origin` is the region's corner in `out`; `frame` and `reference` are the driving frames' grey levels.
-    `scale` (≤ 1) is the driving face's size over the target's: the ratio holds no finer detail than the
-    driving frame, so it is worked out at that size."""
+    `origin` is the region's corner in `out`. `scale` (≤ 1) is the driving face's size over the target's:
+    the ratio holds no finer detail than the driving frame, so it is worked out at that size."""
     x0, y0, x1, y1 = box
     ox, oy = origin
     width, height = x1 - x0, y1 - y0
@@ -41,8 +40,8 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.
     unit = topology.inter_ocular(target) * shrink
     blur = max(1, int(unit * 0.02)) * 2 + 1
     # Lightness only: a ratio per colour channel would tint another person's skin with the driver's.
-    now = cv2.GaussianBlur(now, (blur, blur), 0).astype(np.float32) + _FLOOR
-    before = cv2.GaussianBlur(before, (blur, blur), 0).astype(np.float32) + _FLOOR
+    now = cv2.GaussianBlur(cv2.cvtColor(now, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
+    before = cv2.GaussianBlur(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
 
     # The face mask, also at the ratio's size; only the finished gain is brought to the face's size.
