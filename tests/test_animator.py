@@ -415,3 +415,14 @@ def test_landmarks_read_from_mediapipes_messages(visibility):
         if visibility:
             landmark.visibility = 0.9
     np.testing.assert_array_equal(_to_pixels(message, 640, 480), values * np.float32([640, 480, 640]))
+
+
+def test_rendering_with_its_own_tracking_matches_landmarks_tracked_beforehand(face):
+    """`render(frame)` finds the landmarks while it measures the body's motion; the frames must come out the
+    same as from `render(frame, track(frame))`, where the landmarks are found first."""
+    below = 150.0
+    frames = [face] + [swayed_body(similarity_frame(face, (128, 110), shift=(2.0 * t, 0.0)), below, 5.0 * t)
+                       for t in np.linspace(0, 1, 5)]
+    itself, beforehand = Animator(face, rate=25.0), Animator(face, rate=25.0)
+    for frame in frames:
+        np.testing.assert_array_equal(itself.render(frame), beforehand.render(frame, beforehand.track(frame)))
