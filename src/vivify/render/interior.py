@@ -37,12 +37,15 @@ _lab_tables: threading.Thread | None = None
 def build_lab_tables() -> threading.Thread:
     """The thread that builds OpenCV's Lab conversion tables (started by the first call); join it before
     painting. OpenCV builds them on first use, unguarded by a lock, in 170 ms: the first frame with an open
-    mouth would stall. Built while a portrait is analysed, on the other core, they cost no time."""
+    mouth would stall. Built while a portrait is analysed, on the other core, they cost no time.
+
+    Not a daemon thread: a process that stops early (a portrait without a face) waits for it at exit, instead
+    of tearing down the interpreter under OpenCV (which aborts the process)."""
     global _lab_tables
     with _lab_tables_lock:
         if _lab_tables is None:
             _lab_tables = threading.Thread(target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB),
-                                           name="vivify-lab-tables", daemon=True)
+                                           name="vivify-lab-tables")
             _lab_tables.start()
         return _lab_tables
 
