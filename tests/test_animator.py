@@ -414,7 +414,8 @@ def test_landmarks_read_from_mediapipes_messages(visibility):
         landmark = message.landmark.add(x=x, y=y, z=z)
         if visibility:
             landmark.visibility = 0.9
-    np.testing.assert_array_equal(_to_pixels(message, 640, 480), values * np.float32([640, 480, 640]))
+    np.testing.assert_array_equal(_to_pixels(message.SerializeToString(), 640, 480),
+                                  values * np.float32([640, 480, 640]))
 
 
 def test_rendering_with_its_own_tracking_matches_landmarks_tracked_beforehand(face):

@@ -30,8 +30,14 @@ if "mediapipe" not in sys.modules:
 
     _register_namespace("mediapipe.python.solutions")
 
-from mediapipe.python import packet_creator, packet_getter  # noqa: E402
-from mediapipe.python._framework_bindings import image_frame  # noqa: E402
+from mediapipe.framework.formats import landmark_pb2  # noqa: E402
+from mediapipe.python import packet_creator  # noqa: E402
+from mediapipe.python._framework_bindings import _packet_getter, image_frame  # noqa: E402
 from mediapipe.python.solutions import face_mesh, selfie_segmentation  # noqa: E402
 
-__all__ = ["face_mesh", "image_frame", "packet_creator", "packet_getter", "selfie_segmentation"]
+# A proto-list packet's messages as the bytes MediaPipe holds. `packet_getter.get_proto_list` parses them into
+# Python messages, which vivify would only serialise again to read them as one array (0.17 ms a frame).
+serialized_proto_list = _packet_getter._get_serialized_proto_list
+
+__all__ = ["face_mesh", "image_frame", "landmark_pb2", "packet_creator", "selfie_segmentation",
+           "serialized_proto_list"]
