@@ -427,3 +427,15 @@ def test_rendering_with_its_own_tracking_matches_landmarks_tracked_beforehand(fa
     itself, beforehand = Animator(face, rate=25.0), Animator(face, rate=25.0)
     for frame in frames:
         np.testing.assert_array_equal(itself.render(frame), beforehand.render(frame, beforehand.track(frame)))
+
+
+def test_landmarks_are_collected_once_per_frame_submitted(face):
+    """`FaceTracker.collect` returns the landmarks of the frame `submit` handed over, once: a second collect
+    (or one without a frame) is a programming error, not the last frame's landmarks again."""
+    from vivify.landmarks.facemesh import FaceTracker
+
+    with FaceTracker() as tracker:
+        tracker.submit(face)
+        assert tracker.collect() is not None
+        with pytest.raises(RuntimeError, match=r"^FaceTracker\.collect without a frame submitted$"):
+            tracker.collect()

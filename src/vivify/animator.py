@@ -57,7 +57,7 @@ class Animator:
                  absolute: bool = False, smoothing: bool = True, interiors: bool = True, detail: bool = True,
                  body: bool = True, rate: float = 30.0, name: str = "portrait") -> None:
         portrait = _check_rgb(portrait, name)
-        lab_tables = build_lab_tables()
+        build_lab_tables()  # in the background, while the portrait is analysed
         faces = detect_faces(portrait)
         if not faces:
             raise VivifyError(f"no face found in {name}")
@@ -100,7 +100,6 @@ class Animator:
         self._body_reference_changed = False
         if reference is not None:
             self.set_reference(reference)
-        lab_tables.join()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -138,9 +137,9 @@ class Animator:
         return self._detect(frame)
 
     def _detect(self, frame: np.ndarray) -> np.ndarray | None:
-        return self._tracker_made().detect(frame)
+        return self._ensure_tracker().detect(frame)
 
-    def _tracker_made(self) -> FaceTracker:
+    def _ensure_tracker(self) -> FaceTracker:
         if self._tracker is None:
             self._tracker = FaceTracker()
         return self._tracker
@@ -153,7 +152,7 @@ class Animator:
         """
         if frame is None and landmarks is _MISSING:
             raise ValueError("render needs a frame or landmarks")
-        tracker = self._tracker_made() if landmarks is _MISSING else None
+        tracker = self._ensure_tracker() if landmarks is _MISSING else None
         if tracker is not None:
             tracker.submit(frame)
         # The body's motion needs no landmarks: it is measured while MediaPipe finds them, on the other core.

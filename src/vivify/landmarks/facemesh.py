@@ -49,7 +49,7 @@ class FaceTracker(mp_face_mesh.FaceMesh):
             static_image_mode=False, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=0.5, min_tracking_confidence=0.5,
         )
-        self._pending_size = (0, 0)
+        self._pending_size: tuple[int, int] | None = None  # of the frame submitted and not yet collected
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks of the face in this frame, or None when it is lost."""
@@ -72,12 +72,15 @@ class FaceTracker(mp_face_mesh.FaceMesh):
 
     def collect(self) -> np.ndarray | None:
         """The landmarks of the frame last submitted, or None when the face is lost in it."""
+        if self._pending_size is None:
+            raise RuntimeError("FaceTracker.collect without a frame submitted")
+        size, self._pending_size = self._pending_size, None
         self._graph.wait_until_idle()
         output = self._graph_outputs.get("multi_face_landmarks")
         if output is None or output.is_empty():
             return None
         faces = serialized_proto_list(output)
-        return _to_pixels(faces[0], *self._pending_size) if faces else None
+        return _to_pixels(faces[0], *size) if faces else None
 
 
 def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:

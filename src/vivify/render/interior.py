@@ -35,9 +35,10 @@ _lab_tables: threading.Thread | None = None
 
 
 def build_lab_tables() -> threading.Thread:
-    """The thread that builds OpenCV's Lab conversion tables (started by the first call); join it before
-    painting. OpenCV builds them on first use, unguarded by a lock, in 170 ms: the first frame with an open
-    mouth would stall. Built while a portrait is analysed, on the other core, they cost no time.
+    """The thread that builds OpenCV's Lab conversion tables (started by the first call); every Lab conversion
+    here joins it first. OpenCV builds them on first use, unguarded by a lock, in 170 ms: the first frame with
+    an open mouth would stall. Started while a portrait is analysed (`Animator`), on the other core, they cost
+    no time.
 
     Not a daemon thread: a process that stops early (a portrait without a face) waits for it at exit, instead
     of tearing down the interpreter under OpenCV (which aborts the process)."""
@@ -141,6 +142,7 @@ class InteriorPainter:
         ring[inside > 0] = 0
         if ring.sum() < 10:
             return patch
+        build_lab_tables().join()
         lab_patch = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
         lab_box = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)
         src_mean, src_std = cv2.meanStdDev(lab_patch, mask=ring)

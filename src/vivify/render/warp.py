@@ -98,6 +98,7 @@ class HeadWarp:
         self.fixed = border[dist > np.where(body_edge, 0.15, 0.35) * face_h]
 
         self._sources = np.vstack([points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
+        self._sources.flags.writeable = False  # handed out by `controls` every frame
 
         gx, gy = _cell_centres(0, rw, self.step), _cell_centres(0, rh, self.step)
         self.grid_shape = (len(gy), len(gx))
@@ -169,8 +170,8 @@ class HeadWarp:
         """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
 
         `body`, where given, gives the driver's motion around the face at region points (m×2 float32 in, portrait
-        pixels out, as `BodyMotion.displacement`): beyond the face it replaces the spline, which knows only the
-        face and the head's pose.
+        pixels out, as the function that `BodyMotion.measure` returns): beyond the face it replaces the spline,
+        which knows only the face and the head's pose.
 
         Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
         is sampled from a padded copy), the face's box (region pixels) and, for each landmark set in
