@@ -439,3 +439,13 @@ def test_landmarks_are_collected_once_per_frame_submitted(face):
         assert tracker.collect() is not None
         with pytest.raises(RuntimeError, match=r"^FaceTracker\.collect without a frame submitted$"):
             tracker.collect()
+
+
+def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
+    from vivify.motion.transfer import MotionTransfer
+
+    motion = MotionTransfer(reference)
+    with pytest.raises(RuntimeError, match=r"^MotionTransfer\.to_portrait before a reference is set$"):
+        _ = motion.to_portrait
+    motion.set_reference(reference)
+    assert motion.to_portrait.scale == pytest.approx(1.0)

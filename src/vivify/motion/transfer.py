@@ -42,6 +42,7 @@ class MotionTransfer:
         self.smoothing = smoothing
         self.rate = rate
         self.reference: np.ndarray | None = None
+        self._to_portrait: Similarity | None = None
         # Pose and residual are filtered in inter-ocular units, so the same settings hold for any face
         # size. A low cutoff at rest removes detector noise (a third of it is left); the steep rise with
         # speed keeps the lag on real motion small (self-reenactment AKD 1.78 px against 1.72 unfiltered).
@@ -66,6 +67,8 @@ class MotionTransfer:
     @property
     def to_portrait(self) -> Similarity:
         """The similarity from the driver's reference frame onto the portrait (once a reference is set)."""
+        if self._to_portrait is None:
+            raise RuntimeError("MotionTransfer.to_portrait before a reference is set")
         return self._to_portrait
 
     def target(self, driving_points: np.ndarray | None) -> tuple[np.ndarray, Similarity]:
@@ -106,7 +109,7 @@ class MotionTransfer:
         params = pose_params.copy()
         params[:2] *= self._unit
         pose = Similarity.from_params(params)
-        to_portrait = self._to_portrait
+        to_portrait = self.to_portrait
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
         shaped = self._base + (expression * self._unit) @ to_portrait.linear.T
