@@ -255,17 +255,13 @@ class HeadWarp:
 
     def _body_weight(self, target: np.ndarray, points: np.ndarray) -> np.ndarray:
         """At `points` (region pixels; m×1): 0 on the target's face, rising smoothly to 1 at _BODY_BLEND beyond."""
-        rows, cols = self.grid_shape
-        # Grid point (i, j) lies at region pixel (j − 1)·step + (step − 1)/2: the face oval is drawn and its
-        # distance measured at the coarse grid, and read between grid points by interpolation.
-        def to_grid(xy: np.ndarray) -> np.ndarray:
-            return (xy - (self.step - 1) / 2) / self.step + 1
-
-        face = np.full((rows, cols), 255, np.uint8)
-        oval = to_grid(target[topology.FACE_OVAL, :2] - self._origin).astype(np.float32)
+        # The face oval is drawn and its distance measured at the coarse grid, and read between grid points by
+        # interpolation.
+        face = np.full(self.grid_shape, 255, np.uint8)
+        oval = _cell_index(target[topology.FACE_OVAL, :2] - self._origin, self.step).astype(np.float32)
         cv2.fillConvexPoly(face, np.round(cv2.convexHull(oval) * 16).astype(np.int32), 0, shift=4)
         distance = cv2.distanceTransform(face, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        at = to_grid(points).astype(np.float32).reshape(-1, 1, 2)
+        at = _cell_index(points, self.step).astype(np.float32).reshape(-1, 1, 2)
         distance = cv2.remap(distance, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 1)
         return _smoothstep(np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0))
 
@@ -369,6 +365,12 @@ def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
     """Centres of `step`-pixel cells covering [start, stop), with one more cell on each side so that
     upsampling interpolates all the way to the edges instead of clamping."""
     return start + (np.arange(_cell_count(stop - start, step)) - 1) * step + (step - 1) / 2
+
+
+def _cell_index(position: np.ndarray, step: int) -> np.ndarray:
+    """Where pixel positions lie among the `_cell_centres` from 0, in (fractional) cell indices: the inverse of
+    index i ↦ (i − 1)·step + (step − 1)/2."""
+    return (position - (step - 1) / 2) / step + 1
 
 
 def _cell_count(length: int, step: int) -> int:
