@@ -449,3 +449,20 @@ def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
         _ = motion.to_portrait
     motion.set_reference(reference)
     assert motion.to_portrait.scale == pytest.approx(1.0)
+
+
+def test_a_close_up_driver_moves_nothing_beyond_its_frame():
+    """The driver's face fills the frame, so the portrait's chest (the sing grid's framing) lies far below the
+    driving frame's bottom edge. There the flow has nothing to measure: the chest stays, and does not slide
+    with a flow drifting over the frame's repeated edge pixels (it once smeared up the whole chest)."""
+    from vivify.compose.grid import frame_portrait
+    from vivify.demo import astronaut
+
+    full = astronaut()
+    portrait = frame_portrait(full, (256, 256), "astronaut")
+    close_up = cv2.resize(full[50:210, 140:300], (256, 256))
+    animator = Animator(portrait, rate=25.0)
+    for t in range(90):
+        out = animator.render(similarity_frame(close_up, (128, 128), shift=(4 * np.sin(t / 3), 3 * np.sin(t / 5))))
+    chest = (slice(215, 256), slice(60, 200))
+    assert np.abs(out[chest].astype(int) - portrait[chest].astype(int)).mean() < 12

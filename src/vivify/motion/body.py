@@ -51,6 +51,7 @@ class BodyMotion:
         self._shrunk = (1, 1)
         self._reference: np.ndarray | None = None
         self._person: np.ndarray | None = None
+        self._inside: np.ndarray | None = None
         self._previous: np.ndarray | None = None
         cols, rows = self._size
         self._cells = np.stack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)),
@@ -77,8 +78,15 @@ class BodyMotion:
         offset = (back.apply(self._origin[None])[0] - [x0, y0] + 0.5) / factor - 0.5
         self._matrix = np.hstack([linear, offset[:, None]])
         self._reference = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
-        # The mask's edge is repeated too: a person cut by the frame goes on beyond it.
+        # The mask's edge is repeated too: a person cut by the frame goes on beyond it (where the flow carries
+        # the mask in from beyond the edge).
         self._person = self._resample(person[self._crop].astype(np.float32))
+        # Beyond the frame's edges the resampled frames repeat their edge pixels, in which the flow finds nothing
+        # to measure: a repeated row has no texture along it, and propagated from frame to frame such a flow
+        # drifts (a framed portrait's chest, far below a close-up driver's frame, slid up by its own height).
+        # Only cells inside the frame are measured; the smoothing carries their motion a little beyond.
+        self._inside = cv2.warpAffine(np.ones(self._shrunk[::-1], np.float32), self._matrix, self._size,
+                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         self._previous = None
 
     def measure(self, frame: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -93,6 +101,7 @@ class BodyMotion:
         self._previous = flow.copy()
         # The person mask travels with the flow: this frame's person is where the reference's came from.
         person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        person *= self._inside
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
         smooth_flow, smooth_person = (cv2.GaussianBlur(image, (0, 0), sigma) for image in (flow, person))
