@@ -97,7 +97,6 @@ class Animator:
         self.frames_with_face = 0
         self._detail = detail
         self._reference_frame: np.ndarray | None = None
-        self._body_reference_changed = False
         if reference is not None:
             self.set_reference(reference)
 
@@ -120,13 +119,16 @@ class Animator:
         points = landmarks if landmarks is not None else self._detect(_check_rgb(frame, "reference frame"))
         if points is None:
             raise VivifyError("no face found in the reference frame")
-        self._motion.set_reference(points)
-        self._keep_reference_frame(frame)
+        self._calibrate(points, frame)
 
-    def _keep_reference_frame(self, frame: np.ndarray | None) -> None:
-        """Keep the reference's picture, where there is one, for the body motion and the expression detail."""
+    def _calibrate(self, points: np.ndarray, frame: np.ndarray | None) -> None:
+        """Make these driving landmarks, and their picture where there is one, the reference of the motion, the
+        body's flow and the expression detail."""
+        self._motion.set_reference(points)
         self._reference_frame = None if frame is None else frame.copy()
-        self._body_reference_changed = True
+        if self._body is not None and self._reference_frame is not None:
+            person = person_mask(self._reference_frame, self._motion.reference)
+            self._body.set_reference(self._reference_frame, person, self._motion.to_portrait)
 
     def track(self, frame: np.ndarray) -> np.ndarray | None:
         """Landmarks of the driving face in `frame` (478×3), or None where it is lost.
@@ -160,8 +162,8 @@ class Animator:
         driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
-            # The first face seen becomes the reference (the motion stage takes its landmarks).
-            self._keep_reference_frame(frame)
+            # The first face seen becomes the reference.
+            self._calibrate(driving, frame)
         self.last_target, head_motion = self._motion.target(driving)
         if body is None:  # the reference may have been set by this very frame
             body = self._body_motion(frame)
@@ -199,10 +201,6 @@ class Animator:
         reference = self._reference_frame
         if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
             return None
-        if self._body_reference_changed:
-            person = person_mask(reference, self._motion.reference)
-            self._body.set_reference(reference, person, self._motion.to_portrait)
-            self._body_reference_changed = False
         return self._body.measure(frame)
 
     def close(self) -> None:
