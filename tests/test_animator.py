@@ -429,6 +429,21 @@ def test_rendering_with_its_own_tracking_matches_landmarks_tracked_beforehand(fa
         np.testing.assert_array_equal(itself.render(frame), beforehand.render(frame, beforehand.track(frame)))
 
 
+def test_closing_an_animator_stops_its_helper_thread(face):
+    """The expression detail is worked out in a thread beside the caller's; `close` must end it, or a live
+    session or a studio worker would gather one idle thread per portrait."""
+    import threading
+
+    before = set(threading.enumerate())
+    animator = Animator(face, rate=25.0)
+    for frame in (face, similarity_frame(face, (128, 110), shift=(3.0, 0.0))):
+        animator.render(frame)
+    helpers = [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("vivify-detail")]
+    assert len(helpers) == 1
+    animator.close()
+    assert not helpers[0].is_alive()
+
+
 def test_landmarks_are_collected_once_per_frame_submitted(face):
     """`FaceTracker.collect` returns the landmarks of the frame `submit` handed over, once: a second collect
     (or one without a frame) is a programming error, not the last frame's landmarks again."""

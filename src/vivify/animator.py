@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -13,10 +14,11 @@ from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
-from vivify.render.detail import apply_detail
+from vivify.render.detail import apply_detail, detail_gain
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
+from vivify.render.patch import Box
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
@@ -96,6 +98,8 @@ class Animator:
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
         self.frames_with_face = 0
         self._detail = detail
+        # One thread beside the caller's: it works out the expression detail while the caller composites.
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="vivify-detail")
         self._reference_frame: np.ndarray | None = None
         if reference is not None:
             self.set_reference(reference)
@@ -159,6 +163,7 @@ class Animator:
             tracker.submit(frame)
         # The body's motion needs no landmarks: it is measured while MediaPipe finds them, on the other core.
         body = self._body_motion(frame)
+        out = self.portrait.copy()
         driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
         if driving is not None and self._motion.reference is None:
@@ -170,25 +175,29 @@ class Animator:
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
-        out = self.portrait.copy()
         use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
+        rows, cols = self._warp.region.slices
+        origin = (cols.start, rows.start)
+        detail = None
+        if use_detail:
+            # The ratio holds no finer detail than the driving face, and wrinkles need no more than
+            # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size. It reads only the driving
+            # frames, so the helper thread works it out while the portrait is warped and composited here.
+            target_span = inter_ocular(self.last_target)
+            scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
+            detail = self._helper.submit(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
+                                         self._reference_frame, scale)
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
-        rows, cols = self._warp.region.slices
         # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
         out[rows, cols] = cv2.cvtColor(region, cv2.COLOR_RGBA2RGB)  # a SIMD copy, not a strided gather
-        if use_detail:
-            # The ratio holds no finer detail than the driving face, and wrinkles need no more than
-            # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
-            target_span = inter_ocular(self.last_target)
-            scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
-            apply_detail(out, (cols.start, rows.start), face_box, warp_target, frame, self._reference_frame,
-                         *driving_maps, scale=scale)
+        if detail is not None:
+            apply_detail(out, origin, face_box, detail.result())
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
         close_lips(out, self.points, self.last_target)
@@ -204,8 +213,16 @@ class Animator:
         return self._body.measure(frame)
 
     def close(self) -> None:
+        self._helper.shutdown()
         if self._tracker is not None:
             self._tracker.close()
+
+
+def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
+                 target: np.ndarray, frame: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """The expression detail's gain, with the maps of the face into the driving frame and the reference frame
+    assembled first (in the helper thread, like the gain)."""
+    return detail_gain(origin, box, target, frame, reference, *driving_maps(), scale=scale)
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -15,10 +16,12 @@ class Similarity:
     angle: float
     translation: np.ndarray
 
-    @property
+    @cached_property  # worked out once: a frame applies, composes and inverts the same few transforms
     def linear(self) -> np.ndarray:
         c, s = np.cos(self.angle), np.sin(self.angle)
-        return self.scale * np.array([[c, -s], [s, c]])
+        linear = self.scale * np.array([[c, -s], [s, c]])
+        linear.flags.writeable = False  # shared by every use of this transform
+        return linear
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         return points @ self.linear.T + self.translation

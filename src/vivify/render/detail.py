@@ -22,11 +22,13 @@ _RATIO_RANGE = (0.75, 1.25)
 _FLOOR = 12.0
 
 
-def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
-                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float) -> None:
-    """Multiply the face in `out` (in place) by the driver's ratio image; `box` is in region pixels and
-    `origin` is the region's corner in `out`. `scale` (≤ 1) is the driving face's size over the target's:
-    the ratio holds no finer detail than the driving frame, so it is worked out at that size."""
+def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
+                reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float) -> np.ndarray:
+    """The gain (h×w×3 float32) by which `apply_detail` multiplies the face's box: the driver's ratio image
+    inside a feathered face mask. `box` is in region pixels and `origin` is the region's corner in the output.
+    `scale` (≤ 1) is the driving face's size over the target's: the ratio holds no finer detail than the
+    driving frame, so it is worked out at that size. Reads no output pixels: it may be worked out while the
+    face is being composited."""
     x0, y0, x1, y1 = box
     ox, oy = origin
     width, height = x1 - x0, y1 - y0
@@ -57,5 +59,12 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, target: np.
     gain = cv2.merge([gain] * 3)
     if small != (width, height):
         gain = cv2.resize(gain, (width, height), interpolation=cv2.INTER_LINEAR)
+    return gain
+
+
+def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, gain: np.ndarray) -> None:
+    """Multiply the face's box in `out` (in place) by a `detail_gain`."""
+    x0, y0, x1, y1 = box
+    ox, oy = origin
     face = out[oy + y0:oy + y1, ox + x0:ox + x1]
     face[:] = cv2.multiply(face, gain, dtype=cv2.CV_8U)
