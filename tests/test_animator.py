@@ -429,18 +429,25 @@ def test_rendering_with_its_own_tracking_matches_landmarks_tracked_beforehand(fa
         np.testing.assert_array_equal(itself.render(frame), beforehand.render(frame, beforehand.track(frame)))
 
 
-def test_closing_an_animator_stops_its_helper_thread(face):
-    """The expression detail is worked out in a thread beside the caller's; `close` must end it, or a live
-    session or a studio worker would gather one idle thread per portrait."""
+def test_a_helper_thread_only_where_render_tracks_itself_and_close_ends_it(face):
+    """`render(frame)` works the expression detail out in a thread beside the caller's, on the core MediaPipe has
+    just finished with. A caller that passes landmarks tracks elsewhere (or renders a grid on both cores): no
+    thread is started there. `close` must end it, or a live session would gather one idle thread per portrait."""
     import threading
 
-    before = set(threading.enumerate())
-    animator = Animator(face, rate=25.0)
-    for frame in (face, similarity_frame(face, (128, 110), shift=(3.0, 0.0))):
-        animator.render(frame)
-    helpers = [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("vivify-detail")]
+    def helpers_started(render) -> list[threading.Thread]:
+        before = set(threading.enumerate())
+        for frame in (face, similarity_frame(face, (128, 110), shift=(3.0, 0.0))):
+            render(frame)
+        return [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("vivify-detail")]
+
+    given = Animator(face, rate=25.0)
+    assert helpers_started(lambda frame: given.render(frame, given.track(frame))) == []
+    given.close()
+    itself = Animator(face, rate=25.0)
+    helpers = helpers_started(itself.render)
     assert len(helpers) == 1
-    animator.close()
+    itself.close()
     assert not helpers[0].is_alive()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,7 +99,8 @@ class Animator:
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
         self.frames_with_face = 0
         self._detail = detail
-        # One thread beside the caller's: it works out the expression detail while the caller composites.
+        # One thread beside the caller's, started when first needed: it works out the expression detail while
+        # `render` composites, where `render` tracks the face itself.
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="vivify-detail")
         self._reference_frame: np.ndarray | None = None
         if reference is not None:
@@ -181,15 +183,20 @@ class Animator:
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
         rows, cols = self._warp.region.slices
         origin = (cols.start, rows.start)
-        detail = None
+        detail: Callable[[], np.ndarray] | None = None
         if use_detail:
             # The ratio holds no finer detail than the driving face, and wrinkles need no more than
-            # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size. It reads only the driving
-            # frames, so the helper thread works it out while the portrait is warped and composited here.
+            # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
-            detail = self._helper.submit(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
-                                         self._reference_frame, scale)
+            detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
+                                       self._reference_frame, scale)
+            if tracker is not None:
+                # The core that MediaPipe worked on is free now: the helper thread works the detail out there
+                # (it reads only the driving frames) while the portrait is warped and composited here. A caller
+                # that passes landmarks tracks in a thread of its own, or renders several animators at once:
+                # there the cores are busy, and a hand-off would only cost.
+                detail = self._helper.submit(detail).result
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.extractChannel(warped, 3).astype(np.float32)
         alpha *= 1.0 / 255.0
@@ -197,7 +204,7 @@ class Animator:
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)
         out[rows, cols] = cv2.cvtColor(region, cv2.COLOR_RGBA2RGB)  # a SIMD copy, not a strided gather
         if detail is not None:
-            apply_detail(out, origin, face_box, detail.result())
+            apply_detail(out, origin, face_box, detail())
         for painter in self._interiors:
             painter.paint(out, self.last_target, frame, driving if frame is not None else None)
         close_lips(out, self.points, self.last_target)
