@@ -220,6 +220,7 @@ class Animator:
         return self._body.measure(frame)
 
     def close(self) -> None:
+        """End the helper thread and the face tracker (once; the animator renders no more frames after it)."""
         self._helper.shutdown()
         if self._tracker is not None:
             self._tracker.close()

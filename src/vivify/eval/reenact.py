@@ -212,31 +212,34 @@ def evaluate_clip(
         for image in source:
             yield apply_crop(image, crop, size)
 
-    for real in frames_cropped():
-        t = time.perf_counter()
-        generated = animator.render(real)
-        render_s += time.perf_counter() - t
-        if generated.shape != real.shape or generated.dtype != np.uint8:
-            raise ValueError(
-                f"Animator.render returned {generated.dtype} {generated.shape}, expected uint8 {real.shape}"
-            )
-        count += 1
+    try:
+        for real in frames_cropped():
+            t = time.perf_counter()
+            generated = animator.render(real)
+            render_s += time.perf_counter() - t
+            if generated.shape != real.shape or generated.dtype != np.uint8:
+                raise ValueError(
+                    f"Animator.render returned {generated.dtype} {generated.shape}, expected uint8 {real.shape}"
+                )
+            count += 1
 
-        t = time.perf_counter()
-        acc["vivify"].l1.append(l1(generated, real))
-        acc["static"].l1.append(l1(portrait, real))
-        real_face = measure.face(real)
-        if real_face is None:
-            no_face += 1
-        else:
-            vivify_score = measure.compare_to(generated, real_face)
-            # The static frame never changes: the measure's content cache makes this nearly free.
-            static_score = measure.compare_to(portrait, real_face)
-            for method, score in (("vivify", vivify_score), ("static", static_score)):
-                acc[method].akd.append(score.akd)
-                acc[method].aed.append(score.aed)
-                acc[method].fallback += score.fallback
-        metrics_s += time.perf_counter() - t
+            t = time.perf_counter()
+            acc["vivify"].l1.append(l1(generated, real))
+            acc["static"].l1.append(l1(portrait, real))
+            real_face = measure.face(real)
+            if real_face is None:
+                no_face += 1
+            else:
+                vivify_score = measure.compare_to(generated, real_face)
+                # The static frame never changes: the measure's content cache makes this nearly free.
+                static_score = measure.compare_to(portrait, real_face)
+                for method, score in (("vivify", vivify_score), ("static", static_score)):
+                    acc[method].akd.append(score.akd)
+                    acc[method].aed.append(score.aed)
+                    acc[method].fallback += score.fallback
+            metrics_s += time.perf_counter() - t
+    finally:
+        animator.close()  # its tracker and helper thread
 
     height, width = first.shape[:2]
     return ClipResult(

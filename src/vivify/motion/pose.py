@@ -57,7 +57,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> Similarity:
     # In complex numbers the 2D fit is one division, a = Σ conj(s)·d / Σ |s|²; written out in real sums, which
     # costs half as much on a face's hundred points (three fits a frame).
     (sx, sy), (dx, dy) = s.T, d.T
-    norm = float(np.vdot(s, s))
-    real, imag = float(np.vdot(s, d)) / norm, float(sx @ dy - sy @ dx) / norm
+    norm = np.vdot(s, s)  # NumPy's division: coincident points give NaN, as the complex form did, not an error
+    real, imag = np.vdot(s, d) / norm, (sx @ dy - sy @ dx) / norm
     linear = np.array([[real, -imag], [imag, real]])
     return Similarity(float(np.hypot(real, imag)), float(np.arctan2(imag, real)), dst_mean - linear @ src_mean)

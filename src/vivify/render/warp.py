@@ -309,11 +309,11 @@ def _solve_tps(centers: np.ndarray, values: np.ndarray) -> np.ndarray:
     n = len(c)
     sq = (c * c).sum(axis=1)
     # The kernel U(r) = r² log r² on squared distances, in single precision like the evaluation: OpenCV's
-    # logarithm takes a third of NumPy's double one. The system is solved in double; the maps move < 0.01 px.
+    # logarithm takes a third of NumPy's double one. The system is solved in double; the maps move ~0.01 px.
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 1e-12).astype(np.float32)
     system = np.zeros((n + 3, n + 3))
     system[:n, :n] = cv2.log(d2) * d2
-    system.flat[: n * (n + 4): n + 4] += _REGULARISATION
+    system.flat[: n * (n + 4): n + 4] += _REGULARISATION  # the diagonal of the n×n kernel block
     system[:n, n] = 1.0
     system[:n, n + 1:] = c
     system[n, :n] = 1.0
