@@ -49,6 +49,9 @@ class StubAnimator:
     def render(self, frame: np.ndarray) -> np.ndarray:
         return self.portrait.copy()
 
+    def close(self) -> None:
+        pass
+
 
 class OracleAnimator(StubAnimator):
     """A perfect engine for self-reenactment: returns the real frame itself."""
