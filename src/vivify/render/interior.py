@@ -97,7 +97,7 @@ class InteriorPainter:
 
     def _ramp(self, gap: float) -> float:
         """0 up to the feature's start, rising to 1 over _GAP_RAMP."""
-        return float(np.clip((gap - self.feature.start) / _GAP_RAMP, 0.0, 1.0))
+        return min(max((gap - self.feature.start) / _GAP_RAMP, 0.0), 1.0)  # on a float: np.clip costs 5 µs
 
     def paint(self, out: np.ndarray, target: np.ndarray, frame: np.ndarray, driving: np.ndarray | None) -> None:
         """Blend the interior into `out` (in place) inside the target's opening."""
@@ -185,7 +185,8 @@ class InteriorPainter:
 def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The driving frame around a feature, carried onto the target's feature by a least-squares affine."""
     design = np.hstack([source, np.ones((len(source), 1))])
-    affine, *_ = np.linalg.lstsq(design, target, rcond=None)
+    # The normal equations: a 3×3 solve, a tenth of lstsq's SVD on these well-spread points.
+    affine = np.linalg.solve(design.T @ design, design.T @ target)
     return cv2.warpAffine(frame, affine.T, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
