@@ -451,6 +451,15 @@ def test_a_helper_thread_only_where_render_tracks_itself_and_close_ends_it(face)
     assert not helpers[0].is_alive()
 
 
+def test_closing_an_animator_twice_is_harmless(face):
+    """A caller that closes explicitly and again on the way out (a `finally` after an early close) must not
+    crash on MediaPipe's graph, which raises when closed twice."""
+    animator = Animator(face, rate=25.0)
+    animator.render(face)
+    animator.close()
+    animator.close()
+
+
 def test_landmarks_are_collected_once_per_frame_submitted(face):
     """`FaceTracker.collect` returns the landmarks of the frame `submit` handed over, once: a second collect
     (or one without a frame) is a programming error, not the last frame's landmarks again."""

@@ -220,10 +220,12 @@ class Animator:
         return self._body.measure(frame)
 
     def close(self) -> None:
-        """End the helper thread and the face tracker (once; the animator renders no more frames after it)."""
+        """End the helper thread and the face tracker. The animator renders no more frames after it; closing it
+        again does nothing (MediaPipe's graph raises if closed twice)."""
         self._helper.shutdown()
-        if self._tracker is not None:
-            self._tracker.close()
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            tracker.close()
 
 
 def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
