@@ -21,10 +21,11 @@ from conftest import mux_audio, write_audio_only
 from PIL import Image
 
 from vivify.errors import VivifyError
+from vivify.io import video as video_module
 from vivify.io import writers
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait
 from vivify.io.reports import write_json
-from vivify.io.video import count_frames, open_video
+from vivify.io.video import VideoReader, count_frames, open_video
 from vivify.io.writers import open_writer
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +327,79 @@ def test_video_corrupt_mid_stream(tmp_path):
     with open_video(short) as video:
         assert video.frame_count == 30
         assert 0 < sum(1 for _ in video.frames()) < 30
+
+
+def keyframed_clip(path: Path, frames: int, codec: str = "libx264", steps: list[int] | None = None) -> Path:
+    """A clip with a keyframe every 10 frames (B-frames between, for H.264); `steps` (ms) makes its timing
+    variable, cycling through them."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=1000 if steps else 25, options={"g": "10", "bf": "3"})
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "yuv420p"
+        time_ms = 0
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(gradient(64, 48, shift=i * 10), format="rgb24")
+            if steps:
+                frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
+                time_ms += steps[i % len(steps)]
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_frames_from_a_later_start_are_the_same_frames(tmp_path, monkeypatch):
+    """`frames(start)` gives exactly the frames that decoding the whole video gives from `start` on, across
+    containers, codecs, variable timing and keyframe boundaries; it decodes from the keyframe before `start`."""
+    clips = [keyframed_clip(tmp_path / "clip.mp4", 90), keyframed_clip(tmp_path / "clip.mkv", 90),
+             keyframed_clip(tmp_path / "vp9.webm", 90, codec="libvpx-vp9"),
+             keyframed_clip(tmp_path / "vfr.mp4", 90, steps=[30, 30, 55])]
+    gif = tmp_path / "anim.gif"
+    pictures = [Image.fromarray(gradient(32, 32, shift=i * 30)) for i in range(90)]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=[40, 80] * 45, loop=0)
+    for clip in [*clips, gif]:
+        assert_frames_from(clip, (1, 9, 10, 11, 85, 89, 90, 95))
+
+    decoded = []
+    original = VideoReader._next_frame
+    monkeypatch.setattr(VideoReader, "_next_frame", lambda self: decoded.append(1) or original(self))
+    for clip in clips:
+        with open_video(clip) as video:
+            decoded.clear()
+            assert sum(1 for _ in video.frames(85)) == 5
+        # From the keyframe before frame 85, not from frame 0: the frames from there, the 5 shown and the end
+        # make 15 calls for H.264 (its B-frames are decoded around the keyframe) and 11 for VP9.
+        assert len(decoded) <= 16, clip.name
+
+
+def test_frames_from_a_start_without_usable_timestamps(tmp_path, monkeypatch):
+    """Where the packets carry no timestamps (a raw H.264 stream), or a seek misses the frame, the frames before
+    `start` are decoded and dropped: the same frames come out."""
+    raw = tmp_path / "clip.h264"
+    with av.open(str(raw), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "10"})
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "yuv420p"
+        for i in range(30):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(gradient(64, 48, shift=i * 10), "rgb24")))
+        container.mux(stream.encode())
+    assert_frames_from(raw, (1, 12, 29, 30))
+    clip = keyframed_clip(tmp_path / "clip.mp4", 30)
+    late = [time + 1 for time in video_module._frame_times(clip)]
+    # Every time a millisecond late: the seek finds no frame there and starts over.
+    monkeypatch.setattr(video_module, "_frame_times", lambda _: late)
+    assert_frames_from(clip, (1, 12, 29, 30))
+    with open_video(clip) as video, pytest.raises(ValueError, match="start must be 0 or more, not -1"):
+        video.frames(-1)
+
+
+def assert_frames_from(path: Path, starts: tuple[int, ...]) -> None:
+    with open_video(path) as video:
+        whole = list(video.frames())
+    for start in starts:
+        with open_video(path) as video:
+            part = list(video.frames(start))
+        assert len(part) == max(0, len(whole) - start), start
+        assert all(np.array_equal(a, b) for a, b in zip(part, whole[start:], strict=True)), start
 
 
 # --------------------------------------------------------------------------------------------

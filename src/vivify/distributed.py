@@ -60,7 +60,7 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
         stream.pix_fmt = "rgb24"
         animator = Animator(portrait, rate=float(video.fps), name=Path(portrait_path).name)
         animator.set_reference(*reference)
-        frames = itertools.islice(video.frames(), first, end)
+        frames = itertools.islice(video.frames(first), None if end is None else end - first)
         try:
             for index, (frame, points) in enumerate(tracked(frames, animator), start=first):
                 rendered = animator.render(frame, points)

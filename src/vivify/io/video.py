@@ -13,10 +13,14 @@ Error policy (every error is a one-line `VivifyError` starting with the path as 
 * data FFmpeg rejects part-way through: `frames()` raises, naming the file and how many frames
   came out fine. A *truncated* file usually does not trigger this: FFmpeg decodes what is there
   and the iterator simply ends early, so `frame_count` is an estimate, not a promise.
+
+`frames(start)` begins part-way (a chunk of a long job): it seeks to the keyframe before frame
+`start` and decodes only from there, where the packets' timestamps say which time frame `start` has.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Iterator
@@ -51,13 +55,31 @@ def open_video(path: str | Path) -> VideoReader:
     return VideoReader(path)
 
 
+def _frame_times(path: str | Path) -> list[int] | None:
+    """Presentation time of every frame of the video stream, in order (stream time base), read from the
+    packets without decoding them; None where a packet has no timestamp (raw streams) or the file cannot be
+    demuxed again. Packets the demuxer marks as discarded (an edit list's pre-roll) make no frame."""
+    try:
+        with _open_container(path) as container:
+            times = []
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size and not packet.is_discard:
+                    if packet.pts is None:
+                        return None
+                    times.append(packet.pts)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+    return sorted(times)
+
+
 def count_frames(path: str | Path, limit: int | None = None) -> int:
     """Frames in the video stream of `path`, counted from its packets without decoding them (for files that do
     not declare their length, such as a browser's recording); counting stops at `limit`. Raises VivifyError
     naming the file where it cannot be read."""
     try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-            packets = (packet for packet in container.demux(container.streams.video[0]) if packet.size)
+        with _open_container(path) as container:
+            packets = (packet for packet in container.demux(container.streams.video[0])
+                       if packet.size and not packet.is_discard)
             return sum(1 for _ in itertools.islice(packets, limit))
     except (av.error.FFmpegError, OSError, IndexError) as error:
         raise VivifyError(f"{path}: not a video or unreadable ({_reason(error)})") from None
@@ -102,8 +124,7 @@ class VideoReader:
             raise VivifyError(f"{self._name}: is a directory, not a video")
 
         try:
-            # metadata_errors="ignore": a mis-encoded title tag must not make the video unreadable.
-            self._container = av.open(str(file), mode="r", metadata_errors="ignore")
+            self._container = _open_container(file)
         except PermissionError as error:
             raise VivifyError(f"{self._name}: cannot read ({error.strerror})") from None
         except (av.error.FFmpegError, OSError, ValueError) as error:
@@ -124,10 +145,7 @@ class VideoReader:
         if not container.streams.video:
             raise VivifyError(f"{self._name}: no video stream")
 
-        stream = container.streams.video[0]
-        # Frame-threaded decoding: several frames decode in parallel on FFmpeg's own threads.
-        stream.thread_type = "AUTO"
-        self._stream = stream
+        stream = self._stream = _threaded_video(container)
         self.has_audio = bool(container.streams.audio)
         duration = _duration(container, stream)
         self.duration = float(duration) if duration else None
@@ -151,9 +169,12 @@ class VideoReader:
         self._first: np.ndarray | None = self._to_rgb(first)
         self.height, self.width = self._first.shape[:2]
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Yield every frame, in order, as an upright RGB uint8 array of shape height×width×3.
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """Yield every frame from index `start` on, in order, as an upright RGB uint8 array of shape
+        height×width×3.
 
+        Frames before `start` are not converted to RGB, and where the packets' timestamps tell which time
+        frame `start` has, decoding starts at the keyframe before it instead of at the first frame.
         Single pass: decoding streams from the file, so a second call raises RuntimeError.
         Raises VivifyError if nothing can be decoded or the data is corrupt part-way through.
         """
@@ -161,19 +182,73 @@ class VideoReader:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         if self._container is None:
             raise RuntimeError("VideoReader is closed")
+        if start < 0:
+            raise ValueError(f"start must be 0 or more, not {start}")
         self._iterated = True
-        return self._generate()
+        return self._generate(start)
 
-    def _generate(self) -> Iterator[np.ndarray]:
+    def _generate(self, start: int) -> Iterator[np.ndarray]:
         first, self._first = self._first, None
         if first is None:  # defensive: _setup guarantees a first frame
             raise VivifyError(f"{self._name}: video has no frames")
-        yield first
+        if start == 0:
+            yield first
+        else:
+            frame = self._skip_to(start)
+            if frame is None:
+                return
+            yield self._to_rgb(frame)
         while True:
             frame = self._next_frame()
             if frame is None:
                 return
             yield self._to_rgb(frame)
+
+    def _skip_to(self, index: int) -> av.VideoFrame | None:
+        """Frame `index` (the first frame decoded at open being 0), decoding continuing after it; None where
+        the video has no such frame."""
+        times = _frame_times(self.path)
+        if times is not None:
+            if index >= len(times):
+                return None
+            frame = self._seek(times, index)
+            if frame is not None:
+                return frame
+            self._restart()
+        # Frame 0 was decoded at open: the frames up to `index` are decoded and dropped.
+        for _ in range(index - 1):
+            if self._next_frame() is None:
+                return None
+        return self._next_frame()
+
+    def _seek(self, times: list[int], index: int) -> av.VideoFrame | None:
+        """Frame `index`, shown at `times[index]`, decoded from the keyframe before it; None where the seek does
+        not reach it exactly (decoding is then left anywhere)."""
+        assert self._container is not None
+        try:
+            self._container.seek(times[index], stream=self._stream, backward=True)
+        except av.error.FFmpegError:  # a format that cannot seek
+            return None
+        self._packets = self._container.decode(self._stream)
+        frame = self._next_frame()
+        # Exact only when decoding starts at or before the frame: a keyframe shown after it (frames reordered
+        # around it) would miss it.
+        if frame is None or frame.pts is None or frame.pts > times[index]:
+            return None
+        self._decoded = bisect.bisect_left(times, frame.pts) + 1  # for error messages: frames counted so far
+        while frame is not None and frame.pts is not None and frame.pts < times[index]:
+            frame = self._next_frame()
+        return frame if frame is not None and frame.pts == times[index] else None
+
+    def _restart(self) -> None:
+        """Decode from the first frame again, in the file opened afresh (after a seek that missed); the first
+        frame is decoded at once, as at open."""
+        self.close()
+        self._container = _open_container(self.path)
+        self._stream = _threaded_video(self._container)
+        self._packets = self._container.decode(self._stream)
+        self._decoded = 0
+        self._next_frame()
 
     def _next_frame(self) -> av.VideoFrame | None:
         """Next decoded frame, None at the end; FFmpeg errors become a VivifyError."""
@@ -224,6 +299,19 @@ class VideoReader:
             f"VideoReader({self._name!r}, {self.width}x{self.height}, fps={self.fps}, "
             f"frame_count={self.frame_count}, has_audio={self.has_audio})"
         )
+
+
+def _open_container(path: str | Path) -> av.container.InputContainer:
+    # metadata_errors="ignore": a mis-encoded title tag must not make the video unreadable.
+    return av.open(str(path), mode="r", metadata_errors="ignore")
+
+
+def _threaded_video(container: av.container.InputContainer) -> av.VideoStream:
+    """The first video stream, set to frame-threaded decoding: several frames decode in parallel on FFmpeg's
+    own threads."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
