@@ -6,6 +6,7 @@ whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -390,6 +391,64 @@ def test_frames_from_a_start_without_usable_timestamps(tmp_path, monkeypatch):
     assert_frames_from(clip, (1, 12, 29, 30))
     with open_video(clip) as video, pytest.raises(ValueError, match="start must be 0 or more, not -1"):
         video.frames(-1)
+
+
+def test_frames_from_a_start_where_packets_and_frames_disagree(tmp_path):
+    """Where the packets' times do not number the frames as the decoder gives them, the frames before `start` are
+    decoded and dropped: a capture cut mid-stream (the decoder drops the frames before its first keyframe) and
+    two frames stamped with one time."""
+    whole = keyframed_clip(tmp_path / "whole.mkv", 60)
+    cut = tmp_path / "cut.mkv"
+    with av.open(str(whole)) as source, av.open(str(cut), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in itertools.islice((p for p in source.demux(video=0) if p.size), 3, None):
+            packet.stream = stream
+            target.mux(packet)
+    with open_video(cut) as video:
+        assert sum(1 for _ in video.frames()) == 50  # 57 packets: the first 7 frames cannot be decoded
+    assert_frames_from(cut, (1, 10, 25, 49, 50))
+
+    stamped = tmp_path / "stamped.mkv"
+    with av.open(str(stamped), "w") as container:
+        stream = container.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(20):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(gradient(64, 48, shift=i * 10), "rgb24")):
+                packet.pts = packet.dts = 40 * min(i, 9) if i <= 10 else 40 * i  # frames 9 and 10 stamped alike
+                packet.time_base = Fraction(1, 1000)
+                container.mux(packet)
+    assert_frames_from(stamped, (5, 9, 10, 11, 19))
+
+
+def test_a_later_start_reports_corrupt_data_at_its_frame(tmp_path):
+    """Corrupt data met after a seek is reported at the frame where a whole decode meets it; a closed reader
+    says so instead of crashing in FFmpeg."""
+    clip = tmp_path / "noise.mp4"
+    rng = np.random.default_rng(1)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "10", "bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for _ in range(60):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with av.open(str(clip)) as container:
+        keyframe = [p for p in container.demux(video=0) if p.size][30]  # noise: every frame is a keyframe
+        position, size = keyframe.pos, keyframe.size
+    data = bytearray(clip.read_bytes())
+    data[position + 4:position + size] = np.random.default_rng(2).integers(0, 256, size - 4, np.uint8).tobytes()
+    clip.write_bytes(bytes(data))
+    for start in (0, 25, 30):  # from 30 the seek lands on the corrupt frame itself
+        with pytest.raises(VivifyError) as info, open_video(clip) as video:
+            for _ in video.frames(start):
+                pass
+        assert str(info.value).startswith(f"{clip}: corrupt video data after frame 30 ("), start
+
+    video = open_video(clip)
+    frames = video.frames(5)
+    video.close()
+    with pytest.raises(RuntimeError, match=r"^VideoReader is closed$"):
+        next(frames)
 
 
 def assert_frames_from(path: Path, starts: tuple[int, ...]) -> None:

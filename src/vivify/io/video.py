@@ -72,6 +72,13 @@ def _frame_times(path: str | Path) -> list[int] | None:
     return sorted(times)
 
 
+def _number_frames(times: list[int], first_time: int | None) -> bool:
+    """Whether the packets' times number the frames as the decoder gives them: frame 0 at the first time (a
+    decoder drops the frames before a file's first keyframe, as in a capture cut mid-stream) and one frame for
+    each time (two frames stamped alike would be one index apart and one time together)."""
+    return times[:1] == [first_time] and all(a < b for a, b in itertools.pairwise(times))
+
+
 def count_frames(path: str | Path, limit: int | None = None) -> int:
     """Frames in the video stream of `path`, counted from its packets without decoding them (for files that do
     not declare their length, such as a browser's recording); counting stops at `limit`. Raises VivifyError
@@ -123,18 +130,20 @@ class VideoReader:
         if file.is_dir():
             raise VivifyError(f"{self._name}: is a directory, not a video")
 
-        try:
-            self._container = _open_container(file)
-        except PermissionError as error:
-            raise VivifyError(f"{self._name}: cannot read ({error.strerror})") from None
-        except (av.error.FFmpegError, OSError, ValueError) as error:
-            raise VivifyError(f"{self._name}: not a video or unreadable ({_reason(error)})") from None
-
+        self._container = self._open()
         try:
             self._setup()
         except BaseException:
             self.close()
             raise
+
+    def _open(self) -> av.container.InputContainer:
+        try:
+            return _open_container(self.path)
+        except PermissionError as error:
+            raise VivifyError(f"{self._name}: cannot read ({error.strerror})") from None
+        except (av.error.FFmpegError, OSError, ValueError) as error:
+            raise VivifyError(f"{self._name}: not a video or unreadable ({_reason(error)})") from None
 
     def _setup(self) -> None:
         container = self._container
@@ -166,6 +175,7 @@ class VideoReader:
         if first is None:
             raise VivifyError(f"{self._name}: video has no frames")
         self.rotation = _quarter_turns(first.rotation) * 90
+        self._first_time = first.pts  # where frame 0 lies: the packets' timestamps must agree (`frames(start)`)
         self._first: np.ndarray | None = self._to_rgb(first)
         self.height, self.width = self._first.shape[:2]
 
@@ -180,8 +190,7 @@ class VideoReader:
         """
         if self._iterated:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
-        if self._container is None:
-            raise RuntimeError("VideoReader is closed")
+        self._require_open()
         if start < 0:
             raise ValueError(f"start must be 0 or more, not {start}")
         self._iterated = True
@@ -207,11 +216,15 @@ class VideoReader:
     def _skip_to(self, index: int) -> av.VideoFrame | None:
         """Frame `index` (the first frame decoded at open being 0), decoding continuing after it; None where
         the video has no such frame."""
+        self._require_open()
         times = _frame_times(self.path)
-        if times is not None:
+        if times is not None and _number_frames(times, self._first_time):
             if index >= len(times):
                 return None
-            frame = self._seek(times, index)
+            try:
+                frame = self._seek(times, index)
+            except VivifyError:  # decoded from the start instead, where the error is reported at its frame
+                frame = None
             if frame is not None:
                 return frame
             self._restart()
@@ -244,7 +257,7 @@ class VideoReader:
         """Decode from the first frame again, in the file opened afresh (after a seek that missed); the first
         frame is decoded at once, as at open."""
         self.close()
-        self._container = _open_container(self.path)
+        self._container = self._open()
         self._stream = _threaded_video(self._container)
         self._packets = self._container.decode(self._stream)
         self._decoded = 0
@@ -252,6 +265,7 @@ class VideoReader:
 
     def _next_frame(self) -> av.VideoFrame | None:
         """Next decoded frame, None at the end; FFmpeg errors become a VivifyError."""
+        self._require_open()
         try:
             frame = next(self._packets)
         except StopIteration:
@@ -261,6 +275,10 @@ class VideoReader:
             raise VivifyError(f"{self._name}: corrupt video data {where} ({_reason(error)})") from None
         self._decoded += 1
         return frame
+
+    def _require_open(self) -> None:
+        if self._container is None:  # PyAV would crash on a closed file
+            raise RuntimeError("VideoReader is closed")
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         # swscale assumes limited range unless told; full-range phone video would look washed out.
