@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -388,6 +389,9 @@ def test_missing_inputs_and_bad_outputs(capfd, media, tmp_path):
         ((media.portrait, tmp_path / "nope.mp4", "-o", out), f"{tmp_path / 'nope.mp4'}: file not found"),
         ((media.portrait, media.drive, "-o", tmp_path / "out.avi"), "unsupported output type '.avi'"),
         ((media.portrait, media.drive, "-o", tmp_path / "no" / "out.mp4"), "does not exist"),
+        ((media.portrait, media.drive, "-o", ""), "the output path is empty"),
+        ((media.portrait, media.drive, "-o", out, "--size", "99999x99999"),
+         "output size 99999x99999 is over the 50 megapixel limit"),
     ]
     for args, expected in cases:
         code, _, stderr = vivify(capfd, media, *args)
@@ -433,6 +437,28 @@ def test_command_line_success_prints_nothing_on_stderr(media, tmp_path):
     # No MediaPipe/TFLite/absl start-up lines; no progress bar either, stderr not being a terminal.
     assert (result.returncode, result.stdout, result.stderr) == (0, "out.mp4\n", "")
     assert len(probe(tmp_path / "out.mp4").frames) == 25
+
+
+def test_a_terminated_render_leaves_nothing_behind(media, tmp_path):
+    """SIGTERM (a `kill`, a service stopping) stops a render as Ctrl-C does: no output, no temporary file."""
+    driving = write_clip(tmp_path / "long.mp4", list(driving_frames(seconds=20, fps=25, size=DRIVE)))
+    script = Path(sys.executable).with_name("vivify")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vivify.cli"]
+    out = tmp_path / "out" / "out.mp4"
+    out.parent.mkdir()
+    render = subprocess.Popen([*command, "animate", str(media.portrait), str(driving), "-o", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        # Stopped once it is writing: its temporary file is there.
+        while render.poll() is None and not any(out.parent.iterdir()):
+            time.sleep(0.02)
+        render.terminate()
+        stdout, stderr = render.communicate(timeout=60)
+    finally:
+        render.kill()
+    assert (render.returncode, stdout) == (143, "")
+    assert stderr.endswith("vivify: terminated\n") and "Traceback" not in stderr
+    assert list(out.parent.iterdir()) == []
 
 
 def test_command_line_errors_exit_2_without_traceback(media, tmp_path):

@@ -8,8 +8,10 @@ label, and compare with an unmarked clip. The audit log lives in the session's t
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -190,6 +192,18 @@ def test_verify_refuses_non_media_and_truncated_files(tmp_path, capsys, content)
     assert main(["verify", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("vivify: error: ") and "suspect.mp4" in error and error.count("\n") == 1
+
+
+def test_verify_refuses_an_image_over_the_pixel_limit(tmp_path, capsys):
+    """A decompression bomb is refused from its header, as a portrait would be, not opened."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert main(["verify", str(bomb)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {bomb}: image is 200 megapixels, over the 50 megapixel limit\n"
 
 
 def test_verify_refuses_a_truncated_video(material, capsys):

@@ -194,6 +194,17 @@ def test_bad_speech_options(portrait, tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option", [["--max-duration", "nan"], ["--max-duration", "-5"], ["--fps", "100000"],
+                                    ["--fps", "0"]])
+def test_bad_speech_numbers_are_usage_errors(portrait, tmp_path, capsys, option):
+    out = tmp_path / "bad.mp4"
+    with pytest.raises(SystemExit) as exit_:
+        main(["speak", str(portrait), "--text", "Hello", "-o", str(out), *option])
+    assert exit_.value.code == 2
+    assert f"vivify speak: error: argument {option[0]}: expected " in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_corrupt_audio(portrait, tmp_path, capsys):
     audio = tmp_path / "broken.wav"
     audio.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)

@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +47,12 @@ def _index(text: str) -> int:
 def _positive_count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _frame_rate(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 120:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames a second from 1 to 120, not {text!r}")
     return int(text)
 
 
@@ -168,7 +176,7 @@ def _add_speech_options(command: argparse.ArgumentParser, *sources: str) -> None
     command.add_argument("--accurate", action="store_true",
                          help="English audio: recognise words, not only phones (closer lip sync; recognition takes "
                               "about as long as the speech instead of a fifteenth)")
-    command.add_argument("--max-duration", type=float, default=600.0, metavar="SECONDS",
+    command.add_argument("--max-duration", type=_amount, default=600.0, metavar="SECONDS",
                          help="refuse speech longer than this (default: 600)")
 
 
@@ -211,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     speak.add_argument("audio", nargs="?", help="speech or song: any audio file, or a video's sound")
     _add_speech_options(speak, "--text")
     _add_output_options(speak)
-    speak.add_argument("--fps", type=_positive_count, default=25, help="frame rate (default: 25)")
+    speak.add_argument("--fps", type=_frame_rate, default=25, help="frame rate, 1 to 120 (default: 25)")
     _add_mark_options(speak)
 
     dub = commands.add_parser("dub", help="re-voice a talking video: the mouth follows new speech")
@@ -234,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     sink.add_argument("-o", "--output", help="to a video file (out.mp4, out.webm)")
     live.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the first portrait's)")
     live.add_argument("--stats", type=Path, metavar="STATS.json", help="write frames in/out, dropped, fps, latency")
-    live.add_argument("--seconds", type=float, help="stop after this long")
+    live.add_argument("--seconds", type=_amount, help="stop after this long")
     live.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     _add_mark_options(live)
 
@@ -288,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
 
     watermark = evals.add_parser("watermark", help="watermark recovery after platform-style attacks, false positives")
     watermark.add_argument("videos", nargs="+", type=Path, help="real clips to mark and attack")
-    watermark.add_argument("--seconds", type=float, default=3.0, help="seconds of each clip to mark (default: 3)")
+    watermark.add_argument("--seconds", type=_amount, default=3.0, help="seconds of each clip to mark (default: 3)")
     watermark.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
     sync = evals.add_parser("sync", help="does every cell of a grid open its mouth with the driving face?")
@@ -534,9 +542,21 @@ def _eval_watermark(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a service stopping), handled as Ctrl-C is: the output's temporary file is removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    # The server and the studio's commands stop in their own way; a command that writes a file stops as on Ctrl-C.
+    on_sigterm = (threading.current_thread() is threading.main_thread()
+                  and args.command in ("animate", "sing", "speak", "dub", "live", "demo"))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_sigterm else None
     try:
         if args.command == "animate":
             with _quiet_native_logs():
@@ -608,9 +628,15 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (--max-duration sets it)" if isinstance(error, SpeechTooLong) and "max_duration" in args else ""
         print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("vivify: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("vivify: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vivify.animator import Animator
-from vivify.compose.grid import Grid, frame_portrait, grid_shape
+from vivify.compose.grid import Grid, check_layout, frame_portrait, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
 from vivify.io.image import fit_portrait, load_portrait
@@ -245,6 +245,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     if captions and len(captions) != count:
         raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
     cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)
+    check_layout(rows, cols, cell)
     refuse_input_as_output(output, driving_path, *portrait_paths)
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
     cells = [frame_portrait(load_portrait(path), cell, Path(path).name) for path in portrait_paths]

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vivify.animator import MIN_FACE_PIXELS
 from vivify.errors import VivifyError
+from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS
 from vivify.landmarks.facemesh import detect_faces
 from vivify.provenance.label import Overlay, text_overlay
 
@@ -42,6 +44,19 @@ def grid_shape(count: int) -> tuple[int, int]:
             best = (cost, rows, cols)
     assert best is not None
     return best[1], best[2]
+
+
+def check_layout(rows: int, cols: int, cell: tuple[int, int]) -> None:
+    """Refuse cells too low for a face of the engine's minimum size at `FACE_SHARE`, and a canvas over the
+    megapixel limit of portraits."""
+    cell_w, cell_h = cell
+    lowest = math.ceil(MIN_FACE_PIXELS / FACE_SHARE)
+    if cell_h < lowest:
+        raise VivifyError(f"cells {cell_w}x{cell_h} frame faces {FACE_SHARE * cell_h:.0f} px tall, under the "
+                          f"minimum of {MIN_FACE_PIXELS} px: make cells at least {lowest} px high")
+    if cols * cell_w * rows * cell_h > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
+        raise VivifyError(f"a {rows}x{cols} grid of {cell_w}x{cell_h} cells is {cols * cell_w}x{rows * cell_h}, "
+                          f"over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
 
 
 def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:

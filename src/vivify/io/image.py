@@ -137,6 +137,8 @@ def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
     height, width = portrait.shape[:2]
     if size is not None:
         out_w, out_h = size
+        if out_w * out_h > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
+            raise VivifyError(f"output size {out_w}x{out_h} is over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
         scale = max(out_w / width, out_h / height)
         scaled = cv2.resize(portrait, (max(out_w, round(width * scale)), max(out_h, round(height * scale))),
                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)

@@ -111,6 +111,8 @@ def open_writer(
     fps/size (H.264 and VP9 need even width and height: the caller rounds).
     """
     display = os.fspath(path)
+    if not display:
+        raise VivifyError("the output path is empty")
     # abspath (not resolve): normalises "." and ".." without following a symlinked OUT.
     out = Path(os.path.abspath(display))
     if not out.name:
@@ -131,16 +133,18 @@ def open_writer(
 
     _check_target(display, out, kind, overwrite)
     temp = _make_temp(display, out, folder=(kind == "png"))
+    backend: _Backend | None = None
     try:
-        backend: _Backend
         if kind == "png":
             backend = _PngFolderBackend(temp, marks)
         else:
             backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, marks)
-    except BaseException:
+        return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite, marks)
+    except BaseException:  # also Ctrl-C or SIGTERM while the writer sets up (its marks take a moment)
+        if backend is not None:
+            backend.discard()
         _remove(temp)
         raise
-    return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite, marks)
 
 
 class FrameWriter:

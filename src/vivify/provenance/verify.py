@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.io.image import load_portrait
 from vivify.provenance import metadata
 from vivify.provenance.label import CONSPICUOUS_SECONDS, DEFAULT_TEXT, find_label
 from vivify.provenance.manifest import read_manifest
@@ -114,7 +115,8 @@ def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
     """(frame, whether to look for the label in it): a still's only frame, or up to WATERMARK_FRAMES frames
     spread over a video, the label looked for in the first and in the first after the conspicuous part."""
     if kind in ("png", "jpeg"):
-        yield _read_image(path), True
+        # As a viewer shows it, within the portrait's pixel limit (a decompression bomb is refused, not opened).
+        yield load_portrait(path), True
         return
     from vivify.io.video import open_video
 
@@ -126,16 +128,6 @@ def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
             check = index in (0, small_label_at)
             if check or index % stride == 0:
                 yield frame, check
-
-
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise VivifyError(f"{path}: not a readable image ({error})") from None
 
 
 def summary(report: dict[str, Any]) -> str:
