@@ -218,6 +218,22 @@ def test_face_too_small(face):
         Animator(tiny, name="tiny.png")
 
 
+@pytest.mark.parametrize("canvas", [(1920, 1080), (1080, 1920), (3240, 1080)])
+def test_a_face_a_tenth_of_the_frame_high_is_found_in_any_framing(face, reference, canvas):
+    """A face 10% of the frame's height, in a landscape, a portrait-format and a panorama photo: smaller than
+    MediaPipe's short-range detector sees on the whole image, found by the full-range one in windows."""
+    width, height = canvas
+    scale = 0.1 * height / np.ptp(reference[:, 1])
+    small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    photo = np.full((height, width, 3), 170, np.uint8)
+    corner = (np.array([width - small.shape[1], height - small.shape[0]]) * [0.7, 0.3]).astype(int)
+    photo[corner[1]:corner[1] + small.shape[0], corner[0]:corner[0] + small.shape[1]] = small
+    faces = detect_faces(photo)
+    assert len(faces) == 1
+    expected = reference * scale + corner
+    assert np.abs(faces[0][:, :2] - expected).mean() < 0.02 * 0.1 * height  # within 2% of the face's height
+
+
 def test_not_an_rgb_array():
     with pytest.raises(VivifyError, match="expected an RGB uint8 array"):
         Animator(np.zeros((10, 10), np.float32))

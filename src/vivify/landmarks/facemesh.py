@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vivify.landmarks.mediapipe_graphs import face_detection as mp_face_detection
 from vivify.landmarks.mediapipe_graphs import face_mesh as mp_face_mesh
 from vivify.landmarks.mediapipe_graphs import image_frame, landmark_pb2, packet_creator, serialized_proto_list
 
@@ -84,11 +85,70 @@ class FaceTracker(mp_face_mesh.FaceMesh):
 
 
 def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:
-    """Landmarks of every face in a still image, largest face first."""
-    height, width = rgb.shape[:2]
+    """Landmarks of every face in a still image, largest face first.
+
+    Face Mesh looks for faces with MediaPipe's short-range detector, on the whole image scaled down to 128 px: a
+    face under about a fifth of the image's longer side escapes it (a half-body photo, a wide group photo). So
+    MediaPipe's full-range detector also looks, on square windows across the image, and Face Mesh measures each
+    face it finds there on a crop around it.
+    """
     with mp_face_mesh.FaceMesh(
         static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5,
     ) as mesh:
-        result = mesh.process(np.ascontiguousarray(rgb))
-    faces = [_to_pixels(face.SerializeToString(), width, height) for face in (result.multi_face_landmarks or [])]
-    return sorted(faces, key=face_size, reverse=True)
+        faces = _mesh_faces(mesh, rgb)
+        for x0, y0, x1, y1 in _face_boxes(rgb):
+            if len(faces) >= max_faces:
+                break
+            centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+            if any(_inside(centre, face) for face in faces):
+                continue
+            side = _CROP_SHARE * max(x1 - x0, y1 - y0)
+            left, top = (max(0, int(c - side / 2)) for c in centre)
+            crop = rgb[top:top + int(side), left:left + int(side)]
+            faces += [face + np.array([left, top, 0], np.float32) for face in _mesh_faces(mesh, crop)
+                      if _inside(centre - [left, top], face)]
+    return sorted(faces, key=face_size, reverse=True)[:max_faces]
+
+
+# A face the full-range detector finds is measured on a square crop this many times its box's larger side.
+_CROP_SHARE = 3.0
+# The full-range detector finds faces down to about a twentieth of its window; windows are halved while that
+# leaves faces of the engine's minimum size (48 px) unseen, down to this side.
+_SMALLEST_WINDOW = 960
+
+
+def _mesh_faces(mesh: mp_face_mesh.FaceMesh, rgb: np.ndarray) -> list[np.ndarray]:
+    result = mesh.process(np.ascontiguousarray(rgb))
+    return [_to_pixels(face.SerializeToString(), rgb.shape[1], rgb.shape[0])
+            for face in (result.multi_face_landmarks or [])]
+
+
+def _face_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Boxes (x0, y0, x1, y1, pixels) of the faces MediaPipe's full-range detector finds in square windows: the
+    image's shorter side wide, half overlapping along the longer side, then halved while the image is large."""
+    height, width = rgb.shape[:2]
+    boxes = []
+    with mp_face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
+        side = min(height, width)
+        while True:
+            for top in _window_starts(height, side):
+                for left in _window_starts(width, side):
+                    result = detector.process(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
+                    for detection in result.detections or []:
+                        box = detection.location_data.relative_bounding_box
+                        x0, y0 = left + box.xmin * side, top + box.ymin * side
+                        boxes.append((x0, y0, x0 + box.width * side, y0 + box.height * side))
+            if side < _SMALLEST_WINDOW:
+                return boxes
+            side //= 2
+
+
+def _window_starts(length: int, side: int) -> list[int]:
+    """Where windows of `side` start along `length`, half overlapping, the last one flush with the end."""
+    count = max(1, -(-2 * (length - side) // side) + 1)
+    return [round(i * (length - side) / max(1, count - 1)) for i in range(count)]
+
+
+def _inside(point: np.ndarray, face: np.ndarray) -> bool:
+    """Whether `point` lies within the box of a face's landmarks."""
+    return bool(np.all(point >= face[:, :2].min(axis=0)) and np.all(point <= face[:, :2].max(axis=0)))

@@ -1,4 +1,5 @@
-"""The two MediaPipe solutions vivify runs: Face Mesh and Selfie Segmentation, with the graph bindings.
+"""The MediaPipe solutions vivify runs: Face Mesh, Face Detection and Selfie Segmentation, with the graph
+bindings.
 
 MediaPipe's package `__init__` imports every solution and the drawing utilities, which import matplotlib:
 about 0.9 s of every start-up, for nothing vivify uses. Here the two package levels whose `__init__` does
@@ -33,12 +34,12 @@ if "mediapipe" not in sys.modules:
 from mediapipe.framework.formats import landmark_pb2  # noqa: E402
 from mediapipe.python import packet_creator  # noqa: E402
 from mediapipe.python._framework_bindings import _packet_getter, image_frame  # noqa: E402
-from mediapipe.python.solutions import face_mesh, selfie_segmentation  # noqa: E402
+from mediapipe.python.solutions import face_detection, face_mesh, selfie_segmentation  # noqa: E402
 
 # A proto-list packet's messages as the bytes MediaPipe holds. `packet_getter.get_proto_list` parses them into
 # Python messages, which vivify would only serialise again to read them as one array (0.18 ms a frame against
 # 0.01). A private binding: mediapipe is pinned to 0.10.21, and a missing one fails at import.
 serialized_proto_list = _packet_getter._get_serialized_proto_list
 
-__all__ = ["face_mesh", "image_frame", "landmark_pb2", "packet_creator", "selfie_segmentation",
+__all__ = ["face_detection", "face_mesh", "image_frame", "landmark_pb2", "packet_creator", "selfie_segmentation",
            "serialized_proto_list"]
