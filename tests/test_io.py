@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import re
 import struct
 import zlib
 from fractions import Fraction
@@ -322,12 +323,33 @@ def test_video_corrupt_mid_stream(tmp_path):
             pass
     assert str(info.value).startswith(f"{path}: corrupt video data after frame ")
 
-    # A truncated file (moov first, thanks to faststart) just ends early: documented behaviour.
+    # A file cut short (moov first, thanks to faststart): the frames that are there, then an error.
     short = tmp_path / "short.mp4"
     short.write_bytes(noisy.read_bytes()[: noisy.stat().st_size // 2])
-    with open_video(short) as video:
+    read = []
+    with pytest.raises(VivifyError) as info, open_video(short) as video:
         assert video.frame_count == 30
-        assert 0 < sum(1 for _ in video.frames()) < 30
+        read.extend(video.frames())
+    assert 0 < len(read) < 30
+    assert re.fullmatch(rf"{re.escape(str(short))}: truncated: its index lists 30 frames, its data holds \d+",
+                        str(info.value))
+
+
+def test_an_edit_list_that_leaves_frames_out_is_not_a_cut_file(tmp_path):
+    """An MP4 whose edit list starts later than its first frames (a clip trimmed without re-encoding) lists
+    frames its demuxer leaves out, as a cut file does; but it runs to its end, and is read without error."""
+    whole = keyframed_clip(tmp_path / "whole.mp4", 50)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(whole)) as source, av.open(str(trimmed), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in (p for p in source.demux(video=0) if p.size):
+            packet.pts -= 13 * 512  # 13 frames before time 0: left out
+            packet.dts -= 13 * 512
+            packet.stream = stream
+            target.mux(packet)
+    with open_video(trimmed) as video:
+        assert video.frame_count == 50
+        assert 30 < sum(1 for _ in video.frames()) < 50
 
 
 def keyframed_clip(path: Path, frames: int, codec: str = "libx264", steps: list[int] | None = None) -> Path:

@@ -11,8 +11,11 @@ Error policy (every error is a one-line `VivifyError` starting with the path as 
   failure comes before any expensive work (and so `width`/`height` can account for rotation);
   `frames()` raises the same error if it ever finds nothing to yield.
 * data FFmpeg rejects part-way through: `frames()` raises, naming the file and how many frames
-  came out fine. A *truncated* file usually does not trigger this: FFmpeg decodes what is there
-  and the iterator simply ends early, so `frame_count` is an estimate, not a promise.
+  came out fine.
+* a file cut short (a download stopped part-way) whose index lists more frames than its data
+  holds: `frames()` raises at the end, once it has given the frames there are. FFmpeg itself
+  decodes what is there and stops. Formats without such an index (Matroska, WebM) just end early,
+  so `frame_count` is an estimate, not a promise.
 
 `frames(start)` begins part-way (a chunk of a long job): it seeks to the keyframe before frame
 `start` and decodes only from there, where the packets' timestamps say which time frame `start` has.
@@ -70,6 +73,37 @@ def _frame_times(path: str | Path) -> list[int] | None:
     except (av.error.FFmpegError, OSError, IndexError):
         return None
     return sorted(times)
+
+
+def _cut_short(path: str | Path) -> tuple[int, int] | None:
+    """(frames held, frames listed) where the file's index (MP4, MOV) lists frames that its data does not hold,
+    read from the packets without decoding them; else None.
+
+    A file cut short holds fewer packets than its index lists, and its last frame comes well before the end
+    its index gives (or its last packet is partial). An edit list also leaves listed frames out, but up to
+    the end; a long-held last frame (variable rate) ends late, but with every packet there."""
+    try:
+        with _open_container(path) as container:
+            stream = container.streams.video[0]
+            listed, rate = stream.frames, stream.average_rate or stream.guessed_rate
+            if not listed or not stream.duration or not rate:
+                return None
+            held, partial, last = 0, False, None
+            for packet in container.demux(stream):
+                if packet.size:
+                    held += 1
+                    partial |= packet.is_corrupt
+                    if packet.pts is not None and not packet.is_discard:
+                        last = packet.pts if last is None else max(last, packet.pts)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+    end = (stream.start_time or 0) + stream.duration
+    missing = float((end - (last or 0)) * stream.time_base * rate)  # in frames
+    return (held, listed) if held < listed and (partial or missing > _MISSING_AT_END) else None
+
+
+# An index's end lies a frame after its last frame; more than this many frames beyond it, frames are missing.
+_MISSING_AT_END = 3
 
 
 def _number_frames(times: list[int], first_time: int | None) -> bool:
@@ -210,6 +244,10 @@ class VideoReader:
         while True:
             frame = self._next_frame()
             if frame is None:
+                cut = _cut_short(self.path)
+                if cut is not None:
+                    raise VivifyError(f"{self._name}: truncated: its index lists {cut[1]} frames, its data holds "
+                                      f"{cut[0]}")
                 return
             yield self._to_rgb(frame)
 
