@@ -132,6 +132,13 @@ def test_frame_folder_output_marks_every_frame(material):
         assert report["visible_label"]["found"] and report["metadata"]["matches_content"]
         assert report["c2pa"]["validation_state"] in ("Valid", "Trusted")
         assert report["watermark"]["payload"] == report["content_id"]
+    # Re-shared as a WebP (sites convert images so): the metadata and manifest are gone, the pixels' marks stay.
+    webp = folder / "shared.webp"
+    Image.open(frames[0]).save(webp, quality=85)
+    shared = verify(webp)
+    assert shared["ai_generated"] and shared["visible_label"]["found"]
+    assert not shared["metadata"]["found"] and not shared["c2pa"]["found"]
+    assert shared["watermark"]["payload"] == reports[0]["content_id"]
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".webm"])

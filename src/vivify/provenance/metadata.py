@@ -262,7 +262,7 @@ def png_with_label(png: bytes, label_for: Callable[[bytes], dict[str, dict[str, 
 
 
 def read_label(path: Path, kind: str) -> dict[str, str] | None:
-    """The AIGC fields stored in the file, or None. `kind` as for `media_digest`, or "gif"."""
+    """The AIGC fields stored in the file, or None. `kind` as for `media_digest`, or "gif" or "webp"."""
     if kind == "png":
         with open(path, "rb") as file:
             for chunk, data in _png_chunks(file, path.name):
@@ -277,6 +277,8 @@ def read_label(path: Path, kind: str) -> dict[str, str] | None:
         return None
     if kind == "gif":
         return _gif_label(path)
+    if kind == "webp":  # vivify writes no WebP stills: a WebP is a copy made elsewhere, its metadata not kept
+        return None
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             metadata = {key.upper(): value for key, value in container.metadata.items()}

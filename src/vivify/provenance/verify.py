@@ -30,7 +30,7 @@ from vivify.provenance.watermark import WatermarkDetector
 
 WATERMARK_FRAMES = 60
 _VALID_STATES = ("Valid", "Trusted")
-_IMAGE_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif"}
+_IMAGE_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 
 def verify(path: str | Path) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def verify(path: str | Path) -> dict[str, Any]:
 
 
 def _sniff(path: Path) -> str:
-    """"png", "jpeg", "gif" or "video" from the file's first bytes (never its name)."""
+    """"png", "jpeg", "webp", "gif" or "video" from the file's first bytes (never its name)."""
     try:
         with open(path, "rb") as file:
             head = file.read(16)
@@ -83,6 +83,8 @@ def _sniff(path: Path) -> str:
         return "jpeg"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # a still re-shared as WebP, as sites convert them
+        return "webp"
     return "video"
 
 
@@ -114,7 +116,7 @@ def _scan_frames(path: Path, kind: str, label_text: str) -> tuple[dict[str, Any]
 def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
     """(frame, whether to look for the label in it): a still's only frame, or up to WATERMARK_FRAMES frames
     spread over a video, the label looked for in the first and in the first after the conspicuous part."""
-    if kind in ("png", "jpeg"):
+    if kind in ("png", "jpeg", "webp"):
         # As a viewer shows it, within the portrait's pixel limit (a decompression bomb is refused, not opened).
         yield load_portrait(path), True
         return
