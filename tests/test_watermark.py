@@ -202,11 +202,22 @@ def test_streamed_detection_matches_the_convenience_function(marked_video: Path)
 
 
 def test_small_frames_survive_crf_28_and_a_half_size_jpeg() -> None:
-    """256×256, the smallest supported size: 4-px cells, 2 px once halved."""
+    """256×256, the smallest size with 4-px cells: 2 px once halved."""
     face = cv2.resize(astronaut()[0:300, 60:360], (256, 256), interpolation=cv2.INTER_AREA)
     marked = WatermarkEmbedder(PAYLOAD, (256, 256)).apply(face)
     assert_recovered([jpeg(marked, 40)])
     assert_recovered([jpeg(cv2.resize(marked, (128, 128), interpolation=cv2.INTER_AREA))])
+
+
+@pytest.mark.parametrize("size", [128, 160])
+def test_outputs_under_256_px_carry_a_readable_mark(size: int) -> None:
+    """Smaller outputs (a grid's small cells, a thumbnail) get smaller cells, so that the tile still repeats
+    across the frame as the detector needs; read as written and after JPEG at quality 75."""
+    face = cv2.resize(astronaut()[0:300, 60:360], (size, size), interpolation=cv2.INTER_AREA)
+    marked = WatermarkEmbedder(PAYLOAD, (size, size)).apply(face)
+    assert psnr(marked, face) >= 40.0
+    assert_recovered([marked])
+    assert_recovered([jpeg(marked)])
 
 
 # -- false positives -------------------------------------------------------------------------------------------

@@ -302,7 +302,10 @@ def _interpolation(length: int, cell: float) -> np.ndarray:
 
 
 def _cell_size(width: int, height: int) -> float:
-    return max(_MIN_CELL, min(width, height) / _CELLS_PER_SHORT_SIDE)
+    # Below 256 px the cells shrink under _MIN_CELL so the tile still repeats across the frame, as the detector
+    # needs: a small output cannot be downscaled much further anyway.
+    short = min(width, height)
+    return max(min(_MIN_CELL, short / (2 * _TILE)), short / _CELLS_PER_SHORT_SIDE)
 
 
 def _render_delta(symbols: list[int], width: int, height: int) -> np.ndarray:
