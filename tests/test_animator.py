@@ -315,6 +315,23 @@ def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
     assert np.abs(bottom - face[-1:, below_chin].astype(int)).mean() < 12
 
 
+def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
+    """A close crop cuts the face at the left edge; when the driver moves right, the face that comes in from
+    beyond the edge shows the edge repeated, not a stripe of background plate across the cheek."""
+    cut = np.ascontiguousarray(face[:, int(reference[:, 0].min()) + 15:])
+    height, width = cut.shape[:2]
+    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(12.0 * t, 0.0)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(12.0, 0.0))] * 4
+    animator = Animator(cut, rate=25.0)
+    for frame in [cut, *frames]:
+        out = animator.render(frame)
+    rows = slice(int(reference[:, 1].min()), int(reference[:, 1].max()))
+    edge = out[rows, :6].astype(int)
+    repeated = np.abs(edge - cut[rows, :1]).mean()
+    plate = np.abs(edge - animator._plate[rows, :6, :3]).mean()
+    assert repeated < 0.6 * plate, (repeated, plate)
+
+
 def test_a_group_photo_keeps_its_bodies_still(face, reference):
     """Two faces side by side: each face's region reaches the other, so the one driver's body motion is not
     used; the shoulders stay while the driver's body sways."""

@@ -32,6 +32,8 @@ class _Missing:
 _MISSING = _Missing()
 _PAD = 2
 _DETAIL_EYE_SPAN = 120.0
+# A face whose landmarks come this close to a side or the top of the portrait (face heights) is cut by it.
+_FACE_AT_EDGE = 0.05
 
 
 class Animator:
@@ -80,12 +82,20 @@ class Animator:
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap. The padding repeats the colour but not the
         # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges;
-        # except at the bottom, where a body cut by the frame goes on below it: when the body rises, its
-        # bottom row is repeated instead of a band of plate opening under it.
+        # except where the person goes on beyond the frame: at the bottom (a body cut by the frame: when it
+        # rises, its bottom row is repeated instead of a band of plate opening under it), and at a side or the
+        # top that cuts the face itself (a close crop: a face moving in from the edge shows its edge repeated,
+        # not a stripe of background across the cheek).
         layers = np.dstack([foreground, alpha_8bit])
         self._layers = cv2.copyMakeBorder(layers, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
-        self._layers[:_PAD, :, 3] = 0
-        self._layers[:, :_PAD, 3] = self._layers[:, -_PAD:, 3] = 0
+        (left, top), (right, _) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+        margin = _FACE_AT_EDGE * face_size(points)
+        if top > margin:
+            self._layers[:_PAD, :, 3] = 0
+        if left > margin:
+            self._layers[:, :_PAD, 3] = 0
+        if right < portrait.shape[1] - 1 - margin:
+            self._layers[:, -_PAD:, 3] = 0
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
