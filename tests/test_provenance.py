@@ -201,6 +201,15 @@ def test_verify_refuses_non_media_and_truncated_files(tmp_path, capsys, content)
     assert error.startswith("vivify: error: ") and "suspect.mp4" in error and error.count("\n") == 1
 
 
+@pytest.mark.parametrize("name", ["notes.png", "notes.jpg"])
+def test_verify_says_what_is_wrong_with_a_file_named_as_an_image(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_text("plain text, not an image\n" * 20)
+    assert main(["verify", str(path)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {path}: not a readable image (its content is not PNG, JPEG, "
+                                       "WebP or GIF)\n")
+
+
 def test_verify_refuses_an_image_over_the_pixel_limit(tmp_path, capsys):
     """A decompression bomb is refused from its header, as a portrait would be, not opened."""
     def chunk(kind: bytes, body: bytes) -> bytes:

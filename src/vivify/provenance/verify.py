@@ -31,6 +31,7 @@ from vivify.provenance.watermark import WatermarkDetector
 WATERMARK_FRAMES = 60
 _VALID_STATES = ("Valid", "Trusted")
 _IMAGE_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
 def verify(path: str | Path) -> dict[str, Any]:
@@ -85,6 +86,8 @@ def _sniff(path: Path) -> str:
         return "gif"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # a still re-shared as WebP, as sites convert them
         return "webp"
+    if path.suffix.lower() in _IMAGE_SUFFIXES:  # FFmpeg would take it for a still by its name, and say so
+        raise VivifyError(f"{path}: not a readable image (its content is not PNG, JPEG, WebP or GIF)")
     return "video"
 
 
