@@ -337,12 +337,17 @@ def test_video_corrupt_mid_stream(tmp_path):
 
 def test_an_edit_list_that_leaves_frames_out_is_not_a_cut_file(tmp_path):
     """An MP4 whose edit list starts later than its first frames (a clip trimmed without re-encoding) lists
-    frames its demuxer leaves out, as a cut file does; but it runs to its end, and is read without error."""
+    frames its demuxer leaves out, as a cut file does, and here its last frame is also held for a second; but
+    every packet is whole, and it is read without error."""
     whole = keyframed_clip(tmp_path / "whole.mp4", 50)
     trimmed = tmp_path / "trimmed.mp4"
     with av.open(str(whole)) as source, av.open(str(trimmed), "w") as target:
         stream = target.add_stream_from_template(source.streams.video[0])
-        for packet in (p for p in source.demux(video=0) if p.size):
+        packets = [p for p in source.demux(video=0) if p.size]
+        last = max(packet.dts for packet in packets)
+        for packet in packets:
+            if packet.dts == last:
+                packet.duration = 12800  # one second (the time base is 1/12800)
             packet.pts -= 13 * 512  # 13 frames before time 0: left out
             packet.dts -= 13 * 512
             packet.stream = stream

@@ -222,6 +222,17 @@ def test_verify_refuses_an_image_over_the_pixel_limit(tmp_path, capsys):
     assert capsys.readouterr().err == f"vivify: error: {bomb}: image is 200 megapixels, over the 50 megapixel limit\n"
 
 
+def test_verify_reads_the_marks_of_a_download_cut_short(material):
+    """The frames a cut file holds still carry the label and the watermark; the report says so instead of
+    failing on the missing end (which `animate` refuses as a driving video)."""
+    cut = material["folder"] / "cut_short.mp4"
+    data = material["out"].read_bytes()
+    cut.write_bytes(data[:len(data) * 4 // 5])
+    report = verify(cut)
+    assert report["ai_generated"] and report["visible_label"]["found"]
+    assert report["watermark"]["payload"] == verify(material["out"])["content_id"]
+
+
 def test_verify_refuses_a_truncated_video(material, capsys):
     cut = material["folder"] / "cut.mp4"
     cut.write_bytes(material["out"].read_bytes()[:2000])

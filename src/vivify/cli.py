@@ -196,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--face", type=_index, default=0, metavar="N",
                        help="which face of the portrait, largest first (default: 0)")
     which.add_argument("--faces", type=_faces, metavar="all|N,M,...",
-                       help="animate several faces of a group photo in place: all of them, or these (largest first)")
+                       help="animate several faces of a group photo in place: all of them (each at least 48 px "
+                            "tall), or these (largest first)")
     _add_mark_options(animate)
 
     sing = commands.add_parser("sing", help="animate several portraits with one driving video, in a grid")

@@ -11,3 +11,8 @@ class PortraitTooLarge(VivifyError):
 
 class SpeechTooLong(VivifyError):
     """Speech (an audio file, or a text once spoken) over the length limit that the caller set."""
+
+
+class VideoCutShort(VivifyError):
+    """A video file whose index lists frames its data does not hold (a download stopped part-way), found once
+    the frames that are there have been read."""

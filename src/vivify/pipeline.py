@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vivify.animator import Animator
+from vivify.animator import MIN_FACE_PIXELS, Animator
 from vivify.compose.grid import Grid, check_layout, frame_portrait, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
@@ -20,7 +20,7 @@ from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
 from vivify.io.writers import FrameWriter, open_writer, refuse_input_as_output
 from vivify.landmarks import topology
-from vivify.landmarks.facemesh import FaceTracker, detect_faces
+from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.motion.pose import fit_similarity
 from vivify.progress import Progress
 from vivify.provenance.label import LabelSettings
@@ -148,11 +148,14 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
 
 
 def _chosen_faces(portrait: np.ndarray, name: str, faces: Sequence[int] | str) -> list[int]:
-    found = len(detect_faces(portrait))
+    detected = detect_faces(portrait)
+    found = len(detected)
     if found == 0:
         raise VivifyError(f"no face found in {name}")
     if faces == "all":
-        return list(range(found))
+        # Every face large enough to animate (largest first: a prefix); with none, the largest, which the
+        # animator refuses with the minimum named.
+        return [index for index, points in enumerate(detected) if face_size(points) >= MIN_FACE_PIXELS] or [0]
     chosen = sorted(set(faces))
     missing = [index for index in chosen if index >= found]
     if missing:

@@ -51,9 +51,10 @@ def check_layout(rows: int, cols: int, cell: tuple[int, int]) -> None:
     megapixel limit of portraits."""
     cell_w, cell_h = cell
     lowest = math.ceil(MIN_FACE_PIXELS / FACE_SHARE)
+    lowest += lowest % 2  # cells are rounded down to even sides
     if cell_h < lowest:
-        raise VivifyError(f"cells {cell_w}x{cell_h} frame faces {FACE_SHARE * cell_h:.0f} px tall, under the "
-                          f"minimum of {MIN_FACE_PIXELS} px: make cells at least {lowest} px high")
+        raise VivifyError(f"cells {cell_w}x{cell_h} frame faces {math.floor(FACE_SHARE * cell_h)} px tall, under "
+                          f"the minimum of {MIN_FACE_PIXELS} px: make cells at least {lowest} px high")
     if cols * cell_w * rows * cell_h > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
         raise VivifyError(f"a {rows}x{cols} grid of {cell_w}x{cell_h} cells is {cols * cell_w}x{rows * cell_h}, "
                           f"over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")

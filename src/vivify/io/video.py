@@ -36,7 +36,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from vivify.errors import VivifyError
+from vivify.errors import VideoCutShort, VivifyError
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +79,23 @@ def _cut_short(path: str | Path) -> tuple[int, int] | None:
     """(frames held, frames listed) where the file's index (MP4, MOV) lists frames that its data does not hold,
     read from the packets without decoding them; else None.
 
-    A file cut short holds fewer packets than its index lists, and its last frame comes well before the end
-    its index gives (or its last packet is partial). An edit list also leaves listed frames out, but up to
-    the end; a long-held last frame (variable rate) ends late, but with every packet there."""
+    A file cut short ends part-way through a packet, of the video or of another stream: the demuxer reads it
+    short and flags it corrupt, and the packets after it are missing. An edit list, or a track shorter than
+    the file, also leaves listed frames out, but with every packet whole."""
     try:
         with _open_container(path) as container:
-            stream = container.streams.video[0]
-            listed, rate = stream.frames, stream.average_rate or stream.guessed_rate
-            if not listed or not stream.duration or not rate:
+            video = container.streams.video[0]
+            listed = video.frames
+            if not listed:
                 return None
-            held, partial, last = 0, False, None
-            for packet in container.demux(stream):
+            held, partial = 0, False
+            for packet in container.demux():
                 if packet.size:
-                    held += 1
                     partial |= packet.is_corrupt
-                    if packet.pts is not None and not packet.is_discard:
-                        last = packet.pts if last is None else max(last, packet.pts)
+                    held += packet.stream.index == video.index
     except (av.error.FFmpegError, OSError, IndexError):
         return None
-    end = (stream.start_time or 0) + stream.duration
-    missing = float((end - (last or 0)) * stream.time_base * rate)  # in frames
-    return (held, listed) if held < listed and (partial or missing > _MISSING_AT_END) else None
-
-
-# An index's end lies a frame after its last frame; more than this many frames beyond it, frames are missing.
-_MISSING_AT_END = 3
+    return (held, listed) if held < listed and partial else None
 
 
 def _number_frames(times: list[int], first_time: int | None) -> bool:
@@ -236,20 +228,15 @@ class VideoReader:
             raise VivifyError(f"{self._name}: video has no frames")
         if start == 0:
             yield first
+            frame = self._next_frame()
         else:
             frame = self._skip_to(start)
-            if frame is None:
-                return
+        while frame is not None:
             yield self._to_rgb(frame)
-        while True:
             frame = self._next_frame()
-            if frame is None:
-                cut = _cut_short(self.path)
-                if cut is not None:
-                    raise VivifyError(f"{self._name}: truncated: its index lists {cut[1]} frames, its data holds "
-                                      f"{cut[0]}")
-                return
-            yield self._to_rgb(frame)
+        cut = _cut_short(self.path)
+        if cut is not None:
+            raise VideoCutShort(f"{self._name}: truncated: its index lists {cut[1]} frames, its data holds {cut[0]}")
 
     def _skip_to(self, index: int) -> av.VideoFrame | None:
         """Frame `index` (the first frame decoded at open being 0), decoding continuing after it; None where

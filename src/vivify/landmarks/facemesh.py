@@ -5,6 +5,8 @@ The face models ship inside the mediapipe 0.10.21 wheel, so nothing is downloade
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from vivify.landmarks.mediapipe_graphs import face_detection as mp_face_detection
@@ -97,8 +99,6 @@ def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:
     ) as mesh:
         faces = _mesh_faces(mesh, rgb)
         for x0, y0, x1, y1 in _face_boxes(rgb):
-            if len(faces) >= max_faces:
-                break
             centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
             if any(_inside(centre, face) for face in faces):
                 continue
@@ -115,6 +115,9 @@ _CROP_SHARE = 3.0
 # The full-range detector finds faces down to about a twentieth of its window; windows are halved while that
 # leaves faces of the engine's minimum size (48 px) unseen, down to this side.
 _SMALLEST_WINDOW = 960
+# Halved windows overlap by this share: the faces left to find at their size are under a tenth of them (the
+# larger ones were found in the windows twice the size), so each lies whole in one window.
+_HALVED_OVERLAP = 0.2
 
 
 def _mesh_faces(mesh: mp_face_mesh.FaceMesh, rgb: np.ndarray) -> list[np.ndarray]:
@@ -129,10 +132,10 @@ def _face_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     height, width = rgb.shape[:2]
     boxes = []
     with mp_face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
-        side = min(height, width)
+        side, overlap = min(height, width), 0.5
         while True:
-            for top in _window_starts(height, side):
-                for left in _window_starts(width, side):
+            for top in _window_starts(height, side, overlap):
+                for left in _window_starts(width, side, overlap):
                     result = detector.process(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
                     for detection in result.detections or []:
                         box = detection.location_data.relative_bounding_box
@@ -140,12 +143,13 @@ def _face_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
                         boxes.append((x0, y0, x0 + box.width * side, y0 + box.height * side))
             if side < _SMALLEST_WINDOW:
                 return boxes
-            side //= 2
+            side, overlap = side // 2, _HALVED_OVERLAP
 
 
-def _window_starts(length: int, side: int) -> list[int]:
-    """Where windows of `side` start along `length`, half overlapping, the last one flush with the end."""
-    count = max(1, -(-2 * (length - side) // side) + 1)
+def _window_starts(length: int, side: int, overlap: float) -> list[int]:
+    """Where windows of `side` start along `length`, overlapping by at least `overlap` of a window, the last
+    one flush with the end."""
+    count = max(1, math.ceil((length - side) / (side * (1.0 - overlap))) + 1)
     return [round(i * (length - side) / max(1, count - 1)) for i in range(count)]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vivify.errors import VivifyError
+from vivify.errors import VideoCutShort, VivifyError
 from vivify.io.image import load_portrait
 from vivify.provenance import metadata
 from vivify.provenance.label import CONSPICUOUS_SECONDS, DEFAULT_TEXT, find_label
@@ -129,10 +129,13 @@ def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
         total = video.frame_count or WATERMARK_FRAMES
         stride = max(1, total // WATERMARK_FRAMES)
         small_label_at = int(np.ceil(CONSPICUOUS_SECONDS * float(video.fps)))
-        for index, frame in enumerate(video.frames()):
-            check = index in (0, small_label_at)
-            if check or index % stride == 0:
-                yield frame, check
+        try:
+            for index, frame in enumerate(video.frames()):
+                check = index in (0, small_label_at)
+                if check or index % stride == 0:
+                    yield frame, check
+        except VideoCutShort:  # a download cut short: its marks are read in the frames it holds
+            return
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -138,7 +138,8 @@ class WatermarkResult:
     ~0.9-1 for a re-encoded 512-px video, ~0.5 at the limits (a 256-px video downscaled to 128 px), in
     between for a single JPEG frame. `z_score` is the best sync peak's z-score (detection needs `Z_SYNC` and
     a payload that decodes; unmarked frames give ~4.5), `period` the tile period found, in pixels of the
-    frames given (32 cells: max(128, short side / 4) on unscaled marked frames), `frames` the frames used.
+    frames given (32 cells: max(min(128, short side / 2), short side / 4) on unscaled marked frames), `frames` the
+    frames used.
     """
 
     found: bool
