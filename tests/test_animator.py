@@ -505,6 +505,26 @@ def test_landmarks_are_collected_once_per_frame_submitted(face):
             tracker.collect()
 
 
+def test_a_small_face_in_a_wide_driving_video_is_tracked():
+    """A 1920×1080 driving video whose face is 15% of its height (a half-body shot): MediaPipe's tracking finds
+    no face in the whole frame; the tracker finds it with the full-range detector and follows it in a window,
+    with the landmarks that tracking the face close up gives."""
+    from vivify.demo import driving_frames
+    from vivify.landmarks.facemesh import FaceTracker
+
+    offset = np.array([1200, 500])
+    differences = []
+    with FaceTracker() as close_up, FaceTracker() as wide:
+        for frame in driving_frames(seconds=1, fps=25, size=448):
+            canvas = np.full((1080, 1920, 3), 150, np.uint8)
+            canvas[offset[1]:offset[1] + 448, offset[0]:offset[0] + 448] = frame
+            expected, found = close_up.detect(frame), wide.detect(canvas)
+            assert found is not None
+            differences.append(np.abs(found[:, :2] - offset - expected[:, :2]).mean())
+    # The face is 160 px tall: within 2% of it in every frame, and a pixel on average.
+    assert max(differences) < 3.2 and np.mean(differences) < 1.0, differences
+
+
 def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
     from vivify.motion.transfer import MotionTransfer
 

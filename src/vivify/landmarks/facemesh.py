@@ -45,14 +45,22 @@ def face_size(points: np.ndarray) -> float:
 
 
 class FaceTracker(mp_face_mesh.FaceMesh):
-    """Landmarks of one face across consecutive video frames (MediaPipe's tracking mode, a few ms a frame)."""
+    """Landmarks of one face across consecutive video frames (MediaPipe's tracking mode, a few ms a frame).
+
+    MediaPipe finds the face to track with its short-range detector on the whole frame scaled down to 128 px,
+    which misses a face under about a fifth of the frame's longer side (a half-body shot in 1080p). Where the
+    whole frame shows no face, the face is looked for as `detect_faces` looks for it, and then tracked in a
+    square window around it that follows it from frame to frame (a second tracking graph, so neither loses
+    its place when the tracking moves between them).
+    """
 
     def __init__(self) -> None:
-        super().__init__(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5,
-        )
-        self._pending_size: tuple[int, int] | None = None  # of the frame submitted and not yet collected
+        super().__init__(**_TRACKING)
+        # Of the frame submitted and not yet collected: the frame and the window it was cropped to, if any.
+        self._pending: tuple[np.ndarray, tuple[int, int, int] | None] | None = None
+        self._window: tuple[int, int, int] | None = None  # left, top, side
+        self._window_mesh: mp_face_mesh.FaceMesh | None = None
+        self._misses = 0  # frames in a row without a face, for spacing the searches
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks of the face in this frame, or None when it is lost."""
@@ -61,29 +69,99 @@ class FaceTracker(mp_face_mesh.FaceMesh):
 
     def submit(self, rgb: np.ndarray) -> None:
         """Start finding the landmarks of this frame; `collect` returns them. MediaPipe works in its own thread,
-        on one core: the caller may use the other meanwhile.
-
-        Runs the graph directly rather than through `process`, which builds a namedtuple class on every
-        call (2 ms, a fifth of the frame budget).
-        """
-        self._graph_outputs.clear()
-        self._simulated_timestamp += 33333
-        self._pending_size = rgb.shape[1], rgb.shape[0]
-        packet = packet_creator.create_image_frame(
-            np.ascontiguousarray(rgb), image_format=image_frame.ImageFormat.SRGB)
-        self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
+        on one core: the caller may use the other meanwhile."""
+        window = self._window
+        self._pending = rgb, window
+        if window is None:
+            _send(self, rgb)
+        else:
+            left, top, side = window
+            _send(self._window_mesh, rgb[top:top + side, left:left + side])
 
     def collect(self) -> np.ndarray | None:
         """The landmarks of the frame last submitted, or None when the face is lost in it."""
-        if self._pending_size is None:
+        if self._pending is None:
             raise RuntimeError("FaceTracker.collect without a frame submitted")
-        size, self._pending_size = self._pending_size, None
-        self._graph.wait_until_idle()
-        output = self._graph_outputs.get("multi_face_landmarks")
-        if output is None or output.is_empty():
+        (rgb, window), self._pending = self._pending, None
+        if window is not None:
+            points = self._collect_window(rgb, window)
+        else:
+            points = _receive(self, rgb.shape[1], rgb.shape[0])
+            if points is None and self._misses % _SEARCH_EVERY == 0:
+                points = self._search(rgb)
+        self._misses = 0 if points is not None else self._misses + 1
+        return points
+
+    def _collect_window(self, rgb: np.ndarray, window: tuple[int, int, int]) -> np.ndarray | None:
+        """The landmarks found in the window (frame pixels), the window moved on to follow them; where the face
+        is lost there too, the next frame is looked at whole."""
+        left, top, side = window
+        points = _receive(self._window_mesh, side, side)
+        if points is None:
+            self._window = None
             return None
-        faces = serialized_proto_list(output)
-        return _to_pixels(faces[0], *size) if faces else None
+        points += np.array([left, top, 0], np.float32)
+        self._window = _window_around(points, rgb.shape, side)
+        return points
+
+    def _search(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The largest face in the frame that `detect_faces`'s windows find, tracked from now on in a window
+        around it; None where there is none."""
+        boxes = _face_boxes(rgb)
+        if not boxes:
+            return None
+        x0, y0, x1, y1 = max(boxes, key=lambda box: box[3] - box[1])
+        centre = np.array([[(x0 + x1) / 2, (y0 + y1) / 2]])
+        left, top, side = window = _window_around(centre, rgb.shape, round(_WINDOW_SHARE * max(x1 - x0, y1 - y0)))
+        if self._window_mesh is None:
+            self._window_mesh = mp_face_mesh.FaceMesh(**_TRACKING)
+        _send(self._window_mesh, rgb[top:top + side, left:left + side])
+        return self._collect_window(rgb, window)
+
+    def close(self) -> None:
+        if self._window_mesh is not None:
+            self._window_mesh.close()
+        super().close()
+
+
+_TRACKING = dict(static_image_mode=False, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5,
+                 min_tracking_confidence=0.5)
+# A face found by search is tracked in a square window this many times its size, which follows it.
+_WINDOW_SHARE = 4.0
+# While the face is lost, the frame is searched for it every this many frames (a search takes a few windows
+# of the full-range detector: 10-100 ms).
+_SEARCH_EVERY = 10
+
+
+def _send(mesh: mp_face_mesh.FaceMesh, rgb: np.ndarray) -> None:
+    """Hand a frame to a tracking graph. Runs the graph directly rather than through `process`, which builds a
+    namedtuple class on every call (2 ms, a fifth of the frame budget)."""
+    mesh._graph_outputs.clear()
+    mesh._simulated_timestamp += 33333
+    packet = packet_creator.create_image_frame(np.ascontiguousarray(rgb), image_format=image_frame.ImageFormat.SRGB)
+    mesh._graph.add_packet_to_input_stream(stream="image", packet=packet.at(mesh._simulated_timestamp))
+
+
+def _receive(mesh: mp_face_mesh.FaceMesh, width: int, height: int) -> np.ndarray | None:
+    """The landmarks (pixels of the image sent) from a tracking graph, or None."""
+    mesh._graph.wait_until_idle()
+    output = mesh._graph_outputs.get("multi_face_landmarks")
+    if output is None or output.is_empty():
+        return None
+    faces = serialized_proto_list(output)
+    return _to_pixels(faces[0], width, height) if faces else None
+
+
+def _window_around(points: np.ndarray, shape: tuple[int, ...], side: int) -> tuple[int, int, int]:
+    """A square window (left, top, side) centred on the points' box, inside the frame, of `side` (or more if
+    the face has grown past a third of it; at most the frame's shorter side)."""
+    height, width = shape[:2]
+    lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    side = min(height, width, max(side, round(3 * float(np.max(hi - lo)))))
+    centre = (lo + hi) / 2
+    left = int(np.clip(round(centre[0] - side / 2), 0, width - side))
+    top = int(np.clip(round(centre[1] - side / 2), 0, height - side))
+    return left, top, side
 
 
 def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:
