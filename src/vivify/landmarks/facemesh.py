@@ -90,15 +90,16 @@ class FaceTracker(mp_face_mesh.FaceMesh):
             if points is None and self._misses % _SEARCH_EVERY == 0:
                 points = self._search(rgb)
         self._misses = 0 if points is not None else self._misses + 1
+        if self._misses >= _SEARCH_EVERY:  # gone from its window for a while: the whole frame is searched again
+            self._window = None
         return points
 
     def _collect_window(self, rgb: np.ndarray, window: tuple[int, int, int]) -> np.ndarray | None:
         """The landmarks found in the window (frame pixels), the window moved on to follow them; where the face
-        is lost there too, the next frame is looked at whole."""
+        is lost, the window stays where it was (it may come back there)."""
         left, top, side = window
         points = _receive(self._window_mesh, side, side)
         if points is None:
-            self._window = None
             return None
         points += np.array([left, top, 0], np.float32)
         self._window = _window_around(points, rgb.shape, side)
