@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -56,14 +56,17 @@ class Animator:
         faces, and for driving frames of another size than the reference frame.
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
+      detected: the portrait's faces as `detect_faces` gives them, where the caller has found them already
+        (several animators of one group photo); else they are found here.
     """
 
     def __init__(self, portrait: np.ndarray, *, face: int = 0, reference: np.ndarray | None = None,
                  absolute: bool = False, smoothing: bool = True, interiors: bool = True, detail: bool = True,
-                 body: bool = True, rate: float = 30.0, name: str = "portrait") -> None:
+                 body: bool = True, rate: float = 30.0, name: str = "portrait",
+                 detected: Sequence[np.ndarray] | None = None) -> None:
         portrait = _check_rgb(portrait, name)
         build_lab_tables()  # in the background, while the portrait is analysed
-        faces = detect_faces(portrait)
+        faces = detect_faces(portrait) if detected is None else list(detected)
         if not faces:
             raise VivifyError(f"no face found in {name}")
         if not 0 <= face < len(faces):

@@ -135,9 +135,11 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     with open_video(driving_path) as video, open_writer(
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
             overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        chosen = [face] if faces is None else _chosen_faces(portrait, portrait_name, faces)
+        detected = detect_faces(portrait)  # once, for the choice and for every animator
+        chosen = [face] if faces is None else _chosen_faces(detected, portrait_name, faces)
         animators = list(pool.map(lambda index: Animator(
-            portrait, face=index, absolute=absolute, rate=float(video.fps), name=portrait_name), chosen))
+            portrait, face=index, absolute=absolute, rate=float(video.fps), name=portrait_name, detected=detected),
+            chosen))
         if faces is None and animators[0].faces_found > 1:
             print(f"vivify: {portrait_name}: {animators[0].faces_found} faces found, animating face {face} "
                   "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
@@ -147,8 +149,7 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     return Path(output)
 
 
-def _chosen_faces(portrait: np.ndarray, name: str, faces: Sequence[int] | str) -> list[int]:
-    detected = detect_faces(portrait)
+def _chosen_faces(detected: list[np.ndarray], name: str, faces: Sequence[int] | str) -> list[int]:
     found = len(detected)
     if found == 0:
         raise VivifyError(f"no face found in {name}")

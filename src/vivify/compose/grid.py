@@ -16,7 +16,7 @@ import numpy as np
 
 from vivify.animator import MIN_FACE_PIXELS
 from vivify.errors import VivifyError
-from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS
+from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, over_pixel_limit
 from vivify.landmarks.facemesh import detect_faces
 from vivify.provenance.label import Overlay, text_overlay
 
@@ -55,7 +55,7 @@ def check_layout(rows: int, cols: int, cell: tuple[int, int]) -> None:
     if cell_h < lowest:
         raise VivifyError(f"cells {cell_w}x{cell_h} frame faces {math.floor(FACE_SHARE * cell_h)} px tall, under "
                           f"the minimum of {MIN_FACE_PIXELS} px: make cells at least {lowest} px high")
-    if cols * cell_w * rows * cell_h > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
+    if over_pixel_limit(cols * cell_w, rows * cell_h):
         raise VivifyError(f"a {rows}x{cols} grid of {cell_w}x{cell_h} cells is {cols * cell_w}x{rows * cell_h}, "
                           f"over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
 

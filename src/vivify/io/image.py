@@ -91,9 +91,15 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
+def over_pixel_limit(width: int, height: int, max_megapixels: float = MAX_PORTRAIT_MEGAPIXELS) -> bool:
+    """Whether a picture of this size has more than `max_megapixels` million pixels (portraits, and the outputs
+    made from them, are held to the same limit)."""
+    return width * height > max_megapixels * 1_000_000
+
+
 def _check_size(name: str, width: int, height: int, max_megapixels: float) -> None:
     """Refuse images above the pixel limit, using only the size declared in the header."""
-    if width * height > max_megapixels * 1_000_000:
+    if over_pixel_limit(width, height, max_megapixels):
         raise PortraitTooLarge(_too_big_message(name, width * height, max_megapixels))
 
 
@@ -137,7 +143,7 @@ def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
     height, width = portrait.shape[:2]
     if size is not None:
         out_w, out_h = size
-        if out_w * out_h > MAX_PORTRAIT_MEGAPIXELS * 1_000_000:
+        if over_pixel_limit(out_w, out_h):
             raise VivifyError(f"output size {out_w}x{out_h} is over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
         scale = max(out_w / width, out_h / height)
         scaled = cv2.resize(portrait, (max(out_w, round(width * scale)), max(out_h, round(height * scale))),

@@ -234,7 +234,8 @@ class VideoReader:
         while frame is not None:
             yield self._to_rgb(frame)
             frame = self._next_frame()
-        cut = _cut_short(self.path)
+        # Only where fewer frames came out than the index lists: a second pass over a whole file costs a read.
+        cut = _cut_short(self.path) if self._decoded < self._stream.frames else None
         if cut is not None:
             raise VideoCutShort(f"{self._name}: truncated: its index lists {cut[1]} frames, its data holds {cut[0]}")
 
