@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -431,6 +433,24 @@ def test_the_engine_loads_without_mediapipes_drawing_tools():
     script = "import sys, vivify.animator; print('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_an_animator_runs_numpys_linear_algebra_on_one_thread():
+    """OpenBLAS keeps idle threads spinning after each call; on two cores they take the core that MediaPipe
+    works on. The engine's matrices are small, so an animator keeps BLAS to one thread, also where the caller
+    loaded NumPy before vivify (whose import sets OpenBLAS's default only for a NumPy not yet loaded). In a
+    fresh process: the limit lasts the process."""
+    import subprocess
+    import sys
+
+    script = ("import numpy, threadpoolctl; from vivify import Animator; from vivify.demo import astronaut; "
+              "Animator(astronaut()); "
+              "print(sorted({pool['num_threads'] for pool in threadpoolctl.threadpool_info() "
+              "if pool['user_api'] == 'blas'}))")
+    # Without the default that importing vivify here has set: the child's NumPy starts as a caller's would.
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip() == "[1]"
 
 
 @pytest.mark.parametrize("visibility", [False, True])

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
@@ -43,7 +44,8 @@ class Animator:
     >>> frame_out = animator.render(driving_rgb)     # H×W×3 uint8, the portrait's size
 
     The first frame rendered is the reference (the driver's neutral pose and expression) unless
-    `reference` gives one. Options:
+    `reference` gives one. Making an animator limits NumPy's linear algebra (BLAS) to one thread in this
+    process (see `_single_threaded_blas`). Options:
       face: which face of the portrait, largest first (0).
       reference: a driving frame (RGB uint8) to use as the reference instead of the first rendered.
       absolute: give the portrait the driver's face shape instead of applying only the driver's changes.
@@ -65,6 +67,7 @@ class Animator:
                  body: bool = True, rate: float = 30.0, name: str = "portrait",
                  detected: Sequence[np.ndarray] | None = None) -> None:
         portrait = _check_rgb(portrait, name)
+        _single_threaded_blas()
         build_lab_tables()  # in the background, while the portrait is analysed
         faces = detect_faces(portrait) if detected is None else list(detected)
         if not faces:
@@ -239,6 +242,16 @@ class Animator:
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
             tracker.close()
+
+
+@functools.cache
+def _single_threaded_blas() -> None:
+    """Limit BLAS to one thread, for the rest of the process.
+
+    The engine's matrices are small (a spline system of about 150 controls): a second BLAS thread speeds none
+    of them up, and OpenBLAS keeps its idle threads spinning (`sched_yield`) for a while after each call, which
+    on two cores takes the core that MediaPipe and the detail thread work on: 1.3–1.7 ms of a 512² frame."""
+    threadpool_limits(1, user_api="blas")
 
 
 def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
