@@ -93,13 +93,15 @@ def test_long_report_format():
     report = {
         "started": "2025-01-01 00:00 UTC", "command": "vivify bench --long", "duration_s": 200.0,
         "machine": bench.machine_info({"numpy": "1", "opencv": "4", "mediapipe": "0.10", "av": "18"}),
-        "load_average_1min": {"start": 0.1, "end": None}, "repeats": 1,
+        "load_average_1min": {"start": 0.1, "end": None}, "speed_probe_ms": {"start": 61.0, "end": 64.4},
+        "repeats": 1,
         "driving": {"description": "synthetic"}, "render": [], "end_to_end": [], "startup": [],
         "long": {"runs": [run_figures(15, 500.0), run_figures(60, 510.0)], "growth_mib": 10.0, "peak_mib": 510.0,
                  "target_met": True},
     }
     text = bench.format_report(report)
     assert "60s   1800" in text and "+10 MiB" in text and "target met" in text
+    assert "took 61 ms at start, 64 ms at end" in text
     assert "Render only" not in text and "End to end" not in text
 
 

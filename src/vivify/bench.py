@@ -88,6 +88,21 @@ def load_average() -> float | None:
         return None
 
 
+def speed_probe() -> float:
+    """Milliseconds for a fixed piece of single-threaded Python work, the best of three. The machine's speed
+    drifts (a shared virtual machine: the same work has taken up to 1.8 times as long hours apart), so figures
+    from different runs compare only with it beside them."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(i * i for i in range(_PROBE_ITERATIONS))
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best
+
+
+_PROBE_ITERATIONS = 1_000_000
+
+
 def machine_info(versions: dict[str, str] | None = None) -> dict[str, Any]:
     """CPU model, cores available to this process, RAM, and the versions of what the engine runs on."""
     ram = ram_bytes()
@@ -428,6 +443,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"load average (1 min): {_load_text(load['start'])} at start, {_load_text(load['end'])} at end. "
                  "Anything else running on the machine skews these figures; 'other' is the CPU (in cores) "
                  "that other processes used on the available cores during each measurement.")
+    probe = report["speed_probe_ms"]
+    lines.append(f"machine speed: a fixed single-threaded Python workload took {probe['start']:.0f} ms at start, "
+                 f"{probe['end']:.0f} ms at end (lower is faster; compare figures of runs at different times with "
+                 "it beside them)")
     driving = report["driving"]
     lines.append(f"driving: {driving['description']}")
     if report["repeats"] > 1:
@@ -542,6 +561,7 @@ def run(frames: int = 150, json_path: Path | None = None, *, long: bool = False,
         "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
         "mode": "long" if long else "standard",
         "load_average_1min": {"start": load_average(), "end": None},
+        "speed_probe_ms": {"start": speed_probe(), "end": None},
         "frames": None if long else frames, "warmup": None if long else warmup, "repeats": 1 if long else repeats,
         "render": [], "end_to_end": [], "startup": [], "long": None,
     }
@@ -569,6 +589,7 @@ def run(frames: int = 150, json_path: Path | None = None, *, long: bool = False,
                                f"first {driving_frames} frames (render only: {warmup} more before them)"}
             _run_standard(report, prepared, portrait, sizes, counts, cpus, workdir, repeats)
     report["load_average_1min"]["end"] = load_average()
+    report["speed_probe_ms"]["end"] = speed_probe()
     report["duration_s"] = time.time() - started
     print(format_report(report))
     if json_path is not None:
