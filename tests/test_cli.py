@@ -32,6 +32,7 @@ from vivify import pipeline
 from vivify.cli import main
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.io.image import fit_portrait
+from vivify.io.video import open_video
 from vivify.landmarks.facemesh import detect_faces
 
 FPS = Fraction(25)
@@ -45,10 +46,11 @@ TONE_AT = 0.4  # seconds: the driving audio is silent before, a 440 Hz tone afte
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, codec: str = "libx264",
-               tone_at: float | None = None) -> Path:
-    """Encode RGB frames (H.264 or VP9), with a mono AAC track silent until `tone_at` if given."""
+               tone_at: float | None = None, times: list[Fraction] | None = None) -> Path:
+    """Encode RGB frames (H.264 or VP9), with a mono AAC track silent until `tone_at` if given; at `times`
+    (seconds, a variable frame rate) if given, else `fps` apart."""
     container = av.open(str(path), "w")
-    video = container.add_stream(codec, rate=fps)
+    video = container.add_stream(codec, rate=fps if times is None else 1000)
     video.height, video.width = frames[0].shape[:2]
     video.pix_fmt = "yuv420p"
     if tone_at is not None:
@@ -57,7 +59,10 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: Fraction = FPS, codec:
         sound.layout = "mono"
     for index, frame in enumerate(frames):
         picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        picture.pts, picture.time_base = index, 1 / fps
+        if times is None:
+            picture.pts, picture.time_base = index, 1 / fps
+        else:
+            picture.pts, picture.time_base = round(times[index] * 1000), Fraction(1, 1000)
         for packet in video.encode(picture):
             container.mux(packet)
     for packet in video.encode(None):
@@ -229,6 +234,24 @@ def test_ntsc_rate_is_exact_and_no_audio_without_a_driving_track(capfd, media, t
     assert vivify(capfd, media, media.portrait, media.drive_ntsc, "-o", out)[0] == 0
     info = probe(out)
     assert info.rate == Fraction(30000, 1001) and len(info.frames) == 12 and info.audio is None
+
+
+def test_a_variable_frame_rate_keeps_when_each_frame_is_shown(capfd, media, tmp_path):
+    """A phone's clip whose frames come unevenly (40 ms apart, then 200 ms for a stretch, then 40 ms again):
+    written at its average rate, every frame after the slow stretch would be shown early, out of step with
+    the sound. Each frame keeps its time, and the count and the average rate stay the clip's."""
+    times = ([Fraction(40 * i, 1000) for i in range(8)] + [Fraction(280 + 200 * i, 1000) for i in range(1, 5)]
+             + [Fraction(1080 + 40 * i, 1000) for i in range(1, 9)])
+    drive = write_clip(tmp_path / "vfr.mp4", media.frames[:20], times=times)
+    out = tmp_path / "out.mp4"
+    assert vivify(capfd, media, media.portrait, drive, "-o", out)[0] == 0
+    with av.open(str(out)) as container:
+        shown = [frame.time for frame in container.decode(video=0)]
+    assert len(shown) == 20
+    np.testing.assert_allclose(shown, [float(time) for time in times], atol=0.002)
+    for even in (media.drive_audio, media.drive_ntsc):  # evenly spaced frames are numbered at the clip's rate
+        with open_video(even) as video:
+            assert video.frame_times() is None
 
 
 @pytest.mark.parametrize(("portrait", "options", "size"), [

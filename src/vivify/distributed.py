@@ -87,7 +87,7 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
         marks = Marks.create(ingredients=(portrait_path, driving_path))
     reference = reference_of(Path(driving_path))
     with open_video(driving_path) as video:
-        fps, has_audio = video.fps, video.has_audio
+        fps, has_audio, times = video.fps, video.has_audio, video.frame_times()
         count = video.frame_count or count_frames(driving_path)
     out_size = fit_portrait(load_portrait(portrait_path), size, max_side).shape[1::-1]
     folder = Path(tempfile.mkdtemp(prefix="vivify-chunks-", dir=scratch))
@@ -95,7 +95,7 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
     try:
         # The writer opens before anything is rendered, so a bad or existing OUT fails at once, as in `animate`.
         with open_writer(output, fps, out_size, audio_source=driving_path if has_audio else None,
-                         overwrite=overwrite, marks=marks) as writer:
+                         overwrite=overwrite, marks=marks, frame_times=times) as writer:
             # The last chunk runs to the end of the video: the frame count may be the container's estimate.
             calls = [(render_chunk, (str(portrait_path), str(driving_path), start,
                                      None if end == bounds[-1][1] else end, reference, size, max_side,

@@ -134,7 +134,8 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     out_size = (portrait.shape[1], portrait.shape[0])
     with open_video(driving_path) as video, open_writer(
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer, \
+            ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         detected = detect_faces(portrait)  # once, for the choice and for every animator
         chosen = [face] if faces is None else _chosen_faces(detected, portrait_name, faces)
         animators = list(pool.map(lambda index: Animator(
@@ -259,7 +260,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     layout = Grid(rows, cols, cell, tuple(captions))
     with open_video(driving_path) as video, open_writer(
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite, marks=marks) as writer, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer, \
+            ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         animators = list(pool.map(
             lambda item: Animator(item[1], rate=float(video.fps), name=Path(item[0]).name),
             zip(portrait_paths, cells, strict=True)))

@@ -205,6 +205,21 @@ class VideoReader:
         self._first: np.ndarray | None = self._to_rgb(first)
         self.height, self.width = self._first.shape[:2]
 
+    def frame_times(self) -> list[Fraction] | None:
+        """When each frame is shown (seconds from the first), where the frames are unevenly spaced: a variable
+        frame rate, as phones and screen recorders write. Writers given these times keep them, and so the
+        audio in step (`open_writer`). None where every frame lies within a quarter of a frame of i / fps
+        (writers then space the frames evenly), or where the packets' times do not number the decoded frames.
+        Reads the file's packets once more, without decoding them."""
+        times, base = _frame_times(self.path), self._stream.time_base
+        if not times or base is None or not _number_frames(times, self._first_time):
+            return None
+        seconds = [(stamp - times[0]) * base for stamp in times]
+        period = 1 / self.fps
+        if all(abs(second - index * period) <= period / 4 for index, second in enumerate(seconds)):
+            return None
+        return seconds
+
     def frames(self, start: int = 0) -> Iterator[np.ndarray]:
         """Yield every frame from index `start` on, in order, as an upright RGB uint8 array of shape
         height×width×3.

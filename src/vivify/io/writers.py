@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import threading
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -88,6 +89,9 @@ _GIF_PALETTE_TOLERANCE = 3.0
 
 # GIF frame delays are in 1/100 s and browsers slow delays under 2/100 s to 10/100 s.
 _GIF_MAX_FPS = 50
+# The time base of outputs whose frames keep their source's times: MPEG's 90 kHz clock, fine enough for any
+# source's stamps to the tenth of a millisecond, and one that MP4, WebM and GIF muxers all take.
+_FINE_TIME_BASE = Fraction(1, 90_000)
 
 
 def open_writer(
@@ -97,8 +101,12 @@ def open_writer(
     audio_source: str | Path | None = None,
     overwrite: bool = False,
     marks: Marks | None = None,
+    frame_times: Sequence[Fraction] | None = None,
 ) -> FrameWriter:
-    """Open OUT for writing RGB frames of `size` = (width, height) at constant rate `fps`.
+    """Open OUT for writing RGB frames of `size` = (width, height) at constant rate `fps`, or at
+    `frame_times` where given: when each frame is shown (seconds from the first, increasing), to keep the
+    timing of a variable-rate source (`VideoReader.frame_times`) and so its audio in step; the last frame
+    lasts as long as the one before it, and frames past the last time follow that far apart.
 
     The output type follows `path`: .mp4/.m4v/.mov → H.264 + AAC, .webm → VP9 + Opus, .gif,
     or a folder of PNG frames for a path ending in '/', without an extension, or that is an
@@ -138,7 +146,7 @@ def open_writer(
         if kind == "png":
             backend = _PngFolderBackend(temp, marks)
         else:
-            backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, marks)
+            backend = _AVBackend(display, temp, kind, muxer, fps, (width, height), audio_source, marks, frame_times)
         return FrameWriter(out, display, temp, kind, fps, (width, height), backend, overwrite, marks)
     except BaseException:  # also Ctrl-C or SIGTERM while the writer sets up (its marks take a moment)
         if backend is not None:
@@ -327,13 +335,17 @@ class _AVBackend:
         size: tuple[int, int],
         audio_source: str | Path | None,
         marks: Marks | None,
+        frame_times: Sequence[Fraction] | None = None,
     ) -> None:
         self._kind = kind
         self._muxer = muxer
         self._name = Path(display).name
         self._marks = marks
         self._fps = fps
-        self._time_base = 1 / fps
+        self._times = list(frame_times or ())
+        # Frames spaced evenly are numbered; frames at given times are stamped finely enough to keep them.
+        self._time_base = _FINE_TIME_BASE if self._times else 1 / fps
+        self._pts = -1
         self._index = 0
         self._temp = temp
         self._palette: Image.Image | None = None
@@ -373,6 +385,9 @@ class _AVBackend:
                 ctx.color_range = _RANGE_MPEG
             stream.width, stream.height = width, height
             stream.time_base = self._time_base
+            # The encoder works in the frames' time base: in one of 1/fps, PyAV would round the given times
+            # to whole frames.
+            stream.codec_context.time_base = self._time_base
             self._video = stream
 
             if audio_source is not None and kind in _AUDIO:
@@ -399,20 +414,33 @@ class _AVBackend:
                 dst_color_range="MPEG",
                 threads=1,  # x264/libvpx already keep the cores busy; sws threads only contend
             )
-        video_frame.pts = self._index
+        # Rounding two close times to one stamp would make two frames one: each is at least one tick on.
+        self._pts = max(self._pts + 1, round(self._start(self._index) / self._time_base))
+        video_frame.pts = self._pts
         video_frame.time_base = self._time_base
         self._index += 1
         for packet in self._video.encode(video_frame):
             self._container.mux(packet)
         if self._audio is not None:
             # Keep audio muxed up to the video written so far: interleaved file, bounded memory.
-            self._audio.pump(self._index * self._time_base)
+            self._audio.pump(self._start(self._index))
+
+    def _start(self, index: int) -> Fraction:
+        """When frame `index` starts (seconds): its given time, else `index` periods of 1/fps; past the last
+        given time, periods as long as the last interval between given times."""
+        times = self._times
+        if index < len(times):
+            return Fraction(times[index])
+        if not times:
+            return index / self._fps
+        last = Fraction(times[-1] - times[-2]) if len(times) > 1 else 1 / self._fps
+        return Fraction(times[-1]) + (index - len(times) + 1) * last
 
     def finish(self) -> None:
         for packet in self._video.encode(None):
             self._container.mux(packet)
         if self._audio is not None:
-            self._audio.finish(self._index * self._time_base)
+            self._audio.finish(self._start(self._index))
         self._container.close()  # writes the trailer; with faststart, rewrites moov to the front
         if self._marks is not None:
             self._marks.seal_video(self._temp, self._kind, self._muxer, self._name)
