@@ -345,7 +345,7 @@ class _AVBackend:
         self._times = list(frame_times or ())
         # Frames spaced evenly are numbered; frames at given times are stamped finely enough to keep them.
         self._time_base = _FINE_TIME_BASE if self._times else 1 / fps
-        self._pts = -1
+        self._last_pts = -1
         self._index = 0
         self._temp = temp
         self._palette: Image.Image | None = None
@@ -415,8 +415,8 @@ class _AVBackend:
                 threads=1,  # x264/libvpx already keep the cores busy; sws threads only contend
             )
         # Rounding two close times to one stamp would make two frames one: each is at least one tick on.
-        self._pts = max(self._pts + 1, round(self._start(self._index) / self._time_base))
-        video_frame.pts = self._pts
+        self._last_pts = max(self._last_pts + 1, round(self._start(self._index) / self._time_base))
+        video_frame.pts = self._last_pts
         video_frame.time_base = self._time_base
         self._index += 1
         for packet in self._video.encode(video_frame):
