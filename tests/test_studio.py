@@ -312,3 +312,77 @@ def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path)
         assert store.claim() is None
     finally:
         store.close()
+
+
+def test_jobs_submitted_at_the_same_moment_keep_to_the_limit(tmp_path):
+    """The limit is counted as the job is queued, in one transaction with it: requests checked at the same
+    moment (in threads of one server, or by two stores on one file) cannot all slip under it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vivify.studio.store import Store, TooManyJobs
+
+    stores = [Store(tmp_path), Store(tmp_path)]
+    try:
+        user = stores[0].user_for_token(stores[0].add_user("gina"))
+
+        def submit(index: int) -> int | None:
+            try:
+                stores[index % 2].create_job(user, "animate", {}, {}, {"confirmed": True}, max_waiting=5)
+            except TooManyJobs as refused:
+                return refused.waiting
+            return None
+
+        with ThreadPoolExecutor(10) as pool:
+            refusals = list(pool.map(submit, range(10)))
+        assert refusals.count(None) == 5 and sorted(r for r in refusals if r is not None) == [5] * 5
+        assert stores[1].waiting(user) == 5
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_job_put_back_by_a_stopping_server_keeps_its_attempts(tmp_path, monkeypatch):
+    """A server stopped on purpose (SIGTERM, Ctrl-C) puts its running job back in the queue at once, and that
+    run does not count among the attempts that fail a job which keeps stopping the server: restarts alone
+    never fail a job."""
+    from vivify.studio import worker as worker_module
+    from vivify.studio.store import MAX_ATTEMPTS, Store
+
+    store = Store(tmp_path)
+    try:
+        user = store.user_for_token(store.add_user("hana"))
+        job = store.create_job(user, "animate", {}, {}, {"confirmed": True})
+        worker = worker_module.Worker(store, tmp_path / "results")
+        worker._stop.set()  # the server is stopping while the job renders
+
+        def render(job, output, progress, marks, cluster=None):
+            progress(1, 10)
+            raise AssertionError("the render goes on while the server stops")
+
+        monkeypatch.setattr(worker_module, "run_job", render)
+        for _ in range(MAX_ATTEMPTS + 1):
+            worker.run(store.claim())
+            assert store.requeue_running() == 0  # nothing left running for the next start
+        again = store.job(job.id)
+        assert (again.status, again.attempts, again.progress, again.eta_seconds) == ("queued", 0, 0.0, None)
+    finally:
+        store.close()
+
+
+def test_one_server_per_data_folder_and_no_stray_uploads(tmp_path):
+    """A second server on a folder in use refuses to start (it would take the first one's running jobs for
+    interrupted ones); uploads that a stopped server left without a job are removed when one starts."""
+    stray = tmp_path / "uploads" / "0123abcd" / "portrait0"
+    stray.mkdir(parents=True)
+    (stray / "half.png").write_bytes(b"\x89PNG half an upload")
+    server = Server(tmp_path).start()
+    try:
+        assert not (tmp_path / "uploads" / "0123abcd").exists()
+        second = subprocess.run([sys.executable, "-m", "vivify.cli", "serve", "--port", str(_free_port()),
+                                 "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"vivify: error: {tmp_path}: in use by another vivify serve (stop it, or give another --data-dir)")
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ from vivify.errors import PortraitTooLarge, VivifyError
 from vivify.provenance.audit import append_record, file_sha256
 from vivify.provenance.identity import data_dir
 from vivify.studio.limits import DEFAULT_LIMITS, Limits
-from vivify.studio.store import Job, Store, User, new_job_id, now, without_paths
+from vivify.studio.store import Job, Store, TooManyJobs, User, new_job_id, now, without_paths
 
 KINDS = ("animate", "sing", "speak", "dub")
 CONSENT_TEXT = "Every person shown has consented to being animated (Deep Synthesis Provisions, Art. 14)."
@@ -40,6 +40,14 @@ class Studio:
         self.templates = folder / "templates"
         self.limits = limits
         self.identities = identities
+
+    def remove_stray_uploads(self) -> None:
+        """At start-up: uploads without a job (a server stopped while it received or checked them) are
+        removed; the jobs' own stay."""
+        if self.uploads.is_dir():
+            for folder in self.uploads.iterdir():
+                if self.store.job(folder.name) is None:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | None = None) -> FastAPI:
@@ -181,9 +189,9 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
     if str(form.get("consent") or "").lower() not in ("true", "on", "yes", "1"):
         raise HTTPException(400, "consent is required: confirm that every person shown has consented to being "
                                  "animated (field consent=true)")
-    if studio.store.waiting(who) >= limits.waiting_jobs:
-        raise HTTPException(429, f"you have {limits.waiting_jobs} jobs waiting, the most allowed: wait for one to "
-                                 "finish or delete one")
+    # Checked before the uploads are saved and checked, and again as the job is queued (`create_job`).
+    if (waiting := studio.store.waiting(who)) >= limits.waiting_jobs:
+        raise _too_many(waiting, limits.waiting_jobs)
     (low, high), needs_video, needs_speech = _NEEDS[kind]
     portraits = [item for item in form.getlist("portrait") if isinstance(item, UploadFile)]
     if not low <= len(portraits) <= high:
@@ -227,7 +235,16 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
                                               for paths in inputs.values() for p in paths})
     append_record(data_dir(), {"event": "consent", "job": job_id, "kind": kind, "user": who.name,
                                "consent": consent, "inputs": hashes})
-    return studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id)
+    try:
+        return studio.store.create_job(who, kind, params, inputs, consent, job_id=job_id,
+                                       max_waiting=limits.waiting_jobs)
+    except TooManyJobs as error:
+        raise _too_many(error.waiting, limits.waiting_jobs) from None
+
+
+def _too_many(waiting: int, allowed: int) -> HTTPException:
+    return HTTPException(429, f"you have {waiting} jobs waiting, and {allowed} are allowed: wait for one to "
+                              "finish or delete one")
 
 
 async def _save(upload: UploadFile, folder: Path, slot: str) -> str:

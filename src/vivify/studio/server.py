@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -52,11 +53,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None =
     import uvicorn
 
     folder = studio_folder(folder)
+    lock = _lock_folder(folder)  # held (open) until the process ends
     # The studio's signing identity and audit log live in its own folder, with its jobs.
     os.environ["VIVIFY_DATA_DIR"] = str(folder)
     app = create_app(folder, limits, protected_identities(folder))
     studio = app.state.studio
     requeued = studio.store.requeue_running()
+    studio.remove_stray_uploads()
     ray_cluster = cluster(ray_address) if ray_address else None
     if ray_cluster is not None:
         app.state.renderer = f"ray, animations in {ray_cluster.chunks} chunks"
@@ -69,3 +72,18 @@ def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None =
     finally:
         worker.stop(timeout=10)
         studio.store.close()
+        os.close(lock)
+
+
+def _lock_folder(folder: Path) -> int:
+    """Hold the data folder for this server (a lock on a file descriptor kept open until the process ends). A
+    second server on the same folder would take the first one's running jobs for interrupted ones: it would
+    queue them again and delete their half-written outputs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder / "studio.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        raise VivifyError(f"{folder}: in use by another vivify serve (stop it, or give another --data-dir)") from None
+    return lock

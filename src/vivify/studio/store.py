@@ -143,11 +143,25 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------------------
 
     def create_job(self, user: User, kind: str, params: dict[str, Any], inputs: dict[str, Any],
-                   consent: dict[str, Any], job_id: str | None = None) -> Job:
+                   consent: dict[str, Any], job_id: str | None = None, max_waiting: int | None = None) -> Job:
+        """Queue a job. With `max_waiting`, raises TooManyJobs instead where the user has that many jobs not
+        finished yet: counted and inserted in one transaction, so requests at the same moment (on this server
+        or another on the same file) cannot all slip under the limit."""
         job_id = job_id or new_job_id()
-        self._run("INSERT INTO jobs (id, user_id, kind, status, params, inputs, consent, created) "
-                  "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-                  (job_id, user.id, kind, json.dumps(params), json.dumps(inputs), json.dumps(consent), now()))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                waiting = self._waiting(user)
+                if max_waiting is not None and waiting >= max_waiting:
+                    raise TooManyJobs(waiting)
+                self._db.execute(
+                    "INSERT INTO jobs (id, user_id, kind, status, params, inputs, consent, created) "
+                    "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                    (job_id, user.id, kind, json.dumps(params), json.dumps(inputs), json.dumps(consent), now()))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         return self.job(job_id)
 
     def job(self, job_id: str, user: User | None = None) -> Job | None:
@@ -164,9 +178,13 @@ class Store:
 
     def waiting(self, user: User) -> int:
         """The user's jobs not finished yet."""
-        rows = self._run("SELECT COUNT(*) AS n FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
-                         (user.id,))
-        return int(rows[0]["n"])
+        with self._lock:
+            return self._waiting(user)
+
+    def _waiting(self, user: User) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+                               (user.id,)).fetchone()
+        return int(row[0])
 
     def claim(self) -> Job | None:
         """The oldest queued job, now marked running (atomically: two workers never get the same job)."""
@@ -192,8 +210,14 @@ class Store:
             return cursor.rowcount == 1
 
     def fail(self, job_id: str, error: str) -> None:
-        self._run("UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE id = ? AND status = 'running'",
-                  (error, now(), job_id))
+        self._run("UPDATE jobs SET status = 'failed', error = ?, finished = ?, eta_seconds = NULL "
+                  "WHERE id = ? AND status = 'running'", (error, now(), job_id))
+
+    def release(self, job_id: str) -> None:
+        """A running job that the server stops on purpose goes back to the queue, and the run it started does
+        not count against its attempts (those are for runs that stopped the server)."""
+        self._run("UPDATE jobs SET status = 'queued', attempts = attempts - 1, progress = 0, eta_seconds = NULL "
+                  "WHERE id = ? AND status = 'running'", (job_id,))
 
     def delete(self, job_id: str) -> None:
         self._run("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -204,12 +228,21 @@ class Store:
         of memory) fails instead, so that it cannot stop it for ever."""
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished = ? WHERE status = 'running' AND attempts >= ?",
+                "UPDATE jobs SET status = 'failed', error = ?, finished = ?, eta_seconds = NULL "
+                "WHERE status = 'running' AND attempts >= ?",
                 (f"the server stopped while running this job {MAX_ATTEMPTS} times; it is not run again", now(),
                  MAX_ATTEMPTS))
             cursor = self._db.execute("UPDATE jobs SET status = 'queued', progress = 0, eta_seconds = NULL "
                                       "WHERE status = 'running'")
             return cursor.rowcount
+
+
+class TooManyJobs(VivifyError):
+    """The user has as many jobs waiting as allowed; `waiting` says how many."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} jobs waiting")
+        self.waiting = waiting
 
 
 def new_job_id() -> str:

@@ -31,6 +31,10 @@ class _Deleted(Exception):
     """The job was deleted while it ran: stop rendering it."""
 
 
+class _Stopping(Exception):
+    """The server is stopping: put the job back in the queue."""
+
+
 def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluster | None = None) -> Path:
     """Render `job` into `output` (replacing what a stopped earlier attempt may have left); animations in
     chunks on `cluster` when there is one."""
@@ -100,7 +104,7 @@ class Worker:
         def progress(done: int, total: int | None) -> None:
             nonlocal last
             if self._stop.is_set():
-                raise _Deleted  # shutting down: the job goes back to the queue at the next start
+                raise _Stopping
             elapsed = time.monotonic() - started
             if total and elapsed - last >= _PROGRESS_EVERY:
                 last = elapsed
@@ -115,6 +119,10 @@ class Worker:
             run_job(job, output, progress, marks, self.cluster)
         except _Deleted:
             output.unlink(missing_ok=True)
+            return
+        except _Stopping:
+            output.unlink(missing_ok=True)
+            self.store.release(job.id)  # runs first at the next start, and this run does not count
             return
         except VivifyError as error:
             self.store.fail(job.id, without_paths(str(error), job.inputs))
