@@ -386,3 +386,36 @@ def test_one_server_per_data_folder_and_no_stray_uploads(tmp_path):
         assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_protected_face_is_refused_upside_down_and_later_in_a_video(tmp_path, portrait):
+    """The gate looks at an image turned over too (dlib and MediaPipe take an upside-down face for an upright
+    one, and the animated result can be turned back), and at frames across a video, not only its first (a dub
+    animates the video's own face, which may come into view later)."""
+    registered = tmp_path / "registered.png"
+    Image.fromarray(face_crop(512)).save(registered)
+    _vivify("protect", "add", "Astronaut", str(registered), "--data-dir", str(tmp_path))
+    upside_down = tmp_path / "upside_down.png"
+    Image.fromarray(np.ascontiguousarray(face_crop(256)[::-1, ::-1])).save(upside_down)
+    late = tmp_path / "late.mp4"
+    with av.open(str(late), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 256
+        stream.pix_fmt = "yuv420p"
+        for index in range(50):  # an empty room for a second, then she walks in
+            picture = face_crop(256) if index >= 25 else np.full((256, 256, 3), 128, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    server = Server(tmp_path).start()
+    try:
+        headers = server.user("ida")
+        answer = _submit(server, headers, portraits=(upside_down,), template="nod")
+        assert answer.status_code == 403 and "protected identity (Astronaut)" in answer.json()["detail"]
+        answer = httpx.post(f"{server.url}/api/jobs", headers=headers, timeout=120,
+                            data={"kind": "dub", "consent": "true", "text": "Hello."},
+                            files=[("driving", ("late.mp4", late.read_bytes(), "video/mp4"))])
+        assert answer.status_code == 403
+        assert answer.json()["detail"] == ("late.mp4: the face is a protected identity (Astronaut) and may not be "
+                                           "animated")
+    finally:
+        server.stop()

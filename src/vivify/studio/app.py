@@ -281,18 +281,34 @@ def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
     for path in inputs.get("driving", []):
         name = Path(path).name
         with open_video(path) as video:
-            first = next(video.frames(), None)
             if video.frame_count is not None:
-                seconds = video.frame_count / float(video.fps)
+                frames = video.frame_count
             else:  # a file that does not declare its length (a browser's recording): counted, up to the limit
-                allowed = int(limits.video_seconds * float(video.fps)) + 1
-                seconds = count_frames(path, allowed + 1) / float(video.fps)
+                frames = count_frames(path, int(limits.video_seconds * float(video.fps)) + 2)
+            seconds = frames / float(video.fps)
         if seconds > limits.video_seconds:
             raise HTTPException(422, f"{name}: {seconds:.0f} s long, over the limit of {limits.video_seconds:g} s")
-        if first is not None and Path(path).parent != studio.templates:
-            _refuse_protected(studio, first, name)
+        if Path(path).parent != studio.templates:
+            # A dub animates the video's own face, which may appear only after the first frame: frames spread
+            # over the whole video are checked.
+            for index in _spread(frames, _GATE_FRAMES):
+                with open_video(path) as video:
+                    frame = next(video.frames(index), None)
+                if frame is not None:
+                    _refuse_protected(studio, frame, name)
     for path in inputs.get("audio", []):
         read_speech(path, max_seconds=limits.audio_seconds)
+
+
+# Frames of a video that the identity gate looks at: the first, the last and evenly between (about 0.3 s each
+# at 512²).
+_GATE_FRAMES = 8
+
+
+def _spread(count: int, most: int) -> list[int]:
+    """Up to `most` frame indices from 0 to count - 1, evenly spaced."""
+    taken = min(most, count)
+    return sorted({round(i * (count - 1) / max(1, taken - 1)) for i in range(taken)})
 
 
 def _refuse_protected(studio: Studio, image: Any, name: str) -> None:

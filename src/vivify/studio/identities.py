@@ -232,7 +232,10 @@ class ProtectedIdentities:
             rows = db.execute("SELECT label, descriptor FROM faces").fetchall()
         if not rows:
             return {}
-        faces = face_descriptors(image)
+        # dlib and MediaPipe both take an upside-down face for an upright one, and describe it wrongly: the image
+        # is also looked at turned over, so that a photo uploaded upside down (and turned back after) is matched.
+        faces = np.vstack([face_descriptors(image),
+                           face_descriptors(np.ascontiguousarray(image[::-1, ::-1]), levelled=False)])
         if len(faces) == 0:
             return {}
         registered = np.stack([np.frombuffer(blob, dtype=_DTYPE) for _, blob in rows])
