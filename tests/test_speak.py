@@ -229,7 +229,7 @@ def test_length_limits_name_the_option_only_where_there_is_one():
     the CLI adds (above) where --max-duration set the limit."""
     with pytest.raises(SpeechTooLong) as info:
         speech_input(None, "Hello there, this sentence takes a while to say.", "en", None, max_seconds=0.5)
-    assert re.fullmatch(r"the text takes \d+ s to say, over the limit of 0.5 s", str(info.value))
+    assert re.fullmatch(r"the text takes about \d+ s to say, over the limit of 0.5 s", str(info.value))
 
 
 def test_a_length_limit_without_the_option_gets_no_hint(monkeypatch, capsys):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import itertools
+import re
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from vivify.errors import VivifyError
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.speech import synth
 from vivify.speech.phones import Phone, Speech
 
@@ -296,3 +297,15 @@ def test_missing_library(monkeypatch: pytest.MonkeyPatch) -> None:
         synth.synthesize("Hello.", "en")
     with pytest.raises(VivifyError, match=r"espeak-ng"):
         synth.languages()
+
+
+def test_a_text_over_the_limit_stops_being_spoken_at_the_limit():
+    """A studio user may send a megabyte of text: synthesis stops once the speech passes the limit (instead of
+    speaking it all first, which took a minute and gigabytes), and the message tells the whole text's length
+    from the share spoken."""
+    text = "The quick brown fox jumps over the lazy dog, and then it runs away. " * 20
+    whole = synth.synthesize(text).duration
+    with pytest.raises(SpeechTooLong) as info:
+        synth.synthesize(text, max_seconds=5)
+    said = float(re.fullmatch(r"the text takes about (\d+) s to say, over the limit of 5 s", str(info.value))[1])
+    assert whole > 60 and abs(said - whole) < 0.2 * whole

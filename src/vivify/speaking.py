@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vivify.errors import SpeechTooLong, VivifyError
+from vivify.errors import VivifyError
 from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
 from vivify.io.writers import open_writer, refuse_input_as_output
@@ -45,10 +45,7 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
     if text is not None:
         from vivify.speech.synth import synthesize  # loads libespeak-ng: only when text is spoken
 
-        speech = synthesize(text, lang, voice)
-        if speech.duration > max_seconds:
-            raise SpeechTooLong(f"the text takes {speech.duration:.0f} s to say, over the limit of {max_seconds:g} s")
-        return speech
+        return synthesize(text, lang, voice, max_seconds=max_seconds)
     return read_speech(audio, max_seconds=max_seconds)
 
 

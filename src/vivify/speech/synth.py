@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vivify.errors import VivifyError
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.speech.phones import Phone, Speech
 
 __all__ = ["languages", "synthesize", "voices"]
@@ -133,6 +133,9 @@ class _Engine:
         self._chunks: list[bytes] = []
         self._marks: list[tuple[int, int, bytes]] = []  # (sample, audio_position ms, symbol) per phoneme event
         self._error: BaseException | None = None
+        self._samples = 0  # spoken so far
+        self._limit: int | None = None  # samples past which synthesis stops
+        self._reached = 0  # the text's characters spoken so far
         self.catalogue = self._read_catalogue()
 
     @staticmethod
@@ -229,9 +232,11 @@ class _Engine:
         try:
             if wav and numsamples > 0:
                 self._chunks.append(ctypes.string_at(wav, numsamples * ctypes.sizeof(ctypes.c_short)))
+                self._samples += numsamples
             i = 0
             while events and events[i].type != _EVENT_LIST_TERMINATED:
                 event = events[i]
+                self._reached = max(self._reached, event.text_position)
                 if event.type == _EVENT_PHONEME:
                     self._marks.append((event.sample, event.audio_position, event.id.string))
                 elif event.type == _EVENT_SAMPLERATE and event.id.number > 0:
@@ -240,15 +245,17 @@ class _Engine:
         except BaseException as exc:  # an exception must not unwind through C; report it after the call
             self._error = exc
             return 1  # abort synthesis
-        return 0
+        return 1 if self._limit is not None and self._samples > self._limit else 0  # 1: stop, over the limit
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int | None) -> Speech:
+    def synthesize(self, text: str, voice: str, rate_wpm: int | None, max_seconds: float | None) -> Speech:
         if self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
             raise VivifyError(f"espeak-ng could not load voice '{voice}'")
         if rate_wpm is None:
             rate_wpm = self.lib.espeak_GetParameter(_PARAM_RATE, 0) or _RATE_NORMAL  # the parameter persists
         self.lib.espeak_SetParameter(_PARAM_RATE, rate_wpm, 0)
         self._chunks, self._marks, self._error = [], [], None
+        self._samples, self._reached = 0, 0
+        self._limit = None if max_seconds is None else int(max_seconds * self.rate)
         data = text.encode("utf-8")
         status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if status == 0:
@@ -257,6 +264,10 @@ class _Engine:
         self._chunks, self._marks, self._error = [], [], None
         if error is not None:
             raise error
+        if self._limit is not None and self._samples > self._limit:
+            # Stopped at the limit: the whole text's length is told from the share of it spoken so far.
+            said = self._samples / self.rate * len(text) / max(1, self._reached)
+            raise SpeechTooLong(f"the text takes about {said:.0f} s to say, over the limit of {max_seconds:g} s")
         if status != 0:
             raise RuntimeError(f"espeak-ng failed to synthesise (error {status})")
         pcm = np.frombuffer(b"".join(chunks), dtype=np.int16)
@@ -366,13 +377,16 @@ def _resolve_voice(catalogue: _Catalogue, voice: str, language_voice: str) -> st
     return f"{identifier}+{catalogue.variants[variant]}"
 
 
-def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: int | None = None) -> Speech:
+def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: int | None = None,
+               max_seconds: float | None = None) -> Speech:
     """Speak `text` in language `lang` and return the audio (float32 mono in [-1, 1] at espeak-ng's rate,
     normally 22050 Hz) with its IPA phones, timed as the module docstring says.
 
     `voice` (one of `voices()`) overrides the language's default voice; a whole voice brings its own
     pronunciation rules, a variant ("+f3") only changes how it sounds. `rate_wpm` is the speaking rate in
-    words per minute (80 to 450; espeak-ng's default, 175, when None).
+    words per minute (80 to 450; espeak-ng's default, 175, when None). With `max_seconds`, synthesis stops
+    once the speech passes that length and SpeechTooLong is raised (a long text is not spoken to the end
+    first: half a megabyte of text would take a minute and gigabytes).
     """
     if not text or not text.strip():
         raise VivifyError("nothing to say: the text is empty")
@@ -383,4 +397,4 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
         engine = _engine_locked()
         language_voice = _resolve_language(engine.catalogue, lang)
         name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
-        return engine.synthesize(text, name, rate_wpm)
+        return engine.synthesize(text, name, rate_wpm, max_seconds)
