@@ -26,7 +26,7 @@ from vivify.studio.store import Job, Store, TooManyJobs, User, new_job_id, now, 
 KINDS = ("animate", "sing", "speak", "dub")
 CONSENT_TEXT = "Every person shown has consented to being animated (Deep Synthesis Provisions, Art. 14)."
 _STATIC = Path(__file__).parent / "static"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_NAME = re.compile(r"[^\w.-]+")  # letters and digits of any script stay: messages name the user's file
 
 
 class Studio:
@@ -102,8 +102,8 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
         if not declared.isdigit():
             raise HTTPException(411, "the upload needs its size declared (a Content-Length header)")
         if int(declared) > limits.upload_bytes:
-            raise HTTPException(413, f"upload of {int(declared) / 2**20:.3g} MiB is over the limit of "
-                                     f"{limits.upload_bytes / 2**20:.3g} MiB")
+            raise HTTPException(413, f"upload of {int(declared):,} bytes is over the limit of "
+                                     f"{limits.upload_bytes / 2**20:g} MiB ({limits.upload_bytes:,} bytes)")
         form = await request.form(max_files=20, max_fields=20)
         job_id = new_job_id()
         target = studio.uploads / job_id
@@ -127,6 +127,8 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
     @app.get("/api/jobs/{job_id}/result")
     def result(job_id: str, who: User = Depends(user)) -> FileResponse:
         job = owned(job_id, who)
+        if job.status == "failed":
+            raise HTTPException(409, f"job {job_id} failed, so it has no result: {job.error}")
         if job.status != "done" or not job.result or not Path(job.result).exists():
             raise HTTPException(409, f"job {job_id} is {job.status}: no result yet")
         return FileResponse(job.result, media_type="video/mp4", filename=f"vivify-{job.kind}-{job.id[:8]}.mp4")
@@ -279,6 +281,8 @@ def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
         image = load_portrait(path, max_megapixels=limits.megapixels)
         _refuse_protected(studio, image, Path(path).name)
     for path in inputs.get("driving", []):
+        if Path(path).parent == studio.templates:  # the studio's own: neither held to the limit nor checked
+            continue
         name = Path(path).name
         with open_video(path) as video:
             if video.frame_count is not None:
@@ -288,14 +292,13 @@ def _check_files(studio: Studio, inputs: dict[str, list[str]]) -> None:
             seconds = frames / float(video.fps)
         if seconds > limits.video_seconds:
             raise HTTPException(422, f"{name}: {seconds:.0f} s long, over the limit of {limits.video_seconds:g} s")
-        if Path(path).parent != studio.templates:
-            # A dub animates the video's own face, which may appear only after the first frame: frames spread
-            # over the whole video are checked.
-            for index in _spread(frames, _GATE_FRAMES):
-                with open_video(path) as video:
-                    frame = next(video.frames(index), None)
-                if frame is not None:
-                    _refuse_protected(studio, frame, name)
+        # A dub animates the video's own face, which may come into view after the first frame: frames spread
+        # over the whole video are checked.
+        for index in _spread(frames, _GATE_FRAMES):
+            with open_video(path) as video:
+                frame = next(video.frames(index), None)
+            if frame is not None:
+                _refuse_protected(studio, frame, name)
     for path in inputs.get("audio", []):
         read_speech(path, max_seconds=limits.audio_seconds)
 
