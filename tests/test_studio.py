@@ -116,7 +116,15 @@ def test_health_and_tokens(server):
     bad = httpx.get(f"{server.url}/api/jobs", headers={"Authorization": "Bearer nonsense"})
     assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{server.url}/docs").status_code == 200
-    assert "/api/jobs" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    # The OpenAPI page can call the API: it knows the token scheme and the fields of a new job.
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert [scheme["scheme"] for scheme in schema["components"]["securitySchemes"].values()] == ["bearer"]
+    form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert sorted(form["properties"]) == ["audio", "consent", "driving", "kind", "lang", "portrait", "template",
+                                          "text"]
+    headers = server.user("olga")
+    assert httpx.get(f"{server.url}/api/jobs", headers={"Authorization": "bearer " + headers["Authorization"][7:]}
+                     ).json() == {"jobs": []}
 
 
 def test_animate_job_from_upload_to_marked_result(server, portrait, tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -61,9 +62,12 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
     app.state.studio = studio
     app.state.renderer = "this process"  # `serve --ray` says where animations render instead
 
-    def user(request: Request) -> User:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        found = studio.store.user_for_token(token.strip()) if scheme.lower() == "bearer" and token else None
+    # Declared as the API's security scheme, so that the OpenAPI page (/docs) can send the token.
+    bearer = HTTPBearer(auto_error=False, description="the token `vivify users add NAME` printed")
+
+    def user(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> User:
+        token = credentials.credentials.strip() if credentials is not None else ""
+        found = studio.store.user_for_token(token) if token else None
         if found is None:
             raise HTTPException(401, "a valid API token is needed: Authorization: Bearer TOKEN",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -94,7 +98,7 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
             raise HTTPException(404, "no such template")
         return FileResponse(template_path(studio, template_id), media_type="video/mp4")
 
-    @app.post("/api/jobs", status_code=201)
+    @app.post("/api/jobs", status_code=201, openapi_extra=_JOB_FORM)
     async def create_job(request: Request, who: User = Depends(user)) -> dict[str, str]:
         # The server holds a request's body to its declared length, so the declared length is the upload's
         # size; a body without one (chunked) could be of any size, and is refused before it is read.
@@ -173,6 +177,22 @@ def template_path(studio: Studio, template_id: str) -> Path:
         return speak(portrait, path, text=_HELLO, marks=marks, overwrite=True)
     return write_performed_clip(path, marks)
 
+
+# The form of a new job, for the OpenAPI page: the route reads the form itself (its checks need the raw upload).
+_JOB_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["kind", "consent"], "properties": {
+        "kind": {"type": "string", "enum": list(KINDS)},
+        "consent": {"type": "string", "enum": ["true"], "description": CONSENT_TEXT},
+        "portrait": {"type": "array", "items": {"type": "string", "format": "binary"},
+                     "description": "animate and speak: one photo; sing: 1 to 16; dub: none"},
+        "driving": {"type": "string", "format": "binary",
+                    "description": "animate, sing: the driving video (or a template); dub: the video to re-voice"},
+        "template": {"type": "string", "enum": list(TEMPLATES),
+                     "description": "animate, sing: a built-in driving video instead of one's own"},
+        "audio": {"type": "string", "format": "binary", "description": "speak, dub: the speech (or text)"},
+        "text": {"type": "string", "description": "speak, dub: text to say instead of audio"},
+        "lang": {"type": "string", "default": "en", "description": "the text's language"},
+    }}}}}}
 
 _NEEDS = {  # kind: (portraits allowed, driving video needed, speech needed)
     "animate": ((1, 1), True, False),
