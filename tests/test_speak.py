@@ -304,3 +304,16 @@ def test_singing_moves_the_mouth_with_the_sound():
     sung = mouth.open[(frames % 1.0 > 0.2) & (frames % 1.0 < 0.6)]
     breaths = mouth.open[(frames % 1.0 > 0.82) & (frames % 1.0 < 0.95)]
     assert sung.mean() > 0.1 and breaths.mean() < 0.5 * sung.mean()
+
+
+@pytest.mark.parametrize(("text", "lang"), [("mama", "en"), ("okay", "en"), ("oui", "fr"), ("hello", "en-us")])
+def test_a_short_word_said_from_text_moves_the_mouth(text, lang):
+    """A word of a few phones is too short for the loudness test that tells speech from noise in a recording;
+    a text said is speech by construction, and its phones open the mouth."""
+    from vivify.speaking import mouth_for
+
+    warnings: list[str] = []
+    speech = synthesize(text, lang)
+    count = round(speech.duration * 25) + 1
+    track = mouth_for(speech, 25.0, count, lang, "the text", warnings.append)
+    assert warnings == [] and track.open.max() > 0.05

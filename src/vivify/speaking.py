@@ -54,11 +54,11 @@ def mouth_for(speech: Speech, fps: float, count: int, lang: str, name: str,
     """Mouth shapes for every frame: from the speech's phones (synthesised, or recognised for a language the
     recogniser knows; `accurate`: by words, slower), else from the sound; closed, with a warning, where no
     speech is heard."""
+    if speech.phones:  # a text said: its phones are known, however short or quiet it sounds
+        return mouth_track(speech.phones, speech.alphabet, fps, count)
     if not is_speech(speech):
         warn(f"no speech heard in {name}: the mouth stays closed")
         return MouthTrack.silent(count)
-    if speech.phones:
-        return mouth_track(speech.phones, speech.alphabet, fps, count)
     if lang.split("-")[0] in RECOGNISED_LANGUAGES:
         return mouth_track(recognize_phones_apart(speech, accurate), "arpabet", fps, count)
     return acoustic_mouth(speech, fps, count)
