@@ -531,3 +531,18 @@ def test_fit_portrait_sizes():
     assert fit_portrait(image, size=(100, 100)).shape == (100, 100, 3)
     assert fit_portrait(image, max_side=129).shape == (100, 128, 3)  # 129×101, rounded down to even
     assert fit_portrait(image, max_side=1000).shape == (200, 256, 3)  # never scaled up
+
+
+def test_a_reader_that_goes_away_changes_neither_the_result_nor_the_exit_status(media, tmp_path):
+    """`vivify verify FILE | head -c 20`: the reader closes the pipe before the report is printed. No traceback,
+    and the exit status still says what was found (1: no marks); `animate ... | true` keeps its file and 0."""
+    script = Path(sys.executable).with_name("vivify")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vivify.cli"]
+    for args, status in ((["verify", "--json", str(media.drive_audio)], 1),
+                         (["animate", str(media.portrait), str(media.drive), "-o", "out.mp4"], 0)):
+        process = subprocess.Popen([*command, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+        process.stdout.close()  # gone before anything is printed
+        stderr = process.stderr.read().decode()
+        assert (process.wait(timeout=120), stderr) == (status, "")
+    assert (tmp_path / "out.mp4").is_file()

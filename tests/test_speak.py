@@ -179,11 +179,16 @@ def test_a_video_without_sound_is_refused(portrait, tmp_path, face, capsys):
     clip = encode_clip(tmp_path / "silent.mp4", [face] * 5)
     assert main(["speak", str(portrait), str(clip), "-o", str(tmp_path / "x.mp4")]) == 2
     assert capsys.readouterr().err == "vivify: error: silent.mp4: has no audio track\n"
+    (tmp_path / "takes").mkdir()
+    assert main(["speak", str(portrait), str(tmp_path / "takes"), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert capsys.readouterr().err == "vivify: error: takes: is a directory, not an audio file\n"
 
 
 @pytest.mark.parametrize("args, message", [
     (["--text", "Hello", "--lang", "xx"], "vivify: error: unsupported language 'xx'; available: "),
     (["--text", "   "], "vivify: error: nothing to say: the text is empty"),
+    # `--text "$(printf 'caf\xe9')"` in a UTF-8 terminal: Python hands the stray byte over as a lone surrogate.
+    (["--text", "caf\udce9"], "vivify: error: the text is not valid UTF-8: it holds bytes that are not characters\n"),
     (["--text", "Hello", "--voice", "nobody"], "vivify: error: unknown voice 'nobody' (`vivify voices` lists them)"),
     ([], "vivify: error: give an audio file or --text to say"),
 ])

@@ -413,7 +413,7 @@ def _animate(args: argparse.Namespace, argv: list[str]) -> int:
         out = animate(args.portrait, args.driving, args.output, size=args.size, max_side=args.max_side,
                       reference=args.reference, absolute=args.absolute, face=args.face, faces=args.faces,
                       overwrite=args.overwrite, progress=update, marks=marks)
-    print(out)
+    _say(out)
     return 0
 
 
@@ -425,7 +425,7 @@ def _sing(args: argparse.Namespace, argv: list[str]) -> int:
         out = sing(args.driving, args.portraits, args.output, grid=args.grid, cell_size=args.cell_size,
                    captions=args.captions or (), reference=args.reference, overwrite=args.overwrite,
                    progress=update, marks=marks)
-    print(out)
+    _say(out)
     return 0
 
 
@@ -439,7 +439,7 @@ def _speak(args: argparse.Namespace, argv: list[str]) -> int:
         out = speak(args.portrait, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
                     fps=args.fps, size=args.size, max_side=args.max_side, max_seconds=args.max_duration,
                     accurate=args.accurate, overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
-    print(out)
+    _say(out)
     return 0
 
 
@@ -451,7 +451,7 @@ def _dub(args: argparse.Namespace, argv: list[str]) -> int:
         out = dub(args.video, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
                   size=args.size, max_side=args.max_side, max_seconds=args.max_duration, accurate=args.accurate,
                   overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
-    print(out)
+    _say(out)
     return 0
 
 
@@ -523,13 +523,23 @@ def _warn(message: str) -> None:
     print(f"vivify: warning: {message}", file=sys.stderr)
 
 
+def _say(result: object) -> None:
+    """Print a command's result on stdout. A reader that has gone (`| head`) does not change what the command
+    did or its exit status (verify's says whether marks were found): the rest of the output is dropped."""
+    try:
+        print(result, flush=True)
+    except BrokenPipeError:
+        # Later writes, and the flush at exit, go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _verify(args: argparse.Namespace) -> int:
     import json
 
     from vivify.provenance.verify import summary, verify
 
     report = verify(args.file)
-    print(json.dumps(report, ensure_ascii=False) if args.json else summary(report))
+    _say(json.dumps(report, ensure_ascii=False) if args.json else summary(report))
     return 0 if report["ai_generated"] else 1
 
 
@@ -587,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             with _quiet_native_logs():
                 paths = render_demos(args.output)
             for path in paths:
-                print(path)
+                _say(path)
             return 0
         if args.command == "eval" and args.eval_command == "watermark":
             return _eval_watermark(args)

@@ -20,6 +20,8 @@ def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float 
     """The first audio stream of `path` as mono float32 at `rate`. Raises VivifyError naming the file when it
     is missing, unreadable, has no audio, or lasts longer than `max_seconds`."""
     name = Path(path).name
+    if Path(path).is_dir():
+        raise VivifyError(f"{name}: is a directory, not an audio file")
     if not Path(path).is_file():
         raise VivifyError(f"{name}: file not found")
     try:

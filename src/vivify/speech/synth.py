@@ -390,6 +390,10 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
     """
     if not text or not text.strip():
         raise VivifyError("nothing to say: the text is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are no character came in (a terminal or file in another encoding)
+        raise VivifyError("the text is not valid UTF-8: it holds bytes that are not characters") from None
     if rate_wpm is not None and not _RATE_MIN <= rate_wpm <= _RATE_MAX:
         raise VivifyError(f"speaking rate {rate_wpm} is out of range: use {_RATE_MIN} to {_RATE_MAX} words per minute")
     text = text.replace("\0", " ")  # espeak-ng would stop at a NUL
