@@ -546,3 +546,20 @@ def test_a_reader_that_goes_away_changes_neither_the_result_nor_the_exit_status(
         stderr = process.stderr.read().decode()
         assert (process.wait(timeout=120), stderr) == (status, "")
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_inputs_named_for_another_format_and_names_that_are_not_utf8_are_signed(capfd, media, tmp_path):
+    """The manifest takes each input's format from its content (a PNG saved as .jpg failed the signing of a
+    finished render), and holds names made in another encoding (bytes that are no UTF-8 character) as U+FFFD;
+    the audit log keeps them escaped."""
+    from vivify.provenance.verify import verify
+
+    portrait = tmp_path / "photo.jpg"
+    shutil.copy(media.portrait, portrait)  # PNG content
+    driving = tmp_path / os.fsdecode(b"clip\xff.mp4")
+    shutil.copy(media.drive, driving)
+    out = tmp_path / os.fsdecode(b"out\xff.mp4")
+    code, _, stderr = vivify(capfd, media, portrait, driving, "-o", out)
+    assert (code, stderr) == (0, "")
+    report = verify(out)
+    assert report["c2pa"]["found"] and report["c2pa"]["ingredients"] == ["photo.jpg", "clip\ufffd.mp4"]

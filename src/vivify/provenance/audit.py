@@ -39,7 +39,9 @@ def append_record(folder: Path, record: dict[str, Any]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("utf-8"))
+            # A path holding bytes that are no character (a name from a system in another encoding) is kept as
+            # its JSON escape ("\udcff"): the log stays UTF-8, and reads back as the same path.
+            os.write(fd, line.encode("utf-8", "backslashreplace"))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -93,7 +93,7 @@ def sign_file(source: Path, dest: Path, *, mime: str, identity: SigningIdentity,
     if not _CONTENT_ID.fullmatch(content_id):
         raise ValueError(f"content id must be 16 lowercase hex digits, got {content_id!r}")
     ingredients = [Path(p) for p in ingredients]
-    definition = _definition(title, content_id, extra, ingredients)
+    definition = _definition(_text(title), content_id, extra, ingredients)
     try:
         with open(source, "rb") as src, open(dest, "w+b") as dst:
             _sign(identity, definition, ingredients, mime, src, dst)
@@ -177,14 +177,21 @@ def _definition(title: str, content_id: str, extra: dict[str, Any] | None,
         ],
         # Formats c2pa cannot open are described by title and format alone; _sign adds the others from
         # their files.
-        "ingredients": [{**_ingredient(i, path), "format": _ingredient_mime(path) or "application/octet-stream"}
-                        for i, path in enumerate(ingredients) if not _readable(path)],
+        "ingredients": [{**_ingredient(i, path), "format": _ingredient_mime(path) or mimetypes.guess_type(path.name)[0]
+                         or "application/octet-stream"} for i, path in enumerate(ingredients) if not _readable(path)],
     }
 
 
 def _ingredient(index: int, path: Path) -> dict[str, str]:
     """The first ingredient is the parent; the label links it to its action."""
-    return {"title": path.name, "relationship": "parentOf" if index == 0 else "inputTo", "label": f"ingredient{index}"}
+    return {"title": _text(path.name), "relationship": "parentOf" if index == 0 else "inputTo",
+            "label": f"ingredient{index}"}
+
+
+def _text(name: str) -> str:
+    """A file name as a manifest can hold it: bytes of the name that are no character (a name made on a
+    system in another encoding) become U+FFFD; the manifest is UTF-8 JSON."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _sign(identity: SigningIdentity, definition: dict[str, Any], ingredients: Sequence[Path], mime: str,
@@ -204,7 +211,30 @@ def _readable(path: Path) -> bool:
 
 
 def _ingredient_mime(path: Path) -> str | None:
-    return mime_for(path) or mimetypes.guess_type(path.name)[0]
+    """An input's format, from its first bytes: c2pa parses an ingredient as the format it is told, and a file
+    named for another (a PNG saved as .jpg) would fail the signing of a finished render. None where the
+    content is none of these; such an input is described by title alone. Raises VivifyError naming a file that
+    cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as error:
+        raise VivifyError(f"{path}: cannot read ({error.strerror})") from None
+    return next((mime for test, mime in _SIGNATURES if test(head)), None)
+
+
+# Formats of inputs that c2pa can describe in full, by their first bytes.
+_SIGNATURES = (
+    (lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"), "image/png"),
+    (lambda head: head.startswith(b"\xff\xd8\xff"), "image/jpeg"),
+    (lambda head: head.startswith((b"GIF87a", b"GIF89a")), "image/gif"),
+    (lambda head: head.startswith(b"RIFF") and head[8:12] == b"WEBP", "image/webp"),
+    (lambda head: head.startswith(b"RIFF") and head[8:12] == b"WAVE", "audio/wav"),
+    (lambda head: head.startswith(b"fLaC"), "audio/flac"),
+    (lambda head: head.startswith(b"ID3"), "audio/mpeg"),
+    (lambda head: head[4:12] == b"ftypqt  ", "video/quicktime"),
+    (lambda head: head[4:8] == b"ftyp", "video/mp4"),
+)
 
 
 def _detail(error: c2pa.C2paError) -> str:
