@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import encode_clip, tone
+from conftest import encode_clip, mux_audio, tone
 from PIL import Image
 
 from vivify.cli import main
-from vivify.errors import SpeechTooLong
+from vivify.errors import SpeechTooLong, VivifyError
 from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
@@ -322,3 +322,28 @@ def test_a_short_word_said_from_text_moves_the_mouth(text, lang):
     count = round(speech.duration * 25) + 1
     track = mouth_for(speech, 25.0, count, lang, "the text", warnings.append)
     assert warnings == [] and track.open.max() > 0.05
+
+
+def test_audio_cut_short_is_refused(tmp_path):
+    """A download cut short would be said as far as it goes, without a word: a WAV file shorter than its header
+    declares, and an MP4 whose index lists packets its data does not hold, are refused naming the file."""
+    from vivify.speech.audio import read_speech
+
+    wav = tmp_path / "speech.wav"
+    write_wav(Speech(tone(32000, 16000), 16000), wav)
+    cut_wav = tmp_path / "cut.wav"
+    cut_wav.write_bytes(wav.read_bytes()[:20000])
+    with pytest.raises(VivifyError, match=r"^cut\.wav: truncated: its header declares \d+ bytes, the file holds "
+                                          r"20000$"):
+        read_speech(cut_wav)
+    clip = tmp_path / "speech.m4a"
+    with av.open(str(clip), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        sound = container.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+        mux_audio(container, sound, tone(32000, 16000))
+    cut_clip = tmp_path / "cut.m4a"
+    cut_clip.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) // 2])
+    # FFmpeg refuses a packet read short itself where it can; where it reads on, the index tells.
+    with pytest.raises(VivifyError, match=r"^cut\.m4a: (cannot read audio|truncated: its index lists)"):
+        read_speech(cut_clip)
+    assert read_speech(wav).duration == 2.0 and abs(read_speech(clip).duration - 2.0) < 0.1  # whole, they are read

@@ -18,7 +18,7 @@ DEFAULT_MAX_SECONDS = 600.0
 
 def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float = DEFAULT_MAX_SECONDS) -> Speech:
     """The first audio stream of `path` as mono float32 at `rate`. Raises VivifyError naming the file when it
-    is missing, unreadable, has no audio, or lasts longer than `max_seconds`."""
+    is missing, unreadable, cut short, has no audio, or lasts longer than `max_seconds`."""
     name = Path(path).name
     if Path(path).is_dir():
         raise VivifyError(f"{name}: is a directory, not an audio file")
@@ -36,21 +36,46 @@ def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float 
             raise VivifyError(f"{name}: has no audio track")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        held, partial = 0, False  # packets read whole, and whether one was read short
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().ravel())
-                    total += chunks[-1].size
+            for packet in container.demux(stream):
+                held += packet.size > 0
+                partial |= packet.is_corrupt
+                for frame in packet.decode():  # the last, empty packet flushes the decoder
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().ravel())
+                        total += chunks[-1].size
                 if total > limit:  # stop reading: a long file is refused whatever its length
                     raise SpeechTooLong(f"{name}: audio is longer than the limit of {_minutes(max_seconds)}")
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().ravel())
         except (av.error.FFmpegError, OSError) as error:
             raise VivifyError(f"{name}: cannot read audio ({_reason(error)})") from None
+        # A download cut short plays its first seconds and stops: the speech would be made that short without
+        # a word. An index that lists more packets than a file holds, the last read short, tells (MP4, MOV);
+        # so does a WAV header that declares more bytes than the file holds.
+        if stream.frames and held < stream.frames and partial:
+            raise VivifyError(f"{name}: truncated: its index lists {stream.frames} audio packets, its data holds "
+                              f"{held}")
+    _refuse_cut_wav(path, name)
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
         raise VivifyError(f"{name}: the audio track is empty")
     return Speech(np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False), rate)
+
+
+def _refuse_cut_wav(path: str | Path, name: str) -> None:
+    """Raise where `path` is a WAV file shorter than its RIFF header says (FFmpeg reads such a file to its end
+    without a word)."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(head[4:8], "little") + 8
+    size = os.path.getsize(path)
+    # A recorder still writing (or streaming) leaves the size unset: 0 or all ones.
+    if declared not in (8, 0xFFFFFFFF + 8) and size < declared:
+        raise VivifyError(f"{name}: truncated: its header declares {declared} bytes, the file holds {size}")
 
 
 def _minutes(seconds: float) -> str:
