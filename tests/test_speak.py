@@ -347,3 +347,16 @@ def test_audio_cut_short_is_refused(tmp_path):
     with pytest.raises(VivifyError, match=r"^cut\.m4a: (cannot read audio|truncated: its index lists)"):
         read_speech(cut_clip)
     assert read_speech(wav).duration == 2.0 and abs(read_speech(clip).duration - 2.0) < 0.1  # whole, they are read
+
+
+def test_an_existing_output_is_refused_before_the_speech_is_analysed(portrait, tmp_path, capsys):
+    """OUT is checked first: the speech's analysis (up to a minute on long audio) and its warnings come only
+    for an output that can be written."""
+    silence = tmp_path / "silence.wav"
+    write_wav(Speech(np.zeros(16000, np.float32), 16000), silence)  # warns "no speech heard" once analysed
+    out = tmp_path / "taken.mp4"
+    out.write_bytes(b"mine")
+    for command in (["speak", str(portrait), str(silence)], ["dub", str(silence), "--audio", str(silence)]):
+        assert main([*command, "-o", str(out)]) == 2
+        assert capsys.readouterr().err == f"vivify: error: {out}: already exists (use --overwrite)\n"
+    assert out.read_bytes() == b"mine"

@@ -19,7 +19,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.io.image import fit_portrait, load_portrait
 from vivify.io.video import VideoReader, open_video
-from vivify.io.writers import open_writer, refuse_input_as_output
+from vivify.io.writers import check_output, open_writer, refuse_input_as_output
 from vivify.landmarks import topology
 from vivify.motion.articulation import Articulator, FacePose
 from vivify.progress import Progress
@@ -102,6 +102,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     """
     inputs = (portrait_path,) if audio is None else (portrait_path, audio)
     refuse_input_as_output(output, *inputs)
+    check_output(output, overwrite)  # now, not after the speech's analysis (up to a minute)
     speech = speech_input(audio, text, lang, voice, max_seconds)
     if marks is None:
         marks = Marks.create(ingredients=inputs)
@@ -208,6 +209,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
     """
     inputs = (video_path,) if audio is None else (video_path, audio)
     refuse_input_as_output(output, *inputs)
+    check_output(output, overwrite)  # now, not after the speech's analysis (up to a minute)
     speech = speech_input(audio, text, lang, voice, max_seconds)
     if marks is None:
         marks = Marks.create(ingredients=inputs)

@@ -118,14 +118,7 @@ def open_writer(
     unwritable or missing directory, or an unreadable `audio_source`; ValueError for a bad
     fps/size (H.264 and VP9 need even width and height: the caller rounds).
     """
-    display = os.fspath(path)
-    if not display:
-        raise VivifyError("the output path is empty")
-    # abspath (not resolve): normalises "." and ".." without following a symlinked OUT.
-    out = Path(os.path.abspath(display))
-    if not out.name:
-        raise VivifyError(f"{display}: not a file or folder name")
-    kind, muxer = _output_kind(display, out)
+    display, out, kind, muxer = _target(path, overwrite)
 
     # Bounded denominator: FFmpeg time bases are 32-bit rationals (a float 29.97 would overflow).
     fps = Fraction(fps).limit_denominator(1_000_000)
@@ -139,7 +132,6 @@ def open_writer(
     if kind == "gif" and fps > _GIF_MAX_FPS:
         log.warning("%s: %.4g fps is faster than GIF players show reliably (max %d)", display, fps, _GIF_MAX_FPS)
 
-    _check_target(display, out, kind, overwrite)
     temp = _make_temp(display, out, folder=(kind == "png"))
     backend: _Backend | None = None
     try:
@@ -153,6 +145,26 @@ def open_writer(
             backend.discard()
         _remove(temp)
         raise
+
+
+def check_output(path: str | Path, overwrite: bool = False) -> None:
+    """Raise VivifyError now where `open_writer` would refuse OUT (its type, its folder, an existing file
+    without `overwrite`): for commands with slow work before their writer opens (speech analysis)."""
+    _target(path, overwrite)
+
+
+def _target(path: str | Path, overwrite: bool) -> tuple[str, Path, str, str]:
+    """(the path as given, its absolute form, the output kind, its FFmpeg muxer) for an OUT that may be written."""
+    display = os.fspath(path)
+    if not display:
+        raise VivifyError("the output path is empty")
+    # abspath (not resolve): normalises "." and ".." without following a symlinked OUT.
+    out = Path(os.path.abspath(display))
+    if not out.name:
+        raise VivifyError(f"{display}: not a file or folder name")
+    kind, muxer = _output_kind(display, out)
+    _check_target(display, out, kind, overwrite)
+    return display, out, kind, muxer
 
 
 class FrameWriter:
