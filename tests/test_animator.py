@@ -570,3 +570,33 @@ def test_a_close_up_driver_moves_nothing_beyond_its_frame():
         out = animator.render(similarity_frame(close_up, (128, 128), shift=(4 * np.sin(t / 3), 3 * np.sin(t / 5))))
     chest = (slice(215, 256), slice(60, 200))
     assert np.abs(out[chest].astype(int) - portrait[chest].astype(int)).mean() < 12
+
+
+def test_closed_lips_cover_whatever_the_warp_took_from_between_the_source_lips(reference):
+    """A wide-open mouth squeezed shut (a dub's silence over a laugh) leaves teeth at its corners, on the lips
+    beyond the thin gap that is left. Where the warp is known, every pixel it took from between the source's
+    lips is painted over with the lips' colour."""
+    from vivify.render.lips import close_lips
+
+    source = np.hstack([2.0 * reference, np.zeros((len(reference), 1))])  # the astronaut's open smile, at 512²
+    target = source.copy()
+    inner = target[topology.LIPS_INNER, 1]
+    target[topology.LIPS_INNER, 1] = inner.mean() + 0.05 * (inner - inner.mean())  # her lips closed
+    frame = np.full((512, 512, 3), (200, 160, 140), np.uint8)  # skin
+    outer = np.round(target[topology.LIPS_OUTER, :2]).astype(np.int32)
+    cv2.fillPoly(frame, [outer], (170, 50, 60))  # the lips
+    upper = np.round(target[40, :2]).astype(int)  # on the upper lip, beside the corner of the mouth
+    teeth = (slice(upper[1], upper[1] + 2), slice(upper[0] - 1, upper[0] + 2))
+    frame[teeth] = 240
+
+    def seen(box):  # the warp took those pixels from between the source's lips
+        x0, y0, x1, y1 = box
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        mask[teeth[0].start - y0:teeth[0].stop - y0, teeth[1].start - x0:teeth[1].stop - x0] = 1.0
+        return mask
+
+    plain, covered = frame.copy(), frame.copy()
+    close_lips(plain, source, target)
+    close_lips(covered, source, target, seen)
+    assert plain[teeth].min() == 240  # beyond the gap's band: left as it was
+    assert covered[teeth][..., 0].max() < 200 and covered[teeth][..., 1].max() < 100  # lip-coloured

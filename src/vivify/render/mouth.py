@@ -9,7 +9,7 @@ import numpy as np
 from vivify.motion.articulation import Articulator, FacePose
 from vivify.motion.pose import IDENTITY
 from vivify.render.interior import MOUTH, InteriorPainter
-from vivify.render.lips import close_lips
+from vivify.render.lips import close_lips, interior_seen
 from vivify.render.warp import HeadWarp
 
 
@@ -39,5 +39,5 @@ class MouthReshaper:
         else:
             self._painter.refit(points)
         self._painter.paint(out, target, self._interior_frame, self._interior_points)
-        close_lips(out, points, target)
+        close_lips(out, points, target, interior_seen(points, source_map, (cols.start, rows.start)))
         return out
