@@ -165,6 +165,7 @@ def test_animate_job_from_upload_to_marked_result(server, portrait, tmp_path):
     ({"kind": "paint"}, 422, "kind must be one of animate, sing, speak, dub"),
     ({"template": "nope"}, 422, "no template 'nope'"),
     ({"template": ""}, 422, "animate needs a video (field driving or template)"),
+    ({"kind": "speak", "text": "Hello", "lang": "klingon"}, 422, "unsupported language 'klingon'; available: "),
 ])
 def test_bad_requests(server, portrait, fields, status, message):
     headers = server.user(f"user{status}{len(message)}{fields.get('consent')}")

@@ -341,6 +341,13 @@ def voices() -> list[str]:
         return list(_engine_locked().catalogue.listing)
 
 
+def check_language(lang: str) -> None:
+    """Raise VivifyError (listing the languages) where espeak-ng cannot speak `lang`: before a job is queued,
+    not when it runs."""
+    with _lock:
+        _resolve_language(_engine_locked().catalogue, lang)
+
+
 def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
     code = lang.strip().lower().replace("_", "-")
     # "en-au" is not an espeak-ng language, but "en" is: drop region subtags until one is known.

@@ -245,6 +245,13 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
         else:
             raise HTTPException(422, f"{kind} needs speech: an audio file (field audio) or text (field text)")
         params["lang"] = str(form.get("lang") or "en")
+        if "text" in params:  # said in that language by espeak-ng when the job runs: known now
+            from vivify.speech.synth import check_language
+
+            try:
+                await run_in_threadpool(check_language, params["lang"])
+            except VivifyError as error:
+                raise HTTPException(422, str(error)) from None
         # A text's length is known only once it is spoken: the worker holds it to the studio's limit.
         params["max_seconds"] = limits.audio_seconds
     # Decoding, face search and the identity gate take up to a second or two: off the event loop, so other
