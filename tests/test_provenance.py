@@ -210,6 +210,15 @@ def test_verify_says_what_is_wrong_with_a_file_named_as_an_image(tmp_path, capsy
                                        "WebP or GIF)\n")
 
 
+@pytest.mark.parametrize(("name", "kind"), [("scan.bmp", "BMP"), ("scan.tiff", "TIFF")])
+def test_verify_names_an_image_format_it_does_not_read(tmp_path, capsys, name, kind):
+    path = tmp_path / name
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
+    assert main(["verify", str(path)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {path}: a {kind} image: verify reads videos, and PNG, JPEG, "
+                                       "WebP and GIF images\n")
+
+
 def test_verify_refuses_an_image_over_the_pixel_limit(tmp_path, capsys):
     """A decompression bomb is refused from its header, as a portrait would be, not opened."""
     def chunk(kind: bytes, body: bytes) -> bytes:

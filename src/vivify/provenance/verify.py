@@ -86,6 +86,9 @@ def _sniff(path: Path) -> str:
         return "gif"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # a still re-shared as WebP, as sites convert them
         return "webp"
+    if head.startswith((b"BM", b"II*\0", b"MM\0*")):  # pictures vivify never writes: FFmpeg would call them stills
+        kind = "BMP" if head.startswith(b"BM") else "TIFF"
+        raise VivifyError(f"{path}: a {kind} image: verify reads videos, and PNG, JPEG, WebP and GIF images")
     if path.suffix.lower() in _IMAGE_SUFFIXES:  # FFmpeg would take it for a still by its name, and say so
         raise VivifyError(f"{path}: not a readable image (its content is not PNG, JPEG, WebP or GIF)")
     return "video"
