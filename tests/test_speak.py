@@ -360,3 +360,14 @@ def test_an_existing_output_is_refused_before_the_speech_is_analysed(portrait, t
         assert main([*command, "-o", str(out)]) == 2
         assert capsys.readouterr().err == f"vivify: error: {out}: already exists (use --overwrite)\n"
     assert out.read_bytes() == b"mine"
+
+
+def test_options_with_nothing_to_act_on_are_named(portrait, tmp_path, capsys):
+    """--voice with an audio file, --accurate with a text: said on stderr, not silently ignored."""
+    audio = _speech_file(tmp_path / "speech.wav", 0.3 * np.sin(np.linspace(0, 800 * np.pi, 16_000)))
+    out = tmp_path / "out.mp4"
+    assert main(["speak", str(portrait), str(audio), "--voice", "en-US", "-o", str(out)]) == 0
+    assert "vivify: warning: --voice is for --text: an audio file is heard as it is\n" in capsys.readouterr().err
+    assert main(["speak", str(portrait), "--text", "Hi", "--accurate", "-o", str(out), "--overwrite"]) == 0
+    assert ("vivify: warning: --accurate recognises audio in en only: it changes nothing here\n"
+            in capsys.readouterr().err)

@@ -434,6 +434,7 @@ def _speak(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.audio is None and args.text is None:
         raise VivifyError("give an audio file or --text to say")
+    _warn_unused_speech_options(args)
     marks = _marks(args, (args.portrait,) if args.audio is None else (args.portrait, args.audio), argv)
     with _progress_bar() as update:
         out = speak(args.portrait, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
@@ -446,6 +447,7 @@ def _speak(args: argparse.Namespace, argv: list[str]) -> int:
 def _dub(args: argparse.Namespace, argv: list[str]) -> int:
     from vivify.speaking import dub
 
+    _warn_unused_speech_options(args)
     marks = _marks(args, (args.video,) if args.audio is None else (args.video, args.audio), argv)
     with _progress_bar() as update:
         out = dub(args.video, args.output, audio=args.audio, text=args.text, lang=args.lang, voice=args.voice,
@@ -453,6 +455,16 @@ def _dub(args: argparse.Namespace, argv: list[str]) -> int:
                   overwrite=args.overwrite, progress=update, marks=marks, warn=_warn)
     _say(out)
     return 0
+
+
+def _warn_unused_speech_options(args: argparse.Namespace) -> None:
+    """Say so where an option given has nothing to act on, rather than ignore it."""
+    from vivify.speaking import RECOGNISED_LANGUAGES
+
+    if args.voice is not None and args.audio is not None:
+        _warn("--voice is for --text: an audio file is heard as it is")
+    if args.accurate and (args.audio is None or args.lang.split("-")[0] not in RECOGNISED_LANGUAGES):
+        _warn(f"--accurate recognises audio in {', '.join(RECOGNISED_LANGUAGES)} only: it changes nothing here")
 
 
 def _voices() -> int:
