@@ -205,3 +205,32 @@ def test_latency_figures_by_minute_and_overall(monkeypatch):
     assert latency["p95_by_minute"] == pytest.approx([20.0, 60.0, 20.0])
     assert latency["p50"] == pytest.approx(20.0, abs=0.1) and latency["p95"] == pytest.approx(60.0, abs=0.1)
     assert report["frames_out"] == 150 and report["dropped"] == 0
+
+
+def test_a_recording_that_fails_leaves_nothing_behind(tmp_path):
+    """A session that stops on an error (a camera failing mid-run, Ctrl-C) discards its recording: no output
+    and no temporary file beside it, and no second error on the way out."""
+    from vivify.live.session import FileSink
+    from vivify.provenance.marks import Marks
+
+    sink = FileSink(tmp_path / "live.mp4", FPS, (64, 64), overwrite=False, marks=Marks.create())
+    frame = np.zeros((64, 64, 3), np.uint8)
+    sink.write(frame, type("Captured", (), {"index": 0})(), "")
+    sink.close(failed=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("which", ["input", "output", "existing"])
+def test_the_stats_file_may_not_replace_an_input_the_output_or_a_file(material, tmp_path, capsys, which):
+    clip = tmp_path / "camera.mp4"
+    clip.write_bytes(material["clip"].read_bytes())
+    out, taken = tmp_path / "live.mp4", tmp_path / "taken.json"
+    taken.write_text("mine")
+    stats = {"input": clip, "output": out, "existing": taken}[which]
+    message = {"input": f"{clip}: is an input file; choose another output",
+               "output": f"{out}: is the output video too; choose another stats file",
+               "existing": f"{taken}: already exists (use --overwrite)"}[which]
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(out), "--stats", str(stats)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {message}\n"
+    assert clip.read_bytes() == material["clip"].read_bytes() and taken.read_text() == "mine"
+    assert not out.exists()

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from vivify.errors import VivifyError
 
 
 def write_json(path: str | Path, report: Any) -> None:
     """`report` as indented JSON in `path`, its folder made first: figures that took minutes to measure are
-    not lost to a folder that does not exist yet. JSON has no NaN or infinity: such figures (mostly ones
-    not measured) are written as null."""
+    not lost to a folder that does not exist yet. Written to a temporary file beside it and renamed, so a
+    failure leaves no half-written file. JSON has no NaN or infinity: such figures (mostly ones not measured)
+    are written as null. Raises VivifyError naming the file where it cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(_finite_or_null(report), indent=2, allow_nan=False) + "\n"
+    temp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False) as file:
+            temp = Path(file.name)
+            file.write(text)
+        os.replace(temp, path)
+    except OSError as error:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise VivifyError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def _finite_or_null(value: Any) -> Any:

@@ -63,7 +63,7 @@ class FileSink:
 
     def close(self, failed: bool = False) -> None:
         if failed:
-            self._writer.discard()
+            self._writer.abort()
         else:
             self._writer.close()
 
@@ -231,6 +231,19 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     return stats.report(source.frames_in)
 
 
+def _check_stats_path(stats: Path, inputs: Sequence[str | Path], output: str | Path | None, overwrite: bool) -> None:
+    """Refuse, before the session starts, a stats file that is an input or the output video, that exists
+    (without `overwrite`), or that cannot be written (its folder is made as the stats are written)."""
+    refuse_input_as_output(stats, *inputs)
+    if os.path.lexists(stats) and not overwrite:
+        raise VivifyError(f"{stats}: already exists (use --overwrite)")
+    if output is not None and os.path.abspath(stats) == os.path.abspath(output):
+        raise VivifyError(f"{stats}: is the output video too; choose another stats file")
+    folder = next((parent for parent in Path(os.path.abspath(stats)).parents if parent.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise VivifyError(f"{stats}: cannot write there")
+
+
 def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, source: str | None = None,
          loop: bool = False, output: str | Path | None = None, window: bool = False, virtual_camera: bool = False,
          size: tuple[int, int] | None = None, stats_path: Path | None = None, seconds: float | None = None,
@@ -245,8 +258,11 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
 
     if loop and (camera is not None or source is None or "://" in source):
         raise VivifyError("--loop goes with --input FILE: a camera or a stream has no end to start again from")
+    inputs = (*portrait_paths, *([source] if source is not None else []))
     if output is not None:
-        refuse_input_as_output(output, *portrait_paths, *([source] if source is not None else []))
+        refuse_input_as_output(output, *inputs)
+    if stats_path is not None:
+        _check_stats_path(stats_path, inputs, output, overwrite)
     label = label or LabelSettings()
     first = fit_portrait(load_portrait(portrait_paths[0]), size)
     out_size = (first.shape[1], first.shape[0])
