@@ -10,7 +10,7 @@ APT_PACKAGES := python3 python3-venv python3-pip libgl1 libglib2.0-0 fonts-wqy-m
 .PHONY: demo test install system-deps lint bench eval clean
 
 demo: install
-	$(BIN)/vivify demo -o out/demo
+	$(BIN)/vivify demo -o out/demo --overwrite
 
 test: install lint
 	$(BIN)/python -m pytest

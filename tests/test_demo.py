@@ -20,3 +20,22 @@ def test_the_performed_clip_talks_and_moves_its_head():
     assert openings.max() > 0.15 and openings.min() < 0.06  # the mouth opens wide and closes again
     eye_line = np.array([np.degrees(np.arctan2(*(p[263, 1::-1] - p[33, 1::-1]))) for p in points])
     assert np.ptp(eye_line) > 5.0  # the head tilts
+
+
+def test_the_demo_replaces_no_one_elses_files(tmp_path, capsys):
+    """The demo writes several fixed names: into a folder that holds files already only with --overwrite, and
+    never over a file given as its folder; both refused at once, with one line and exit 2."""
+    from vivify.cli import main
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "astronaut.png").write_text("precious")
+    assert main(["demo", "-o", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {folder}: holds files already (use --overwrite to render "
+                                       "the demo into it again)\n")
+    assert (folder / "astronaut.png").read_text() == "precious"
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert main(["demo", "-o", str(taken)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {taken}: not a folder (the demo writes several files "
+                                       "into one)\n")

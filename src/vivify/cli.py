@@ -282,6 +282,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
+    demo.add_argument("--overwrite", action="store_true", help="render into a folder that holds files already")
 
     verify = commands.add_parser(
         "verify", help="check a video or image for AI-generation marks (exit 0: marked, 1: none, 2: error)")
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
             from vivify.demo import render_demos
 
             with _quiet_native_logs():
-                paths = render_demos(args.output)
+                paths = render_demos(args.output, overwrite=args.overwrite)
             for path in paths:
                 _say(path)
             return 0

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from vivify.errors import VivifyError
+
 if TYPE_CHECKING:
     from vivify.provenance.marks import Marks
 
@@ -131,17 +133,25 @@ def write_performed_clip(path: Path, marks: Marks) -> Path:
     return path
 
 
-def render_demos(folder: Path, shared_media: Path | None = None) -> list[Path]:
+def render_demos(folder: Path, shared_media: Path | None = None, overwrite: bool = False) -> list[Path]:
     """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
     versions of her singing together in a grid, her saying a sentence (espeak-ng's voice), and, where the
-    shared media folder exists, real portraits driven by real clips."""
+    shared media folder exists, real portraits driven by real clips. A folder that holds files already is
+    refused unless `overwrite` (then the demo's own files in it are replaced, and nothing else)."""
     from PIL import Image
 
     from vivify.pipeline import animate
     from vivify.provenance.marks import Marks
     from vivify.speaking import speak
 
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise VivifyError(f"{folder}: not a folder (the demo writes several files into one)")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise VivifyError(f"{folder}: holds files already (use --overwrite to render the demo into it again)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VivifyError(f"{folder}: cannot make the folder ({error.strerror})") from None
     # The driving clip is synthetic too (performed by the engine from the photo): marked like any output.
     driving = write_performed_clip(folder / "driving_synthetic.mp4", Marks.create(command=("vivify", "demo")))
     portrait = folder / "astronaut.png"
