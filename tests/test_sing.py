@@ -157,6 +157,8 @@ def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, ca
 @pytest.mark.parametrize("extra,message", [
     (["--grid", "1x2"], "a 1x2 grid has 2 cells for 3 portraits"),
     (["--captions", "A,B"], "2 captions for 3 portraits (give one per portrait)"),
+    (["--captions", "A,line one\nline two,C"], "caption 2 holds a line break or another control character: "
+                                                "captions are one line of text"),
     (["--cell-size", "64x64"], "cells 64x64 frame faces 26 px tall, under the minimum of 48 px: make cells at least "
                                "116 px high"),
     (["--cell-size", "256x115"], "cells 256x114 frame faces 47 px tall, under the minimum of 48 px: make cells at "

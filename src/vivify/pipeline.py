@@ -249,6 +249,10 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
         raise VivifyError(f"a {rows}x{cols} grid has {rows * cols} cells for {count} portraits")
     if captions and len(captions) != count:
         raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
+    for number, caption in enumerate(captions, start=1):
+        if not caption.isprintable():  # a line break or a control character: the text layout fails on it
+            raise VivifyError(f"caption {number} holds a line break or another control character: captions are "
+                              "one line of text")
     cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)
     check_layout(rows, cols, cell)
     refuse_input_as_output(output, driving_path, *portrait_paths)
