@@ -521,7 +521,7 @@ def _live(args: argparse.Namespace, argv: list[str]) -> int:
     commands: queue.SimpleQueue = queue.SimpleQueue()
     if sys.stdin.isatty():
         print("vivify live: c recalibrate, n/p next/previous portrait, Enter pause, q quit", file=sys.stderr)
-        read_commands(commands)
+    read_commands(commands)  # typed at a terminal, or piped in by a program that drives the session
     report = live(args.portraits, camera=args.camera, source=args.input, loop=args.loop, output=args.output,
                   window=args.window, virtual_camera=args.virtual_camera, size=args.size, stats_path=args.stats,
                   seconds=args.seconds, overwrite=args.overwrite, marks=marks, label=_label_settings(args),

@@ -119,7 +119,13 @@ class Camera(FrameSource):
         import cv2
 
         super().__init__(f"camera {number}")
-        self._capture = cv2.VideoCapture(number)
+        # OpenCV logs each backend it tries on stderr: the error below says it in one line instead.
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # silent
+        try:
+            self._capture = cv2.VideoCapture(number)
+        finally:
+            cv2.setLogLevel(level)
         if not self._capture.isOpened():
             raise VivifyError(f"camera {number}: no such camera, or it cannot be opened (is it in use?)")
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 30.0)

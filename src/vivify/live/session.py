@@ -139,10 +139,13 @@ def read_commands(commands: queue.SimpleQueue, stream: Any = None) -> threading.
     stream = stream or sys.stdin
 
     def run() -> None:
-        for line in stream:
-            word = line.strip().lower()
-            if word in _COMMAND_WORDS:
-                commands.put(_COMMAND_WORDS[word])
+        try:
+            for line in stream:
+                word = line.strip().lower()
+                if word in _COMMAND_WORDS:
+                    commands.put(_COMMAND_WORDS[word])
+        except (OSError, ValueError):  # no stdin to read (closed, or held by a test runner): no commands
+            return
 
     thread = threading.Thread(target=run, name="vivify-live-commands", daemon=True)
     thread.start()
