@@ -254,3 +254,48 @@ def test_commands_piped_to_stdin_are_heard(material, tmp_path):
     process.stdin.close()
     assert process.wait(timeout=120) == 0, process.stderr.read()
     assert verify(out)["ai_generated"]
+
+
+def test_a_stream_that_arrives_faster_than_it_plays_is_paced(material, monkeypatch):
+    """A file served over HTTP arrives all at once: its frames are delivered at their own times, as a camera
+    would deliver them (they were dropped in bursts), and a frame that comes late moves the schedule on. Run on
+    a clock that only waiting moves."""
+    from vivify.live import capture
+
+    clock = [100.0]
+    monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
+    stream = capture.Stream(str(material["clip"]))  # PyAV opens a local path like a URL
+    published: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        clock[0] += max(0.0, seconds)
+        return False
+
+    monkeypatch.setattr(stream._stop, "wait", wait)
+    monkeypatch.setattr(stream, "_publish", lambda frame: published.append(clock[0]))
+    stream._run()
+    assert len(published) == 2 * FPS
+    np.testing.assert_allclose(np.array(published) - published[0], np.arange(2 * FPS) / FPS, atol=1e-6)
+
+
+class _FrozenCamera(FrameSource):
+    """Delivers one frame, then nothing, for ever (a frozen camera, a stalled stream)."""
+
+    def __init__(self) -> None:
+        super().__init__("camera 0")
+
+    def _run(self) -> None:
+        self._publish(np.zeros((8, 8, 3), np.uint8))
+        self._stop.wait()
+
+
+def test_seconds_end_a_session_whose_source_has_stalled():
+    """`--seconds` is a promise about the session, not about the source: a frozen camera does not hold it."""
+    import threading
+
+    reports: list[dict] = []
+    session = threading.Thread(target=lambda: reports.append(
+        run_live(_FrozenCamera(), _Collect(), [lambda frame: frame], seconds=0.3)), daemon=True)
+    session.start()
+    session.join(timeout=60)
+    assert not session.is_alive() and reports[0]["frames_out"] == 1

@@ -43,13 +43,14 @@ class FrameSource:
         self._thread.start()
         return self
 
-    def next_after(self, index: int) -> Captured | None:
-        """The newest frame numbered above `index`; None when the source has ended. Raises VivifyError when
-        it failed."""
+    def next_after(self, index: int, until: float | None = None) -> Captured | None:
+        """The newest frame numbered above `index`; None when the source has ended, or when none came by
+        `until` (time.monotonic()). Raises VivifyError when it failed."""
         with self._changed:
-            # As long as the source stalls (a camera may pause).
+            # As long as the source stalls (a camera may pause), up to `until`.
             self._changed.wait_for(lambda: self._error is not None or self._done or (
-                self._latest is not None and self._latest.index > index))
+                self._latest is not None and self._latest.index > index),
+                timeout=None if until is None else max(0.0, until - time.monotonic()))
             if self._error is not None:
                 raise VivifyError(self._error)
             if self._latest is not None and self._latest.index > index:
@@ -146,7 +147,9 @@ class Camera(FrameSource):
 
 
 class Stream(FrameSource):
-    """A network stream (rtsp://, http://, ...) through PyAV, frames as they arrive (it is live already)."""
+    """A network stream (rtsp://, http://, ...) through PyAV, each frame delivered at its own time: a live
+    stream's frames as they arrive, a file served over the network (which arrives faster than it plays) paced
+    as a camera would deliver it."""
 
     def __init__(self, url: str) -> None:
         import av
@@ -163,8 +166,17 @@ class Stream(FrameSource):
     def _run(self) -> None:
         import av
 
+        start: float | None = None  # when, on this machine's clock, the stream's time 0 is due
         try:
             for frame in self._container.decode(self._stream):
+                if frame.time is not None:
+                    now = time.monotonic()
+                    if start is None or start + frame.time < now:
+                        # Late (a live stream, or the first frame): the schedule moves with it, so a stream
+                        # whose clock runs slow against this one builds up no latency.
+                        start = now - frame.time
+                    elif self._stop.wait(start + frame.time - now):
+                        break
                 if self._stop.is_set():
                     break
                 self._publish(frame.to_ndarray(format="rgb24"))

@@ -208,8 +208,9 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     readout = ""
     source.start()
     try:
-        while seconds is None or time.monotonic() - stats.started < seconds:
-            captured = source.next_after(last)
+        end = None if seconds is None else stats.started + seconds
+        while end is None or time.monotonic() < end:
+            captured = source.next_after(last, end)  # a stalled source does not hold the session past its end
             if captured is None:
                 break
             last = captured.index
