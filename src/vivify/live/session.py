@@ -205,6 +205,7 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     commands = commands or queue.SimpleQueue()
     stats = LiveStats()
     current, paused, last = 0, False, -1
+    quitting = False  # asked to quit before any frame was shown: after the first, so a recording is not empty
     readout = ""
     source.start()
     try:
@@ -217,7 +218,9 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
             while not commands.empty():
                 command = commands.get()
                 if command == QUIT:
-                    return stats.report(source.frames_in)
+                    if stats.frames_out:
+                        return stats.report(source.frames_in)
+                    quitting = True
                 if command == PAUSE:
                     paused = not paused
                 elif command in (NEXT, PREVIOUS):
@@ -230,6 +233,8 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
             sink.write(renderers[current](captured.frame), captured, readout)
             latency = stats.add(captured)
             readout = f"{stats.frames_out / max(1e-9, time.monotonic() - stats.started):.1f} fps, {latency:.0f} ms"
+            if quitting:
+                break
     finally:
         source.close()
     return stats.report(source.frames_in)
