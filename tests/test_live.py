@@ -16,7 +16,7 @@ from PIL import Image
 from vivify.cli import main
 from vivify.demo import driving_frames, face_crop
 from vivify.errors import VivifyError
-from vivify.live.capture import FrameSource, PacedFile
+from vivify.live.capture import Captured, FrameSource, PacedFile
 from vivify.live.session import NEXT, PAUSE, QUIT, run_live
 from vivify.provenance.verify import verify
 
@@ -215,7 +215,7 @@ def test_a_recording_that_fails_leaves_nothing_behind(tmp_path):
 
     sink = FileSink(tmp_path / "live.mp4", FPS, (64, 64), overwrite=False, marks=Marks.create())
     frame = np.zeros((64, 64, 3), np.uint8)
-    sink.write(frame, type("Captured", (), {"index": 0})(), "")
+    sink.write(frame, Captured(frame, 0, time.monotonic()), "")
     sink.close(failed=True)
     assert list(tmp_path.iterdir()) == []
 

@@ -26,12 +26,10 @@ _MET, _APART = 0.02, 0.04
 _SEAM_SHADE = 0.7
 
 
-def interior_seen(source: np.ndarray, source_map: np.ndarray, origin: tuple[int, int],
-                  source_offset: float = 0.0) -> Callable[[Box], np.ndarray]:
+def interior_seen(source: np.ndarray, source_map: np.ndarray, origin: tuple[int, int]) -> Callable[[Box], np.ndarray]:
     """Where a warp shows the `source` face's mouth interior: a function from a box of the output (x0, y0, x1,
     y1) to a float32 mask over it (1: taken from between the source's inner lips). `source_map` is the warp's
-    backward map over the region whose top-left output pixel is `origin`, into the source's pixels shifted by
-    `source_offset` (a padded copy)."""
+    backward map (into the source's pixels) over the region whose top-left output pixel is `origin`."""
 
     def seen(box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
@@ -42,7 +40,7 @@ def interior_seen(source: np.ndarray, source_map: np.ndarray, origin: tuple[int,
         ax0, ay0, ax1, ay1 = max(x0, rx), max(y0, ry), min(x1, rx + width), min(y1, ry + height)
         if ax1 <= ax0 or ay1 <= ay0:
             return mask
-        inner = source[topology.LIPS_INNER, :2] + source_offset
+        inner = source[topology.LIPS_INNER, :2]
         corner = np.floor(inner.min(axis=0)) - 2
         inside = np.zeros(tuple((np.ceil(inner.max(axis=0)) + 3 - corner).astype(int)[::-1]), np.float32)
         cv2.fillPoly(inside, [np.round(inner - corner).astype(np.int32)], 1.0)
