@@ -156,6 +156,8 @@ def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, ca
 
 @pytest.mark.parametrize("extra,message", [
     (["--grid", "1x2"], "a 1x2 grid has 2 cells for 3 portraits"),
+    (["--grid", "20x20"], "a 20x20 grid leaves a whole row or column empty for 3 portraits (the automatic grid for "
+                          "3 is 1x3)"),
     (["--captions", "A,B"], "2 captions for 3 portraits (give one per portrait)"),
     (["--captions", "A,line one\nline two,C"], "caption 2 holds a line break or another control character: "
                                                 "captions are one line of text"),

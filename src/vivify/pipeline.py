@@ -247,6 +247,9 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     rows, cols = grid or automatic
     if rows * cols < count:
         raise VivifyError(f"a {rows}x{cols} grid has {rows * cols} cells for {count} portraits")
+    if (rows - 1) * cols >= count or rows * (cols - 1) >= count:  # a whole row or column would stay empty
+        raise VivifyError(f"a {rows}x{cols} grid leaves a whole row or column empty for {count} portraits "
+                          f"(the automatic grid for {count} is {automatic[0]}x{automatic[1]})")
     if captions and len(captions) != count:
         raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
     for number, caption in enumerate(captions, start=1):
