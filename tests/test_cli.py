@@ -374,6 +374,8 @@ ERRORS = [
     ("no_face", "drive", [], "no face found in portrait.jpg"),
     ("small_face", "drive", [], ("small.png: face is ", " px tall, under the minimum of 48 px")),
     ("two_faces", "drive", ["--face", "2"], "two.png: face 2 requested but only 2 found (faces count from 0)"),
+    ("portrait", "drive", ["--size", "2x2"],
+     "portrait.png: at 2x2 no face can reach the minimum of 48 px: make the output larger"),
     ("truncated", "drive", [], "...truncated.jpg: not an image or corrupt (image file is truncated"),
     ("garbage", "drive", [], "...garbage.png: not an image or corrupt (not a JPEG, PNG or WebP file)"),
     ("huge", "drive", [], "...huge.png: image is 60 megapixels, over the 50 megapixel limit"),

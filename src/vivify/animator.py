@@ -70,6 +70,9 @@ class Animator:
         _single_threaded_blas()
         build_lab_tables()  # in the background, while the portrait is analysed
         faces = detect_faces(portrait) if detected is None else list(detected)
+        if not faces and min(portrait.shape[:2]) < MIN_FACE_PIXELS:  # `--size 2x2`: too small to hold one
+            raise VivifyError(f"{name}: at {portrait.shape[1]}x{portrait.shape[0]} no face can reach the minimum "
+                              f"of {MIN_FACE_PIXELS} px: make the output larger")
         if not faces:
             raise VivifyError(f"no face found in {name}")
         if not 0 <= face < len(faces):
