@@ -211,22 +211,27 @@ def _readable(path: Path) -> bool:
 
 
 def _ingredient_mime(path: Path) -> str | None:
-    """An input's format, from its first bytes: c2pa parses an ingredient as the format it is told, and a file
+    """An input's format, from its content: c2pa parses an ingredient as the format it is told, and a file
     named for another (a PNG saved as .jpg) would fail the signing of a finished render. None where the
-    content is none of these; such an input is described by title alone. Raises VivifyError naming a file that
-    cannot be read."""
+    content is none of `content_mime`'s; such an input is described by title alone. Raises VivifyError naming
+    a file that cannot be read."""
     try:
         with open(path, "rb") as file:
-            head = file.read(16)
+            return content_mime(file.read(16))
     except OSError as error:
         raise VivifyError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def content_mime(head: bytes) -> str | None:
+    """The format of a file from its first 16 bytes (never its name), among those c2pa reads in full: PNG,
+    JPEG, GIF, WebP, WAV, FLAC, MP3 (with an ID3 tag), MP4 and QuickTime (whose first box is ftyp, or an
+    older QuickTime file's moov, mdat, wide, free or skip); else None."""
     return next((mime for test, mime in _SIGNATURES if test(head)), None)
 
 
-# Formats of inputs that c2pa can describe in full, by their first bytes.
 _SIGNATURES = (
     (lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"), "image/png"),
-    (lambda head: head.startswith(b"\xff\xd8\xff"), "image/jpeg"),
+    (lambda head: head.startswith(b"\xff\xd8"), "image/jpeg"),
     (lambda head: head.startswith((b"GIF87a", b"GIF89a")), "image/gif"),
     (lambda head: head.startswith(b"RIFF") and head[8:12] == b"WEBP", "image/webp"),
     (lambda head: head.startswith(b"RIFF") and head[8:12] == b"WAVE", "audio/wav"),
@@ -234,6 +239,7 @@ _SIGNATURES = (
     (lambda head: head.startswith(b"ID3"), "audio/mpeg"),
     (lambda head: head[4:12] == b"ftypqt  ", "video/quicktime"),
     (lambda head: head[4:8] == b"ftyp", "video/mp4"),
+    (lambda head: head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"), "video/quicktime"),
 )
 
 

@@ -25,12 +25,12 @@ from vivify.errors import VideoCutShort, VivifyError
 from vivify.io.image import load_portrait
 from vivify.provenance import metadata
 from vivify.provenance.label import CONSPICUOUS_SECONDS, DEFAULT_TEXT, find_label
-from vivify.provenance.manifest import read_manifest
+from vivify.provenance.manifest import content_mime, read_manifest
 from vivify.provenance.watermark import WatermarkDetector
 
 WATERMARK_FRAMES = 60
 _VALID_STATES = ("Valid", "Trusted")
-_IMAGE_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+_IMAGE_KINDS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
@@ -41,14 +41,13 @@ def verify(path: str | Path) -> dict[str, Any]:
         raise VivifyError(f"{path}: file not found")
     if path.is_dir():
         raise VivifyError(f"{path}: is a folder, not a video or image")
-    kind = _sniff(path)
+    kind, mime = _sniff(path)
 
     aigc = metadata.read_label(path, kind)
     meta: dict[str, Any] = {"found": aigc is not None, "aigc": aigc, "matches_content": False}
     if aigc is not None:
         meta["matches_content"] = metadata.matches_content(aigc, metadata.media_digest(path, kind))
 
-    mime = _IMAGE_MIMES.get(kind) or _bmff_mime(path)
     # Other containers (WebM, Matroska, AVI) cannot carry a C2PA manifest that c2pa-python reads.
     c2pa = (read_manifest(path, mime) if mime is not None
             else {"found": False, "validation_state": None, "supported": False})
@@ -69,8 +68,9 @@ def verify(path: str | Path) -> dict[str, Any]:
             "visible_label": visible, "metadata": meta, "c2pa": c2pa, "watermark": watermark}
 
 
-def _sniff(path: Path) -> str:
-    """"png", "jpeg", "webp", "gif" or "video" from the file's first bytes (never its name)."""
+def _sniff(path: Path) -> tuple[str, str | None]:
+    """("png", "jpeg", "webp", "gif" or "video"; the format c2pa is to read it as, None for a video container
+    it cannot read) from the file's first bytes (never its name)."""
     try:
         with open(path, "rb") as file:
             head = file.read(16)
@@ -78,32 +78,15 @@ def _sniff(path: Path) -> str:
         raise VivifyError(f"{path}: cannot read ({error.strerror})") from None
     if not head:
         raise VivifyError(f"{path}: empty file")
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":  # a still re-shared as WebP, as sites convert them
-        return "webp"
+    mime = content_mime(head)
+    if mime in _IMAGE_KINDS:  # WebP: a still re-shared as WebP, as sites convert them
+        return _IMAGE_KINDS[mime], mime
     if head.startswith((b"BM", b"II*\0", b"MM\0*")):  # pictures vivify never writes: FFmpeg would call them stills
         kind = "BMP" if head.startswith(b"BM") else "TIFF"
         raise VivifyError(f"{path}: a {kind} image: verify reads videos, and PNG, JPEG, WebP and GIF images")
     if path.suffix.lower() in _IMAGE_SUFFIXES:  # FFmpeg would take it for a still by its name, and say so
         raise VivifyError(f"{path}: not a readable image (its content is not PNG, JPEG, WebP or GIF)")
-    return "video"
-
-
-def _bmff_mime(path: Path) -> str | None:
-    """video/mp4 or video/quicktime for an ISO base media file (its first box is ftyp, or a QuickTime
-    file's moov, mdat, wide or free), else None."""
-    with open(path, "rb") as file:
-        head = file.read(12)
-    if head[4:8] == b"ftyp":
-        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
-    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return "video/quicktime"
-    return None
+    return "video", mime if mime in ("video/mp4", "video/quicktime") else None
 
 
 def _scan_frames(path: Path, kind: str, label_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
