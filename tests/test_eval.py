@@ -95,6 +95,20 @@ def test_translation_by_5px_gives_akd_5(measure: DlibFaceMeasure, head: np.ndarr
     assert 0.0 < l1(shifted, head) < 1.0
 
 
+def test_steady_landmarks_move_less_with_the_box_than_one_fit(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    # The same face in boxes 0-3 px apart: one fit's mouth moves with the box, the mean of 9 fits much less.
+    image = cv2.resize(head, (512, 512), interpolation=cv2.INTER_CUBIC)
+    box = measure.detect(image)[0]
+    boxes = [Box(box.left + d, box.top + d, box.right + d, box.bottom + d) for d in range(4)]
+    mouth = slice(48, 68)
+    single = np.array([measure.landmarks_at(image, b)[mouth] for b in boxes])
+    steady = np.array([measure.steady_landmarks_at(image, b)[mouth] for b in boxes])
+    spread_single, spread_steady = single.std(axis=0).mean(), steady.std(axis=0).mean()
+    assert spread_steady < 0.6 * spread_single, (spread_single, spread_steady)
+    # Averaging does not drag the points: they stay where one fit puts them, to within a pixel.
+    assert np.abs(steady.mean(axis=0) - single.mean(axis=0)).mean() < 1.0
+
+
 def test_different_face_has_larger_aed(measure: DlibFaceMeasure, head: np.ndarray) -> None:
     # A face stretched 1.33x wide is a different face shape: the descriptor should move much more than
     # for a small translation of the same face.

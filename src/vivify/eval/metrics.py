@@ -109,6 +109,9 @@ def _points(shape: Any) -> np.ndarray:
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
+STEADY_SHIFT = 0.04  # of the box's size: the step between the boxes of `steady_landmarks_at`
+
+
 class DlibFaceMeasure:
     """Loads the dlib models once; measures faces in RGB uint8 images.
 
@@ -160,6 +163,17 @@ class DlibFaceMeasure:
     def landmarks_at(self, image: np.ndarray, box: Box) -> np.ndarray:
         """The 68 landmarks (x, y) of the face in the given box, without its descriptor."""
         return _points(self._predictor(_as_rgb(image), self._dlib.rectangle(*box)))
+
+    def steady_landmarks_at(self, image: np.ndarray, box: Box, shift: float = STEADY_SHIFT) -> np.ndarray:
+        """The 68 landmarks averaged over fits from the box and from it moved by `shift` of its size in each
+        of 8 directions. One fit's points move with where the box happens to sit (a box a few pixels off
+        moves the lips by a fraction of a pixel); the average keeps what the face itself shows."""
+        img = _as_rgb(image)
+        dx, dy = shift * box.width, shift * box.height
+        fits = [_points(self._predictor(img, self._dlib.rectangle(
+            round(box.left + i * dx), round(box.top + j * dy), round(box.right + i * dx), round(box.bottom + j * dy))))
+            for i in (-1, 0, 1) for j in (-1, 0, 1)]
+        return np.mean(fits, axis=0)
 
     def face(self, image: np.ndarray, near: Box | None = None) -> Face | None:
         """The face in the image, or None when none is detected and no fallback box is given.

@@ -6,7 +6,9 @@ outer eye corners (36, 45). Each cell's curve is compared with the driving video
 −1, 0 and +1 frames; the best r and its lag are reported (target: r ≥ 0.8 at |lag| ≤ 1 in every cell).
 
 Faces are detected every `REDETECT` frames and the box is reused in between (dlib's HOG detector is the slow
-part; the landmark fit tolerates a box a few frames old).
+part; the landmark fit tolerates a box a few frames old). Each frame's points are the mean of 9 fits from
+boxes a little apart: a single fit moves with where its box sits, and two identical cells of a grid then read
+different curves (r 0.93 between them on the d6 grid, 0.98 with the mean; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def mouth_opening(landmarks: np.ndarray) -> float:
 
 
 class Track:
-    """One face's opening curve, re-detecting its box every REDETECT frames."""
+    """One face's opening curve, re-detecting its box every REDETECT frames. `steady`: each frame's points are
+    the average of fits from 9 boxes around the detected one (`DlibFaceMeasure.steady_landmarks_at`)."""
 
-    def __init__(self, measure: DlibFaceMeasure) -> None:
+    def __init__(self, measure: DlibFaceMeasure, steady: bool = False) -> None:
         self._measure = measure
+        self._fit = measure.steady_landmarks_at if steady else measure.landmarks_at
         self._box: Box | None = None
         self.curve: list[float] = []
         self.points: list[np.ndarray | None] = []  # dlib's 68 points, in the measured image's pixels
@@ -53,7 +57,7 @@ class Track:
         if self._box is None or len(self.curve) % REDETECT == 0:
             boxes = self._measure.detect(image)
             self._box = boxes[0] if boxes else self._box
-        points = None if self._box is None else self._measure.landmarks_at(image, self._box)
+        points = None if self._box is None else self._fit(image, self._box)
         self.points.append(points)
         self.curve.append(np.nan if points is None else mouth_opening(points))
 
@@ -80,7 +84,7 @@ def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: 
                   frames: int | None = None) -> dict[str, Any]:
     """Opening curves of the driving face and of the first `count` cells, and each cell's best r and lag."""
     measure = DlibFaceMeasure(upsample=1)
-    driving_track, cells = Track(measure), [Track(measure) for _ in range(count)]
+    driving_track, cells = Track(measure, steady=True), [Track(measure, steady=True) for _ in range(count)]
     with open_video(grid_video) as grid, open_video(driving) as source:
         if grid.width % cols or grid.height % rows:
             raise VivifyError(f"{grid_video.name}: {grid.width}x{grid.height} does not split into {rows}x{cols} cells")
@@ -107,7 +111,7 @@ def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | Non
     rows, cols = grid
     report = evaluate_sync(grid_video, driving, rows, cols, count or rows * cols, frames)
     print(f"sync of {grid_video.name} ({rows}x{cols}) with {driving.name}, {report['frames']} frames; "
-          f"dlib 68-point mouth opening, Pearson r at lag -1..+1 (target r ≥ {TARGET_R})")
+          f"dlib 68-point mouth opening (mean of 9 fits), Pearson r at lag -1..+1 (target r ≥ {TARGET_R})")
     print(f"{'cell':>4} {'r':>6} {'lag':>4} {'faces':>6}")
     for cell in report["cells"]:
         print(f"{cell['cell']:>4} {cell['r']:>6.3f} {cell['lag']:>+4d} {cell['frames_with_face']:>6}")
