@@ -788,6 +788,9 @@ def test_figures_not_measured_are_written_as_null(tmp_path):
     write_json(path, {"r": 0.5, "lag": math.nan, "cells": [{"distance": math.inf}, (1.0, -math.inf)]})
     assert json.loads(path.read_text(encoding="utf-8")) == {
         "r": 0.5, "lag": None, "cells": [{"distance": None}, [1.0, None]]}
+    # An ordinary file, readable as the umask allows (tempfile's own temporaries are private: 0600).
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert [p.name for p in path.parent.iterdir()] == ["figures.json"]
 
 
 def test_frames_counted_without_decoding(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
+from vivify.io.files import make_temp_beside
 
 
 def write_json(path: str | Path, report: Any) -> None:
@@ -22,10 +22,8 @@ def write_json(path: str | Path, report: Any) -> None:
     temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False) as file:
-            temp = Path(file.name)
-            file.write(text)
+        temp = make_temp_beside(str(path), path)
+        temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
     except OSError as error:
         if temp is not None:

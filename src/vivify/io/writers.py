@@ -41,6 +41,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from vivify.errors import VivifyError
+from vivify.io.files import make_temp_beside
 
 if TYPE_CHECKING:
     from vivify.provenance.marks import Marks
@@ -132,7 +133,7 @@ def open_writer(
     if kind == "gif" and fps > _GIF_MAX_FPS:
         log.warning("%s: %.4g fps is faster than GIF players show reliably (max %d)", display, fps, _GIF_MAX_FPS)
 
-    temp = _make_temp(display, out, folder=(kind == "png"))
+    temp = make_temp_beside(display, out, folder=(kind == "png"))
     backend: _Backend | None = None
     try:
         if kind == "png":
@@ -735,23 +736,6 @@ def _is_frame_folder(folder: Path) -> bool:
             return all(e.is_file(follow_symlinks=False) and _FRAME_NAME_RE.fullmatch(e.name) for e in entries)
     except OSError:
         return False
-
-
-def _make_temp(display: str, out: Path, folder: bool) -> Path:
-    """Create and return a new hidden temporary file/folder beside OUT."""
-    for _ in range(100):
-        temp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-        try:
-            if folder:
-                os.mkdir(temp, 0o777)  # modes honour the umask, unlike tempfile's 0600/0700
-            else:
-                os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return temp
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise VivifyError(f"{display}: cannot write to '{out.parent}' ({error.strerror})") from None
-    raise VivifyError(f"{display}: cannot create a temporary file in '{out.parent}'")
 
 
 def _commit(display: str, temp: Path, out: Path, overwrite: bool) -> None:
