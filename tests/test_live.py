@@ -208,7 +208,7 @@ def test_latency_figures_by_minute_and_overall(monkeypatch):
 
 
 def test_a_recording_that_fails_leaves_nothing_behind(tmp_path):
-    """A session that stops on an error (a camera failing mid-run, Ctrl-C) discards its recording: no output
+    """A session that stops on an error (a camera failing mid-run, a second Ctrl-C) discards its recording: no output
     and no temporary file beside it, and no second error on the way out."""
     from vivify.live.session import FileSink
     from vivify.provenance.marks import Marks
@@ -296,3 +296,46 @@ def test_seconds_end_a_session_whose_source_has_stalled():
     session.start()
     session.join(timeout=60)
     assert not session.is_alive() and reports[0]["frames_out"] == 1
+
+
+def _interrupting(monkeypatch, at: int, presses: int = 1) -> None:
+    """Animator.render presses Ctrl-C (SIGINT to this process) `presses` times in its call number `at`."""
+    import signal
+
+    from vivify.animator import Animator
+
+    render, calls = Animator.render, [0]
+
+    def pressing(self, frame, *args, **kwargs):
+        calls[0] += 1
+        for _ in range(presses if calls[0] == at else 0):
+            signal.raise_signal(signal.SIGINT)
+        return render(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(Animator, "render", pressing)
+
+
+def test_ctrl_c_ends_a_session_and_keeps_its_recording(material, tmp_path, monkeypatch, capsys):
+    import signal
+
+    from vivify.live.session import live
+    from vivify.provenance.marks import Marks
+
+    _interrupting(monkeypatch, 5)
+    out = tmp_path / "live.mp4"
+    report = live([material["portrait"]], source=str(material["clip"]), loop=True, output=out, marks=Marks.create())
+    assert 5 <= report["frames_out"] <= 6  # the frame under way is finished, then the session ends
+    assert "stopping after this frame (Ctrl-C again to abandon)" in capsys.readouterr().err
+    assert verify(out)["ai_generated"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is itself again afterwards
+
+
+def test_a_second_ctrl_c_abandons_the_recording(material, tmp_path, monkeypatch):
+    from vivify.live.session import live
+    from vivify.provenance.marks import Marks
+
+    _interrupting(monkeypatch, 3, presses=2)  # the frame under way does not end
+    with pytest.raises(KeyboardInterrupt):
+        live([material["portrait"]], source=str(material["clip"]), loop=True, output=tmp_path / "live.mp4",
+             marks=Marks.create())
+    assert list(tmp_path.iterdir()) == []

@@ -520,7 +520,7 @@ def _live(args: argparse.Namespace, argv: list[str]) -> int:
     marks = _marks(args, tuple(args.portraits), argv) if args.output else None
     commands: queue.SimpleQueue = queue.SimpleQueue()
     if sys.stdin.isatty():
-        print("vivify live: c recalibrate, n/p next/previous portrait, Enter pause, q quit", file=sys.stderr)
+        print("vivify live: c recalibrate, n/p next/previous portrait, Enter pause, q or Ctrl-C quit", file=sys.stderr)
     read_commands(commands)  # typed at a terminal, or piped in by a program that drives the session
     report = live(args.portraits, camera=args.camera, source=args.input, loop=args.loop, output=args.output,
                   window=args.window, virtual_camera=args.virtual_camera, size=args.size, stats_path=args.stats,

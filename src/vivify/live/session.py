@@ -8,12 +8,14 @@ from a frame's capture to the moment its output has been handed over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -240,6 +242,27 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     return stats.report(source.frames_in)
 
 
+@contextlib.contextmanager
+def _ctrl_c_quits(commands: queue.SimpleQueue) -> Iterator[None]:
+    """The first Ctrl-C ends the session as `q` does (a recording is finished and kept, the stats written); a
+    second one interrupts at once, for a session that does not get to its next frame. Only the main thread
+    can take signals: elsewhere Ctrl-C stays an interruption."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def quit_on_first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("vivify: stopping after this frame (Ctrl-C again to abandon)", file=sys.stderr)
+        commands.put(QUIT)
+
+    previous = signal.signal(signal.SIGINT, quit_on_first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _check_stats_path(stats: Path, inputs: Sequence[str | Path], output: str | Path | None, overwrite: bool) -> None:
     """Refuse, before the session starts, a stats file that is an input or the output video, that exists
     (without `overwrite`), or that cannot be written (its folder is made as the stats are written)."""
@@ -305,8 +328,9 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
 
     failed = True
     try:
-        report = run_live(frames, sink, [animator.render for animator in animators], recalibrate, commands,
-                          seconds)
+        with _ctrl_c_quits(commands):
+            report = run_live(frames, sink, [animator.render for animator in animators], recalibrate, commands,
+                              seconds)
         failed = False
     finally:
         sink.close(failed)
