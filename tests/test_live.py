@@ -187,6 +187,14 @@ def test_a_window_without_a_display(material, capsys, monkeypatch):
         "vivify: error: cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera\n")
 
 
+def test_a_window_on_a_display_that_cannot_be_reached(material, capsys, monkeypatch):
+    """OpenCV's Qt aborts the process (exit 134) on a display it cannot reach: the session says so instead."""
+    monkeypatch.setenv("DISPLAY", ":4099")  # no X server listens there
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--window"]) == 2
+    assert capsys.readouterr().err == ("vivify: error: cannot open a window here (the display :4099 cannot be "
+                                       "reached): use -o OUT.mp4 or --virtual-camera\n")
+
+
 def test_latency_figures_by_minute_and_overall(monkeypatch):
     """p95 by minute, and p50 and p95 overall (kept as counts in 0.1 ms bins, which do not grow with time)."""
     from vivify.live.capture import Captured

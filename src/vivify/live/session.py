@@ -12,6 +12,7 @@ import contextlib
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -92,9 +93,7 @@ class WindowSink(_LabelledSink):
     def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings, commands: queue.SimpleQueue) -> None:
         super().__init__(size, fps, label)
         self._commands = commands
-        # Without a display OpenCV's GUI aborts the process instead of raising: check first.
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise VivifyError("cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera")
+        _check_display()
         cv2.namedWindow("vivify live", cv2.WINDOW_AUTOSIZE)
 
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
@@ -115,6 +114,25 @@ class WindowSink(_LabelledSink):
 
     def close(self, failed: bool = False) -> None:
         cv2.destroyAllWindows()
+
+
+def _check_display() -> None:
+    """Refuse a window where none can open. OpenCV's GUI (Qt) aborts the whole process when it cannot reach
+    the display, instead of raising: without one it is refused at once, and a display that is named is first
+    tried by a child process, whose abort says only that it cannot be reached."""
+    if not sys.platform.startswith("linux"):
+        return
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not display:
+        raise VivifyError("cannot open a window here (no display): use -o OUT.mp4 or --virtual-camera")
+    probe = "import cv2; cv2.namedWindow('vivify'); cv2.destroyAllWindows()"
+    try:
+        opened = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        opened = False
+    if not opened:
+        raise VivifyError(f"cannot open a window here (the display {display} cannot be reached): use -o OUT.mp4 or "
+                          "--virtual-camera")
 
 
 class VirtualCameraSink(_LabelledSink):
