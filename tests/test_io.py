@@ -273,6 +273,8 @@ def test_video_gif_rate_from_duration(tmp_path):
     [
         ("missing.mp4", None, "{}: file not found"),
         ("text.mp4", b"hello, I am a text file\n" * 20, "{}: not a video or unreadable (Invalid data found"),
+        # FFmpeg reads a file by its image name; it is not called a still image unless it is one.
+        ("text.jpg", b"hello, I am a text file\n" * 20, "{}: not a video or unreadable (Invalid data found"),
     ],
 )
 def test_video_bad_files(tmp_path, name, content, expected):

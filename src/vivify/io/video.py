@@ -176,6 +176,11 @@ class VideoReader:
         assert container is not None
         demuxer = container.format.name
         if demuxer in _STILL_IMAGE_DEMUXERS or (demuxer.endswith("_pipe") and demuxer not in _ANIMATED_PIPE_DEMUXERS):
+            # FFmpeg takes any file named like an image for one: only one that decodes is called a still image.
+            try:
+                next(container.decode(video=0), None)
+            except (av.error.FFmpegError, ValueError) as error:
+                raise VivifyError(f"{self._name}: not a video or unreadable ({_reason(error)})") from None
             raise VivifyError(f"{self._name}: is a still image, not a video")
         if not container.streams.video:
             raise VivifyError(f"{self._name}: no video stream")
