@@ -434,6 +434,24 @@ def test_output_never_replaces_an_input(capfd, media, tmp_path):
     assert driving.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["drive.mp4"]
 
 
+def test_output_never_replaces_an_input_written_as_a_folder(capfd, media, tmp_path):
+    """`-o drive.mp4/` asks for a folder of frames in the input's place; a folder of frames that holds the
+    portrait (one frame of an earlier run animated again) would have the portrait overwritten by frame 0."""
+    driving = tmp_path / "drive.mp4"
+    shutil.copyfile(media.drive, driving)
+    code, _, stderr = vivify(capfd, media, media.portrait, driving, "-o", f"{driving}/", "--overwrite")
+    assert (code, stderr) == (2, f"vivify: error: {driving}/: is an input file; choose another output\n")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    portrait = frames / "frame_000000.png"
+    shutil.copyfile(media.portrait, portrait)
+    code, _, stderr = vivify(capfd, media, portrait, media.drive, "-o", frames, "--overwrite")
+    assert (code, stderr) == (2, f"vivify: error: {frames}: holds an input file ({portrait}); choose another output\n")
+    assert driving.read_bytes() == Path(media.drive).read_bytes()
+    assert portrait.read_bytes() == Path(media.portrait).read_bytes()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["drive.mp4", "frame_000000.png", "frames"]
+
+
 @pytest.mark.parametrize("options", [["--size", "12"], ["--size", "1x100"], ["--reference", "foo"],
                                      ["--max-side", "0"], ["--face", "-1"], ["--size", "64x64", "--max-side", "64"]])
 def test_bad_options_are_usage_errors(capfd, media, tmp_path, options):

@@ -775,11 +775,16 @@ def _remove(path: Path) -> None:
 
 
 def refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
-    """--overwrite must not replace the portrait or the driving video with the result."""
+    """--overwrite must not replace the portrait or the driving video with the result: neither the file itself
+    (however the path is written, a trailing slash included) nor a folder that holds it (a folder of frames)."""
+    target = os.fspath(output).rstrip(os.sep) or os.sep  # "photo.png/" names photo.png to a folder writer
+    folder = os.path.realpath(target) + os.sep
     for source in inputs:
         try:
-            same = os.path.samefile(output, source)
+            same = os.path.samefile(target, source)
         except OSError:  # either does not exist (yet): not the same file
             same = False
         if same:
             raise VivifyError(f"{output}: is an input file; choose another output")
+        if os.path.isdir(target) and os.path.realpath(source).startswith(folder):
+            raise VivifyError(f"{output}: holds an input file ({source}); choose another output")
