@@ -292,3 +292,25 @@ def test_run_with_the_engine(moving_video: Path, tmp_path: Path, capsys: pytest.
     assert "overall (1 clips)" in capsys.readouterr().out
     vivify = json.loads(json_path.read_text())["clips"][0]["methods"]["vivify"]
     assert all(isinstance(vivify[k], float) and math.isfinite(vivify[k]) for k in ("l1", "akd", "aed"))
+
+
+@pytest.mark.parametrize("command", [["reenact"], ["watermark"], ["lipsync"], ["sync", "--grid", "1x1"]])
+def test_figures_never_replace_an_input_or_a_file(tmp_path, capsys, command, head):
+    """--json is checked before anything is measured: not an input, not an existing file without --overwrite,
+    not a folder."""
+    from vivify.cli import main
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [head] * 3)
+    original = clip.read_bytes()
+    taken = tmp_path / "taken.json"
+    taken.write_text("mine")
+    inputs = [clip, clip] if command[0] == "sync" else [clip]
+    name, *options = command
+    for target, message in [(clip, f"{clip}: is an input file; choose another output"),
+                            (taken, f"{taken}: already exists (use --overwrite)"),
+                            (tmp_path, f"{tmp_path}: is a folder; name a file for the figures")]:
+        assert main(["eval", name, *map(str, inputs), *options, "--json", str(target)]) == 2
+        assert capsys.readouterr().err == f"vivify: error: {message}\n"
+    assert clip.read_bytes() == original and taken.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.json"]

@@ -236,7 +236,7 @@ def test_the_stats_file_may_not_replace_an_input_the_output_or_a_file(material, 
     taken.write_text("mine")
     stats = {"input": clip, "output": out, "existing": taken}[which]
     message = {"input": f"{clip}: is an input file; choose another output",
-               "output": f"{out}: is the output video too; choose another stats file",
+               "output": f"{out}: is the output video too; choose another file for the figures",
                "existing": f"{taken}: already exists (use --overwrite)"}[which]
     assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(out), "--stats", str(stats)]) == 2
     assert capsys.readouterr().err == f"vivify: error: {message}\n"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vivify.errors import SpeechTooLong, VivifyError
-from vivify.io.reports import write_json
+from vivify.io.reports import check_report_path, write_json
 
 
 def _pair(text: str, minimum: int, expected: str) -> tuple[int, int]:
@@ -295,11 +295,13 @@ def _parser() -> argparse.ArgumentParser:
     reenact.add_argument("videos", nargs="+", type=Path, help="real talking or moving-face videos")
     reenact.add_argument("--frames", type=_positive, default=100, help="frames per clip (default: 100)")
     reenact.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    reenact.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     watermark = evals.add_parser("watermark", help="watermark recovery after platform-style attacks, false positives")
     watermark.add_argument("videos", nargs="+", type=Path, help="real clips to mark and attack")
     watermark.add_argument("--seconds", type=_amount, default=3.0, help="seconds of each clip to mark (default: 3)")
     watermark.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    watermark.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     sync = evals.add_parser("sync", help="does every cell of a grid open its mouth with the driving face?")
     sync.add_argument("video", type=Path, help="a grid made by `vivify sing`")
@@ -308,20 +310,24 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--count", type=_positive_count, help="portraits in the grid (default: every cell)")
     sync.add_argument("--frames", type=_positive, help="only the first N frames")
     sync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    sync.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     lipsync = evals.add_parser("lipsync", help="lip sync: a clip's first frame says its own audio, mouths compared")
     lipsync.add_argument("videos", nargs="+", type=Path, help="real talking videos with their own audio")
     lipsync.add_argument("--lang", default="en", help="language of the speech (default: en)")
     lipsync.add_argument("--accurate", action="store_true", help="as `vivify speak --accurate`")
     lipsync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    lipsync.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     identities = evals.add_parser("identities", help="protected-identity gate: false accepts and false rejects")
     identities.add_argument("media", type=Path, help="the shared media folder (../shared/media)")
     identities.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    identities.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    bench.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     instead = bench.add_mutually_exclusive_group()
     instead.add_argument("--long", action="store_true",
                          help="instead, check peak memory of 15 s and 60 s 1080p jobs (about 3-4 minutes)")
@@ -556,6 +562,17 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report["ai_generated"] else 1
 
 
+def _measured_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files an eval or a bench reads, which its --json must not replace."""
+    if args.command == "bench":
+        return [args.audio] if args.audio is not None else []
+    if args.eval_command == "sync":
+        return [args.video, args.driving]
+    if args.eval_command == "identities":
+        return [args.media, *args.media.rglob("*")] if args.media.is_dir() else [args.media]
+    return list(args.videos)
+
+
 def _eval_watermark(args: argparse.Namespace) -> int:
     from vivify.eval.watermark import format_watermark_report, run_watermark_eval
 
@@ -612,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 _say(path)
             return 0
+        if args.command in ("eval", "bench") and args.json is not None:
+            check_report_path(args.json, _measured_inputs(args), args.overwrite)
         if args.command == "eval" and args.eval_command == "watermark":
             return _eval_watermark(args)
         if args.command == "eval" and args.eval_command == "identities":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,26 @@ def write_json(path: str | Path, report: Any) -> None:
         if temp is not None:
             temp.unlink(missing_ok=True)
         raise VivifyError(f"{path}: cannot write ({error.strerror or error})") from None
+
+
+def check_report_path(path: str | Path, inputs: Sequence[str | Path], overwrite: bool,
+                      output: str | Path | None = None) -> None:
+    """Refuse, before any measuring, a figures file that is an input or the output video, that exists (without
+    `overwrite`), or that cannot be written (its folder is made as the figures are written)."""
+    from vivify.io.writers import refuse_input_as_output  # the writers load PyAV: only where a report is asked for
+
+    if os.path.isdir(path):
+        raise VivifyError(f"{path}: is a folder; name a file for the figures")
+    refuse_input_as_output(path, *inputs)
+    if output is not None and os.path.abspath(path) == os.path.abspath(output):
+        raise VivifyError(f"{path}: is the output video too; choose another file for the figures")
+    if os.path.lexists(path) and not overwrite:
+        raise VivifyError(f"{path}: already exists (use --overwrite)")
+    folder = next((parent for parent in Path(os.path.abspath(path)).parents if parent.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise VivifyError(f"{path}: cannot write there")
+    if folder == Path(os.path.abspath(path)).parent:  # where the file goes exists: try it (a read-only mount)
+        make_temp_beside(str(path), Path(path)).unlink()
 
 
 def _finite_or_null(value: Any) -> Any:

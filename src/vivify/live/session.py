@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
-from vivify.io.reports import write_json
+from vivify.io.reports import check_report_path, write_json
 from vivify.io.writers import refuse_input_as_output
 from vivify.live.capture import Captured, FrameSource
 from vivify.provenance.label import FrameLabeler, LabelSettings
@@ -281,19 +281,6 @@ def _ctrl_c_quits(commands: queue.SimpleQueue) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _check_stats_path(stats: Path, inputs: Sequence[str | Path], output: str | Path | None, overwrite: bool) -> None:
-    """Refuse, before the session starts, a stats file that is an input or the output video, that exists
-    (without `overwrite`), or that cannot be written (its folder is made as the stats are written)."""
-    refuse_input_as_output(stats, *inputs)
-    if os.path.lexists(stats) and not overwrite:
-        raise VivifyError(f"{stats}: already exists (use --overwrite)")
-    if output is not None and os.path.abspath(stats) == os.path.abspath(output):
-        raise VivifyError(f"{stats}: is the output video too; choose another stats file")
-    folder = next((parent for parent in Path(os.path.abspath(stats)).parents if parent.exists()), None)
-    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise VivifyError(f"{stats}: cannot write there")
-
-
 def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, source: str | None = None,
          loop: bool = False, output: str | Path | None = None, window: bool = False, virtual_camera: bool = False,
          size: tuple[int, int] | None = None, stats_path: Path | None = None, seconds: float | None = None,
@@ -312,7 +299,7 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
     if output is not None:
         refuse_input_as_output(output, *inputs)
     if stats_path is not None:
-        _check_stats_path(stats_path, inputs, output, overwrite)
+        check_report_path(stats_path, inputs, overwrite, output)
     label = label or LabelSettings()
     first = fit_portrait(load_portrait(portrait_paths[0]), size)
     out_size = (first.shape[1], first.shape[0])
