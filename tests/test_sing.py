@@ -17,6 +17,7 @@ from PIL import Image
 from vivify.cli import main
 from vivify.compose.grid import FACE_SHARE, frame_portrait, grid_shape
 from vivify.demo import astronaut, driving_frames, face_crop
+from vivify.errors import VivifyError
 from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import detect_faces
@@ -231,6 +232,17 @@ def test_best_correlation_finds_the_lag():
     with_gaps = driving.copy()
     with_gaps[::7] = np.nan  # frames without a face are left out, not zeros
     assert best_correlation(with_gaps, driving) == pytest.approx((1.0, 0))
+    # Nothing to correlate (no face in the cell, or a mouth that never moved): no r, rather than a made-up -1.
+    for unmeasured in (np.full(200, np.nan), np.zeros(200)):
+        r, lag = best_correlation(unmeasured, driving)
+        assert np.isnan(r) and lag == 0
+
+
+def test_eval_sync_refuses_more_portraits_than_cells():
+    from vivify.eval.sync import evaluate_sync
+
+    with pytest.raises(VivifyError, match=r"^--count 5: a 2x2 grid has only 4 cells$"):
+        evaluate_sync(Path("grid.mp4"), Path("driving.mp4"), 2, 2, 5)
 
 
 def test_eval_sync_on_a_grid(material, capsys):

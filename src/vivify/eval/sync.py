@@ -13,6 +13,7 @@ different curves (r 0.93 between them on the d6 grid, 0.98 with the mean; docs/B
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,9 @@ class Track:
 def best_correlation(cell: Sequence[float], driving: Sequence[float],
                      lags: Sequence[int] = LAGS) -> tuple[float, int]:
     """(r, lag) maximising Pearson's r of `cell` against `driving` shifted by `lag` frames (a positive lag:
-    `cell` follows `driving` that many frames later; frames where either curve has no face are left out)."""
-    best = (-1.0, 0)
+    `cell` follows `driving` that many frames later; frames where either curve has no face are left out).
+    r is NaN where no lag leaves 3 frames with both curves measured and moving."""
+    best = (math.nan, 0)
     a_all, b_all = np.asarray(cell, float), np.asarray(driving, float)
     for lag in lags:
         a = a_all[max(0, lag):len(a_all) + min(0, lag)]
@@ -75,7 +77,7 @@ def best_correlation(cell: Sequence[float], driving: Sequence[float],
         if valid.sum() < 3 or np.std(a[valid]) == 0 or np.std(b[valid]) == 0:
             continue
         r = float(np.corrcoef(a[valid], b[valid])[0, 1])
-        if r > best[0]:
+        if not r <= best[0]:  # also replaces NaN, the start
             best = (r, lag)
     return best
 
@@ -83,6 +85,8 @@ def best_correlation(cell: Sequence[float], driving: Sequence[float],
 def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: int,
                   frames: int | None = None) -> dict[str, Any]:
     """Opening curves of the driving face and of the first `count` cells, and each cell's best r and lag."""
+    if count > rows * cols:
+        raise VivifyError(f"--count {count}: a {rows}x{cols} grid has only {rows * cols} cells")
     measure = DlibFaceMeasure(upsample=1)
     driving_track, cells = Track(measure, steady=True), [Track(measure, steady=True) for _ in range(count)]
     with open_video(grid_video) as grid, open_video(driving) as source:
@@ -100,10 +104,15 @@ def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: 
     for number, track in enumerate(cells):
         r, lag = best_correlation(track.curve, driving_track.curve)
         results.append({"cell": number, "r": r, "lag": lag, "frames_with_face": int(np.isfinite(track.curve).sum())})
+    # A cell where no r could be measured (no face found, or a mouth that never moved) is the lowest.
     return {"video": str(grid_video), "driving": str(driving), "grid": [rows, cols], "frames": len(driving_track.curve),
-            "cells": results, "min_r": min(c["r"] for c in results),
+            "cells": results, "min_r": min((c["r"] for c in results), key=lambda r: -math.inf if math.isnan(r) else r),
             "target_met": all(c["r"] >= TARGET_R and abs(c["lag"]) <= 1 for c in results),
             "machine": machine(), "command": command_line()}
+
+
+def _figure(r: float) -> str:
+    return "n/a" if math.isnan(r) else f"{r:.3f}"
 
 
 def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | None, frames: int | None,
@@ -114,8 +123,9 @@ def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | Non
           f"dlib 68-point mouth opening (mean of 9 fits), Pearson r at lag -1..+1 (target r ≥ {TARGET_R})")
     print(f"{'cell':>4} {'r':>6} {'lag':>4} {'faces':>6}")
     for cell in report["cells"]:
-        print(f"{cell['cell']:>4} {cell['r']:>6.3f} {cell['lag']:>+4d} {cell['frames_with_face']:>6}")
-    print(f"lowest r {report['min_r']:.3f}: target {'met' if report['target_met'] else 'NOT met'}")
+        print(f"{cell['cell']:>4} {_figure(cell['r']):>6} {cell['lag']:>+4d} {cell['frames_with_face']:>6}")
+    print(f"lowest r {_figure(report['min_r'])}: target {'met' if report['target_met'] else 'NOT met'}"
+          + ("" if all(math.isfinite(c["r"]) for c in report["cells"]) else " (n/a: no r could be measured)"))
     print(f"machine: {report['machine']}; command: {report['command']}")
     if json_path is not None:
         write_json(json_path, report)
