@@ -121,6 +121,27 @@ def test_unmarked_clip_is_reported_as_unmarked(material, capsys):
     assert set(printed) >= {"ai_generated", "content_id", "visible_label", "metadata", "c2pa", "watermark"}
 
 
+def test_verify_checks_every_file_given(material, capsys):
+    """Exit 0 only when every file is marked, 1 when one is not, 2 when one cannot be read; each file that
+    can be read is reported, in order, whatever comes before it."""
+    missing = material["folder"] / "missing.mp4"
+    assert main(["verify", str(material["out"]), str(material["out"])]) == 0
+    assert main(["verify", str(material["out"]), str(material["driving"])]) == 1
+    assert main(["verify", "--json", str(missing), str(material["driving"]), str(material["out"])]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"vivify: error: {missing}: file not found\n"
+    reports = [json.loads(line) for line in captured.out.strip().splitlines()[-2:]]
+    assert [(r["file"], r["ai_generated"]) for r in reports] == [(str(material["driving"]), False),
+                                                                  (str(material["out"]), True)]
+
+
+def test_verify_reads_a_video_renamed_as_an_image(material):
+    """What a file is comes from its content: a marked video renamed .jpg is still read as the video."""
+    renamed = material["folder"] / "animated.jpg"
+    renamed.write_bytes(material["out"].read_bytes())
+    assert verify(renamed)["content_id"] == verify(material["out"])["content_id"] is not None
+
+
 def test_frame_folder_output_marks_every_frame(material):
     folder = material["folder"] / "frames"
     assert main(["animate", str(material["portrait"]), str(material["driving"]), "-o", f"{folder}/"]) == 0

@@ -285,9 +285,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="render into a folder that holds files already")
 
     verify = commands.add_parser(
-        "verify", help="check a video or image for AI-generation marks (exit 0: marked, 1: none, 2: error)")
-    verify.add_argument("file", type=Path, help="a video or image")
-    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        "verify", help="check videos and images for AI-generation marks (exit 0: all marked, 1: one has none, "
+        "2: one could not be read)")
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE", help="videos or images")
+    verify.add_argument("--json", action="store_true", help="print each file's report as one JSON object (a line)")
 
     evaluate = commands.add_parser("eval", help="measure quality")
     evals = evaluate.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
@@ -557,9 +558,18 @@ def _verify(args: argparse.Namespace) -> int:
 
     from vivify.provenance.verify import summary, verify
 
-    report = verify(args.file)
-    _say(json.dumps(report, ensure_ascii=False) if args.json else summary(report))
-    return 0 if report["ai_generated"] else 1
+    # Every file is checked: one that cannot be read is said and counted, and the rest are still checked.
+    status = 0
+    for path in args.files:
+        try:
+            report = verify(path)
+        except VivifyError as error:
+            print(f"vivify: error: {error}", file=sys.stderr)
+            status = 2
+            continue
+        _say(json.dumps(report, ensure_ascii=False) if args.json else summary(report))
+        status = max(status, 0 if report["ai_generated"] else 1)
+    return status
 
 
 def _measured_inputs(args: argparse.Namespace) -> list[Path]:

@@ -84,9 +84,21 @@ def _sniff(path: Path) -> tuple[str, str | None]:
     if head.startswith((b"BM", b"II*\0", b"MM\0*")):  # pictures vivify never writes: FFmpeg would call them stills
         kind = "BMP" if head.startswith(b"BM") else "TIFF"
         raise VivifyError(f"{path}: a {kind} image: verify reads videos, and PNG, JPEG, WebP and GIF images")
-    if path.suffix.lower() in _IMAGE_SUFFIXES:  # FFmpeg would take it for a still by its name, and say so
+    if path.suffix.lower() in _IMAGE_SUFFIXES and not _video_inside(path):
         raise VivifyError(f"{path}: not a readable image (its content is not PNG, JPEG, WebP or GIF)")
     return "video", mime if mime in ("video/mp4", "video/quicktime") else None
+
+
+def _video_inside(path: Path) -> bool:
+    """Whether FFmpeg finds a video in a file named like an image by its content (a video renamed .jpg), not
+    only by the name (which makes it try any file as a still image)."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return container.format.name != "image2" and bool(container.streams.video)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
 
 
 def _scan_frames(path: Path, kind: str, label_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
