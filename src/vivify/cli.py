@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import logging
 import os
 import re
 import signal
@@ -601,9 +603,28 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+class _LogFormat(logging.Formatter):
+    """The library's warnings as the command's own: `vivify: warning: ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"vivify: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@functools.cache
+def _show_library_warnings() -> None:
+    """Where nothing else (a server, a test runner) has set up logging, warnings go to stderr in the command's
+    own form, instead of Python's bare fallback ("audio ends early: ...")."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_LogFormat())
+        root.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    _show_library_warnings()
     # The server and the studio's commands stop in their own way; a command that writes a file stops as on Ctrl-C.
     on_sigterm = (threading.current_thread() is threading.main_thread()
                   and args.command in ("animate", "sing", "speak", "dub", "live", "demo"))

@@ -645,7 +645,7 @@ class _AudioTrack:
             return
         except (av.error.FFmpegError, OSError) as error:
             # Damaged audio should not cost the user the whole video: end the track here.
-            log.warning("audio ends early: %s", getattr(error, "strerror", None) or error)
+            log.warning("%s: the audio ends early (%s)", self._input.name, getattr(error, "strerror", None) or error)
             self._eof = True
             return
         if not self._started:
