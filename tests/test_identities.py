@@ -143,8 +143,14 @@ def test_real_frames_of_a_registered_person_are_matched_and_others_are_not(regis
     assert registry.match(astronaut()) is None
 
 
-def test_the_evaluation_skips_without_the_shared_media(tmp_path, capsys):
-    missing = tmp_path / "no-such-folder"
-    assert "skipped" in identities_eval.evaluate(missing)
-    assert identities_eval.run(missing, None) == 0
-    assert f"identities eval skipped: {missing} not found" in capsys.readouterr().err
+def test_the_evaluation_needs_the_shared_media(tmp_path, capsys):
+    from vivify.cli import main
+
+    missing, a_file, empty = tmp_path / "no-such-folder", tmp_path / "clip.mp4", tmp_path / "empty"
+    a_file.write_bytes(b"")
+    empty.mkdir()
+    for folder, problem in [(missing, "not found (the shared media folder)"),
+                            (a_file, "is not a folder (give the shared media folder)"),
+                            (empty, f"holds none of the clips ({', '.join(identities_eval.CLIPS)})")]:
+        assert main(["eval", "identities", str(folder)]) == 2
+        assert capsys.readouterr().err == f"vivify: error: {folder}: {problem}\n"

@@ -90,16 +90,18 @@ def _spread(distances: list[float]) -> dict[str, float]:
 def evaluate(shared_media: Path) -> dict[str, Any]:
     """The attempts' distances and the error rates (see the module's description).
 
-    Returns {"skipped": reason} when the folder (or every clip in it) is missing.
+    Raises VivifyError when the folder is not there or holds none of the clips.
     """
     folder = Path(shared_media)
+    if not folder.exists():
+        raise VivifyError(f"{folder}: not found (the shared media folder)")
     if not folder.is_dir():
-        return {"skipped": f"{folder} not found: the shared media folder is not there"}
+        raise VivifyError(f"{folder}: is not a folder (give the shared media folder)")
     start = time.perf_counter()
     missing = [name for name in (*CLIPS, *STILLS) if not (folder / name).exists()]
     clips = {name: person for name, person in CLIPS.items() if name not in missing}
     if not clips:
-        return {"skipped": f"none of the clips is in {folder}"}
+        raise VivifyError(f"{folder}: holds none of the clips ({', '.join(CLIPS)})")
     genuine: list[dict[str, Any]] = []
     impostor: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -157,9 +159,6 @@ def evaluate(shared_media: Path) -> dict[str, Any]:
 def run(shared_media: Path, json_path: Path | None = None) -> int:
     """Evaluate, print the table, optionally write the figures as JSON; returns the exit code (0)."""
     report = evaluate(shared_media)
-    if "skipped" in report:
-        print(f"identities eval skipped: {report['skipped']}", file=sys.stderr)
-        return 0
     for name in report["missing"]:
         print(f"warning: {name} not found in {shared_media}: left out", file=sys.stderr)
     print(f"protected identities: {len(report['people_registered'])} people registered from a clip's frame 0; "
