@@ -314,3 +314,14 @@ def test_figures_never_replace_an_input_or_a_file(tmp_path, capsys, command, hea
         assert capsys.readouterr().err == f"vivify: error: {message}\n"
     assert clip.read_bytes() == original and taken.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.json"]
+
+
+@pytest.mark.parametrize("command", ["reenact", "watermark"])
+def test_evals_read_clips_with_the_engines_reader(tmp_path, capsys, command, head):
+    """A still image is no clip to measure (it gave figures over one frame)."""
+    from vivify.cli import main
+
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), head)
+    assert main(["eval", command, str(still)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {still}: is a still image, not a video\n"

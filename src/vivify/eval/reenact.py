@@ -9,6 +9,7 @@ L1 while keeping AED close to it.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import platform
@@ -20,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import av
 import cv2
 import numpy as np
 
@@ -28,6 +28,7 @@ from vivify.animator import Animator
 from vivify.errors import VivifyError
 from vivify.eval.metrics import Box, DlibFaceMeasure, l1
 from vivify.io.reports import write_json
+from vivify.io.video import open_video
 
 METHODS = ("vivify", "static")
 
@@ -97,45 +98,23 @@ def _face_measure(upsample: int) -> DlibFaceMeasure:
 
 
 class VideoFrames:
-    """The first `count` frames of a video as upright RGB uint8 arrays (a small local PyAV reader)."""
+    """The first `count` frames of a video as upright RGB uint8 arrays, read by the engine's own reader (which
+    refuses what is not a video, such as a still image, with the reason)."""
 
     def __init__(self, path: Path, count: int) -> None:
         self.path = path
         self.count = count
-        try:
-            self._container = av.open(str(path))
-        except (av.FFmpegError, OSError) as exc:
-            raise VivifyError(f"cannot read video {path}: {exc}") from exc
-        if not self._container.streams.video:
-            self._container.close()
-            raise VivifyError(f"cannot read video {path}: it has no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"  # frame threading: decoding 1080p HEVC is otherwise the slow part
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        self.rate = float(rate) if rate else 25.0
+        self._video = open_video(path)
+        self.rate = float(self._video.fps)
 
     def close(self) -> None:
-        self._container.close()
+        self._video.close()
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        n = 0
         try:
-            for frame in self._container.decode(self._stream):
-                image = frame.to_ndarray(format="rgb24")
-                # Phone video stores its orientation as a display matrix; rotation is counter-clockwise.
-                quarter_turns = round((frame.rotation or 0) / 90.0) % 4
-                if quarter_turns:
-                    image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-                yield image
-                n += 1
-                if n >= self.count:
-                    return
-        except av.FFmpegError as exc:
-            if n == 0:
-                raise VivifyError(f"cannot decode video {self.path}: {exc}") from exc
-            print(f"warning: {self.path}: decoding stopped after {n} frames: {exc}", file=sys.stderr)
+            yield from itertools.islice(self._video.frames(), self.count)
         finally:
-            self._container.close()
+            self._video.close()
 
 
 @dataclass
@@ -191,7 +170,7 @@ def evaluate_clip(
     source = iter(video)
     first = next(source, None)
     if first is None:
-        raise VivifyError(f"cannot read video {path}: no frames")
+        raise VivifyError(f"{path}: no frames")
     crop = find_crop(first, measure, min_side=size)
     if crop is None:
         raise VivifyError(f"no face found in frame 0 of {path}")

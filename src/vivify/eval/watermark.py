@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.io.video import open_video
 from vivify.provenance.watermark import (
     FALSE_POSITIVE_RATE,
     Z_SYNC,
@@ -298,20 +299,9 @@ def _jpeg_frames(source: Path, folder: Path) -> Iterator[np.ndarray]:
 
 def _read_clip(path: Path, seconds: float) -> tuple[list[np.ndarray], Fraction]:
     """The first `seconds` of a clip as RGB frames (short side at most 512 px, even sizes) and its rate."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(1001)
-            wanted = max(1, round(seconds * rate))
-            frames: list[np.ndarray] = []
-            for frame in container.decode(stream):
-                frames.append(_fit(frame.to_ndarray(format="rgb24")))
-                if len(frames) == wanted:
-                    break
-    except (av.error.FFmpegError, IndexError) as error:
-        raise VivifyError(f"{path}: cannot read video ({error})") from None
-    if not frames:
-        raise VivifyError(f"{path}: no video frames")
+    with open_video(path) as video:  # refuses what is not a video (a still, audio alone) with the reason
+        rate = Fraction(video.fps).limit_denominator(1001)
+        frames = [_fit(frame) for frame in itertools.islice(video.frames(), max(1, round(seconds * rate)))]
     return frames, rate
 
 
