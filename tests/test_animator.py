@@ -600,3 +600,40 @@ def test_closed_lips_cover_whatever_the_warp_took_from_between_the_source_lips(r
     close_lips(covered, source, target, seen)
     assert plain[teeth].min() == 240  # beyond the gap's band: left as it was
     assert covered[teeth][..., 0].max() < 200 and covered[teeth][..., 1].max() < 100  # lip-coloured
+
+
+def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
+    """The ratio image carries changes of shading. A feature of the driver's own (eyeliner, a brow) that sits
+    a few pixels apart in its two frames would show as a dark and a bright streak: where the portrait does not
+    have that feature, the detail leaves it out; where the feature is the portrait's own (self-reenactment),
+    it is kept, painting the feature where it moved."""
+    from vivify.demo import face_crop
+    from vivify.render.detail import detail_gain, feature_lightness
+
+    face = face_crop(256)
+    points = detect_faces(face)[0]
+    # A short line between the brows, where the portrait has plain skin.
+    brow = int(points[topology.LEFT_EYE, 1].min()) - 12
+    middle = int(points[[*topology.LEFT_EYE, *topology.RIGHT_EYE], 0].mean())
+    across = slice(middle - 12, middle + 12)
+
+    def with_line(row: int) -> np.ndarray:
+        image = face.copy()
+        image[row:row + 3, across] = 30
+        return image
+
+    reference, frame = with_line(brow), with_line(brow + 4)  # the driver's line moved down by 4 px
+    grid = np.stack(np.meshgrid(np.arange(256, dtype=np.float32), np.arange(256, dtype=np.float32)), axis=-1)
+    span = topology.inter_ocular(points)
+
+    def gain(portrait: np.ndarray | None) -> np.ndarray:
+        features = None if portrait is None else (feature_lightness(portrait, span), grid,
+                                                  feature_lightness(reference, span))
+        return detail_gain((0, 0), (0, 0, 256, 256), points, frame, reference, grid, grid, 1.0, features=features)
+
+    def streak(g: np.ndarray) -> float:  # how far the gain strays from 1 along the line
+        return float(np.abs(g[brow - 2:brow + 8, across] - 1.0).max())
+
+    assert streak(gain(None)) > 0.2  # without the check: the streak
+    assert streak(gain(face)) < 0.05  # the portrait has no such line: left out
+    assert streak(gain(reference)) > 0.2  # the line is the portrait's own: kept

@@ -16,7 +16,7 @@ from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
-from vivify.render.detail import apply_detail, detail_gain
+from vivify.render.detail import apply_detail, detail_gain, feature_lightness
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
@@ -105,6 +105,9 @@ class Animator:
             self._layers[:, :_PAD, 3] = 0
         if right < portrait.shape[1] - 1 - margin:
             self._layers[:, -_PAD:, 3] = 0
+        # For the detail to tell the portrait's own features from the driver's.
+        self._lightness = feature_lightness(self._layers, inter_ocular(points))
+        self._reference_lightness: np.ndarray | None = None
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
@@ -151,6 +154,7 @@ class Animator:
         body's flow and the expression detail."""
         self._motion.set_reference(points)
         self._reference_frame = None if frame is None else frame.copy()
+        self._reference_lightness = None if frame is None else feature_lightness(frame, inter_ocular(points))
         if self._body is not None and self._reference_frame is not None:
             person = person_mask(self._reference_frame, self._motion.reference)
             self._body.set_reference(self._reference_frame, person, self._motion.to_portrait)
@@ -208,8 +212,10 @@ class Animator:
             # _DETAIL_EYE_SPAN px between the eyes: it is worked out at that size.
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
+            x0, y0, x1, y1 = face_box
+            features = (self._lightness, source_map[y0:y1, x0:x1], self._reference_lightness)
             detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
-                                       self._reference_frame, scale)
+                                       self._reference_frame, features, scale)
             if tracker is not None:
                 # The core that MediaPipe worked on is free now: the helper thread works the detail out there
                 # (it reads only the driving frames) while the portrait is warped and composited here. A caller
@@ -258,10 +264,11 @@ def _single_threaded_blas() -> None:
 
 
 def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
-                 target: np.ndarray, frame: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+                 target: np.ndarray, frame: np.ndarray, reference: np.ndarray,
+                 features: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) -> np.ndarray:
     """The expression detail's gain, with the maps of the face into the driving frame and the reference frame
     assembled first (in the helper thread, like the gain)."""
-    return detail_gain(origin, box, target, frame, reference, *driving_maps(), scale=scale)
+    return detail_gain(origin, box, target, frame, reference, *driving_maps(), scale=scale, features=features)
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:

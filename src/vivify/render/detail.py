@@ -20,10 +20,17 @@ from vivify.render.patch import Box
 _RATIO_RANGE = (0.75, 1.25)
 # Added to both frames before dividing, so dark pixels and compression noise don't blow up.
 _FLOOR = 12.0
+# Features are compared at this scale (in eye spans), on images this many pixels between the eyes ...
+_STRUCTURE_SCALE = 0.06
+STRUCTURE_EYE_SPAN = 40.0
+# ... and a difference of local contrast this large (as a share of the local lightness) counts as another
+# person's feature.
+_FOREIGN_CONTRAST = 0.08
 
 
 def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
-                reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float) -> np.ndarray:
+                reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float,
+                features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The gain (h×w×3 float32) by which `apply_detail` multiplies the face's box: the driver's ratio image
     inside a feathered face mask. `box` is in region pixels and `origin` is the region's corner in the output.
     `scale` (≤ 1) is the driving face's size over the target's: the ratio holds no finer detail than the
@@ -33,6 +40,7 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
     ox, oy = origin
     width, height = x1 - x0, y1 - y0
     small = (max(2, round(width * scale)), max(2, round(height * scale)))
+    full_reference_map = reference_map
     if small != (width, height):
         frame_map = cv2.resize(frame_map, small, interpolation=cv2.INTER_LINEAR)
         reference_map = cv2.resize(reference_map, small, interpolation=cv2.INTER_LINEAR)
@@ -45,6 +53,10 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
     now = cv2.GaussianBlur(cv2.cvtColor(now, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     before = cv2.GaussianBlur(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
+    if features is not None:
+        portrait, portrait_map, reference_lightness = features
+        ratio *= _own_features(portrait, portrait_map, reference_lightness, full_reference_map,
+                               topology.inter_ocular(target), small)
 
     # The face mask, also at the ratio's size; only the finished gain is brought to the face's size.
     mask = np.zeros((small[1], small[0]), np.float32)
@@ -68,3 +80,33 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, gain: np.nd
     ox, oy = origin
     face = out[oy + y0:oy + y1, ox + x0:ox + x1]
     face[:] = cv2.multiply(face, gain, dtype=cv2.CV_8U)
+
+
+def feature_lightness(image: np.ndarray, eye_span: float) -> np.ndarray:
+    """An image's lightness (RGB or RGBA), blurred for `detail_gain` to sample it at about STRUCTURE_EYE_SPAN
+    px between the eyes without aliasing (`eye_span`: the face's, in the image)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if image.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
+    return cv2.GaussianBlur(gray, (0, 0), max(0.5, 0.5 * eye_span / STRUCTURE_EYE_SPAN))
+
+
+def _own_features(portrait: np.ndarray, portrait_map: np.ndarray, reference: np.ndarray, reference_map: np.ndarray,
+                  unit: float, size: tuple[int, int]) -> np.ndarray:
+    """Where the driver's reference face, warped onto the target, shows the portrait's own features (both
+    `feature_lightness` images, sampled by their maps over the face's box; `unit`: the target's eye span in
+    the maps' pixels): 1 where their local structure agrees (the same person, or plain skin in both), falling
+    to 0 where the driver has a feature the portrait has not (eyeliner, a heavier brow) or the other way
+    round. There the ratio would paint the driver's feature in, a little off its place, as a streak. Both
+    are compared at a coarse size, then the result is brought to `size` (W, H)."""
+    # Every step-th entry of the maps: the lightness images are blurred for that spacing, and a slice costs
+    # nothing where resizing the maps costs as much as the comparison.
+    step = max(1, round(unit / STRUCTURE_EYE_SPAN))
+    sigma = _STRUCTURE_SCALE * unit / step
+    contrast = []
+    for image, where in ((portrait, portrait_map), (reference, reference_map)):
+        sampled = cv2.remap(image, np.ascontiguousarray(where[::step, ::step]), None, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32) + _FLOOR
+        # Over its own local mean: the contrast of its features, whatever the skin's lightness.
+        contrast.append(cv2.divide(sampled, cv2.GaussianBlur(sampled, (0, 0), sigma)))
+    mismatch = cv2.GaussianBlur(cv2.absdiff(*contrast), (0, 0), sigma)
+    agreement = np.clip(1.0 - mismatch * (1.0 / _FOREIGN_CONTRAST), 0.0, 1.0)
+    return cv2.resize(agreement, size, interpolation=cv2.INTER_LINEAR)
