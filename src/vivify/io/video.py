@@ -53,6 +53,11 @@ _FALLBACK_FPS = Fraction(25)
 _COLOR_RANGE_JPEG = 2
 
 
+def is_still_image_format(demuxer: str) -> bool:
+    """Whether FFmpeg's demuxer (`container.format.name`) reads the file as a still image."""
+    return demuxer in _STILL_IMAGE_DEMUXERS or (demuxer.endswith("_pipe") and demuxer not in _ANIMATED_PIPE_DEMUXERS)
+
+
 def open_video(path: str | Path) -> VideoReader:
     """Open a driving video for streaming; use as `with open_video(p) as video: ...`."""
     return VideoReader(path)
@@ -175,7 +180,7 @@ class VideoReader:
         container = self._container
         assert container is not None
         demuxer = container.format.name
-        if demuxer in _STILL_IMAGE_DEMUXERS or (demuxer.endswith("_pipe") and demuxer not in _ANIMATED_PIPE_DEMUXERS):
+        if is_still_image_format(demuxer):
             # FFmpeg takes any file named like an image for one: only one that decodes is called a still image.
             try:
                 next(container.decode(video=0), None)

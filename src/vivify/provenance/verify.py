@@ -94,9 +94,11 @@ def _video_inside(path: Path) -> bool:
     only by the name (which makes it try any file as a still image)."""
     import av
 
+    from vivify.io.video import is_still_image_format
+
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            return container.format.name != "image2" and bool(container.streams.video)
+            return not is_still_image_format(container.format.name) and bool(container.streams.video)
     except (av.error.FFmpegError, OSError, ValueError):
         return False
 

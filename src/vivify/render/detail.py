@@ -22,7 +22,7 @@ _RATIO_RANGE = (0.75, 1.25)
 _FLOOR = 12.0
 # Features are compared at this scale (in eye spans), on images this many pixels between the eyes ...
 _STRUCTURE_SCALE = 0.06
-STRUCTURE_EYE_SPAN = 40.0
+_STRUCTURE_EYE_SPAN = 40.0
 # ... and a difference of local contrast this large (as a share of the local lightness) counts as another
 # person's feature.
 _FOREIGN_CONTRAST = 0.08
@@ -83,10 +83,10 @@ def apply_detail(out: np.ndarray, origin: tuple[int, int], box: Box, gain: np.nd
 
 
 def feature_lightness(image: np.ndarray, eye_span: float) -> np.ndarray:
-    """An image's lightness (RGB or RGBA), blurred for `detail_gain` to sample it at about STRUCTURE_EYE_SPAN
+    """An image's lightness (RGB or RGBA), blurred for `detail_gain` to sample it at about _STRUCTURE_EYE_SPAN
     px between the eyes without aliasing (`eye_span`: the face's, in the image)."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if image.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
-    return cv2.GaussianBlur(gray, (0, 0), max(0.5, 0.5 * eye_span / STRUCTURE_EYE_SPAN))
+    return cv2.GaussianBlur(gray, (0, 0), max(0.5, 0.5 * eye_span / _STRUCTURE_EYE_SPAN))
 
 
 def _own_features(portrait: np.ndarray, portrait_map: np.ndarray, reference: np.ndarray, reference_map: np.ndarray,
@@ -99,7 +99,7 @@ def _own_features(portrait: np.ndarray, portrait_map: np.ndarray, reference: np.
     are compared at a coarse size, then the result is brought to `size` (W, H)."""
     # Every step-th entry of the maps: the lightness images are blurred for that spacing, and a slice costs
     # nothing where resizing the maps costs as much as the comparison.
-    step = max(1, round(unit / STRUCTURE_EYE_SPAN))
+    step = max(1, round(unit / _STRUCTURE_EYE_SPAN))
     sigma = _STRUCTURE_SCALE * unit / step
     contrast = []
     for image, where in ((portrait, portrait_map), (reference, reference_map)):
