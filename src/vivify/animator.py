@@ -14,9 +14,10 @@ from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion
+from vivify.motion.pose import IDENTITY
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
-from vivify.render.detail import apply_detail, detail_gain, feature_lightness
+from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
@@ -107,7 +108,7 @@ class Animator:
             self._layers[:, -_PAD:, 3] = 0
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
-        self._reference_lightness: np.ndarray | None = None
+        self._agreement: FeatureAgreement | None = None
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
@@ -154,10 +155,19 @@ class Animator:
         body's flow and the expression detail."""
         self._motion.set_reference(points)
         self._reference_frame = None if frame is None else frame.copy()
-        self._reference_lightness = None if frame is None else feature_lightness(frame, inter_ocular(points))
+        self._agreement = None if frame is None or not self._detail else self._feature_agreement(frame, points)
         if self._body is not None and self._reference_frame is not None:
             person = person_mask(self._reference_frame, self._motion.reference)
             self._body.set_reference(self._reference_frame, person, self._motion.to_portrait)
+
+    def _feature_agreement(self, frame: np.ndarray, points: np.ndarray) -> FeatureAgreement:
+        """The driver's reference face, warped onto the portrait's own face, against the portrait."""
+        _, (x0, y0, _, _), driving_maps = self._warp.maps(self._warp.points, IDENTITY, driving=(points,))
+        (reference_map,) = driving_maps()
+        rows, cols = self._warp.region.slices
+        corner = (cols.start + x0 + _PAD, rows.start + y0 + _PAD)  # in the padded portrait
+        return FeatureAgreement(self._lightness, corner, feature_lightness(frame, inter_ocular(points)),
+                                reference_map, inter_ocular(self.points))
 
     def track(self, frame: np.ndarray) -> np.ndarray | None:
         """Landmarks of the driving face in `frame` (478×3), or None where it is lost.
@@ -213,7 +223,7 @@ class Animator:
             target_span = inter_ocular(self.last_target)
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
             x0, y0, x1, y1 = face_box
-            features = (self._lightness, source_map[y0:y1, x0:x1], self._reference_lightness)
+            features = (self._agreement, source_map[y0:y1, x0:x1])
             detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
                                        self._reference_frame, features, scale)
             if tracker is not None:
@@ -265,7 +275,7 @@ def _single_threaded_blas() -> None:
 
 def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
                  target: np.ndarray, frame: np.ndarray, reference: np.ndarray,
-                 features: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) -> np.ndarray:
+                 features: tuple[FeatureAgreement, np.ndarray], scale: float) -> np.ndarray:
     """The expression detail's gain, with the maps of the face into the driving frame and the reference frame
     assembled first (in the helper thread, like the gain)."""
     return detail_gain(origin, box, target, frame, reference, *driving_maps(), scale=scale, features=features)

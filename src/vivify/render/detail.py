@@ -30,17 +30,17 @@ _FOREIGN_CONTRAST = 0.08
 
 def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float,
-                features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                features: tuple[FeatureAgreement, np.ndarray] | None = None) -> np.ndarray:
     """The gain (h×w×3 float32) by which `apply_detail` multiplies the face's box: the driver's ratio image
     inside a feathered face mask. `box` is in region pixels and `origin` is the region's corner in the output.
     `scale` (≤ 1) is the driving face's size over the target's: the ratio holds no finer detail than the
-    driving frame, so it is worked out at that size. Reads no output pixels: it may be worked out while the
-    face is being composited."""
+    driving frame, so it is worked out at that size. `features`, where given, is the portrait's
+    `FeatureAgreement` with the map of the face's box into the portrait: the ratio is kept only where the
+    agreement holds. Reads no output pixels: it may be worked out while the face is being composited."""
     x0, y0, x1, y1 = box
     ox, oy = origin
     width, height = x1 - x0, y1 - y0
     small = (max(2, round(width * scale)), max(2, round(height * scale)))
-    full_reference_map = reference_map
     if small != (width, height):
         frame_map = cv2.resize(frame_map, small, interpolation=cv2.INTER_LINEAR)
         reference_map = cv2.resize(reference_map, small, interpolation=cv2.INTER_LINEAR)
@@ -54,9 +54,8 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
     before = cv2.GaussianBlur(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
     if features is not None:
-        portrait, portrait_map, reference_lightness = features
-        ratio *= _own_features(portrait, portrait_map, reference_lightness, full_reference_map,
-                               topology.inter_ocular(target), small)
+        agreement, portrait_map = features
+        ratio *= agreement.sample(portrait_map, topology.inter_ocular(target), small)
 
     # The face mask, also at the ratio's size; only the finished gain is brought to the face's size.
     mask = np.zeros((small[1], small[0]), np.float32)
@@ -89,24 +88,41 @@ def feature_lightness(image: np.ndarray, eye_span: float) -> np.ndarray:
     return cv2.GaussianBlur(gray, (0, 0), max(0.5, 0.5 * eye_span / _STRUCTURE_EYE_SPAN))
 
 
-def _own_features(portrait: np.ndarray, portrait_map: np.ndarray, reference: np.ndarray, reference_map: np.ndarray,
-                  unit: float, size: tuple[int, int]) -> np.ndarray:
-    """Where the driver's reference face, warped onto the target, shows the portrait's own features (both
-    `feature_lightness` images, sampled by their maps over the face's box; `unit`: the target's eye span in
-    the maps' pixels): 1 where their local structure agrees (the same person, or plain skin in both), falling
-    to 0 where the driver has a feature the portrait has not (eyeliner, a heavier brow) or the other way
-    round. There the ratio would paint the driver's feature in, a little off its place, as a streak. Both
-    are compared at a coarse size, then the result is brought to `size` (W, H)."""
-    # Every step-th entry of the maps: the lightness images are blurred for that spacing, and a slice costs
-    # nothing where resizing the maps costs as much as the comparison.
-    step = max(1, round(unit / _STRUCTURE_EYE_SPAN))
-    sigma = _STRUCTURE_SCALE * unit / step
-    contrast = []
-    for image, where in ((portrait, portrait_map), (reference, reference_map)):
-        sampled = cv2.remap(image, np.ascontiguousarray(where[::step, ::step]), None, cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32) + _FLOOR
-        # Over its own local mean: the contrast of its features, whatever the skin's lightness.
-        contrast.append(cv2.divide(sampled, cv2.GaussianBlur(sampled, (0, 0), sigma)))
-    mismatch = cv2.GaussianBlur(cv2.absdiff(*contrast), (0, 0), sigma)
-    agreement = np.clip(1.0 - mismatch * (1.0 / _FOREIGN_CONTRAST), 0.0, 1.0)
-    return cv2.resize(agreement, size, interpolation=cv2.INTER_LINEAR)
+class FeatureAgreement:
+    """Where the driver's reference face shows the portrait's own features, in the portrait's pixels: 1 where
+    their local structure agrees (the same person, or plain skin in both), falling to 0 where the driver has a
+    feature the portrait has not (eyeliner, a heavier brow) or the other way round. There the ratio would
+    paint the driver's feature in, a little off its place, as a streak.
+
+    Both faces are compared once, when the reference is set, with the reference warped onto the portrait's own
+    face: each frame then only looks the agreement up where the warp takes the face's pixels from.
+    """
+
+    def __init__(self, portrait: np.ndarray, corner: tuple[int, int], reference: np.ndarray,
+                 reference_map: np.ndarray, eye_span: float) -> None:
+        """`portrait` and `reference` are `feature_lightness` images; `reference_map` (h×w×2) maps the box of the
+        portrait whose top-left pixel is `corner` (x, y) into the reference frame; `eye_span` is the portrait's."""
+        # Every step-th pixel: the lightness images are blurred for that spacing.
+        self._step = max(1, round(eye_span / _STRUCTURE_EYE_SPAN))
+        self._corner = np.float32(corner)
+        step = self._step
+        height, width = reference_map.shape[:2]
+        x, y = corner
+        own = portrait[y:y + height:step, x:x + width:step].astype(np.float32) + _FLOOR
+        theirs = cv2.remap(reference, np.ascontiguousarray(reference_map[::step, ::step]), None, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32) + _FLOOR
+        sigma = _STRUCTURE_SCALE * eye_span / step
+        # Each over its own local mean: the contrast of its features, whatever the skin's lightness.
+        contrast = [cv2.divide(image, cv2.GaussianBlur(image, (0, 0), sigma)) for image in (own, theirs)]
+        mismatch = cv2.GaussianBlur(cv2.absdiff(*contrast), (0, 0), sigma)
+        self.image = np.clip(1.0 - mismatch * (1.0 / _FOREIGN_CONTRAST), 0.0, 1.0)
+
+    def sample(self, portrait_map: np.ndarray, eye_span: float, size: tuple[int, int]) -> np.ndarray:
+        """The agreement over a box whose map into the portrait's pixels is `portrait_map`, brought to `size`
+        (W, H); `eye_span`: the face's in the map's pixels."""
+        # The map at about the agreement's own spacing: a slice costs nothing, resizing the map would.
+        step = max(1, round(eye_span / _STRUCTURE_EYE_SPAN))
+        where = portrait_map[::step, ::step] - self._corner
+        where *= 1.0 / self._step
+        sampled = cv2.remap(self.image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.resize(sampled, size, interpolation=cv2.INTER_LINEAR)
