@@ -608,7 +608,7 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
     have that feature, the detail leaves it out; where the feature is the portrait's own (self-reenactment),
     it is kept, painting the feature where it moved."""
     from vivify.demo import face_crop
-    from vivify.render.detail import FeatureAgreement, detail_gain, feature_lightness
+    from vivify.render.detail import FeatureAgreement, detail_gain, feature_lightness, shading
 
     face = face_crop(256)
     points = detect_faces(face)[0]
@@ -630,7 +630,8 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
         features = None if portrait is None else (
             FeatureAgreement(feature_lightness(portrait, span), (0, 0), feature_lightness(reference, span), grid,
                              span), grid)
-        return detail_gain((0, 0), (0, 0, 256, 256), points, frame, reference, grid, grid, 1.0, features=features)
+        return detail_gain((0, 0), (0, 0, 256, 256), points, shading(frame, span), shading(reference, span), grid, grid,
+                           1.0, features=features)
 
     def streak(g: np.ndarray) -> float:  # how far the gain strays from 1 along the line
         return float(np.abs(g[brow - 2:brow + 8, across] - 1.0).max())

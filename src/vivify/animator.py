@@ -17,7 +17,7 @@ from vivify.motion.body import BodyMotion
 from vivify.motion.pose import IDENTITY
 from vivify.motion.transfer import MotionTransfer
 from vivify.render.background import background_plate, person_mask, unmix_foreground
-from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness
+from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
@@ -109,6 +109,7 @@ class Animator:
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
         self._agreement: FeatureAgreement | None = None
+        self._reference_shading: np.ndarray | None = None
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
@@ -155,7 +156,11 @@ class Animator:
         body's flow and the expression detail."""
         self._motion.set_reference(points)
         self._reference_frame = None if frame is None else frame.copy()
-        self._agreement = None if frame is None or not self._detail else self._feature_agreement(frame, points)
+        # What the expression detail compares each frame with.
+        self._agreement, self._reference_shading = None, None
+        if frame is not None and self._detail:
+            self._agreement = self._feature_agreement(frame, points)
+            self._reference_shading = shading(frame, inter_ocular(points))
         if self._body is not None and self._reference_frame is not None:
             person = person_mask(self._reference_frame, self._motion.reference)
             self._body.set_reference(self._reference_frame, person, self._motion.to_portrait)
@@ -198,6 +203,8 @@ class Animator:
             tracker.submit(frame)
         # The body's motion needs no landmarks: it is measured while MediaPipe finds them, on the other core.
         body = self._body_motion(frame)
+        # So is the driving frame's shading for the expression detail, at the reference face's scale.
+        frame_shading = self._frame_shading(frame)
         out = self.portrait.copy()
         driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
@@ -210,7 +217,9 @@ class Animator:
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
-        use_detail = self._detail and frame is not None and driving is not None and self._reference_frame is not None
+        if frame_shading is None:  # the reference may have been set by this very frame
+            frame_shading = self._frame_shading(frame)
+        use_detail = frame_shading is not None and driving is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=_PAD,
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
@@ -224,8 +233,8 @@ class Animator:
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
             x0, y0, x1, y1 = face_box
             features = (self._agreement, source_map[y0:y1, x0:x1])
-            detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
-                                       self._reference_frame, features, scale)
+            detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame_shading,
+                                       self._reference_shading, features, scale)
             if tracker is not None:
                 # The core that MediaPipe worked on is free now: the helper thread works the detail out there
                 # (it reads only the driving frames) while the portrait is warped and composited here. A caller
@@ -245,6 +254,12 @@ class Animator:
         close_lips(out, self.points, self.last_target)
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
+
+    def _frame_shading(self, frame: np.ndarray | None) -> np.ndarray | None:
+        """The driving frame's `shading`, where the expression detail will need it."""
+        if not self._detail or frame is None or self._reference_shading is None:
+            return None
+        return shading(frame, inter_ocular(self._motion.reference))
 
     def _body_motion(self, frame: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
         """The driver's motion around the face in this frame (at region points), where there is a picture to

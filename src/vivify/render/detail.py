@@ -1,9 +1,9 @@
 """Fine expression detail: wrinkles, creases and shading that move with an expression.
 
 The driver's change of appearance since the reference frame is carried over as a ratio image (Liu, Shan
-and Zhang, "Expressive Expression Mapping with Ratio Images", SIGGRAPH 2001): both driving frames are
-warped onto the target face, the ratio of their lightness is smoothed a little (the warps align features
-to about a pixel) and clamped, so that it darkens a crease or lifts a cheek but never paints the driver's
+and Zhang, "Expressive Expression Mapping with Ratio Images", SIGGRAPH 2001): the lightness of both driving
+frames, smoothed a little (the warps align features to about a pixel), is warped onto the target face, and
+the ratio of the two is clamped, so that it darkens a crease or lifts a cheek but never paints the driver's
 own features, colouring or highlights in, and the rendered face is multiplied by it inside a feathered
 face mask.
 """
@@ -28,11 +28,21 @@ _STRUCTURE_EYE_SPAN = 40.0
 _FOREIGN_CONTRAST = 0.08
 
 
+def shading(image: np.ndarray, eye_span: float) -> np.ndarray:
+    """A driving frame's lightness (uint8), smoothed a little for `detail_gain` (`eye_span`: the driving face's,
+    in the frame): the warps align features to about a pixel. Lightness only: a ratio per colour channel would
+    tint another person's skin with the driver's."""
+    blur = max(1, int(eye_span * 0.02)) * 2 + 1
+    return cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (blur, blur), 0)
+
+
 def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np.ndarray,
                 reference: np.ndarray, frame_map: np.ndarray, reference_map: np.ndarray, scale: float,
                 features: tuple[FeatureAgreement, np.ndarray] | None = None) -> np.ndarray:
     """The gain (h×w×3 float32) by which `apply_detail` multiplies the face's box: the driver's ratio image
-    inside a feathered face mask. `box` is in region pixels and `origin` is the region's corner in the output.
+    inside a feathered face mask. `frame` and `reference` are the two driving frames' `shading`; `frame_map`
+    and `reference_map` map the face's box into them.
+    `box` is in region pixels and `origin` is the region's corner in the output.
     `scale` (≤ 1) is the driving face's size over the target's: the ratio holds no finer detail than the
     driving frame, so it is worked out at that size. `features`, where given, is the portrait's
     `FeatureAgreement` with the map of the face's box into the portrait: the ratio is kept only where the
@@ -46,12 +56,10 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
         reference_map = cv2.resize(reference_map, small, interpolation=cv2.INTER_LINEAR)
     now = cv2.remap(frame, frame_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     before = cv2.remap(reference, reference_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    now = now.astype(np.float32) + _FLOOR
+    before = before.astype(np.float32) + _FLOOR
     shrink = small[0] / width
     unit = topology.inter_ocular(target) * shrink
-    blur = max(1, int(unit * 0.02)) * 2 + 1
-    # Lightness only: a ratio per colour channel would tint another person's skin with the driver's.
-    now = cv2.GaussianBlur(cv2.cvtColor(now, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
-    before = cv2.GaussianBlur(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), (blur, blur), 0).astype(np.float32) + _FLOOR
     ratio = np.clip(cv2.divide(now, before), *_RATIO_RANGE) - 1.0
     if features is not None:
         agreement, portrait_map = features
