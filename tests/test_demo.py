@@ -39,3 +39,21 @@ def test_the_demo_replaces_no_one_elses_files(tmp_path, capsys):
     assert main(["demo", "-o", str(taken)]) == 2
     assert capsys.readouterr().err == (f"vivify: error: {taken}: not a folder (the demo writes several files "
                                        "into one)\n")
+
+
+def test_the_shared_media_are_found_beside_the_working_directory_or_the_checkout(tmp_path, monkeypatch):
+    """`make demo` runs in the checkout, a user may run `vivify demo` anywhere: the real clips are looked for
+    beside the current directory, then beside the checkout."""
+    from pathlib import Path
+
+    from vivify.io.media import find_shared
+
+    media = tmp_path / "shared" / "media"
+    (media / "portraits").mkdir(parents=True)
+    (media / "portraits" / "own.png").write_bytes(b"")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert find_shared("portraits/own.png") == ((media / "portraits" / "own.png").resolve(), "current directory")
+    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "media" / "portraits" / "einstein.jpg"
+    found = find_shared("portraits/einstein.jpg")
+    assert found == ((beside_checkout.resolve(), "repository root") if beside_checkout.is_file() else None)

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
+from vivify.io.media import SHARED_MEDIA, find_shared
 from vivify.io.reports import write_json
 
 SIZES: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (1024, 1024), (1920, 1080))
-REAL_CLIP = Path("..") / "shared" / "media" / "driving" / "liveportrait_d6.mp4"
+REAL_CLIP = "driving/liveportrait_d6.mp4"  # in the shared media folder
 WARMUP_FRAMES = 5
 SYNTHETIC_FPS = 30
 SYNTHETIC_SIZE = 256  # side of the synthetic driving frames (the astronaut's head crop)
@@ -48,7 +49,6 @@ MEMORY_TARGET_MIB = 1024
 # Thread pools sized from these variables are set to the measurement's core count in the child. OpenBLAS is
 # left to vivify's own setting (one thread, see vivify/__init__.py), so the figures are what users get.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-_REPO_ROOT = Path(__file__).resolve().parents[2]  # src/vivify/bench.py -> the checkout (src layout)
 _PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where `import vivify` finds this code
 
 
@@ -251,17 +251,6 @@ def _marks_seconds(output: Path) -> float:
     if not records:
         raise VivifyError(f"{output}: no audit record of the benchmark run")
     return float(records[-1]["marks_seconds"])
-
-
-# -- the driving clip ---------------------------------------------------------------------------------------
-
-
-def find_real_clip() -> tuple[Path, str] | None:
-    """The real driving clip and where it was found ("current directory" or "repository root"), if any."""
-    for base, where in ((Path.cwd(), "current directory"), (_REPO_ROOT, "repository root")):
-        if (base / REAL_CLIP).is_file():
-            return (base / REAL_CLIP).resolve(), where
-    return None
 
 
 # -- workers (in the child processes) -----------------------------------------------------------------------
@@ -520,10 +509,11 @@ def _progress(text: str) -> None:
 
 def _driving_choice(driving: str | Path | None) -> tuple[Path | None, str]:
     if driving == "auto":
-        found = find_real_clip()
+        found = find_shared(REAL_CLIP)
         if found is None:
-            return None, f"synthetic (no {REAL_CLIP} beside the current directory or the repository root)"
-        return found[0], f"{REAL_CLIP} (found from the {found[1]})"
+            return None, (f"synthetic (no {SHARED_MEDIA / REAL_CLIP} beside the current directory or the repository "
+                          "root)")
+        return found[0], f"{SHARED_MEDIA / REAL_CLIP} (found from the {found[1]})"
     if driving is None or driving == "synthetic":
         return None, "synthetic"
     path = Path(driving)

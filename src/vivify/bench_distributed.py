@@ -19,9 +19,10 @@ from typing import Any
 
 from PIL import Image
 
-from vivify.bench import _data_dir, _progress, _versions, find_real_clip, machine_info, machine_line
+from vivify.bench import REAL_CLIP, _data_dir, _progress, _versions, machine_info, machine_line
 from vivify.demo import DEMO_FPS, driving_frames, face_crop
 from vivify.distributed import animate_chunked, local_runner, ray_runner
+from vivify.io.media import find_shared
 from vivify.io.reports import write_json
 from vivify.io.writers import open_writer
 from vivify.pipeline import animate
@@ -34,7 +35,7 @@ def run_ray(json_path: Path | None = None) -> int:
         folder = Path(temp)
         portrait = folder / "astronaut.png"
         Image.fromarray(face_crop(512)).save(portrait)
-        found = find_real_clip()
+        found = find_shared(REAL_CLIP)
         if found is not None:
             driving, description = found[0], str(found[0])
         else:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.io.media import find_shared
 
 if TYPE_CHECKING:
     from vivify.provenance.marks import Marks
@@ -95,7 +96,7 @@ def performed_frames(seconds: float = 6.0, fps: float = 25.0, size: int = 256) -
 
 
 DEMO_FPS = Fraction(25)
-# Real clips rendered too when the project's shared media folder sits beside the checkout.
+# Real clips rendered too where the project's shared media folder is found (`vivify.io.media`).
 _SHARED_DEMOS = (("portraits/einstein.jpg", "driving/liveportrait_d6.mp4"),
                  ("portraits/mona_lisa.png", "driving/vox_driving2.mp4"))
 
@@ -133,7 +134,7 @@ def write_performed_clip(path: Path, marks: Marks) -> Path:
     return path
 
 
-def render_demos(folder: Path, shared_media: Path | None = None, overwrite: bool = False) -> list[Path]:
+def render_demos(folder: Path, overwrite: bool = False) -> list[Path]:
     """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
     versions of her singing together in a grid, her saying a sentence (espeak-ng's voice), and, where the
     shared media folder exists, real portraits driven by real clips. A folder that holds files already is
@@ -161,9 +162,9 @@ def render_demos(folder: Path, shared_media: Path | None = None, overwrite: bool
     head = folder / "astronaut_head.png"
     Image.fromarray(face_crop(512)).save(head)
     outputs.append(speak(head, folder / "astronaut_speaking.mp4", text=_DEMO_SENTENCE, overwrite=True))
-    shared = shared_media or Path.cwd().parent / "shared" / "media"
     for portrait_name, driving_name in _SHARED_DEMOS:
-        if (shared / portrait_name).exists() and (shared / driving_name).exists():
+        portrait_found, driving_found = find_shared(portrait_name), find_shared(driving_name)
+        if portrait_found and driving_found:
             out = folder / f"{Path(portrait_name).stem}_{Path(driving_name).stem}.mp4"
-            outputs.append(animate(shared / portrait_name, shared / driving_name, out, max_side=720, overwrite=True))
+            outputs.append(animate(portrait_found[0], driving_found[0], out, max_side=720, overwrite=True))
     return outputs
