@@ -115,3 +115,8 @@ def test_one_kind_of_benchmark_at_a_time(capsys):
     assert main(["bench", "--audio", "speech.wav"]) == 2
     assert capsys.readouterr().err == ("vivify: error: --audio goes with --speak: it is the speech that "
                                        "`vivify speak` says\n")
+    for command, option in ((["--ray", "--frames", "10"], "--frames"), (["--long", "--repeats", "2"], "--repeats"),
+                            (["--speak", "--frames", "10"], "--frames")):
+        assert main(["bench", *command]) == 2
+        assert capsys.readouterr().err == (f"vivify: error: {option} does not go with {command[0]}: that "
+                                           "benchmark's length and runs are fixed\n")

@@ -328,7 +328,8 @@ def _parser() -> argparse.ArgumentParser:
     identities.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
     bench = commands.add_parser("bench", help="measure speed and memory")
-    bench.add_argument("--frames", type=_positive, default=150, help="frames per measurement (default: 150)")
+    bench.add_argument("--frames", type=_positive,
+                       help="frames per measurement (default: 150; not with --long, --speak or --ray)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     bench.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     instead = bench.add_mutually_exclusive_group()
@@ -339,9 +340,19 @@ def _parser() -> argparse.ArgumentParser:
     instead.add_argument("--ray", action="store_true",
                          help="instead, the speed-up of an animation rendered in chunks on a local Ray cluster")
     bench.add_argument("--audio", type=Path, help="with --speak: this speech instead of espeak-ng's")
-    bench.add_argument("--repeats", type=_positive_count, default=1, metavar="N",
-                       help="run every measurement N times, round-robin (default: 1)")
+    bench.add_argument("--repeats", type=_positive_count, metavar="N",
+                       help="run every measurement N times, round-robin (default: 1; not with --long or --ray)")
     return parser
+
+
+def _check_bench_options(args: argparse.Namespace) -> None:
+    """Refuse --frames and --repeats where the kind of benchmark chosen has no use for them, rather than
+    ignore them: its own clip and runs are fixed."""
+    mode = "--long" if args.long else "--ray" if args.ray else "--speak" if args.speak else None
+    takes = {None: ("--frames", "--repeats"), "--speak": ("--repeats",)}.get(mode, ())
+    for option, value in (("--frames", args.frames), ("--repeats", args.repeats)):
+        if value is not None and option not in takes:
+            raise VivifyError(f"{option} does not go with {mode}: that benchmark's length and runs are fixed")
 
 
 # What MediaPipe, TFLite and absl write straight to file descriptor 2 while they load their models, e.g.
@@ -685,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
                 return reenact.run(args.videos, frames=args.frames, json_path=args.json)
         if args.audio is not None and not args.speak:
             raise VivifyError("--audio goes with --speak: it is the speech that `vivify speak` says")
+        _check_bench_options(args)
+        # Those not given keep the benchmark's own defaults.
+        given = {name: value for name, value in (("frames", args.frames), ("repeats", args.repeats))
+                 if value is not None}
         if args.ray:
             from vivify.bench_distributed import run_ray
 
@@ -693,10 +708,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.speak:
             from vivify.bench_speak import run_speak
 
-            return run_speak(args.audio, args.repeats, args.json)
+            return run_speak(args.audio, json_path=args.json, **given)
         from vivify import bench
 
-        return bench.run(frames=args.frames, json_path=args.json, long=args.long, repeats=args.repeats)
+        return bench.run(json_path=args.json, long=args.long, **given)
     except VivifyError as error:
         # The limit is the library's; where it came from this command's option, say which one sets it.
         hint = " (--max-duration sets it)" if isinstance(error, SpeechTooLong) and "max_duration" in args else ""
