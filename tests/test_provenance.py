@@ -213,6 +213,12 @@ def test_unusable_certificate_fails_before_rendering(material, tmp_path):
     assert list(tmp_path.iterdir()) == [key]
 
 
+def test_verify_says_how_to_check_a_folder_of_frames(tmp_path, capsys):
+    assert main(["verify", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {tmp_path}: is a folder, not a video or image (a folder of "
+                                       f"frames: name them, {tmp_path}/*.png)\n")
+
+
 @pytest.mark.parametrize("content", [b"", b"plain text, not media\n", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"])
 def test_verify_refuses_non_media_and_truncated_files(tmp_path, capsys, content):
     path = tmp_path / "suspect.mp4"

@@ -40,7 +40,8 @@ def verify(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise VivifyError(f"{path}: file not found")
     if path.is_dir():
-        raise VivifyError(f"{path}: is a folder, not a video or image")
+        # A PNG-frame output is a folder: each of its frames carries the marks, and is checked by name.
+        raise VivifyError(f"{path}: is a folder, not a video or image (a folder of frames: name them, {path}/*.png)")
     kind, mime = _sniff(path)
 
     aigc = metadata.read_label(path, kind)
