@@ -193,6 +193,23 @@ def test_portrait_not_an_image(tmp_path):
     assert str(info.value) == f"{path}: not an image or corrupt (not a JPEG, PNG or WebP file)"
 
 
+@pytest.mark.parametrize("kind", ["BMP", "TIFF", "GIF"])
+def test_portrait_in_a_format_not_taken_is_named(tmp_path, kind):
+    path = tmp_path / f"portrait.{kind.lower()}"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path, format=kind)
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == f"{path}: {kind} images are not supported (use a JPEG, PNG or WebP file)"
+
+
+def test_portrait_too_small_to_hold_a_face(tmp_path):
+    path = tmp_path / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(path)
+    with pytest.raises(VivifyError) as info:
+        load_portrait(path)
+    assert str(info.value) == f"{path}: image is 1x1 px, too small to hold a face"
+
+
 def test_portrait_truncated_jpeg(tmp_path):
     noisy = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     whole = tmp_path / "whole.jpg"

@@ -26,6 +26,8 @@ MAX_PORTRAIT_MEGAPIXELS = 50
 # Only the formats vivify documents; restricting Pillow's format probing also keeps the
 # rarer (and historically less robust) image parsers away from untrusted files.
 _FORMATS = ("JPEG", "PNG", "WEBP")
+# A side of one pixel cannot even be cropped to an even output size, and holds no face: refused by name up front.
+_MIN_SIDE = 2
 
 # Transparent pixels are composited onto white, the background most viewers would show.
 _BACKGROUND = (255, 255, 255)
@@ -71,7 +73,7 @@ def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIX
         pixels = int(match.group(1)) if match else None
         raise PortraitTooLarge(_too_big_message(name, pixels, max_megapixels)) from None
     except UnidentifiedImageError:
-        raise VivifyError(f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)") from None
+        raise VivifyError(_unidentified_message(name, file)) from None
     except PermissionError as error:
         raise VivifyError(f"{name}: cannot read ({error.strerror})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
@@ -80,6 +82,18 @@ def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIX
         raise VivifyError(f"{name}: not an image or corrupt ({_short_reason(error)})") from None
 
     return rgb
+
+
+def _unidentified_message(name: str, file: Path) -> str:
+    """Why a file is not read as a portrait: an image in a format that is not taken (named), or no image."""
+    try:
+        with Image.open(file) as image:  # any format Pillow knows; only the header is parsed
+            kind = image.format
+    except Exception:
+        kind = None
+    if kind:
+        return f"{name}: {kind} images are not supported (use a JPEG, PNG or WebP file)"
+    return f"{name}: not an image or corrupt (not a JPEG, PNG or WebP file)"
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -98,7 +112,10 @@ def over_pixel_limit(width: int, height: int, max_megapixels: float = MAX_PORTRA
 
 
 def _check_size(name: str, width: int, height: int, max_megapixels: float) -> None:
-    """Refuse images above the pixel limit, using only the size declared in the header."""
+    """Refuse images above the pixel limit, and images too small to hold a face, using only the size declared
+    in the header."""
+    if min(width, height) < _MIN_SIDE:
+        raise VivifyError(f"{name}: image is {width}x{height} px, too small to hold a face")
     if over_pixel_limit(width, height, max_megapixels):
         raise PortraitTooLarge(_too_big_message(name, width * height, max_megapixels))
 
