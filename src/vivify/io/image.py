@@ -26,6 +26,8 @@ MAX_PORTRAIT_MEGAPIXELS = 50
 # Only the formats vivify documents; restricting Pillow's format probing also keeps the
 # rarer (and historically less robust) image parsers away from untrusted files.
 _FORMATS = ("JPEG", "PNG", "WEBP")
+# Other image formats that a refused file is recognised as, to say so.
+_NAMED_FORMATS = ("BMP", "GIF", "TIFF", "ICO", "PPM")
 # A side of one pixel cannot even be cropped to an even output size, and holds no face: refused by name up front.
 _MIN_SIDE = 2
 
@@ -87,7 +89,8 @@ def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIX
 def _unidentified_message(name: str, file: Path) -> str:
     """Why a file is not read as a portrait: an image in a format that is not taken (named), or no image."""
     try:
-        with Image.open(file) as image:  # any format Pillow knows; only the header is parsed
+        # Only the header is parsed, and only by common formats' parsers (see _FORMATS on untrusted files).
+        with Image.open(file, formats=_NAMED_FORMATS) as image:
             kind = image.format
     except Exception:
         kind = None

@@ -123,7 +123,7 @@ class FeatureAgreement:
         # Each over its own local mean: the contrast of its features, whatever the skin's lightness.
         contrast = [cv2.divide(image, cv2.GaussianBlur(image, (0, 0), sigma)) for image in (own, theirs)]
         mismatch = cv2.GaussianBlur(cv2.absdiff(*contrast), (0, 0), sigma)
-        self.image = np.clip(1.0 - mismatch * (1.0 / _FOREIGN_CONTRAST), 0.0, 1.0)
+        self._image = np.clip(1.0 - mismatch * (1.0 / _FOREIGN_CONTRAST), 0.0, 1.0)
 
     def sample(self, portrait_map: np.ndarray, eye_span: float, size: tuple[int, int]) -> np.ndarray:
         """The agreement over a box whose map into the portrait's pixels is `portrait_map`, brought to `size`
@@ -132,5 +132,5 @@ class FeatureAgreement:
         step = max(1, round(eye_span / _STRUCTURE_EYE_SPAN))
         where = portrait_map[::step, ::step] - self._corner
         where *= 1.0 / self._step
-        sampled = cv2.remap(self.image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sampled = cv2.remap(self._image, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return cv2.resize(sampled, size, interpolation=cv2.INTER_LINEAR)
