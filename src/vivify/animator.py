@@ -16,7 +16,7 @@ from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion
 from vivify.motion.pose import IDENTITY
 from vivify.motion.transfer import MotionTransfer
-from vivify.render.background import background_plate, person_mask, unmix_foreground
+from vivify.render.background import background_plate, own_person, person_mask, unmix_foreground
 from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
@@ -86,6 +86,8 @@ class Animator:
         self.portrait = portrait
         self.points = points
         mask = person_mask(portrait, points)
+        if len(faces) > 1:  # the other people of a group photo stay where they are while this face moves
+            mask = own_person(portrait, mask, faces, face)
         alpha_8bit = np.round(mask * 255).astype(np.uint8)
         foreground, alpha_8bit, plate = unmix_foreground(
             portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
