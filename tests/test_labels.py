@@ -103,6 +103,25 @@ def test_label_wraps_on_a_narrow_frame():
     assert overlay.x >= 0
 
 
+@pytest.mark.parametrize("side", [256, 128])
+def test_a_caption_too_long_for_its_cell_is_drawn_smaller_or_shortened_not_cut(side):
+    """A caption wider than its cell: drawn smaller to fit (256² cells); one too long even at the smallest
+    readable size ends in an ellipsis (128²). Either way the text keeps its padding on both sides: no letter is
+    cut at the box's edge."""
+    from vivify.compose.grid import CAPTION_HEIGHT
+    from vivify.provenance.label import text_overlay
+
+    cell = (side, side)
+    overlay = text_overlay("Samuel Harris Altman, the chief executive of OpenAI", cell, CAPTION_HEIGHT,
+                           "bottom-centre")
+    width = overlay.keep.shape[1]
+    drawn = overlay.apply(np.zeros((side, side, 3), np.uint8))  # white text on a black cell
+    inked = np.flatnonzero(drawn.max(axis=(0, 2)) > 128)
+    assert overlay.x >= 0 and overlay.x + width <= side
+    left, right = inked.min() - overlay.x, overlay.x + width - 1 - inked.max()
+    assert abs(left - right) <= 1, (left, right)
+
+
 # -- GB 45438 metadata ---------------------------------------------------------------------------------------
 
 

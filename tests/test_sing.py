@@ -155,11 +155,20 @@ def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, ca
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
 
 
+def test_a_caption_may_hold_a_comma_written_with_a_backslash():
+    from vivify.cli import _parser
+
+    args = _parser().parse_args(["sing", "song.mp4", "a.png", "b.png", "-o", "grid.mp4",
+                                 "--captions", "Macron\\, Emmanuel,Mona Lisa"])
+    assert args.captions == ["Macron, Emmanuel", "Mona Lisa"]
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--grid", "1x2"], "a 1x2 grid has 2 cells for 3 portraits"),
     (["--grid", "20x20"], "a 20x20 grid leaves a whole row or column empty for 3 portraits (the automatic grid for "
                           "3 is 1x3)"),
     (["--captions", "A,B"], "2 captions for 3 portraits (give one per portrait)"),
+    (["--captions", "A\\,B\\,C"], "1 caption for 3 portraits (give one per portrait)"),
     (["--captions", "A,line one\nline two,C"], "caption 2 holds a line break or another control character: "
                                                 "captions are one line of text"),
     (["--cell-size", "64x64"], "cells 64x64 frame faces 26 px tall, under the minimum of 48 px: make cells at least "

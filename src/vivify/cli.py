@@ -99,7 +99,8 @@ def _faces(text: str) -> str | list[int]:
 
 
 def _captions(text: str) -> list[str]:
-    return [caption.strip() for caption in text.split(",")]
+    """Captions apart at each comma; a comma inside one is written "\\,"."""
+    return [caption.strip().replace("\\,", ",") for caption in re.split(r"(?<!\\),", text)]
 
 
 def _reference(text: str) -> str:
@@ -209,7 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("--grid", type=_grid, metavar="RxC", help="rows x columns (default: chosen for the count)")
     sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
                       help="size of each portrait's cell (default: 256x256)")
-    sing.add_argument("--captions", type=_captions, metavar="A,B,...", help="a caption under each portrait")
+    sing.add_argument("--captions", type=_captions, metavar="A,B,...",
+                      help="a caption under each portrait (a comma inside a caption: \\,)")
     sing.add_argument("--reference", type=_reference, default="best", metavar="first|best|N",
                       help="driving frame that maps to each portrait's own pose and expression (default: best, "
                            "each portrait's closest)")

@@ -251,7 +251,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
         raise VivifyError(f"a {rows}x{cols} grid leaves a whole row or column empty for {count} portraits "
                           f"(the automatic grid for {count} is {automatic[0]}x{automatic[1]})")
     if captions and len(captions) != count:
-        raise VivifyError(f"{len(captions)} captions for {count} portraits (give one per portrait)")
+        given = f"{len(captions)} caption{'' if len(captions) == 1 else 's'}"
+        raise VivifyError(f"{given} for {count} portraits (give one per portrait)")
     for number, caption in enumerate(captions, start=1):
         if not caption.isprintable():  # a line break or a control character: the text layout fails on it
             raise VivifyError(f"caption {number} holds a line break or another control character: captions are "

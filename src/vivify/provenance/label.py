@@ -120,7 +120,8 @@ def text_overlay(text: str, size: tuple[int, int], relative_height: float, posit
     """White text on a dark translucent box, placed in an area of `size` (W, H) whose top-left corner is at
     `origin` of the frame: in a corner ("top-left", ..., "bottom-right") or centred at the bottom
     ("bottom-centre"). Glyphs are `relative_height` of the area's shorter side tall; a line too wide for the
-    area breaks at " / "."""
+    area breaks at " / ", and one still too wide is drawn smaller, down to MIN_SMALL_PX, and beyond that
+    shortened with an ellipsis (a long caption in a small cell)."""
     width, height = size
     short = min(width, height)
     glyph_px = max(relative_height * short, MIN_SMALL_PX)
@@ -128,6 +129,12 @@ def text_overlay(text: str, size: tuple[int, int], relative_height: float, posit
     font = _font_for_height(text, glyph_px)
     if _text_box(font, text)[0] > 0.9 * width and " / " in text:  # too wide for a narrow frame: two lines
         lines = text.split(" / ", 1)
+    widest = max(_text_box(font, line)[0] for line in lines)
+    room = 0.9 * width
+    if widest > room and glyph_px > MIN_SMALL_PX:
+        glyph_px = max(glyph_px * room / widest, MIN_SMALL_PX)
+        font = _font_for_height(text, glyph_px)
+    lines = [_shortened(font, line, room) for line in lines]
     boxes = [_text_box(font, line) for line in lines]
     pad = max(2, round(0.3 * glyph_px))
     line_gap = round(0.25 * glyph_px)
@@ -165,6 +172,15 @@ def _font_for_height(text: str, glyph_px: float) -> ImageFont.FreeTypeFont:
     _, top, _, bottom = probe.getbbox(sample)
     size = math.ceil(glyph_px * 100 / max(1, bottom - top))
     return ImageFont.truetype(path, size)
+
+
+def _shortened(font: ImageFont.FreeTypeFont, line: str, room: float) -> str:
+    """The line, or as much of it as fits in `room` px followed by an ellipsis."""
+    if _text_box(font, line)[0] <= room:
+        return line
+    while len(line) > 1 and _text_box(font, line.rstrip() + "…")[0] > room:
+        line = line[:-1]
+    return line.rstrip() + "…"
 
 
 def _text_box(font: ImageFont.FreeTypeFont, text: str) -> tuple[int, int]:
