@@ -336,8 +336,8 @@ def test_several_faces_largest_first_and_face_option(capfd, media, tmp_path):
     out0, out1 = tmp_path / "face0.mp4", tmp_path / "face1.mp4"
     code, _, stderr = vivify(capfd, media, media.two_faces, media.drive, "-o", out0)
     assert code == 0
-    assert stderr == ("vivify: two.png: 2 faces found, animating face 0 (largest first; --face N picks another, "
-                      "--faces all animates every one)\n")
+    assert stderr == (f"vivify: {media.two_faces}: 2 faces found, animating face 0 (largest first; --face N picks "
+                      "another, --faces all animates every one)\n")
     code, _, stderr = vivify(capfd, media, media.two_faces, media.drive, "-o", out1, "--face", "1")
     assert code == 0 and "animating face 1" in stderr
 
@@ -370,12 +370,13 @@ def test_existing_output_kept_unless_overwrite(capfd, media, tmp_path):
 
 
 ERRORS = [
-    # (portrait, driving, extra options, expected message: exact, "...text" = contains, or parts in order)
-    ("no_face", "drive", [], "no face found in portrait.jpg"),
-    ("small_face", "drive", [], ("small.png: face is ", " px tall, under the minimum of 48 px")),
-    ("two_faces", "drive", ["--face", "2"], "two.png: face 2 requested but only 2 found (faces count from 0)"),
+    # (portrait, driving, extra options, expected message: exact, "...text" = contains, or parts in order;
+    # "{media}": the folder of the test's files, named as given on the command line)
+    ("no_face", "drive", [], "no face found in {media}/noface/portrait.jpg"),
+    ("small_face", "drive", [], ("{media}/small.png: face is ", " px tall, under the minimum of 48 px")),
+    ("two_faces", "drive", ["--face", "2"], "{media}/two.png: face 2 requested but only 2 found (faces count from 0)"),
     ("portrait", "drive", ["--size", "2x2"],
-     "portrait.png: at 2x2 no face can reach the minimum of 48 px: make the output larger"),
+     "{media}/portrait.png: at 2x2 no face can reach the minimum of 48 px: make the output larger"),
     ("truncated", "drive", [], "...truncated.jpg: not an image or corrupt (image file is truncated"),
     ("garbage", "drive", [], "...garbage.png: not an image or corrupt (not a JPEG, PNG or WebP file)"),
     ("huge", "drive", [], "...huge.png: image is 60 megapixels, over the 50 megapixel limit"),
@@ -383,9 +384,9 @@ ERRORS = [
     ("portrait", "still", [], "...still.png: is a still image, not a video"),
     ("portrait", "frameless", [], "...frameless.mkv: video has no frames"),
     ("portrait", "corrupt", [], "...corrupt.mp4: corrupt video data after frame "),  # fails mid-render
-    ("portrait", "blank", [], "blank.mp4: no face found in any frame"),
-    ("portrait", "blank", ["--reference", "best"], "blank.mp4: no face found in any frame"),
-    ("portrait", "blank", ["--reference", "3"], "blank.mp4: no face found in frame 3 (the --reference frame)"),
+    ("portrait", "blank", [], "{media}/blank.mp4: no face found in any frame"),
+    ("portrait", "blank", ["--reference", "best"], "{media}/blank.mp4: no face found in any frame"),
+    ("portrait", "blank", ["--reference", "3"], "{media}/blank.mp4: no face found in frame 3 (the --reference frame)"),
     ("portrait", "drive", ["--reference", "10"], "...drive.mp4: --reference 10 is past the last frame"),
 ]
 
@@ -398,6 +399,8 @@ def test_bad_input(capfd, media, tmp_path, portrait, driving, options, expected)
                                   *options)
     assert code == 2 and stdout == ""
     assert stderr.endswith("\n") and stderr.count("\n") == 1 and "Traceback" not in stderr
+    expected = (tuple(part.replace("{media}", str(media.folder)) for part in expected) if isinstance(expected, tuple)
+                else expected.replace("{media}", str(media.folder)))
     if isinstance(expected, tuple):
         assert re.fullmatch("vivify: error: " + ".*".join(map(re.escape, expected)) + "\n", stderr), stderr
     elif expected.startswith("..."):
@@ -508,9 +511,9 @@ def test_command_line_errors_exit_2_without_traceback(media, tmp_path):
     before = snapshot(media.folder)
     result = run_vivify(media.no_face, media.drive, "-o", "out.mp4", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == "vivify: error: no face found in portrait.jpg\n"
+    assert result.stderr == f"vivify: error: no face found in {media.no_face}\n"
     result = run_vivify(media.portrait, media.blank, "-o", "out.mp4", cwd=tmp_path)
-    assert (result.returncode, result.stderr) == (2, "vivify: error: blank.mp4: no face found in any frame\n")
+    assert (result.returncode, result.stderr) == (2, f"vivify: error: {media.blank}: no face found in any frame\n")
     result = run_vivify(media.portrait, media.drive, "-o", "out.mp4", "--reference", "foo", cwd=tmp_path)
     assert result.returncode == 2 and "usage:" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == [] and snapshot(media.folder) == before

@@ -161,7 +161,7 @@ def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
 def test_a_portrait_without_a_face(material, tmp_path, capsys):
     out = tmp_path / "x.mp4"
     assert main(["live", str(material["blank"]), "--input", str(material["clip"]), "-o", str(out)]) == 2
-    assert capsys.readouterr().err == "vivify: error: no face found in blank.png\n"
+    assert capsys.readouterr().err == f"vivify: error: no face found in {material['blank']}\n"
 
 
 def test_the_output_may_not_be_the_input(material, tmp_path, capsys):

@@ -151,7 +151,7 @@ def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, ca
     out = tmp_path / "grid.mp4"
     code = main(["sing", str(material["driving"]), str(material["portraits"][0]), str(blank), "-o", str(out)])
     assert code == 2
-    assert capsys.readouterr().err == "vivify: error: no face found in blank.png\n"
+    assert capsys.readouterr().err == f"vivify: error: no face found in {blank}\n"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
 
 
@@ -225,7 +225,7 @@ def test_group_photo_faces_by_number(material, group_photo, tmp_path, capsys):
     out = tmp_path / "one.mp4"
     assert main(["animate", str(group_photo), str(material["driving"]), "-o", str(out), "--faces", "0,5"]) == 2
     assert capsys.readouterr().err == (
-        "vivify: error: group.png: face 5 requested but only 2 found (faces count from 0)\n")
+        f"vivify: error: {group_photo}: face 5 requested but only 2 found (faces count from 0)\n")
     assert not out.exists()
 
 

@@ -121,7 +121,7 @@ def test_silence_and_tones_keep_the_mouth_closed_with_a_warning(portrait, tmp_pa
     audio = _speech_file(tmp_path / f"{kind}.wav", samples)
     out = tmp_path / "quiet.mp4"
     assert main(["speak", str(portrait), str(audio), "-o", str(out)]) == 0
-    assert f"vivify: warning: no speech heard in {kind}.wav: the mouth stays closed" in capsys.readouterr().err
+    assert f"vivify: warning: no speech heard in {audio}: the mouth stays closed" in capsys.readouterr().err
     openings, _, count, _, _ = _mouth_openings(out)
     assert count == 50
     # Closed, not the photo's smile (her teeth part her lips by 0.11 eye distances), and never opening: a
@@ -161,7 +161,7 @@ def test_dub_with_silence_closes_the_mouth(tmp_path, face, capsys):
     out = tmp_path / "quiet.mp4"
     audio = _speech_file(tmp_path / "silence.wav", np.zeros(16_000))
     assert main(["dub", str(video), "--audio", str(audio), "-o", str(out)]) == 0
-    assert "no speech heard in silence.wav: the mouth stays closed" in capsys.readouterr().err
+    assert f"no speech heard in {audio}: the mouth stays closed" in capsys.readouterr().err
     opened = detect_faces(agape)[0]
     openings, _, count, _, _ = _mouth_openings(out)
     assert count == 25

@@ -58,7 +58,7 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
         stream = container.add_stream("libx264rgb", rate=video.fps, options={"qp": "0", "preset": "ultrafast"})
         stream.width, stream.height = portrait.shape[1], portrait.shape[0]
         stream.pix_fmt = "rgb24"
-        animator = Animator(portrait, rate=float(video.fps), name=Path(portrait_path).name)
+        animator = Animator(portrait, rate=float(video.fps), name=str(portrait_path))
         animator.set_reference(*reference)
         frames = itertools.islice(video.frames(first), None if end is None else end - first)
         try:

@@ -80,7 +80,7 @@ def first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
                     return index, frame, points
     finally:
         tracker.close()
-    raise VivifyError(f"{Path(driving).name}: no face found in any frame")
+    raise VivifyError(f"{driving}: no face found in any frame")
 
 
 def _set_references(animators: list[Animator], driving: str | Path, reference: str) -> None:
@@ -91,7 +91,7 @@ def _set_references(animators: list[Animator], driving: str | Path, reference: s
     portrait as it is instead of reaching the engine without a reference. "first" and N are one frame for
     all, found once; "best" is each portrait's own.
     """
-    name = Path(driving).name
+    name = str(driving)
     if reference == "best":
         for animator, found in zip(animators, best_reference_frames(driving, [a.points for a in animators]),
                                    strict=True):
@@ -124,7 +124,7 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     the portrait and the driving video as ingredients. Returns the output path. Raises VivifyError for
     problems with the inputs or options.
     """
-    portrait_name = Path(portrait_path).name
+    portrait_name = str(portrait_path)
     refuse_input_as_output(output, portrait_path, driving_path)
     if marks is None:
         marks = Marks.create(ingredients=(portrait_path, driving_path))
@@ -181,7 +181,7 @@ def _render_all(animators: list[Animator], video: VideoReader, driving_path: str
             if progress is not None:
                 progress(done, video.frame_count)
         if animators[0].frames_with_face == 0:
-            raise VivifyError(f"{Path(driving_path).name}: no face found in any frame")
+            raise VivifyError(f"{driving_path}: no face found in any frame")
     finally:
         for animator in animators:
             animator.close()
@@ -261,7 +261,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     check_layout(rows, cols, cell)
     refuse_input_as_output(output, driving_path, *portrait_paths)
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
-    cells = [frame_portrait(load_portrait(path), cell, Path(path).name) for path in portrait_paths]
+    cells = [frame_portrait(load_portrait(path), cell, str(path)) for path in portrait_paths]
     if marks is None:
         # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
         marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))
@@ -271,7 +271,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
             overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer, \
             ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         animators = list(pool.map(
-            lambda item: Animator(item[1], rate=float(video.fps), name=Path(item[0]).name),
+            lambda item: Animator(item[1], rate=float(video.fps), name=str(item[0])),
             zip(portrait_paths, cells, strict=True)))
         _render_all(animators, video, driving_path, reference, writer, pool, layout.compose, progress)
     return Path(output)

@@ -108,7 +108,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
         marks = Marks.create(ingredients=inputs)
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
     count = max(1, round(speech.duration * fps))
-    name = Path(audio).name if audio is not None else "the text"
+    name = str(audio) if audio is not None else "the text"
     with ThreadPoolExecutor(1) as analysis, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
         # The recogniser releases the GIL: it listens while the engine loads and sets the portrait up.
         mouth = analysis.submit(mouth_for, speech, fps, count, lang, name, warn, accurate)
@@ -119,7 +119,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
         sound = _speech_source(audio, speech, scratch)
         out_size = (portrait.shape[1], portrait.shape[0])
         with open_writer(output, fps, out_size, audio_source=sound, overwrite=overwrite, marks=marks) as writer:
-            for done, frame in enumerate(talking_frames(portrait, poses(), Path(portrait_path).name), start=1):
+            for done, frame in enumerate(talking_frames(portrait, poses(), str(portrait_path)), start=1):
                 writer.write(frame)
                 if progress is not None:
                     progress(done, count)
@@ -191,7 +191,7 @@ def _track_video(path: str | Path, size: tuple[int, int] | None,
     finally:
         tracker.close()
     if widest_frame is None:
-        raise VivifyError(f"{Path(path).name}: no face found in any frame")
+        raise VivifyError(f"{path}: no face found in any frame")
     return landmarks, widest_frame, widest_points
 
 
@@ -219,7 +219,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
     with open_video(video_path) as video, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
         fps = video.fps
         count = max(1, round(speech.duration * fps))
-        name = Path(audio).name if audio is not None else "the text"
+        name = str(audio) if audio is not None else "the text"
         mouth = mouth_for(speech, float(fps), count, lang, name, warn, accurate)
         bounce = round(BOUNCE_SECONDS * fps)
         available = len(landmarks)

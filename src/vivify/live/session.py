@@ -313,7 +313,7 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
     else:
         raise VivifyError("give --camera N or --input FILE_OR_URL")
     # The filters' time constants follow the source's frame rate; a portrait without a face fails here.
-    animators = [Animator(portrait, rate=frames.fps, name=Path(path).name)
+    animators = [Animator(portrait, rate=frames.fps, name=str(path))
                  for portrait, path in zip(portraits, portrait_paths, strict=True)]
     commands = commands or queue.SimpleQueue()
     if output is not None:
