@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages: OpenCV's GUI build (pulled in by mediapipe) needs libGL and GLib; venv and pip for Python;
-# a CJK-capable font for the visible "AI生成 / AI-generated" label; espeak-ng (with its library) to speak text;
+# a CJK-capable font for the visible "AI生成 / AI-generated" label, and DejaVu for captions in other scripts;
+# espeak-ng (with its library) to speak text;
 # Chromium and its driver for the studio's browser test.
-APT_PACKAGES := python3 python3-venv python3-pip libgl1 libglib2.0-0 fonts-wqy-microhei espeak-ng chromium chromium-driver
+APT_PACKAGES := python3 python3-venv python3-pip libgl1 libglib2.0-0 fonts-wqy-microhei fonts-dejavu-core espeak-ng chromium chromium-driver
 
 .PHONY: demo test install system-deps lint bench eval clean
 

@@ -122,6 +122,25 @@ def test_a_caption_too_long_for_its_cell_is_drawn_smaller_or_shortened_not_cut(s
     assert abs(left - right) <= 1, (left, right)
 
 
+def test_captions_in_other_scripts_are_drawn_with_a_font_that_has_them(caplog):
+    """Arabic, Hebrew or Cyrillic captions get a font that draws them (not a row of boxes); a character that no
+    installed font draws is named in a warning."""
+    import logging
+
+    from vivify.compose.grid import Grid
+    from vivify.provenance.label import FALLBACK_FONTS, font_for, font_path, missing_glyphs
+
+    if not Path(FALLBACK_FONTS[0]).is_file():
+        pytest.skip(f"{FALLBACK_FONTS[0]} not installed (make install installs it)")
+    for text in ("مرحبا بالعالم", "שלום עולם", "Привет", DEFAULT_TEXT):
+        assert missing_glyphs(font_for(text), text) == ""
+    assert font_for(DEFAULT_TEXT) == font_path()  # the label keeps its own font
+    assert missing_glyphs(font_path(), "مرحبا") == "مرحبا"
+    with caplog.at_level(logging.WARNING):
+        Grid(1, 2, (128, 128), captions=("Ada", "Ben 🎤"))
+    assert caplog.messages == ["caption 2: no installed font draws 🎤 (shown as boxes)"]
+
+
 # -- GB 45438 metadata ---------------------------------------------------------------------------------------
 
 

@@ -145,6 +145,18 @@ def test_the_python_api_labels_a_grid_as_the_command_does(material, tmp_path):
     assert verify(out)["visible_label"]["position"] == "top-right"  # over hair, not a chin or a caption
 
 
+def test_a_label_put_over_the_captions_is_warned_about(material, tmp_path, caplog):
+    import logging
+
+    out = tmp_path / "grid.mp4"
+    portraits = [str(p) for p in material["portraits"][:2]]
+    with caplog.at_level(logging.WARNING):
+        assert main(["sing", str(material["driving"]), *portraits, "-o", str(out), "--captions", "A,B",
+                     "--label-position", "bottom-left"]) == 0
+    assert caplog.messages == ["the visible label at the bottom left covers the caption of the cell there (top-left "
+                               "or top-right keeps it clear of captions)"]
+
+
 def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 120, np.uint8)).save(blank)

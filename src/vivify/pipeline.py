@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -27,6 +28,8 @@ from vivify.provenance.label import LabelSettings
 from vivify.provenance.marks import Marks
 
 DEFAULT_CELL = (256, 256)
+
+log = logging.getLogger(__name__)
 
 
 def best_reference_frames(driving: str | Path,
@@ -265,6 +268,10 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     if marks is None:
         # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
         marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))
+    label = marks.label
+    if captions and label.enabled and label.position.startswith("bottom"):
+        log.warning("the visible label at the %s covers the caption of the cell there (top-left or top-right "
+                    "keeps it clear of captions)", label.position.replace("-", " "))
     layout = Grid(rows, cols, cell, tuple(captions))
     with open_video(driving_path) as video, open_writer(
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,

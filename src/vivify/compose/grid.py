@@ -8,6 +8,7 @@ than padded; the window never leaves the photo.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ from vivify.animator import MIN_FACE_PIXELS
 from vivify.errors import VivifyError
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, over_pixel_limit
 from vivify.landmarks.facemesh import detect_faces
-from vivify.provenance.label import Overlay, text_overlay
+from vivify.provenance.label import Overlay, font_for, missing_glyphs, text_overlay
+
+log = logging.getLogger(__name__)
 
 MAX_PORTRAITS = 16
 FACE_SHARE = 0.42  # face height / cell height
@@ -93,6 +96,10 @@ class Grid:
         cell_w, cell_h = self.cell
         self.size = (self.cols * cell_w, self.rows * cell_h)
         self._canvas = np.full((self.size[1], self.size[0], 3), _BACKGROUND, np.uint8)
+        for number, text in enumerate(self.captions, start=1):
+            missing = missing_glyphs(font_for(text), text) if text else ""
+            if missing:
+                log.warning("caption %d: no installed font draws %s (shown as boxes)", number, " ".join(missing))
         self._captions: list[Overlay | None] = [
             None if not text else text_overlay(text, self.cell, CAPTION_HEIGHT, "bottom-centre",
                                                origin=self.origin(index))

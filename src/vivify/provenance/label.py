@@ -77,6 +77,11 @@ def check_wording(text: str) -> None:
         raise VivifyError(f"label text {text!r} must contain \"AI\" or \"人工智能\" and \"生成\" or \"合成\"")
 
 
+# For text that the label's font has no glyphs for (a caption in Arabic, Hebrew, Greek or Cyrillic): the set-up
+# installs fonts-dejavu-core. Right-to-left text is laid out by Pillow's raqm engine.
+FALLBACK_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",)
+
+
 def font_path() -> Path:
     override = os.environ.get("VIVIFY_LABEL_FONT")
     candidates = (override,) if override else FONT_CANDIDATES
@@ -87,6 +92,31 @@ def font_path() -> Path:
         raise VivifyError(f"{override}: label font not found (VIVIFY_LABEL_FONT)")
     raise VivifyError("no CJK-capable font for the visible label: install fonts-wqy-microhei (make install does), "
                       "or set VIVIFY_LABEL_FONT to a .ttf/.ttc file")
+
+
+def font_for(text: str) -> Path:
+    """The label's font (`font_path`) where it draws every character of `text`, else the first fallback font
+    that does; the label's font where none does."""
+    return _first_drawing(text, font_path())
+
+
+@functools.lru_cache(maxsize=64)
+def _first_drawing(text: str, primary: Path) -> Path:
+    fonts = [primary, *(Path(path) for path in FALLBACK_FONTS if Path(path).is_file())]
+    return next((path for path in fonts if not missing_glyphs(path, text)), primary)
+
+
+def missing_glyphs(path: Path, text: str) -> str:
+    """The characters of `text` (each once, in order) that the font at `path` has no glyph for: it draws them
+    as its "missing" box, the glyph of a code point no font has."""
+    font = ImageFont.truetype(str(path), 32)
+
+    def drawn(character: str) -> tuple[tuple[int, int], bytes]:
+        mask = font.getmask(character)
+        return mask.size, bytes(mask)
+
+    missing = drawn("\U0010fffd")  # a private-use code point, in no font
+    return "".join(ch for ch in dict.fromkeys(text) if not ch.isspace() and drawn(ch) == missing)
 
 
 @dataclass(frozen=True)
@@ -164,8 +194,9 @@ def text_overlay(text: str, size: tuple[int, int], relative_height: float, posit
 
 
 def _font_for_height(text: str, glyph_px: float) -> ImageFont.FreeTypeFont:
-    """The font size whose CJK glyphs (or the whole line, whichever is shorter) are `glyph_px` tall."""
-    path = str(font_path())
+    """The font (`font_for`) at the size whose CJK glyphs (or the whole line, whichever is shorter) are
+    `glyph_px` tall."""
+    path = str(font_for(text))
     probe = ImageFont.truetype(path, 100)
     # Measured on the CJK glyphs, or on "Ag" for Latin text, so that captions of different words match.
     sample = "".join(ch for ch in text if ord(ch) > 0x2E80) or "Ag"
