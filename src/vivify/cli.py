@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("driving", help="video of a moving, singing or talking face")
     sing.add_argument("portraits", nargs="+", help="1 to 16 photos or paintings with a face")
     sing.add_argument("-o", "--output", required=True, help="out.mp4, out.webm, out.gif, or a folder for PNG frames")
-    sing.add_argument("--grid", type=_grid, metavar="RxC", help="rows x columns (default: chosen for the count)")
+    sing.add_argument("--grid", type=_grid, metavar="RxC",
+                      help="rows x columns, leaving no row or column empty (default: chosen for the count)")
     sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
                       help="size of each portrait's cell (default: 256x256)")
     sing.add_argument("--captions", type=_captions, metavar="A,B,...",
