@@ -199,6 +199,17 @@ def test_bad_speech_options(portrait, tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+def test_an_unknown_language_is_refused_for_audio_too(portrait, tmp_path, capsys):
+    """With audio the language picks phones or the sound to follow: a mistyped code is an error, not a silent
+    switch to following the sound; `any` (singing) is taken."""
+    audio = _speech_file(tmp_path / "speech.wav", tone(8_000, 16_000))
+    out = tmp_path / "bad.mp4"
+    assert main(["speak", str(portrait), str(audio), "--lang", "xx", "-o", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("vivify: error: unsupported language 'xx'; available: ")
+    assert not out.exists()
+    assert main(["speak", str(portrait), str(audio), "--lang", "any", "-o", str(out)]) == 0
+
+
 @pytest.mark.parametrize("option", [["--max-duration", "nan"], ["--max-duration", "-5"], ["--fps", "100000"],
                                     ["--fps", "0"]])
 def test_bad_speech_numbers_are_usage_errors(portrait, tmp_path, capsys, option):

@@ -43,9 +43,13 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
     if (audio is None) == (text is None):
         raise VivifyError("give either an audio file or --text, not both")
     if text is not None:
-        from vivify.speech.synth import synthesize  # loads libespeak-ng: only when text is spoken
+        from vivify.speech.synth import synthesize  # loads libespeak-ng: only when text is spoken or checked
 
         return synthesize(text, lang, voice, max_seconds=max_seconds)
+    if lang.strip().lower() != "any":  # a mistyped code would silently follow the sound instead of the phones
+        from vivify.speech.synth import check_language
+
+        check_language(lang)
     return read_speech(audio, max_seconds=max_seconds)
 
 
