@@ -88,6 +88,23 @@ def test_mouth_opens_with_an_interior(face, reference):
     assert out[middle[1], middle[0]].mean() < face[middle[1], middle[0]].mean() - 40
 
 
+def test_a_black_and_white_photo_opens_a_grey_mouth(face, reference):
+    """A mouth opened from landmarks alone (speech) shows a drawn interior: on a black-and-white photo it has no
+    colour either, not the red of a drawn cavity and tongue."""
+    grey = np.repeat(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    lower_lip = reference[topology.LOWER_INNER_LIP]
+    mouth_width = np.linalg.norm(reference[61] - reference[291])
+    opened = detect_faces(open_mouth_frame(face, lower_lip, mouth_width, 14))[0]
+    animator = Animator(grey, rate=25.0)
+    animator.render(None, reference)
+    for _ in range(10):
+        out = animator.render(None, opened)
+    inside = np.zeros(grey.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(animator.last_target[topology.LIPS_INNER]).astype(np.int32)], 1)
+    colour = out[inside > 0].astype(int)
+    assert inside.sum() > 100 and np.abs(colour[:, 0] - colour[:, 2]).max() <= 4
+
+
 def test_a_flat_grey_driving_mouth_renders_a_dark_cavity(face, reference):
     """A low-contrast driving video's open mouth, its cavity only a little darker than its lips, is carried
     over with its shadows deepened: an opening that reads as closed lips would not show the driver speaking."""

@@ -28,6 +28,9 @@ _COLOUR_MEMORY = 0.8
 # curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
 _CAVITY_DARKNESS = 0.2
 _MAX_CAVITY_GAMMA = 3.0
+# Lips and skin with less colour than this (mean Lab chroma, 8-bit units) make a drawn interior as pale: a
+# colour photo's lips have 25-45 (the shared portraits).
+_PLAIN_CHROMA = 10.0
 
 
 _lab_tables_lock = threading.Lock()
@@ -120,11 +123,12 @@ class InteriorPainter:
         box, offset = found
         size = (box.shape[1], box.shape[0])
 
+        surround = target[feature.surround, :2] - offset
         if usable:
             patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, size)
-            patch = self._recolour(patch, box, target[feature.surround, :2] - offset, opening - offset)
+            patch = self._recolour(patch, box, surround, opening - offset)
         else:
-            patch = _synthetic_cavity(opening - offset, size)
+            patch = _no_more_colourful(_synthetic_cavity(opening - offset, size), box, surround, opening - offset)
 
         mask = np.zeros(box.shape[:2], np.float32)
         cv2.fillPoly(mask, [np.round(opening - offset).astype(np.int32)], 1.0)
@@ -135,11 +139,7 @@ class InteriorPainter:
     def _recolour(self, patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
         """Match the driver's ring around the opening (and so the interior) to the portrait's, in Lab mean and
         spread; for a mouth, then deepen what lies below the lips' lightness."""
-        inside = np.zeros(box.shape[:2], np.uint8)
-        cv2.fillPoly(inside, [np.round(opening).astype(np.int32)], 1)
-        ring = np.zeros(box.shape[:2], np.uint8)
-        cv2.fillPoly(ring, [np.round(surround).astype(np.int32)], 1)
-        ring[inside > 0] = 0
+        inside, ring = _ring(box.shape[:2], surround, opening)
         if ring.sum() < 10:
             return patch
         build_lab_tables().join()
@@ -180,6 +180,32 @@ class InteriorPainter:
         self._cavity_gamma = gamma
         below = opening & (lightness < lips)  # the carried lips around the opening keep their tones
         lightness[below] = lips * (lightness[below] / lips) ** gamma
+
+
+def _ring(shape: tuple[int, ...], surround: np.ndarray, opening: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (uint8) of the opening and of the ring between it and the contour around it, in a box of `shape`."""
+    inside = np.zeros(shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(opening).astype(np.int32)], 1)
+    ring = np.zeros(shape, np.uint8)
+    cv2.fillPoly(ring, [np.round(surround).astype(np.int32)], 1)
+    ring[inside > 0] = 0
+    return inside, ring
+
+
+def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
+    """A drawn interior with its colour scaled down to the colour of the lips and skin around the opening, where
+    they have less than _PLAIN_CHROMA: a black-and-white photo gets a grey mouth, not a red one."""
+    _, ring = _ring(box.shape[:2], surround, opening)
+    if ring.sum() < 10:
+        return patch
+    build_lab_tables().join()
+    chroma = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)[ring > 0, 1:].astype(np.float32) - 128.0
+    share = float(np.sqrt((chroma**2).sum(axis=1)).mean()) / _PLAIN_CHROMA
+    if share >= 1.0:
+        return patch
+    lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab[..., 1:] = 128.0 + (lab[..., 1:] - 128.0) * share
+    return cv2.cvtColor(np.clip(np.round(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
 def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
