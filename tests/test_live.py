@@ -158,6 +158,16 @@ def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_a_driving_clip_without_a_face_is_warned_about(material, tmp_path, caplog):
+    """The session runs (a camera may show nobody for a while) but says that the portrait never moved."""
+    import logging
+
+    clip = encode_clip(tmp_path / "nobody.mp4", [np.full((128, 128, 3), 90, np.uint8)] * 6)
+    with caplog.at_level(logging.WARNING):
+        assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(tmp_path / "x.mp4")]) == 0
+    assert caplog.messages == [f"no face found in any frame of {clip}: the portrait stayed as it is"]
+
+
 def test_a_portrait_without_a_face(material, tmp_path, capsys):
     out = tmp_path / "x.mp4"
     assert main(["live", str(material["blank"]), "--input", str(material["clip"]), "-o", str(out)]) == 2

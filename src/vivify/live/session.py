@@ -9,6 +9,7 @@ from a frame's capture to the moment its output has been handed over.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -28,6 +29,8 @@ from vivify.io.reports import check_report_path, write_json
 from vivify.io.writers import refuse_input_as_output
 from vivify.live.capture import Captured, FrameSource
 from vivify.provenance.label import FrameLabeler, LabelSettings
+
+log = logging.getLogger(__name__)
 
 # Commands, from stdin (one per line) or the window's keys.
 RECALIBRATE, NEXT, PREVIOUS, PAUSE, QUIT = "c", "n", "p", " ", "q"
@@ -341,6 +344,9 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
         sink.close(failed)
         for animator in animators:
             animator.close()
+    if report["frames_out"] and not any(animator.frames_with_face for animator in animators):
+        seen = f"frame of {source}" if source is not None else f"frame from camera {camera}"
+        log.warning("no face found in any %s: the portrait stayed as it is", seen)
     if stats_path is not None:
         write_json(stats_path, report)
     return report
