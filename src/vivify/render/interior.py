@@ -28,7 +28,7 @@ _COLOUR_MEMORY = 0.8
 # curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
 _CAVITY_DARKNESS = 0.2
 _MAX_CAVITY_GAMMA = 3.0
-# Lips and skin with less colour than this (mean Lab chroma, 8-bit units) make a drawn interior as pale: a
+# Lips with less colour than this (mean Lab chroma, 8-bit units) make a drawn interior as pale: a
 # colour photo's lips have 25-45 (the shared portraits).
 _PLAIN_CHROMA = 10.0
 
@@ -193,7 +193,7 @@ def _ring(shape: tuple[int, ...], surround: np.ndarray, opening: np.ndarray) -> 
 
 
 def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
-    """A drawn interior with its colour scaled down to the colour of the lips and skin around the opening, where
+    """A drawn interior with its colour scaled down to the colour of the lips around the opening (the ring), where
     they have less than _PLAIN_CHROMA: a black-and-white photo gets a grey mouth, not a red one."""
     _, ring = _ring(box.shape[:2], surround, opening)
     if ring.sum() < 10:
