@@ -35,12 +35,17 @@ def face() -> np.ndarray:
 
 
 def encode_clip(path: Path, frames: list[np.ndarray], fps: int | Fraction = 25, codec: str = "libx264",
-                crf: int | None = None) -> Path:
-    """RGB frames as a plain video (H.264 or VP9, yuv420p), with no mark of any kind."""
+                crf: int | None = None, sound: np.ndarray | None = None) -> Path:
+    """RGB frames as a plain video (H.264 or VP9, yuv420p), with no mark of any kind; with `sound` (mono float32
+    at 16 kHz), an AAC track too."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps, options={} if crf is None else {"crf": str(crf)})
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
+        audio = None
+        if sound is not None:
+            audio = container.add_stream("aac", rate=16000)
+            audio.layout = "mono"
         for index, frame in enumerate(frames):
             picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
             picture.pts = index
@@ -48,6 +53,8 @@ def encode_clip(path: Path, frames: list[np.ndarray], fps: int | Fraction = 25, 
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+        if audio is not None:
+            mux_audio(container, audio, sound)
     return path
 
 

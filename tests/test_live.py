@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import encode_clip
+from conftest import encode_clip, tone
 from PIL import Image
 
 from vivify.cli import main
@@ -156,6 +156,23 @@ def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
     err = capsys.readouterr().err
     assert f"vivify: error: {message}" in err and err.count("\n") == 1
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_recording_from_a_file_keeps_the_files_sound_in_step(material, tmp_path):
+    """The recording keeps the file's timing (a dropped frame shows the one before), so the file's sound goes
+    along; looped, the sound would not repeat with the frames, and is left out."""
+    frames = list(driving_frames(seconds=2.0, fps=FPS, size=128))
+    clip = encode_clip(tmp_path / "talk.mp4", frames, fps=FPS, sound=tone(32_000, 16_000))
+    out, looped = tmp_path / "live.mp4", tmp_path / "looped.mp4"
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(out)]) == 0
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio
+        assert video.frames == len(frames) and len(audio) == 1
+        assert float(audio[0].duration * audio[0].time_base) == pytest.approx(len(frames) / FPS, abs=0.1)
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "--loop", "--seconds", "1",
+                 "-o", str(looped)]) == 0
+    with av.open(str(looped)) as container:
+        assert not container.streams.audio
 
 
 def test_a_driving_clip_without_a_face_is_warned_about(material, tmp_path, caplog):

@@ -89,6 +89,7 @@ class PacedFile(FrameSource):
         self.loop = loop
         self._video = open_video(location)  # a bad file fails here, with its own message
         self.fps = float(self._video.fps)
+        self.has_audio = self._video.has_audio
 
     def _run(self) -> None:
         from vivify.io.video import open_video

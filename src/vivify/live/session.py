@@ -47,20 +47,21 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """A video file at the source's frame rate: a frame dropped in real time shows the previous output again,
-    so the file keeps the real timing. The writer applies all four provenance marks."""
+    """A video file at the source's frame rate: a frame dropped in real time shows the previous output again
+    (the first frame stands in for any dropped before it), so the file keeps the real timing, and with it the
+    `audio_source`'s sound in step. The writer applies all four provenance marks."""
 
-    def __init__(self, output: str | Path, fps: float, size: tuple[int, int], overwrite: bool, marks: Any) -> None:
+    def __init__(self, output: str | Path, fps: float, size: tuple[int, int], overwrite: bool, marks: Any,
+                 audio_source: str | Path | None = None) -> None:
         from vivify.io.writers import open_writer
 
-        self._writer = open_writer(output, fps, size, overwrite=overwrite, marks=marks)
+        self._writer = open_writer(output, fps, size, audio_source=audio_source, overwrite=overwrite, marks=marks)
         self._last: np.ndarray | None = None
         self._next_index = 0
 
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
         for _ in range(captured.index - self._next_index):  # the frames dropped since the last one
-            if self._last is not None:
-                self._writer.write(self._last)
+            self._writer.write(frame if self._last is None else self._last)
         self._writer.write(frame)
         self._last, self._next_index = frame, captured.index + 1
 
@@ -320,7 +321,9 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
                  for portrait, path in zip(portraits, portrait_paths, strict=True)]
     commands = commands or queue.SimpleQueue()
     if output is not None:
-        sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks)
+        # A file's own sound is recorded along, once through: a looped file's would not repeat with its frames.
+        sound = source if isinstance(frames, PacedFile) and frames.has_audio and not loop else None
+        sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks, audio_source=sound)
     elif window:
         sink = WindowSink(out_size, frames.fps, label, commands)
     elif virtual_camera:
