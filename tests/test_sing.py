@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import encode_clip, mux_audio, tone
+from conftest import encode_clip, tone
 from PIL import Image
 
 from vivify.cli import main
@@ -53,29 +53,13 @@ def test_framing_puts_the_face_in_the_same_place(photo):
 def material(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("sing")
     frames = list(driving_frames(seconds=FRAMES / FPS, fps=FPS, size=192))
-    driving = encode_clip(folder / "driving.mp4", frames, fps=FPS)
-    with_audio = _add_tone(driving, folder / "driving_audio.mp4")
+    with_audio = encode_clip(folder / "driving_audio.mp4", frames, fps=FPS, sound=tone(16000 * FRAMES // FPS, 16000))
     portraits = []
     for name, image in (("big.png", astronaut()), ("small.png", face_crop(160)),
                         ("tall.png", astronaut()[:, 120:380]), ("mirrored.png", astronaut()[:, ::-1])):
         Image.fromarray(np.ascontiguousarray(image)).save(folder / name)
         portraits.append(folder / name)
     return {"folder": folder, "driving": with_audio, "portraits": portraits, "frames": frames}
-
-
-def _add_tone(video: Path, out: Path) -> Path:
-    """`video` with a mono AAC 440 Hz tone as long as it."""
-    rate = 16000
-    with av.open(str(video)) as source, av.open(str(out), "w") as container:
-        stream = container.add_stream_from_template(source.streams.video[0])
-        sound = container.add_stream("aac", rate=rate)
-        sound.layout = "mono"
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                container.mux(packet)
-        mux_audio(container, sound, tone(int(rate * FRAMES / FPS), rate))
-    return out
 
 
 def _mouth_curve(frames: list[np.ndarray]) -> np.ndarray:
