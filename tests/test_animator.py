@@ -135,6 +135,34 @@ def test_a_flat_grey_driving_mouth_renders_a_dark_cavity(face, reference):
     assert np.percentile(lightness[opening > 0], 25) < 0.7 * lips_lightness
 
 
+def test_a_mouth_as_open_as_the_portraits_keeps_the_portraits_own_teeth(face, reference):
+    """Where the target opens the mouth just as wide as the portrait's own (a smiling portrait at the reference),
+    the warp leaves the portrait's teeth as they are: the driver's interior is not pasted over them. Opened wider,
+    it is carried in."""
+    from vivify.render.interior import MOUTH, InteriorPainter
+
+    # The astronaut smiles with her teeth apart; the driver (her own picture) opens a green mouth.
+    portrait = np.hstack([2.0 * reference, np.zeros((len(reference), 1))])
+    picture = cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC)
+    driving = portrait.copy()
+    driving[topology.LIPS_INNER[driving[topology.LIPS_INNER, 1] > driving[topology.LIPS_INNER, 1].mean()], 1] += 12
+    frame = picture.copy()
+    cv2.fillPoly(frame, [np.round(driving[topology.LIPS_INNER, :2]).astype(np.int32)], (0, 255, 0))
+    painter = InteriorPainter(MOUTH, portrait)
+
+    as_open = picture.copy()
+    for _ in range(3):
+        painter.paint(as_open, portrait, frame, driving)
+    np.testing.assert_array_equal(as_open, picture)
+
+    wider = driving.copy()  # the target opens as the driver does, 12 px (0.07 eye spans) more than the portrait
+    opened = picture.copy()
+    painter.paint(opened, wider, frame, driving)
+    middle = np.round(wider[[topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP], :2].mean(axis=0)).astype(int)
+    red, green, _ = opened[middle[1], middle[0]].astype(int)
+    assert green - red > 60
+
+
 def test_a_dark_driving_cavity_is_carried_as_it_is(reference):
     from vivify.render.interior import MOUTH, InteriorPainter
 

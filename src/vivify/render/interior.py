@@ -112,7 +112,9 @@ class InteriorPainter:
         usable = driving is not None and np.linalg.norm(driving[upper, :2] - driving[lower, :2]) >= _MIN_DRIVING_GAP
         # ... and, for the mouth, wanted where the driver's open mouth shows a real one to carry over.
         shown = self._ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
-        strength = max(needed, min(shown, self._ramp(target_gap)))
+        # ... where the warp changes the portrait's own opening: as open as the portrait's, its own teeth are right.
+        changed = min(abs(target_gap - self._own_gap) / _GAP_RAMP, 1.0)
+        strength = max(needed, min(shown, self._ramp(target_gap), changed))
         if strength <= 0 or not (usable or feature.synthetic_fallback):
             return
         opening = target[feature.opening, :2]
