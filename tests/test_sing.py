@@ -20,7 +20,7 @@ from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.errors import VivifyError
 from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
-from vivify.landmarks.facemesh import detect_faces
+from vivify.landmarks.facemesh import FaceTracker, detect_faces
 
 FPS = 25
 FRAMES = 50
@@ -261,3 +261,43 @@ def test_eval_sync_on_a_grid(material, capsys):
     assert "lowest r" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 4 and all(int(row[3]) == FRAMES for row in rows)  # a face in every frame of every cell
+
+
+def test_animators_in_worker_processes_render_what_they_would_render_here(material):
+    """The cells render in worker processes (threads would take turns for the interpreter lock): each frame is
+    the one an animator in this process renders, to the level. Two frames are submitted before the first is
+    collected, as the grid does: frames larger than a pipe's buffer must not block each other."""
+    from vivify.animator import Animator
+    from vivify.animators import AnimatorProcesses
+
+    cells = [frame_portrait(np.asarray(Image.open(path)), (256, 256), path.name) for path in material["portraits"][:3]]
+    detected = [detect_faces(cell) for cell in cells]
+    names = [f"cell{k}" for k in range(len(cells))]
+    here = [Animator(cell, rate=FPS, name=name, detected=faces)
+            for cell, name, faces in zip(cells, names, detected, strict=True)]
+    frames = [np.ascontiguousarray(np.kron(frame, np.ones((2, 2, 1), np.uint8))) for frame in material["frames"][:8]]
+    with FaceTracker() as tracker:
+        landmarks = [tracker.detect(frame) for frame in frames]
+    with AnimatorProcesses(cells, names, detected, rate=FPS, processes=2) as processes:
+        for animator, remote in zip(here, processes.animators, strict=True):
+            np.testing.assert_array_equal(remote.points, animator.points)
+            animator.set_reference(frames[0], landmarks[0])
+            remote.set_reference(frames[0], landmarks[0])
+        processes.submit(frames[0], landmarks[0])
+        for index in range(1, len(frames) + 1):
+            if index < len(frames):
+                processes.submit(frames[index], landmarks[index])
+            frame, points = frames[index - 1], landmarks[index - 1]
+            for animator, rendered in zip(here, processes.collect(), strict=True):
+                np.testing.assert_array_equal(rendered, animator.render(frame, points))
+    for animator in here:
+        animator.close()
+
+
+def test_an_animators_error_in_a_worker_process_comes_out_with_its_message():
+    from vivify.animators import AnimatorProcesses
+
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
+        AnimatorProcesses([face_crop(256), blank], ["face.png", "blank.png"], [detect_faces(face_crop(256)), []],
+                          rate=FPS)

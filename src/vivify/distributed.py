@@ -62,7 +62,7 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
         animator.set_reference(*reference)
         frames = itertools.islice(video.frames(first), None if end is None else end - first)
         try:
-            for index, (frame, points) in enumerate(tracked(frames, animator), start=first):
+            for index, (frame, points) in enumerate(tracked(frames, animator.track), start=first):
                 rendered = animator.render(frame, points)
                 if index >= start:
                     picture = av.VideoFrame.from_ndarray(rendered, format="rgb24")

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from vivify.animator import MIN_FACE_PIXELS, Animator
+from vivify.animators import AnimatorProcesses
 from vivify.compose.grid import Grid, check_layout, frame_portrait, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
@@ -28,6 +30,8 @@ from vivify.provenance.label import LabelSettings
 from vivify.provenance.marks import Marks
 
 DEFAULT_CELL = (256, 256)
+# The animators' frames for one driving frame, once they are rendered.
+Rendering = Callable[[], list[np.ndarray]]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,15 @@ def first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
     raise VivifyError(f"{driving}: no face found in any frame")
 
 
-def _set_references(animators: list[Animator], driving: str | Path, reference: str) -> None:
+class Calibrated(Protocol):
+    """What the references are set on: an `Animator`, or one in a worker process (`RemoteAnimator`)."""
+
+    points: np.ndarray
+
+    def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None: ...
+
+
+def _set_references(animators: Sequence[Calibrated], driving: str | Path, reference: str) -> None:
     """Calibrate every animator on the driving frame that `reference` picks, before any frame is rendered.
 
     Done up front even for "first" (where an Animator would take the first frame it sees with a face): a clip
@@ -149,7 +161,18 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
                   "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
         compose = (GroupComposer(portrait, [a.points for a in animators], [a.region for a in animators]).compose
                    if len(animators) > 1 else None)
-        _render_all(animators, video, driving_path, reference, writer, pool, compose, progress)
+
+        def render(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
+            if len(animators) == 1:  # the common case: no hand-off to the pool's threads
+                return _rendered([animators[0].render(frame, points)])
+            return _rendered(list(pool.map(lambda animator: animator.render(frame, points), animators)))
+
+        try:
+            _render_all(animators, render, animators[0].track, video, driving_path, reference, writer, compose,
+                        progress)
+        finally:
+            for animator in animators:
+                animator.close()
     return Path(output)
 
 
@@ -168,32 +191,49 @@ def _chosen_faces(detected: list[np.ndarray], name: str, faces: Sequence[int] | 
     return chosen
 
 
-def _render_all(animators: list[Animator], video: VideoReader, driving_path: str | Path, reference: str,
-                writer: FrameWriter, pool: ThreadPoolExecutor,
-                compose: Callable[[list[np.ndarray]], np.ndarray] | None, progress: Progress | None) -> None:
-    """Drive every animator with the same frames: calibrate them, track the driving face once (the first
-    animator's tracker), render them on all cores, compose, write."""
-    try:
-        _set_references(animators, driving_path, reference)
-        for done, (frame, points) in enumerate(tracked(video.frames(), animators[0]), start=1):
-            if len(animators) == 1:  # the common case: no hand-off to the pool's threads
-                renders = [animators[0].render(frame, points)]
-            else:
-                renders = list(pool.map(lambda animator: animator.render(frame, points), animators))  # noqa: B023
-            writer.write(renders[0] if compose is None else compose(renders))
-            if progress is not None:
-                progress(done, video.frame_count)
-        if animators[0].frames_with_face == 0:
-            raise VivifyError(f"{driving_path}: no face found in any frame")
-    finally:
-        for animator in animators:
-            animator.close()
+def _render_all(animators: Sequence[Calibrated], start: Callable[[np.ndarray, np.ndarray | None], Rendering],
+                track: Callable[[np.ndarray], np.ndarray | None], video: VideoReader, driving_path: str | Path,
+                reference: str, writer: FrameWriter, compose: Callable[[list[np.ndarray]], np.ndarray] | None,
+                progress: Progress | None) -> None:
+    """Drive every animator with the same frames: calibrate them, track the driving face once (`track`), render
+    them all, compose, write. `start` begins rendering a frame and returns what finishes it (the animators'
+    frames): the next frame is started before this one is composed and written, so where the rendering runs
+    elsewhere (worker processes), it goes on meanwhile."""
+    _set_references(animators, driving_path, reference)
+    face_seen = False
+    finish: Rendering | None = None
+    started_count = 0
+    for frame, points in tracked(video.frames(), track):
+        face_seen = face_seen or points is not None
+        started = start(frame, points)
+        if finish is not None:
+            _write(finish, compose, writer, progress, started_count, video.frame_count)
+        finish, started_count = started, started_count + 1
+    if finish is not None:
+        _write(finish, compose, writer, progress, started_count, video.frame_count)
+    if not face_seen:
+        raise VivifyError(f"{driving_path}: no face found in any frame")
+
+
+def _write(finish: Rendering, compose: Callable[[list[np.ndarray]], np.ndarray] | None, writer: FrameWriter,
+           progress: Progress | None, done: int, total: int) -> None:
+    """Write the frame that `finish` gives (composed, where there are several), the `done`th of `total`."""
+    renders = finish()
+    writer.write(renders[0] if compose is None else compose(renders))
+    if progress is not None:
+        progress(done, total)
+
+
+def _rendered(frames: list[np.ndarray]) -> Rendering:
+    """A rendering that is finished already (the animators ran in this process)."""
+    return lambda: frames
 
 
 _END = object()
 
 
-def tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) -> Iterator[tuple]:
+def tracked(frames: Iterator[np.ndarray], track: Callable[[np.ndarray], np.ndarray | None],
+            depth: int = 3) -> Iterator[tuple]:
     """(frame, driving landmarks) pairs, decoded and tracked a few frames ahead in a second thread.
 
     MediaPipe and PyAV release the GIL, so landmarks of the next frames are found while this one renders:
@@ -205,7 +245,7 @@ def tracked(frames: Iterator[np.ndarray], animator: Animator, depth: int = 3) ->
     def produce() -> None:
         try:
             for frame in frames:
-                item = (frame, animator.track(frame))
+                item = (frame, track(frame))
                 while not stop.is_set():
                     try:
                         ahead.put(item, timeout=0.1)
@@ -273,12 +313,27 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
         log.warning("the visible label at the %s covers the caption of the cell there (top-left or top-right "
                     "keeps it clear of captions)", label.position.replace("-", " "))
     layout = Grid(rows, cols, cell, tuple(captions))
+    names = [str(path) for path in portrait_paths]
     with open_video(driving_path) as video, open_writer(
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer, \
-            ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        animators = list(pool.map(
-            lambda item: Animator(item[1], rate=float(video.fps), name=str(item[0])),
-            zip(portrait_paths, cells, strict=True)))
-        _render_all(animators, video, driving_path, reference, writer, pool, layout.compose, progress)
+            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer:
+        if count == 1:
+            animator = Animator(cells[0], rate=float(video.fps), name=names[0])
+            try:
+                _render_all([animator], lambda frame, points: _rendered([animator.render(frame, points)]),
+                            animator.track, video, driving_path, reference, writer, layout.compose, progress)
+            finally:
+                animator.close()
+        else:
+            # The cells render in worker processes, the driving face is tracked here.
+            detected = [detect_faces(cell) for cell in cells]
+            with AnimatorProcesses(cells, names, detected, rate=float(video.fps)) as processes, \
+                    FaceTracker() as tracker:
+
+                def start(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
+                    processes.submit(frame, points)
+                    return processes.collect  # the workers answer in order: this frame's, when called next
+
+                _render_all(processes.animators, start, tracker.detect, video, driving_path, reference, writer,
+                            layout.compose, progress)
     return Path(output)

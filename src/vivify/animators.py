@@ -1,0 +1,189 @@
+"""Several `Animator`s driven in step by one driving video, rendered in worker processes.
+
+Threads cannot render several animators at once: a frame is many small NumPy and OpenCV calls, and the threads
+take turns for Python's interpreter lock. Eight 256² cells of the d6 clip took 76.7 ms a frame in two threads
+and 48.1 ms in two processes (docs/BENCHMARKS.md). Each process holds some of the animators; every frame and its
+landmarks go to each process, and the rendered frames come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import threading
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from vivify.errors import VivifyError
+
+
+class RemoteAnimator:
+    """One animator of an `AnimatorProcesses`: its portrait's landmarks, and its reference to set."""
+
+    def __init__(self, processes: AnimatorProcesses, worker: int, index: int, points: np.ndarray) -> None:
+        self._processes, self._worker, self._index = processes, worker, index
+        self.points = points
+
+    def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
+        """As `Animator.set_reference`, in the animator's process."""
+        self._processes.request(self._worker, ("reference", self._index, frame, landmarks))
+
+
+class AnimatorProcesses:
+    """Animators of the given portraits (RGB uint8 each), spread over `processes` worker processes.
+
+    >>> with AnimatorProcesses(cells, names, rate=25.0) as animators:
+    ...     animators.animators[0].set_reference(frame, landmarks)
+    ...     animators.submit(frame, landmarks)
+    ...     frames_out = animators.collect()   # one frame per portrait, in order
+
+    Frames may be submitted ahead: `collect` returns the renders of the oldest frame not yet collected, so the
+    workers render the next frame while the caller writes this one. A VivifyError of an animator (a face too
+    small, say) is raised here with its message.
+    """
+
+    def __init__(self, portraits: Sequence[np.ndarray], names: Sequence[str], detected: Sequence[list[np.ndarray]],
+                 rate: float, processes: int | None = None) -> None:
+        """`detected`: each portrait's faces as `detect_faces` gives them (its animator animates the largest).
+        The workers start making their animators at once; the first request to each waits until they are made,
+        so the caller may prepare (find the references) meanwhile."""
+        count = min(len(portraits), processes or len(os.sched_getaffinity(0)))
+        # Spawned, not forked: this process already runs threads (MediaPipe's, the tracker's), and a fork copies
+        # their locks in whatever state they are.
+        context = multiprocessing.get_context("spawn")
+        self._shares = [list(range(worker, len(portraits), count)) for worker in range(count)]
+        self._connections: list[Connection] = []
+        self._workers: list[multiprocessing.process.BaseProcess] = []
+        self._made = [False] * count
+        try:
+            for share in self._shares:
+                ours, theirs = context.Pipe()
+                worker = context.Process(target=_serve, name="vivify-render", daemon=True, args=(
+                    theirs, [portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share],
+                    rate))
+                worker.start()
+                theirs.close()
+                self._connections.append(ours)
+                self._workers.append(worker)
+        except BaseException:
+            self.close()
+            raise
+        if not all(detected):  # an animator without a face fails as it is made: its error, before anything else
+            for worker in range(count):
+                self._await_animators(worker)
+        at = {k: (worker, index) for worker, share in enumerate(self._shares) for index, k in enumerate(share)}
+        self.animators = [RemoteAnimator(self, *at[k], faces[0] if faces else np.empty((0, 3), np.float32))
+                          for k, faces in enumerate(detected)]
+
+    def __enter__(self) -> AnimatorProcesses:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, worker: int, message: tuple) -> Any:
+        """Send one worker a message and return its answer."""
+        self._await_animators(worker)
+        self._connections[worker].send(message)
+        return self._reply(worker)
+
+    def submit(self, frame: np.ndarray | None, landmarks: np.ndarray | None) -> None:
+        """Start rendering this driving frame, with its landmarks, in every animator."""
+        for worker, connection in enumerate(self._connections):
+            self._await_animators(worker)
+            connection.send(("render", frame, landmarks))
+
+    def _await_animators(self, worker: int) -> None:
+        """Wait until the worker has made its animators (or raise its error)."""
+        if not self._made[worker]:
+            self._reply(worker)
+            self._made[worker] = True
+
+    def collect(self) -> list[np.ndarray]:
+        """Every animator's frame for the oldest frame submitted and not yet collected, in the portraits' order."""
+        frames: list[np.ndarray] = [np.empty(0, np.uint8)] * sum(len(share) for share in self._shares)
+        for worker, share in enumerate(self._shares):
+            for k, rendered in zip(share, self._reply(worker), strict=True):
+                frames[k] = rendered
+        return frames
+
+    def _reply(self, worker: int) -> Any:
+        try:
+            kind, value = self._connections[worker].recv()
+        except EOFError:
+            raise RuntimeError("a render process ended without an answer") from None
+        if kind == "error":
+            raise VivifyError(value)
+        if kind == "crash":
+            raise RuntimeError(f"a render process failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        """Stop the workers (their animators close); closing again does nothing."""
+        for connection in self._connections:
+            with contextlib.suppress(OSError):  # a worker that has ended already
+                connection.send(None)
+        for worker in self._workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+        for connection in self._connections:
+            connection.close()
+        self._connections, self._workers = [], []
+
+
+def _serve(connection: Connection, portraits: list[np.ndarray], names: list[str], detected: list[list[np.ndarray]],
+           rate: float) -> None:
+    """A worker: make the animators and say so, then set references and render frames as asked, until told to
+    stop (None) or the other end goes away."""
+    import cv2
+
+    from vivify.animator import Animator
+
+    # The workers fill the cores between them: OpenCV's own threads would only queue behind them.
+    cv2.setNumThreads(1)
+    # Answers go out from a thread of their own: the caller sends the next frame before it reads this one's
+    # answer, and with both in a full pipe, each side would wait on the other for good.
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_all, args=(connection, answers), name="vivify-answers", daemon=True)
+    sender.start()
+    animators: list[Animator] = []
+    try:
+        animators = [Animator(portrait, rate=rate, name=name, detected=faces)
+                     for portrait, name, faces in zip(portraits, names, detected, strict=True)]
+        answers.put(("made", None))
+        while (message := connection.recv()) is not None:
+            if message[0] == "reference":
+                _, index, frame, landmarks = message
+                animators[index].set_reference(frame, landmarks)
+                answers.put(("ok", None))
+            else:
+                _, frame, landmarks = message
+                answers.put(("frames", [animator.render(frame, landmarks) for animator in animators]))
+    except VivifyError as error:
+        answers.put(("error", str(error)))
+    except (EOFError, KeyboardInterrupt):  # the caller went away, or was interrupted: it reports that
+        pass
+    except Exception:
+        answers.put(("crash", traceback.format_exc()))
+    finally:
+        answers.put(None)
+        sender.join()
+        for animator in animators:
+            animator.close()
+        connection.close()
+
+
+def _send_all(connection: Connection, answers: queue.SimpleQueue) -> None:
+    """Send the answers in order until None."""
+    while (answer := answers.get()) is not None:
+        try:
+            connection.send(answer)
+        except OSError:  # the caller has gone
+            return
