@@ -301,3 +301,21 @@ def test_an_animators_error_in_a_worker_process_comes_out_with_its_message():
     with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
         AnimatorProcesses([face_crop(256), blank], ["face.png", "blank.png"], [detect_faces(face_crop(256)), []],
                           rate=FPS)
+
+
+def test_a_script_that_calls_sing_without_a_main_guard_runs(material, tmp_path):
+    """The workers are fresh interpreters running vivify's own module: a caller's script is not imported again
+    in them (multiprocessing's spawn would, and a script that calls `sing` at its top level would start its
+    workers again from each worker)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "grid.mp4"
+    script = tmp_path / "script.py"
+    script.write_text("from vivify.pipeline import sing\n"
+                      f"sing({str(material['driving'])!r}, {[str(p) for p in material['portraits'][:2]]!r}, "
+                      f"{str(out)!r}, cell_size=(128, 128))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames == FRAMES

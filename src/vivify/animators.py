@@ -9,9 +9,11 @@ landmarks go to each process, and the rendered frames come back.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Sequence
@@ -54,23 +56,23 @@ class AnimatorProcesses:
         The workers start making their animators at once; the first request to each waits until they are made,
         so the caller may prepare (find the references) meanwhile."""
         count = min(len(portraits), processes or len(os.sched_getaffinity(0)))
-        # Spawned, not forked: this process already runs threads (MediaPipe's, the tracker's), and a fork copies
-        # their locks in whatever state they are.
-        context = multiprocessing.get_context("spawn")
         self._shares = [list(range(worker, len(portraits), count)) for worker in range(count)]
         self._connections: list[Connection] = []
-        self._workers: list[multiprocessing.process.BaseProcess] = []
+        self._workers: list[subprocess.Popen] = []
         self._made = [False] * count
         try:
             for share in self._shares:
-                ours, theirs = context.Pipe()
-                worker = context.Process(target=_serve, name="vivify-render", daemon=True, args=(
-                    theirs, [portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share],
-                    rate))
-                worker.start()
-                theirs.close()
-                self._connections.append(ours)
-                self._workers.append(worker)
+                # A fresh interpreter running this module, not multiprocessing's spawn: that one imports the
+                # caller's main script again in the worker, which reruns a script that calls `sing` unguarded.
+                ours, theirs = socket.socketpair()
+                with theirs:
+                    self._workers.append(subprocess.Popen(
+                        [sys.executable, "-m", "vivify.animators", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                        stdin=subprocess.DEVNULL))
+                connection = Connection(ours.detach())
+                self._connections.append(connection)
+                connection.send(([portraits[k] for k in share], [names[k] for k in share],
+                                 [detected[k] for k in share], rate))
         except BaseException:
             self.close()
             raise
@@ -130,18 +132,19 @@ class AnimatorProcesses:
             with contextlib.suppress(OSError):  # a worker that has ended already
                 connection.send(None)
         for worker in self._workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
+            try:
+                worker.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
         for connection in self._connections:
             connection.close()
         self._connections, self._workers = [], []
 
 
-def _serve(connection: Connection, portraits: list[np.ndarray], names: list[str], detected: list[list[np.ndarray]],
-           rate: float) -> None:
-    """A worker: make the animators and say so, then set references and render frames as asked, until told to
-    stop (None) or the other end goes away."""
+def _serve(connection: Connection) -> None:
+    """A worker: take its portraits, make their animators and say so, then set references and render frames as
+    asked, until told to stop (None) or the other end goes away."""
     import cv2
 
     from vivify.animator import Animator
@@ -155,6 +158,7 @@ def _serve(connection: Connection, portraits: list[np.ndarray], names: list[str]
     sender.start()
     animators: list[Animator] = []
     try:
+        portraits, names, detected, rate = connection.recv()
         animators = [Animator(portrait, rate=rate, name=name, detected=faces)
                      for portrait, name, faces in zip(portraits, names, detected, strict=True)]
         answers.put(("made", None))
@@ -187,3 +191,7 @@ def _send_all(connection: Connection, answers: queue.SimpleQueue) -> None:
             connection.send(answer)
         except OSError:  # the caller has gone
             return
+
+
+if __name__ == "__main__":  # a worker, started by `AnimatorProcesses` with its end of the connection
+    _serve(Connection(int(sys.argv[1])))
