@@ -319,3 +319,22 @@ def test_a_script_that_calls_sing_without_a_main_guard_runs(material, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with av.open(str(out)) as container:
         assert container.streams.video[0].frames == FRAMES
+
+
+def test_a_render_process_that_dies_is_reported_in_one_line(material):
+    """A worker killed from outside (the out-of-memory killer, say) ends the grid with a one-line error, not a
+    traceback or a wait for an answer that never comes."""
+    from vivify.animators import AnimatorProcesses
+
+    cells = [face_crop(256), face_crop(256)[:, ::-1].copy()]
+    with AnimatorProcesses(cells, ["a.png", "b.png"], [detect_faces(cell) for cell in cells], rate=FPS,
+                           processes=2) as processes:
+        frame = np.kron(material["frames"][0], np.ones((2, 2, 1), np.uint8))
+        with FaceTracker() as tracker:
+            points = tracker.detect(frame)
+        processes.animators[0].set_reference(frame, points)
+        processes._workers[1].kill()
+        processes._workers[1].wait()
+        with pytest.raises(VivifyError, match=r"^a process rendering the portraits ended unexpectedly \(killed, or "
+                                              r"out of memory\?\)$"):
+            processes.animators[1].set_reference(frame, points)

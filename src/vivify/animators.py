@@ -40,7 +40,7 @@ class RemoteAnimator:
 class AnimatorProcesses:
     """Animators of the given portraits (RGB uint8 each), spread over `processes` worker processes.
 
-    >>> with AnimatorProcesses(cells, names, rate=25.0) as animators:
+    >>> with AnimatorProcesses(cells, names, [detect_faces(cell) for cell in cells], rate=25.0) as animators:
     ...     animators.animators[0].set_reference(frame, landmarks)
     ...     animators.submit(frame, landmarks)
     ...     frames_out = animators.collect()   # one frame per portrait, in order
@@ -60,25 +60,32 @@ class AnimatorProcesses:
         self._connections: list[Connection] = []
         self._workers: list[subprocess.Popen] = []
         self._made = [False] * count
+        self._handover: threading.Thread | None = None
         try:
-            for share in self._shares:
-                # A fresh interpreter running this module, not multiprocessing's spawn: that one imports the
-                # caller's main script again in the worker, which reruns a script that calls `sing` unguarded.
+            for _ in range(count):
+                # A fresh interpreter (`_WORKER`), not multiprocessing's spawn: that one imports the caller's main
+                # script again in the worker, which reruns a script that calls `sing` unguarded. A session of its
+                # own: a Ctrl-C at the terminal reaches this process only, which stops the workers by closing
+                # their connections.
                 ours, theirs = socket.socketpair()
                 with theirs:
                     self._workers.append(subprocess.Popen(
-                        [sys.executable, "-m", "vivify.animators", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                        stdin=subprocess.DEVNULL))
-                connection = Connection(ours.detach())
-                self._connections.append(connection)
-                connection.send(([portraits[k] for k in share], [names[k] for k in share],
-                                 [detected[k] for k in share], rate))
+                        [sys.executable, "-c", _WORKER, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True))
+                self._connections.append(Connection(ours.detach()))
+            # Each worker takes its portraits once it has started Python (about a second): they are handed over
+            # from a thread, so the caller goes on meanwhile.
+            shares = [([portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share], rate)
+                      for share in self._shares]
+            self._handover = threading.Thread(target=self._hand_over, args=(shares,), name="vivify-handover",
+                                              daemon=True)
+            self._handover.start()
+            if not all(detected):  # an animator without a face fails as it is made: its error, before anything else
+                for worker in range(count):
+                    self._await_animators(worker)
         except BaseException:
             self.close()
             raise
-        if not all(detected):  # an animator without a face fails as it is made: its error, before anything else
-            for worker in range(count):
-                self._await_animators(worker)
         at = {k: (worker, index) for worker, share in enumerate(self._shares) for index, k in enumerate(share)}
         self.animators = [RemoteAnimator(self, *at[k], faces[0] if faces else np.empty((0, 3), np.float32))
                           for k, faces in enumerate(detected)]
@@ -92,17 +99,31 @@ class AnimatorProcesses:
     def request(self, worker: int, message: tuple) -> Any:
         """Send one worker a message and return its answer."""
         self._await_animators(worker)
-        self._connections[worker].send(message)
+        self._send(worker, message)
         return self._reply(worker)
 
     def submit(self, frame: np.ndarray | None, landmarks: np.ndarray | None) -> None:
         """Start rendering this driving frame, with its landmarks, in every animator."""
-        for worker, connection in enumerate(self._connections):
+        for worker in range(len(self._connections)):
             self._await_animators(worker)
-            connection.send(("render", frame, landmarks))
+            self._send(worker, ("render", frame, landmarks))
+
+    def _hand_over(self, shares: list[tuple]) -> None:
+        """Send each worker its portraits (a worker that has gone is found at its first answer)."""
+        for connection, share in zip(self._connections, shares, strict=True):
+            with contextlib.suppress(OSError):
+                connection.send(share)
+
+    def _send(self, worker: int, message: tuple) -> None:
+        try:
+            self._connections[worker].send(message)
+        except OSError:
+            raise VivifyError(_ENDED) from None
 
     def _await_animators(self, worker: int) -> None:
         """Wait until the worker has made its animators (or raise its error)."""
+        if self._handover is not None:  # no other message before the portraits
+            self._handover.join()
         if not self._made[worker]:
             self._reply(worker)
             self._made[worker] = True
@@ -118,8 +139,8 @@ class AnimatorProcesses:
     def _reply(self, worker: int) -> Any:
         try:
             kind, value = self._connections[worker].recv()
-        except EOFError:
-            raise RuntimeError("a render process ended without an answer") from None
+        except (EOFError, OSError):
+            raise VivifyError(_ENDED) from None
         if kind == "error":
             raise VivifyError(value)
         if kind == "crash":
@@ -127,24 +148,44 @@ class AnimatorProcesses:
         return value
 
     def close(self) -> None:
-        """Stop the workers (their animators close); closing again does nothing."""
-        for connection in self._connections:
-            with contextlib.suppress(OSError):  # a worker that has ended already
-                connection.send(None)
-        for worker in self._workers:
-            try:
-                worker.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        for connection in self._connections:
-            connection.close()
+        """Stop the workers (their animators close); closing again does nothing.
+
+        Their connections are closed, not sent a last message: an interrupt may have cut a frame short, and a
+        worker would wait for the rest of it. At the end of its connection a worker stops; one that has not
+        within a few seconds, or when this is interrupted, is killed."""
+        connections, workers = self._connections, self._workers
         self._connections, self._workers = [], []
+        try:
+            for connection in connections:
+                connection.close()
+            if self._handover is not None:
+                self._handover.join()
+            for worker in workers:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=5)
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+
+
+_ENDED = "a process rendering the portraits ended unexpectedly (killed, or out of memory?)"
+# A worker's program, given its end of the connection (a file descriptor). The caller's working folder comes
+# off the module path first: a queue.py there would shadow the standard library's.
+_WORKER = """
+import sys
+if sys.path[:1] == [""]:
+    del sys.path[0]
+from multiprocessing.connection import Connection
+from vivify.animators import _serve
+_serve(Connection(int(sys.argv[1])))
+"""
 
 
 def _serve(connection: Connection) -> None:
     """A worker: take its portraits, make their animators and say so, then set references and render frames as
-    asked, until told to stop (None) or the other end goes away."""
+    asked, until the caller closes the connection."""
     import cv2
 
     from vivify.animator import Animator
@@ -162,7 +203,8 @@ def _serve(connection: Connection) -> None:
         animators = [Animator(portrait, rate=rate, name=name, detected=faces)
                      for portrait, name, faces in zip(portraits, names, detected, strict=True)]
         answers.put(("made", None))
-        while (message := connection.recv()) is not None:
+        while True:
+            message = connection.recv()
             if message[0] == "reference":
                 _, index, frame, landmarks = message
                 animators[index].set_reference(frame, landmarks)
@@ -172,7 +214,7 @@ def _serve(connection: Connection) -> None:
                 answers.put(("frames", [animator.render(frame, landmarks) for animator in animators]))
     except VivifyError as error:
         answers.put(("error", str(error)))
-    except (EOFError, KeyboardInterrupt):  # the caller went away, or was interrupted: it reports that
+    except (EOFError, OSError):  # the caller closed the connection, or went away: the end
         pass
     except Exception:
         answers.put(("crash", traceback.format_exc()))
@@ -192,6 +234,3 @@ def _send_all(connection: Connection, answers: queue.SimpleQueue) -> None:
         except OSError:  # the caller has gone
             return
 
-
-if __name__ == "__main__":  # a worker, started by `AnimatorProcesses` with its end of the connection
-    _serve(Connection(int(sys.argv[1])))
