@@ -156,10 +156,12 @@ class AnimatorProcesses:
         connections, workers = self._connections, self._workers
         self._connections, self._workers = [], []
         try:
-            for connection in connections:
-                connection.close()
+            # The hand-over ends once each worker has taken its portraits, or has gone: its connection is not
+            # closed under it.
             if self._handover is not None:
                 self._handover.join()
+            for connection in connections:
+                connection.close()
             for worker in workers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.wait(timeout=5)
@@ -168,6 +170,8 @@ class AnimatorProcesses:
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
+            for connection in connections:
+                connection.close()
 
 
 _ENDED = "a process rendering the portraits ended unexpectedly (killed, or out of memory?)"
