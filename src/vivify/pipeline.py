@@ -161,18 +161,7 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
                   "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
         compose = (GroupComposer(portrait, [a.points for a in animators], [a.region for a in animators]).compose
                    if len(animators) > 1 else None)
-
-        def render(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
-            if len(animators) == 1:  # the common case: no hand-off to the pool's threads
-                return _rendered([animators[0].render(frame, points)])
-            return _rendered(list(pool.map(lambda animator: animator.render(frame, points), animators)))
-
-        try:
-            _render_all(animators, render, animators[0].track, video, driving_path, reference, writer, compose,
-                        progress)
-        finally:
-            for animator in animators:
-                animator.close()
+        _render_here(animators, pool, video, driving_path, reference, writer, compose, progress)
     return Path(output)
 
 
@@ -224,9 +213,24 @@ def _write(finish: Rendering, compose: Callable[[list[np.ndarray]], np.ndarray] 
         progress(done, total)
 
 
-def _rendered(frames: list[np.ndarray]) -> Rendering:
-    """A rendering that is finished already (the animators ran in this process)."""
-    return lambda: frames
+def _render_here(animators: list[Animator], pool: ThreadPoolExecutor | None, video: VideoReader,
+                 driving_path: str | Path, reference: str, writer: FrameWriter,
+                 compose: Callable[[list[np.ndarray]], np.ndarray] | None, progress: Progress | None) -> None:
+    """`_render_all` with the animators in this process (several on the pool's threads), closed after."""
+
+    def start(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
+        if len(animators) == 1 or pool is None:  # the common case: no hand-off to the pool's threads
+            frames = [animator.render(frame, points) for animator in animators]
+        else:
+            frames = list(pool.map(lambda animator: animator.render(frame, points), animators))
+        return lambda: frames
+
+    try:
+        _render_all(animators, start, animators[0].track, video, driving_path, reference, writer, compose,
+                    progress)
+    finally:
+        for animator in animators:
+            animator.close()
 
 
 _END = object()
@@ -318,12 +322,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
             overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer:
         if count == 1:
-            animator = Animator(cells[0], rate=float(video.fps), name=names[0])
-            try:
-                _render_all([animator], lambda frame, points: _rendered([animator.render(frame, points)]),
-                            animator.track, video, driving_path, reference, writer, layout.compose, progress)
-            finally:
-                animator.close()
+            _render_here([Animator(cells[0], rate=float(video.fps), name=names[0])], None, video, driving_path,
+                         reference, writer, layout.compose, progress)
         else:
             # The cells render in worker processes, the driving face is tracked here.
             detected = [detect_faces(cell) for cell in cells]
