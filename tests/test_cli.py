@@ -9,6 +9,7 @@ to check exit codes and what reaches stderr.
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import os
 import re
@@ -33,7 +34,9 @@ from vivify.cli import main
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.io.image import fit_portrait
 from vivify.io.video import open_video
+from vivify.io.writers import FrameWriter
 from vivify.landmarks.facemesh import detect_faces
+from vivify.provenance.marks import Marks
 
 FPS = Fraction(25)
 PORTRAIT = 192  # portrait side: the face is ~70 px tall, well over the 48 px minimum
@@ -504,6 +507,36 @@ def test_a_terminated_render_leaves_nothing_behind(media, tmp_path):
         render.kill()
     assert (render.returncode, stdout) == (143, "")
     assert stderr.endswith("vivify: terminated\n") and "Traceback" not in stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_interrupt_as_the_writer_opens_leaves_nothing_behind(media, tmp_path, monkeypatch):
+    """Ctrl-C can land after the writer made its temporary file and before the `with` that removes it on errors
+    is entered: the interrupted command still removes it."""
+
+    def interrupted(self):
+        raise KeyboardInterrupt  # as a signal handled on entering __enter__ raises it
+
+    monkeypatch.setattr(FrameWriter, "__enter__", interrupted)
+    out = tmp_path / "out" / "out.mp4"
+    out.parent.mkdir()
+    assert main(["animate", str(media.portrait), str(media.drive), "-o", str(out)]) == 130
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_interrupt_while_the_output_is_sealed_leaves_nothing_behind(media, tmp_path, monkeypatch):
+    """Ctrl-C while the writer's thread finishes the file (metadata label, manifest): the command waits for that
+    thread and removes its output, instead of leaving the sealed temporary file."""
+    seal = Marks.seal_video
+
+    def sealed_then_interrupted(self, *args):
+        seal(self, *args)
+        _thread.interrupt_main()  # the main thread is waiting for this one to finish
+
+    monkeypatch.setattr(Marks, "seal_video", sealed_then_interrupted)
+    out = tmp_path / "out" / "out.mp4"
+    out.parent.mkdir()
+    assert main(["animate", str(media.portrait), str(media.drive), "-o", str(out)]) == 130
     assert list(out.parent.iterdir()) == []
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vivify.errors import SpeechTooLong, VivifyError
+from vivify.io.files import remove_unfinished_temps
 from vivify.io.reports import check_report_path, write_json
 
 
@@ -721,9 +722,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
     except _Terminated:
+        remove_unfinished_temps()
         print("vivify: terminated", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        remove_unfinished_temps()
         print("vivify: interrupted", file=sys.stderr)
         return 130
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
-from vivify.io.files import make_temp_beside
+from vivify.io.files import forget_temp, make_temp_beside, remove_temp
 
 
 def write_json(path: str | Path, report: Any) -> None:
@@ -26,9 +26,10 @@ def write_json(path: str | Path, report: Any) -> None:
         temp = make_temp_beside(str(path), path)
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
+        forget_temp(temp)
     except OSError as error:
         if temp is not None:
-            temp.unlink(missing_ok=True)
+            remove_temp(temp)
         raise VivifyError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
@@ -49,7 +50,7 @@ def check_report_path(path: str | Path, inputs: Sequence[str | Path], overwrite:
     if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise VivifyError(f"{path}: cannot write there")
     if folder == Path(os.path.abspath(path)).parent:  # where the file goes exists: try it (a read-only mount)
-        make_temp_beside(str(path), Path(path)).unlink()
+        remove_temp(make_temp_beside(str(path), Path(path)))
 
 
 def _finite_or_null(value: Any) -> Any:

@@ -25,7 +25,6 @@ import os
 import queue
 import re
 import secrets
-import shutil
 import threading
 from collections.abc import Sequence
 from fractions import Fraction
@@ -41,7 +40,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from vivify.errors import VivifyError
-from vivify.io.files import make_temp_beside
+from vivify.io.files import forget_temp, make_temp_beside, remove_quietly, remove_temp
 
 if TYPE_CHECKING:
     from vivify.provenance.marks import Marks
@@ -144,7 +143,7 @@ def open_writer(
     except BaseException:  # also Ctrl-C or SIGTERM while the writer sets up (its marks take a moment)
         if backend is not None:
             backend.discard()
-        _remove(temp)
+        remove_temp(temp)
         raise
 
 
@@ -236,7 +235,11 @@ class FrameWriter:
         if self.frames_written == 0:
             self.abort()
             raise VivifyError(f"{self._display}: no frames to write")
-        self._stop_worker()
+        try:
+            self._stop_worker()
+        except BaseException:  # Ctrl-C or SIGTERM while the encoder finishes: wait for it, then remove its output
+            self.abort()
+            raise
         if self._error is not None:
             self._discard()
             self._raise_if_failed()
@@ -281,7 +284,7 @@ class FrameWriter:
         self._thread.join()
 
     def _discard(self) -> None:
-        _remove(self._temp)
+        remove_temp(self._temp)
         self._state = "aborted"
 
     def _raise_if_failed(self) -> None:
@@ -743,11 +746,13 @@ def _commit(display: str, temp: Path, out: Path, overwrite: bool) -> None:
     try:
         if not os.path.lexists(out):
             os.replace(temp, out)
+            forget_temp(temp)
             return
         if not overwrite:  # OUT appeared while we were writing
             raise VivifyError(f"{display}: already exists (use --overwrite)")
         if temp.is_file() and not out.is_dir():
             os.replace(temp, out)
+            forget_temp(temp)
             return
         # A folder cannot atomically replace a file or a non-empty folder: move the old one aside,
         # move the new one in (putting the old one back on failure), then delete the old one.
@@ -758,20 +763,10 @@ def _commit(display: str, temp: Path, out: Path, overwrite: bool) -> None:
         except BaseException:
             os.rename(old, out)
             raise
-        _remove(old)
+        forget_temp(temp)
+        remove_quietly(old)
     except OSError as error:
         raise VivifyError(f"{display}: cannot move the finished output into place ({error.strerror})") from None
-
-
-def _remove(path: Path) -> None:
-    """Delete a file or folder tree, ignoring errors (best effort cleanup)."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.lexists(path):
-            path.unlink()
-    except OSError:
-        log.debug("could not remove %s", path, exc_info=True)
 
 
 def refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
