@@ -9,14 +9,15 @@ to check exit codes and what reaches stderr.
 
 from __future__ import annotations
 
-import _thread
 import hashlib
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from fractions import Fraction
@@ -29,14 +30,14 @@ import pytest
 from conftest import mux_audio, tone, write_audio_only
 from PIL import Image
 
-from vivify import pipeline
+from vivify import cli, pipeline
 from vivify.cli import main
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.io.image import fit_portrait
 from vivify.io.video import open_video
 from vivify.io.writers import FrameWriter
 from vivify.landmarks.facemesh import detect_faces
-from vivify.provenance.marks import Marks
+from vivify.provenance import metadata
 
 FPS = Fraction(25)
 PORTRAIT = 192  # portrait side: the face is ~70 px tall, well over the 48 px minimum
@@ -510,6 +511,36 @@ def test_a_terminated_render_leaves_nothing_behind(media, tmp_path):
     assert list(out.parent.iterdir()) == []
 
 
+def test_a_command_stopped_as_it_starts_ends_in_one_line(media, tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM while a command starts (reading its options loads OpenCV): one line, no traceback."""
+    parser = cli._parser
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def terminated():
+        signal.raise_signal(signal.SIGTERM)  # handled as the options' parser is made
+        return parser()
+
+    command = ["animate", str(media.portrait), str(media.drive), "-o", str(tmp_path / "out.mp4")]
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    try:
+        assert main(command) == 130
+    except KeyboardInterrupt:  # would stop the test run instead of failing this test
+        pytest.fail("the interrupt came out of the command as a traceback")
+    # Before the command's own handler, SIGTERM would end the test run: this one lets it through.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        monkeypatch.setattr(cli, "_parser", terminated)
+        assert main(command) == 143
+    except KeyboardInterrupt:
+        pytest.fail("SIGTERM came out of the command as a traceback")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == "vivify: interrupted\nvivify: terminated\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_interrupt_as_the_writer_opens_leaves_nothing_behind(media, tmp_path, monkeypatch):
     """Ctrl-C can land after the writer made its temporary file and before the `with` that removes it on errors
     is entered: the interrupted command still removes it."""
@@ -525,18 +556,32 @@ def test_an_interrupt_as_the_writer_opens_leaves_nothing_behind(media, tmp_path,
 
 
 def test_an_interrupt_while_the_output_is_sealed_leaves_nothing_behind(media, tmp_path, monkeypatch):
-    """Ctrl-C while the writer's thread finishes the file (metadata label, manifest): the command waits for that
-    thread and removes its output, instead of leaving the sealed temporary file."""
-    seal = Marks.seal_video
+    """Ctrl-C while the writer's thread seals the finished file (metadata label, manifest, each a file of its own
+    beside the output): the command waits for that thread, then removes what it made."""
+    label = metadata.write_video_label
+    handled = threading.Event()
 
-    def sealed_then_interrupted(self, *args):
-        seal(self, *args)
-        _thread.interrupt_main()  # the main thread is waiting for this one to finish
+    def on_sigint(signum, frame):
+        handled.set()
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(Marks, "seal_video", sealed_then_interrupted)
+    def interrupted_then_labelled(*args):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # the main thread waits for this one
+        handled.wait()
+        return label(*args)
+
+    monkeypatch.setattr(metadata, "write_video_label", interrupted_then_labelled)
+    previous = signal.signal(signal.SIGINT, on_sigint)
     out = tmp_path / "out" / "out.mp4"
     out.parent.mkdir()
-    assert main(["animate", str(media.portrait), str(media.drive), "-o", str(out)]) == 130
+    before = set(threading.enumerate())
+    try:
+        assert main(["animate", str(media.portrait), str(media.drive), "-o", str(out)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for writer in set(threading.enumerate()) - before:
+        if writer.name.startswith("vivify-writer"):
+            writer.join()  # where the command did not wait for it, what it goes on to make would be left
     assert list(out.parent.iterdir()) == []
 
 

@@ -11,7 +11,10 @@ import json
 import math
 import os
 import re
+import signal
 import struct
+import sys
+import threading
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -694,6 +697,43 @@ def test_abort_leaves_nothing(tmp_path):
         writer.abort()
         writer.abort()  # idempotent
         assert not (tmp_path / name).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_close_cut_short_by_ctrl_c_waits_for_the_encoder_before_removing_the_output(tmp_path, monkeypatch):
+    """Ctrl-C while `close` waits for the encoder thread to finish the file: the writer still waits for that
+    thread before it removes the output, which the thread may be writing to. (Not with Thread.join: after a join
+    cut short by Ctrl-C, the next one returns at once while the thread runs on, in CPython 3.11.)"""
+    main_thread = threading.main_thread().ident
+    handled, recorded = threading.Event(), threading.Event()
+    output_there: list[bool] = []
+    finish = writers._AVBackend.finish
+
+    def on_sigint(signum, frame):
+        handled.set()
+        raise KeyboardInterrupt
+
+    def finish_interrupted(self):
+        finish(self)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+        handled.wait()
+        # On until the main thread either removes the output or waits for this thread.
+        while self._temp.exists() and sys._current_frames()[main_thread].f_code.co_name != "wait":
+            pass
+        output_there.append(self._temp.exists())
+        recorded.set()
+
+    monkeypatch.setattr(writers._AVBackend, "finish", finish_interrupted)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        writer = open_writer(tmp_path / "out.mp4", Fraction(25), (64, 48))
+        writer.write(gradient(64, 48))
+        with pytest.raises(KeyboardInterrupt):
+            writer.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    recorded.wait()
+    assert output_there == [True]
     assert list(tmp_path.iterdir()) == []
 
 

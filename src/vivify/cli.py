@@ -638,13 +638,18 @@ def _show_library_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
-    _show_library_warnings()
-    # The server and the studio's commands stop in their own way; a command that writes a file stops as on Ctrl-C.
-    on_sigterm = (threading.current_thread() is threading.main_thread()
-                  and args.command in ("animate", "sing", "speak", "dub", "live", "demo"))
+    # Stopped in start-up (reading the options loads OpenCV), a command ends as it would later: one line, no
+    # traceback. Past it, a command that writes a file stops on SIGTERM as on Ctrl-C; the others (the server, the
+    # studio's commands) stop in their own way.
+    on_sigterm = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_sigterm else None
+    args: argparse.Namespace | None = None
     try:
+        args = _parser().parse_args(argv)
+        if on_sigterm and args.command not in ("animate", "sing", "speak", "dub", "live", "demo"):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            on_sigterm = False
+        _show_library_warnings()
         if args.command == "animate":
             with _quiet_native_logs():
                 return _animate(args, argv)
@@ -718,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench.run(json_path=args.json, long=args.long, **given)
     except VivifyError as error:
         # The limit is the library's; where it came from this command's option, say which one sets it.
-        hint = " (--max-duration sets it)" if isinstance(error, SpeechTooLong) and "max_duration" in args else ""
+        from_option = isinstance(error, SpeechTooLong) and args is not None and "max_duration" in args
+        hint = " (--max-duration sets it)" if from_option else ""
         print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
     except _Terminated:

@@ -209,8 +209,8 @@ class FrameWriter:
         self._aborting = False
         self._error: BaseException | None = None
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._thread = threading.Thread(target=self._run, name=f"vivify-writer:{out.name}", daemon=True)
-        self._thread.start()
+        self._finished = threading.Event()  # set by the encoder thread as it ends
+        threading.Thread(target=self._run, name=f"vivify-writer:{out.name}", daemon=True).start()
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -279,9 +279,12 @@ class FrameWriter:
         return f"FrameWriter({self._display!r}, {self.kind}, {w}x{h}, fps={self.fps}, {self._state})"
 
     def _stop_worker(self) -> None:
-        # Never blocks forever: the worker keeps draining the queue even after an error.
+        # Never blocks forever: the worker keeps draining the queue even after an error. (Sent again after an
+        # interrupt, the stop waits in the queue unread.) An event of its own, not Thread.join: after a join cut
+        # short by Ctrl-C, the next join returns at once while the thread still runs (CPython 3.11, bpo-45274),
+        # and its output would be removed under it, leaving the files it makes while sealing.
         self._queue.put(_STOP)
-        self._thread.join()
+        self._finished.wait()
 
     def _discard(self) -> None:
         remove_temp(self._temp)
@@ -301,6 +304,12 @@ class FrameWriter:
     # -- encoder thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._encode()
+        finally:
+            self._finished.set()
+
+    def _encode(self) -> None:
         index = 0
         while True:
             item = self._queue.get()
