@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
-from vivify import Animator
+from vivify import Animator, pipeline
 from vivify.demo import open_mouth_frame, similarity_frame
 from vivify.errors import VivifyError
 from vivify.landmarks import topology
@@ -718,3 +719,22 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
     assert streak(gain(None)) > 0.2  # without the check: the streak
     assert streak(gain(face)) < 0.05  # the portrait has no such line: left out
     assert streak(gain(reference)) > 0.2  # the line is the portrait's own: kept
+
+
+def test_tracking_ahead_ends_when_its_consumer_stops_after_the_last_frame():
+    """The consumer of the (frame, landmarks) pairs stops (an error, Ctrl-C) once the tracking thread has read
+    every frame into a full queue: closing the pairs still ends that thread, which used to wait for ever to
+    queue the end of the frames (a render stopped near its end hung)."""
+    read_all = threading.Event()
+
+    def frames():
+        yield from (np.zeros((2, 2, 3), np.uint8) for _ in range(2))
+        read_all.set()
+
+    pairs = pipeline.tracked(frames(), lambda frame: None, depth=1)
+    next(pairs)  # the second frame fills the queue
+    read_all.wait()
+    closing = threading.Thread(target=pairs.close, daemon=True)
+    closing.start()
+    closing.join(timeout=60)  # guards the test run against the hang; ends in a tenth of a second
+    assert not closing.is_alive()

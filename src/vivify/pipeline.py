@@ -246,21 +246,25 @@ def tracked(frames: Iterator[np.ndarray], track: Callable[[np.ndarray], np.ndarr
     ahead: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def hand_over(item: object) -> bool:
+        """Queue `item` for the consumer, unless it has stopped (an error, Ctrl-C): then it never takes one
+        again, and a plain `put` into a full queue would wait for ever. Whether it was queued."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for frame in frames:
-                item = (frame, track(frame))
-                while not stop.is_set():
-                    try:
-                        ahead.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over((frame, track(frame))):
                     return
-            ahead.put(_END)
+            hand_over(_END)
         except BaseException as error:  # handed to the consumer, which raises it
-            ahead.put(error)
+            hand_over(error)
 
     worker = threading.Thread(target=produce, name="vivify-track", daemon=True)
     worker.start()
