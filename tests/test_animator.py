@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 
 import cv2
@@ -15,6 +17,7 @@ from vivify.errors import VivifyError
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import detect_faces
 from vivify.motion.pose import fit_similarity
+from vivify.render import interior
 
 
 def landmarks(image: np.ndarray) -> np.ndarray:
@@ -738,3 +741,49 @@ def test_tracking_ahead_ends_when_its_consumer_stops_after_the_last_frame():
     closing.start()
     closing.join(timeout=60)  # guards the test run against the hang; ends in a tenth of a second
     assert not closing.is_alive()
+
+
+def test_a_wait_for_the_lab_tables_cut_short_by_ctrl_c_still_lets_the_exit_wait_for_them(monkeypatch):
+    """Ctrl-C while a frame waits for OpenCV's Lab tables: their thread is still seen as running, so the exit
+    waits for it (a process torn down under OpenCV aborts: `dub` stopped at its first frames did)."""
+    release = threading.Event()
+    convert = cv2.cvtColor
+
+    def slow_tables(*args):
+        release.wait()
+        return convert(*args)
+
+    def on_sigint(signum, frame):
+        raise KeyboardInterrupt
+
+    def waiting_for_the_tables(frame) -> bool:
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        # Inside the call that waits: below `_wait_for_lab_tables`, past starting the thread.
+        return "_wait_for_lab_tables" in names[1:] and "build_lab_tables" not in names
+
+    def interrupt_the_wait():
+        main_thread = threading.main_thread().ident
+        while not waiting_for_the_tables(sys._current_frames()[main_thread]):
+            pass
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    monkeypatch.setattr(interior, "_lab_tables", None)
+    monkeypatch.setattr(interior, "_lab_tables_built", threading.Event())
+    monkeypatch.setattr(cv2, "cvtColor", slow_tables)
+    interior.build_lab_tables()  # as an animator starts them
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Thread(target=interrupt_the_wait, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            interior._wait_for_lab_tables()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    tables = interior._lab_tables
+    try:
+        assert tables.is_alive()
+    finally:
+        release.set()
+        tables.join()

@@ -541,6 +541,29 @@ def test_a_command_stopped_as_it_starts_ends_in_one_line(media, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command, module", [
+    (["eval", "sync", "grid.mp4", "driving.mp4", "--grid", "1x1"], "vivify.eval.sync"),
+    (["bench"], "vivify.bench"),
+])
+def test_evaluations_and_benchmarks_stop_on_sigterm_as_on_ctrl_c(command, module, monkeypatch, capsys):
+    """SIGTERM ends an evaluation or a benchmark as Ctrl-C does (its scratch folders and child processes go)."""
+
+    def terminated(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(f"{module}.run", terminated)
+    # Without the command's own handler, SIGTERM would end the test run: this one lets it through.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        assert main(command) == 143
+    except KeyboardInterrupt:
+        pytest.fail("SIGTERM came out of the command as a traceback")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == "vivify: terminated\n"
+
+
 def test_an_interrupt_as_the_writer_opens_leaves_nothing_behind(media, tmp_path, monkeypatch):
     """Ctrl-C can land after the writer made its temporary file and before the `with` that removes it on errors
     is entered: the interrupted command still removes it."""

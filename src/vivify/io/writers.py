@@ -73,6 +73,8 @@ _AUDIO = {"h264": ("aac", 128_000), "vp9": ("libopus", 96_000)}
 # Frames waiting for the encoder thread: enough to smooth out jitter, small enough that memory
 # stays ~4 frames (a 1080p RGB frame is 6 MB).
 _QUEUE_DEPTH = 4
+# How often the encoder thread looks at its queue again while it waits (see `_encode`).
+_RECHECK_SECONDS = 0.1
 _STOP = object()  # queue sentinel: no more frames
 
 _FRAME_NAME = "frame_{:06d}.png"
@@ -312,7 +314,12 @@ class FrameWriter:
     def _encode(self) -> None:
         index = 0
         while True:
-            item = self._queue.get()
+            try:
+                # Not a plain get: an interrupt in the caller's put can cut the queue's wake-up short (its
+                # condition keeps a stale waiter), and the stop would wait unseen. A get that times out looks again.
+                item = self._queue.get(timeout=_RECHECK_SECONDS)
+            except queue.Empty:
+                continue
             if item is _STOP:
                 break
             if self._error is not None or self._aborting:

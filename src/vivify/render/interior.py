@@ -35,23 +35,37 @@ _PLAIN_CHROMA = 10.0
 
 _lab_tables_lock = threading.Lock()
 _lab_tables: threading.Thread | None = None
+_lab_tables_built = threading.Event()
 
 
-def build_lab_tables() -> threading.Thread:
-    """The thread that builds OpenCV's Lab conversion tables (started by the first call); every Lab conversion
-    here joins it first. OpenCV builds them on first use, unguarded by a lock, in 170 ms: the first frame with
-    an open mouth would stall. Started while a portrait is analysed (`Animator`), on the other core, they cost
-    no time.
+def build_lab_tables() -> None:
+    """Start building OpenCV's Lab conversion tables in a thread (the first call does); every Lab conversion here
+    waits for them first (`_wait_for_lab_tables`). OpenCV builds them on first use, unguarded by a lock, in
+    170 ms: the first frame with an open mouth would stall. Started while a portrait is analysed (`Animator`),
+    on the other core, they cost no time.
 
     Not a daemon thread: a process that stops early (a portrait without a face) waits for it at exit, instead
     of tearing down the interpreter under OpenCV (which aborts the process)."""
     global _lab_tables
     with _lab_tables_lock:
         if _lab_tables is None:
-            _lab_tables = threading.Thread(target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB),
-                                           name="vivify-lab-tables")
+            _lab_tables = threading.Thread(target=_build_lab_tables, name="vivify-lab-tables")
             _lab_tables.start()
-        return _lab_tables
+
+
+def _build_lab_tables() -> None:
+    try:
+        cv2.cvtColor(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB)
+    finally:
+        _lab_tables_built.set()
+
+
+def _wait_for_lab_tables() -> None:
+    """Wait until the Lab tables are built. On an event, not Thread.join: a join cut short by Ctrl-C (CPython
+    3.11) leaves the thread marked as ended while it runs on, the exit then no longer waits for it, and OpenCV
+    aborts the process."""
+    build_lab_tables()
+    _lab_tables_built.wait()
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,7 @@ class InteriorPainter:
         inside, ring = _ring(box.shape[:2], surround, opening)
         if ring.sum() < 10:
             return patch
-        build_lab_tables().join()
+        _wait_for_lab_tables()
         lab_patch = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
         lab_box = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)
         src_mean, src_std = cv2.meanStdDev(lab_patch, mask=ring)
@@ -200,7 +214,7 @@ def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray,
     _, ring = _ring(box.shape[:2], surround, opening)
     if ring.sum() < 10:
         return patch
-    build_lab_tables().join()
+    _wait_for_lab_tables()
     chroma = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)[ring > 0, 1:].astype(np.float32) - 128.0
     share = float(np.sqrt((chroma**2).sum(axis=1)).mean()) / _PLAIN_CHROMA
     if share >= 1.0:
