@@ -511,6 +511,19 @@ def test_a_terminated_render_leaves_nothing_behind(media, tmp_path):
     assert list(out.parent.iterdir()) == []
 
 
+def stopped_main(command: list[str]) -> int:
+    """`main(command)` for a command that a signal stops. Where the command has no handler of its own, SIGTERM
+    would end the test run (this one lets it through), and an interrupt coming out of it would stop the run:
+    both fail the test instead."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        return main(command)
+    except KeyboardInterrupt:
+        pytest.fail("the signal came out of the command as a traceback")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_command_stopped_as_it_starts_ends_in_one_line(media, tmp_path, monkeypatch, capsys):
     """Ctrl-C or SIGTERM while a command starts (reading its options loads OpenCV): one line, no traceback."""
     parser = cli._parser
@@ -524,19 +537,9 @@ def test_a_command_stopped_as_it_starts_ends_in_one_line(media, tmp_path, monkey
 
     command = ["animate", str(media.portrait), str(media.drive), "-o", str(tmp_path / "out.mp4")]
     monkeypatch.setattr(cli, "_parser", interrupted)
-    try:
-        assert main(command) == 130
-    except KeyboardInterrupt:  # would stop the test run instead of failing this test
-        pytest.fail("the interrupt came out of the command as a traceback")
-    # Before the command's own handler, SIGTERM would end the test run: this one lets it through.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        monkeypatch.setattr(cli, "_parser", terminated)
-        assert main(command) == 143
-    except KeyboardInterrupt:
-        pytest.fail("SIGTERM came out of the command as a traceback")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    assert stopped_main(command) == 130
+    monkeypatch.setattr(cli, "_parser", terminated)
+    assert stopped_main(command) == 143
     assert capsys.readouterr().err == "vivify: interrupted\nvivify: terminated\n"
     assert list(tmp_path.iterdir()) == []
 
@@ -553,14 +556,7 @@ def test_evaluations_and_benchmarks_stop_on_sigterm_as_on_ctrl_c(command, module
         return 0
 
     monkeypatch.setattr(f"{module}.run", terminated)
-    # Without the command's own handler, SIGTERM would end the test run: this one lets it through.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        assert main(command) == 143
-    except KeyboardInterrupt:
-        pytest.fail("SIGTERM came out of the command as a traceback")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    assert stopped_main(command) == 143
     assert capsys.readouterr().err == "vivify: terminated\n"
 
 
