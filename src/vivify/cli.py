@@ -727,14 +727,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (--max-duration sets it)" if from_option else ""
         print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
-    except _Terminated:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`_Terminated`)
         remove_unfinished_temps()
-        print("vivify: terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        remove_unfinished_temps()
-        print("vivify: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(stop, _Terminated)
+        print(f"vivify: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     finally:
         if on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
