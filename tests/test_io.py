@@ -12,6 +12,7 @@ import math
 import os
 import re
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -29,7 +30,7 @@ from vivify.errors import VivifyError
 from vivify.io import video as video_module
 from vivify.io import writers
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait
-from vivify.io.reports import write_json
+from vivify.io.reports import check_report_path, write_json
 from vivify.io.video import VideoReader, count_frames, open_video
 from vivify.io.writers import open_writer
 
@@ -780,6 +781,27 @@ def test_bad_outputs(tmp_path):
         open_writer(tmp_path / "out.mp4", Fraction(25), (64, 48), audio_source=tmp_path / "gone.mp4")
     assert str(info.value) == f"{tmp_path / 'gone.mp4'}: file not found"
     assert list(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path, monkeypatch):
+    # `-o /dev/null --overwrite`, as root, renamed a folder of frames onto /dev/null.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for target in (pipe, Path("/dev/null")):
+        for make in (lambda: open_writer(target, Fraction(25), (64, 48), overwrite=True),
+                     lambda: check_report_path(target, [], overwrite=True)):
+            with pytest.raises(VivifyError) as info:
+                make()
+            assert str(info.value) == f"{target}: is a device, pipe or socket, not a file or a folder; not writing there"
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+    monkeypatch.chdir(tmp_path)
+    for make in (lambda: open_writer("-", Fraction(25), (64, 48)), lambda: check_report_path("-", [], overwrite=False)):
+        with pytest.raises(VivifyError) as info:
+            make()
+        assert str(info.value) == "-: vivify cannot write to standard output; name a file or a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
 
 
 def test_unwritable_directory(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from vivify.errors import VivifyError
@@ -16,6 +17,20 @@ log = logging.getLogger(__name__)
 # of the code that made one runs yet (between its creation and the `with` that removes it on errors): the
 # command that was interrupted removes what is left here (`remove_unfinished_temps`).
 _unfinished: set[Path] = set()
+
+
+def refuse_special_target(display: str, out: Path) -> None:
+    """Raise VivifyError for an output path that names standard output ("-") or an existing device, pipe or
+    socket: a finished output is renamed onto its path, which would put a file or a folder of frames in the
+    place of `/dev/null` (as root). A symbolic link is fine: the rename replaces the link, not its target."""
+    if display == "-":
+        raise VivifyError("-: vivify cannot write to standard output; name a file or a folder")
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:  # not there (yet), or not reachable: the checks that follow say why
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise VivifyError(f"{display}: is a device, pipe or socket, not a file or a folder; not writing there")
 
 
 def make_temp_beside(display: str, out: Path, folder: bool = False) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
-from vivify.io.files import forget_temp, make_temp_beside, remove_temp
+from vivify.io.files import forget_temp, make_temp_beside, refuse_special_target, remove_temp
 
 
 def write_json(path: str | Path, report: Any) -> None:
@@ -39,6 +39,7 @@ def check_report_path(path: str | Path, inputs: Sequence[str | Path], overwrite:
     `overwrite`), or that cannot be written (its folder is made as the figures are written)."""
     from vivify.io.writers import refuse_input_as_output  # the writers load PyAV: only where a report is asked for
 
+    refuse_special_target(os.fspath(path), Path(os.path.abspath(path)))
     if os.path.isdir(path):
         raise VivifyError(f"{path}: is a folder; name a file for the figures")
     refuse_input_as_output(path, *inputs)

@@ -40,7 +40,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from vivify.errors import VivifyError
-from vivify.io.files import forget_temp, make_temp_beside, remove_quietly, remove_temp
+from vivify.io.files import forget_temp, make_temp_beside, refuse_special_target, remove_quietly, remove_temp
 
 if TYPE_CHECKING:
     from vivify.provenance.marks import Marks
@@ -734,6 +734,7 @@ def _output_kind(display: str, out: Path) -> tuple[str, str]:
 
 
 def _check_target(display: str, out: Path, kind: str, overwrite: bool) -> None:
+    refuse_special_target(display, out)
     parent = out.parent
     if not parent.exists():
         raise VivifyError(f"{display}: folder '{parent}' does not exist")
