@@ -6,6 +6,7 @@ whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -788,16 +789,18 @@ def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path, monkeypatch):
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     for target in (pipe, Path("/dev/null")):
-        for make in (lambda: open_writer(target, Fraction(25), (64, 48), overwrite=True),
-                     lambda: check_report_path(target, [], overwrite=True)):
+        for make in (functools.partial(open_writer, target, Fraction(25), (64, 48), overwrite=True),
+                     functools.partial(check_report_path, target, [], overwrite=True)):
             with pytest.raises(VivifyError) as info:
                 make()
-            assert str(info.value) == f"{target}: is a device, pipe or socket, not a file or a folder; not writing there"
+            assert str(info.value) == f"{target}: is a device, pipe or socket, not a file or a folder; not writing " \
+                                      "there"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and stat.S_ISCHR(os.lstat("/dev/null").st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
 
     monkeypatch.chdir(tmp_path)
-    for make in (lambda: open_writer("-", Fraction(25), (64, 48)), lambda: check_report_path("-", [], overwrite=False)):
+    for make in (functools.partial(open_writer, "-", Fraction(25), (64, 48)),
+                 functools.partial(check_report_path, "-", [], overwrite=False)):
         with pytest.raises(VivifyError) as info:
             make()
         assert str(info.value) == "-: vivify cannot write to standard output; name a file or a folder"

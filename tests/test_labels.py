@@ -25,6 +25,7 @@ from vivify.provenance.label import (
     LabelSettings,
     find_label,
     render_overlay,
+    text_overlay,
 )
 
 CONTENT_ID = "0123456789abcdef"
@@ -89,6 +90,20 @@ def test_label_wording_must_say_ai_generated():
         LabelSettings(position="middle")
     with pytest.raises(VivifyError, match="needs the name of who takes responsibility"):
         LabelSettings(enabled=False)
+    with pytest.raises(VivifyError) as info:  # the text layout failed on it, with a traceback
+        LabelSettings(text="AI生成\nmore")
+    assert str(info.value) == "label text 'AI生成\\nmore' must be one line: no line break or control character"
+
+
+def test_text_with_other_spaces_and_joiners_is_one_line_but_a_break_is_not():
+    from vivify.provenance.label import is_one_line
+
+    # A no-break space; Persian with a zero-width non-joiner; an emoji sequence with zero-width joiners.
+    for text in ("Anna\u00a0Lee", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f469\u200d\U0001f3a4"):
+        assert is_one_line(text)
+        text_overlay(text, (256, 256), 0.07, "bottom-centre")  # laid out without an error
+    for text in ("one\ntwo", "tab\there", "line\u2028separator", "para\u2029graph", "bell\x07"):
+        assert not is_one_line(text)
 
 
 def test_label_turned_off_leaves_frames_as_they_are():
@@ -120,6 +135,21 @@ def test_a_caption_too_long_for_its_cell_is_drawn_smaller_or_shortened_not_cut(s
     assert overlay.x >= 0 and overlay.x + width <= side
     left, right = inked.min() - overlay.x, overlay.x + width - 1 - inked.max()
     assert abs(left - right) <= 1, (left, right)
+
+
+def test_a_very_long_caption_is_shortened_in_a_few_measures(monkeypatch):
+    """The ellipsis's place is found by bisection: shortened a character at a time, 20,000 characters took minutes
+    (a measure of the text for each)."""
+    from vivify.provenance import label
+
+    measured = []
+    original = label._text_box
+    monkeypatch.setattr(label, "_text_box", lambda font, text: measured.append(text) or original(font, text))
+    overlay = text_overlay("W" * 20_000, (256, 256), 0.07, "bottom-centre")
+    assert len(measured) < 40
+    assert overlay.keep.shape[1] <= 256
+    drawn = [text for text in measured if text.endswith("…")][-1]
+    assert len(drawn) > 5  # as much as fits, not one letter
 
 
 def test_captions_in_other_scripts_are_drawn_with_a_font_that_has_them(caplog):

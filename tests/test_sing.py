@@ -151,6 +151,17 @@ def test_a_portrait_without_a_face_stops_before_rendering(material, tmp_path, ca
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
 
 
+def test_a_portrait_with_a_face_under_the_minimum_stops_before_rendering(material, tmp_path, capsys):
+    # Framing scales it up to the cell; `animate` refuses it, and so does `sing`.
+    small = tmp_path / "small face.png"
+    Image.fromarray(face_crop(60)).save(small)
+    out = tmp_path / "grid.mp4"
+    code = main(["sing", str(material["driving"]), str(material["portraits"][0]), str(small), "-o", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"vivify: error: {small}: face is ")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["small face.png"]
+
+
 def test_a_caption_may_hold_a_comma_written_with_a_backslash():
     from vivify.cli import _parser
 

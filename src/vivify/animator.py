@@ -27,6 +27,12 @@ from vivify.render.warp import HeadWarp
 MIN_FACE_PIXELS = 48
 
 
+def check_face_size(points: np.ndarray, name: str) -> None:
+    """Refuse a face (its landmarks) under MIN_FACE_PIXELS tall: too few pixels to animate."""
+    if face_size(points) < MIN_FACE_PIXELS:
+        raise VivifyError(f"{name}: face is {face_size(points):.0f} px tall, under the minimum of {MIN_FACE_PIXELS} px")
+
+
 class _Missing:
     """The type of `_MISSING`: "not given", where None already means "no face in this frame"."""
 
@@ -80,9 +86,7 @@ class Animator:
             raise VivifyError(f"{name}: face {face} requested but only {len(faces)} found (faces count from 0)")
         self.faces_found = len(faces)
         points = faces[face]
-        if face_size(points) < MIN_FACE_PIXELS:
-            raise VivifyError(
-                f"{name}: face is {face_size(points):.0f} px tall, under the minimum of {MIN_FACE_PIXELS} px")
+        check_face_size(points, name)
         self.portrait = portrait
         self.points = points
         mask = person_mask(portrait, points)

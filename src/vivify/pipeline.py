@@ -26,7 +26,7 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.motion.pose import fit_similarity
 from vivify.progress import Progress
-from vivify.provenance.label import LabelSettings
+from vivify.provenance.label import LabelSettings, is_one_line
 from vivify.provenance.marks import Marks
 
 DEFAULT_CELL = (256, 256)
@@ -305,7 +305,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
         given = f"{len(captions)} caption{'' if len(captions) == 1 else 's'}"
         raise VivifyError(f"{given} for {count} portraits (give one per portrait)")
     for number, caption in enumerate(captions, start=1):
-        if not caption.isprintable():  # a line break or a control character: the text layout fails on it
+        if not is_one_line(caption):
             raise VivifyError(f"caption {number} holds a line break or another control character: captions are "
                               "one line of text")
     cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vivify.animator import MIN_FACE_PIXELS
+from vivify.animator import MIN_FACE_PIXELS, check_face_size
 from vivify.errors import VivifyError
 from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, over_pixel_limit
 from vivify.landmarks.facemesh import detect_faces
@@ -64,11 +64,16 @@ def check_layout(rows: int, cols: int, cell: tuple[int, int]) -> None:
 
 
 def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
-    """The portrait cropped and scaled to `size` (W, H) around its largest face."""
+    """The portrait cropped and scaled to `size` (W, H) around its largest face. Raises VivifyError where it has
+    no face, or one too small to animate (`check_face_size`)."""
     faces = detect_faces(image)
     if not faces:
         raise VivifyError(f"no face found in {name}")
     points = faces[0]
+    # In the photo as given: framing scales a small face up, but not the detail it lacks.
+    check_face_size(points, name)
+    if len(faces) > 1:
+        log.warning("%s: %d faces found, framing the largest", name, len(faces))
     cell_w, cell_h = size
     height, width = image.shape[:2]
     top, bottom = points[:, 1].min(), points[:, 1].max()
