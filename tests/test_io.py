@@ -784,7 +784,7 @@ def test_bad_outputs(tmp_path):
     assert list(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path, monkeypatch):
+def test_a_device_a_pipe_or_a_file_is_never_replaced_by_another_kind_of_output(tmp_path, monkeypatch):
     # `-o /dev/null --overwrite`, as root, renamed a folder of frames onto /dev/null.
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
@@ -797,6 +797,14 @@ def test_a_device_or_pipe_is_never_replaced_by_an_output(tmp_path, monkeypatch):
                                       "there"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and stat.S_ISCHR(os.lstat("/dev/null").st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+    notes = tmp_path / "notes"  # no extension: a folder of frames, which must not replace the file
+    notes.write_text("mine")
+    with pytest.raises(VivifyError) as info:
+        open_writer(notes, Fraction(25), (64, 48), overwrite=True)
+    assert str(info.value) == f"{notes}: is a file, and a folder of frames would replace it; not replacing it"
+    assert notes.read_text() == "mine"
+    notes.unlink()
 
     monkeypatch.chdir(tmp_path)
     for make in (functools.partial(open_writer, "-", Fraction(25), (64, 48)),

@@ -747,6 +747,8 @@ def _check_target(display: str, out: Path, kind: str, overwrite: bool) -> None:
     if out.is_dir() and not _is_frame_folder(out):
         # --overwrite must never delete an arbitrary directory (think `-o ~/ --overwrite`).
         raise VivifyError(f"{display}: is a folder with files other than {_FRAME_NAME.format(0)}...; not replacing it")
+    if kind == "png" and not out.is_dir():  # a file named without an extension: not a previous output
+        raise VivifyError(f"{display}: is a file, and a folder of frames would replace it; not replacing it")
 
 
 def _is_frame_folder(folder: Path) -> bool:
