@@ -19,7 +19,7 @@ from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.speaking import frame_schedule, speech_input
-from vivify.speech.audio import amplitude, write_wav
+from vivify.speech.audio import amplitude, frames_covering, write_wav
 from vivify.speech.phones import Phone, Speech
 from vivify.speech.synth import synthesize
 from vivify.speech.visemes import LEAD, mouth_track
@@ -115,6 +115,20 @@ def _speech_file(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
     return path
 
 
+def test_the_frames_cover_the_whole_sound_at_a_low_frame_rate(portrait, tmp_path):
+    # round(1.2 s × 2 frames/s) was 2 frames, and the sound was cut to their second.
+    assert [frames_covering(seconds, fps) for seconds, fps in ((1.2, 2), (2.0, 25), (2.01, 25), (0.05, 1))] == [
+        3, 50, 51, 1]
+    audio = _speech_file(tmp_path / "short.wav", tone(19_200, 16_000))  # 1.2 s
+    out = tmp_path / "slow.mp4"
+    assert main(["speak", str(portrait), str(audio), "--fps", "2", "-o", str(out)]) == 0
+    with av.open(str(out)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(out)) as container:
+        heard = sum(frame.samples for frame in container.decode(audio=0)) / container.streams.audio[0].rate
+    assert frames == 3 and heard >= 1.19
+
+
 @pytest.mark.parametrize("kind", ["silence", "tone"])
 def test_silence_and_tones_keep_the_mouth_closed_with_a_warning(portrait, tmp_path, capsys, face, kind):
     samples = np.zeros(32_000) if kind == "silence" else tone(32_000, 16_000)
@@ -178,10 +192,10 @@ def test_frame_schedule_plays_the_end_back_and_forth():
 def test_a_video_without_sound_is_refused(portrait, tmp_path, face, capsys):
     clip = encode_clip(tmp_path / "silent.mp4", [face] * 5)
     assert main(["speak", str(portrait), str(clip), "-o", str(tmp_path / "x.mp4")]) == 2
-    assert capsys.readouterr().err == "vivify: error: silent.mp4: has no audio track\n"
+    assert capsys.readouterr().err == f"vivify: error: {clip}: has no audio track\n"
     (tmp_path / "takes").mkdir()
     assert main(["speak", str(portrait), str(tmp_path / "takes"), "-o", str(tmp_path / "x.mp4")]) == 2
-    assert capsys.readouterr().err == "vivify: error: takes: is a directory, not an audio file\n"
+    assert capsys.readouterr().err == f"vivify: error: {tmp_path / 'takes'}: is a directory, not an audio file\n"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -227,7 +241,7 @@ def test_corrupt_audio(portrait, tmp_path, capsys):
     out = tmp_path / "bad.mp4"
     assert main(["speak", str(portrait), str(audio), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("vivify: error: broken.wav: cannot read audio (") and err.count("\n") == 1
+    assert err.startswith(f"vivify: error: {audio}: cannot read audio (") and err.count("\n") == 1
     assert not out.exists()
 
 
@@ -236,7 +250,7 @@ def test_audio_over_the_length_limit(portrait, tmp_path, capsys):
     out = tmp_path / "bad.mp4"
     assert main(["speak", str(portrait), str(audio), "--max-duration", "2", "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
-        "vivify: error: long.wav: audio is longer than the limit of 2 s (--max-duration sets it)\n")
+        f"vivify: error: {audio}: audio is longer than the limit of 2 s (--max-duration sets it)\n")
     assert not out.exists()
 
 
@@ -344,8 +358,8 @@ def test_audio_cut_short_is_refused(tmp_path):
     write_wav(Speech(tone(32000, 16000), 16000), wav)
     cut_wav = tmp_path / "cut.wav"
     cut_wav.write_bytes(wav.read_bytes()[:20000])
-    with pytest.raises(VivifyError, match=r"^cut\.wav: truncated: its header declares \d+ bytes, the file holds "
-                                          r"20000$"):
+    with pytest.raises(VivifyError, match=rf"^{re.escape(str(cut_wav))}: truncated: its header declares \d+ bytes, "
+                                          r"the file holds 20000$"):
         read_speech(cut_wav)
     clip = tmp_path / "speech.m4a"
     with av.open(str(clip), "w", format="mp4", options={"movflags": "+faststart"}) as container:
@@ -355,7 +369,8 @@ def test_audio_cut_short_is_refused(tmp_path):
     cut_clip = tmp_path / "cut.m4a"
     cut_clip.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) // 2])
     # FFmpeg refuses a packet read short itself where it can; where it reads on, the index tells.
-    with pytest.raises(VivifyError, match=r"^cut\.m4a: (cannot read audio|truncated: its index lists)"):
+    cut_read = rf"^{re.escape(str(cut_clip))}: (cannot read audio|truncated: its index lists)"
+    with pytest.raises(VivifyError, match=cut_read):
         read_speech(cut_clip)
     assert read_speech(wav).duration == 2.0 and abs(read_speech(clip).duration - 2.0) < 0.1  # whole, they are read
 

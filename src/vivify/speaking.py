@@ -25,7 +25,7 @@ from vivify.motion.articulation import Articulator, FacePose
 from vivify.progress import Progress
 from vivify.provenance.marks import Marks
 from vivify.render.mouth import MouthReshaper
-from vivify.speech.audio import DEFAULT_MAX_SECONDS, read_speech, write_wav
+from vivify.speech.audio import DEFAULT_MAX_SECONDS, frames_covering, read_speech, write_wav
 from vivify.speech.performance import acoustic_mouth, is_speech, perform
 from vivify.speech.phones import Speech
 from vivify.speech.recognize import recognize_phones_apart
@@ -111,7 +111,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     if marks is None:
         marks = Marks.create(ingredients=inputs)
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
-    count = max(1, round(speech.duration * fps))
+    count = frames_covering(speech.duration, fps)
     name = str(audio) if audio is not None else "the text"
     with ThreadPoolExecutor(1) as analysis, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
         # The recogniser releases the GIL: it listens while the engine loads and sets the portrait up.
@@ -222,7 +222,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
     out_size = (interior_frame.shape[1], interior_frame.shape[0])  # every fitted frame's size
     with open_video(video_path) as video, tempfile.TemporaryDirectory(prefix="vivify-speech-") as scratch:
         fps = video.fps
-        count = max(1, round(speech.duration * fps))
+        count = frames_covering(speech.duration, fps)
         name = str(audio) if audio is not None else "the text"
         mouth = mouth_for(speech, float(fps), count, lang, name, warn, accurate)
         bounce = round(BOUNCE_SECONDS * fps)

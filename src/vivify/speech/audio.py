@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -18,8 +19,8 @@ DEFAULT_MAX_SECONDS = 600.0
 
 def read_speech(path: str | Path, rate: int = ANALYSIS_RATE, max_seconds: float = DEFAULT_MAX_SECONDS) -> Speech:
     """The first audio stream of `path` as mono float32 at `rate`. Raises VivifyError naming the file when it
-    is missing, unreadable, cut short, has no audio, or lasts longer than `max_seconds`."""
-    name = Path(path).name
+    is missing, unreadable, cut short, has no audio, or lasts longer than `max_seconds` (as given: a/b.wav)."""
+    name = os.fspath(path)
     if Path(path).is_dir():
         raise VivifyError(f"{name}: is a directory, not an audio file")
     if not Path(path).is_file():
@@ -76,6 +77,12 @@ def _refuse_cut_wav(path: str | Path, name: str) -> None:
     # A recorder still writing (or streaming) leaves the size unset: 0 or all ones.
     if declared not in (8, 0xFFFFFFFF + 8) and size < declared:
         raise VivifyError(f"{name}: truncated: its header declares {declared} bytes, the file holds {size}")
+
+
+def frames_covering(duration: float, fps: float) -> int:
+    """How many frames at `fps` show all of `duration` seconds of sound (at least one). The last frame may
+    outlast the sound: one frame fewer would cut the sound's end, by up to half a frame (0.5 s at 1 frame/s)."""
+    return max(1, math.ceil(duration * fps - 1e-6))  # 1e-6: 2.0 s at 25 frames/s is 50 frames, not 51
 
 
 def _minutes(seconds: float) -> str:
