@@ -174,6 +174,16 @@ def test_empty_text(text: str) -> None:
 
 
 @needs_espeak
+@pytest.mark.parametrize("text, shown", [("?!.,;", "'?!.,;'"), ("\u200b\u200b", "'\\u200b\\u200b'"),
+                                         ("." * 50, repr("." * 40 + "…"))])
+def test_text_without_a_word_to_speak(text: str, shown: str) -> None:
+    # It made a video of a closed mouth 7 ms long, with a warning that no speech was heard.
+    with pytest.raises(VivifyError) as info:
+        synth.synthesize(text, "en")
+    assert str(info.value) == f"nothing to say: the text has no word that espeak-ng speaks ({shown})"
+
+
+@needs_espeak
 @pytest.mark.parametrize("voice", ["foo", "en+foo", "en+", "+nosuchvariant"])
 def test_unknown_voice(voice: str) -> None:
     with pytest.raises(VivifyError) as caught:

@@ -408,4 +408,12 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
         engine = _engine_locked()
         language_voice = _resolve_language(engine.catalogue, lang)
         name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
-        return engine.synthesize(text, name, rate_wpm, max_seconds)
+        speech = engine.synthesize(text, name, rate_wpm, max_seconds)
+    if not speech.phones:  # punctuation or invisible characters only: a video of a closed mouth, 7 ms long
+        raise VivifyError(f"nothing to say: the text has no word that espeak-ng speaks ({_quoted(text)})")
+    return speech
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """`text` as a Python literal (invisible characters shown as escapes), shortened to about `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
