@@ -641,6 +641,19 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(tmp_path):
     assert result.returncode == 1
 
 
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(tmp_path):
+    # `vivify voices | true` printed a BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line
+    try:
+        program = "import sys; from vivify.cli import main; sys.exit(main(['voices']))"
+        result = subprocess.run([sys.executable, "-c", program], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                timeout=60, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
 # --------------------------------------------------------------------------------------------
 # Units of the pipeline
 

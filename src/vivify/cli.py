@@ -727,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (--max-duration sets it)" if from_option else ""
         print(f"vivify: error: {error}{hint}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went before the command ended (`vivify voices | head -1`)
+        remove_unfinished_temps()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit goes nowhere
+        return 141  # as the shell reports a process ended by SIGPIPE
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`_Terminated`)
         remove_unfinished_temps()
         terminated = isinstance(stop, _Terminated)
