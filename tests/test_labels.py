@@ -137,6 +137,17 @@ def test_a_caption_too_long_for_its_cell_is_drawn_smaller_or_shortened_not_cut(s
     assert abs(left - right) <= 1, (left, right)
 
 
+def test_captions_with_and_without_descenders_stand_on_one_baseline():
+    # Boxes were as tall as each caption's ink: "tiny" sat 4 px higher than "astro" in the grid's row.
+    overlays = [text_overlay(text, (256, 256), 0.07, "bottom-centre") for text in ("astro", "tiny", "Wagner")]
+    assert len({(overlay.y, overlay.keep.shape[0]) for overlay in overlays}) == 1
+    drawn = [overlay.apply(np.zeros((256, 256, 3), np.uint8))[..., 0] > 128 for overlay in overlays]
+    # The bottom of "astro"'s ink is the baseline; the others reach below it only with their descenders.
+    baseline = np.flatnonzero(drawn[0].any(axis=1)).max()
+    for ink in drawn[1:]:
+        assert ink[baseline - 2:baseline + 1].any() and np.flatnonzero(ink.any(axis=1)).max() > baseline
+
+
 def test_a_very_long_caption_is_shortened_in_a_few_measures(monkeypatch):
     """The ellipsis's place is found by bisection: shortened a character at a time, 20,000 characters took minutes
     (a measure of the text for each)."""

@@ -175,20 +175,19 @@ def text_overlay(text: str, size: tuple[int, int], relative_height: float, posit
         glyph_px = max(glyph_px * room / widest, MIN_SMALL_PX)
         font = _font_for_height(text, glyph_px)
     lines = [_shortened(font, line, room) for line in lines]
-    boxes = [_text_box(font, line) for line in lines]
+    extents = [_line_extent(font, line) for line in lines]
     pad = max(2, round(0.3 * glyph_px))
     line_gap = round(0.25 * glyph_px)
-    box_w = max(w for w, _ in boxes) + 2 * pad
-    box_h = sum(h for _, h in boxes) + line_gap * (len(lines) - 1) + 2 * pad
+    box_w = max(right - left for left, _, right, _ in extents) + 2 * pad
+    box_h = sum(bottom - top for _, top, _, bottom in extents) + line_gap * (len(lines) - 1) + 2 * pad
     box_w, box_h = min(box_w, width), min(box_h, height)
 
     image = Image.new("LA", (box_w, box_h), (0, round(255 * BOX_OPACITY)))
     draw = ImageDraw.Draw(image)
     y = pad
-    for line, (_, line_h) in zip(lines, boxes, strict=True):
-        left, top, _, _ = font.getbbox(line)
+    for line, (left, top, _, bottom) in zip(lines, extents, strict=True):
         draw.text((pad - left, y - top), line, font=font, fill=(255, 255))
-        y += line_h + line_gap
+        y += bottom - top + line_gap
     layers = np.asarray(image, np.float32) / 255.0
     alpha = np.repeat(layers[..., 1:2], 3, axis=2)
     colour = np.round(layers[..., :1] * alpha * 255.0 * 256.0).astype(np.uint16)
@@ -228,6 +227,15 @@ def _shortened(font: ImageFont.FreeTypeFont, line: str, room: float) -> str:
         else:
             too_long = middle
     return line[:fits].rstrip() + "…"
+
+
+def _line_extent(font: ImageFont.FreeTypeFont, line: str) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom, from the drawing point) that a line takes: its ink across, and down
+    from the top of a capital to the bottom of a descender at least, so that captions with and without
+    descenders ("tiny", "astro") stand on the same baseline in boxes of one height."""
+    left, top, right, bottom = font.getbbox(line)
+    _, reference_top, _, reference_bottom = font.getbbox("Ag")
+    return left, min(top, reference_top), right, max(bottom, reference_bottom)
 
 
 def _text_box(font: ImageFont.FreeTypeFont, text: str) -> tuple[int, int]:
