@@ -815,6 +815,22 @@ def test_a_device_a_pipe_or_a_file_is_never_replaced_by_another_kind_of_output(t
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
 
 
+def test_an_output_without_sound_says_that_the_sound_is_left_out(tmp_path, caplog):
+    voice = write_audio_only(tmp_path / "voice.m4a")
+    silent = tmp_path / "silent.mp4"
+    write_frames(silent, 2)
+    with caplog.at_level("WARNING"):
+        write_frames(tmp_path / "out.gif", 2, audio_source=voice)
+        write_frames(tmp_path / "frames/", 2, audio_source=voice)
+        write_frames(tmp_path / "quiet.gif", 2, audio_source=silent)  # no sound to lose
+        write_frames(tmp_path / "out.mp4", 2, audio_source=voice)  # kept
+    assert caplog.messages == [
+        f"{tmp_path / 'out.gif'}: a GIF holds no sound: the sound of {voice} is left out (an .mp4, .mov or .webm "
+        "keeps it)",
+        f"{tmp_path / 'frames'}: a folder of frames holds no sound: the sound of {voice} is left out (an .mp4, .mov "
+        "or .webm keeps it)"]
+
+
 def test_unwritable_directory(tmp_path, monkeypatch):
     if os.geteuid() != 0:  # a real read-only folder (root would write into it anyway)
         locked = tmp_path / "locked"

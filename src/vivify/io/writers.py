@@ -133,6 +133,9 @@ def open_writer(
         raise ValueError(f"{kind} output needs an even width and height, got {width}x{height}")
     if kind == "gif" and fps > _GIF_MAX_FPS:
         log.warning("%s: %.4g fps is faster than GIF players show reliably (max %d)", display, fps, _GIF_MAX_FPS)
+    if kind in ("gif", "png") and audio_source is not None and _has_audio(audio_source):
+        log.warning("%s: %s holds no sound: the sound of %s is left out (an .mp4, .mov or .webm keeps it)",
+                    display, "a GIF" if kind == "gif" else "a folder of frames", os.fspath(audio_source))
 
     temp = make_temp_beside(display, out, folder=(kind == "png"))
     backend: _Backend | None = None
@@ -719,6 +722,15 @@ class _AudioTrack:
 
 # ---------------------------------------------------------------------------------------------
 # Paths: output kind, overwrite rules, temp creation, commit.
+
+
+def _has_audio(source: str | Path) -> bool:
+    """Whether a media file has an audio stream (False where it cannot be read: nothing is said of it here)."""
+    try:
+        with av.open(os.fspath(source), metadata_errors="ignore") as container:
+            return bool(container.streams.audio)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return False
 
 
 def _output_kind(display: str, out: Path) -> tuple[str, str]:
