@@ -219,7 +219,8 @@ def test_an_unknown_language_is_refused_for_audio_too(portrait, tmp_path, capsys
     audio = _speech_file(tmp_path / "speech.wav", tone(8_000, 16_000))
     out = tmp_path / "bad.mp4"
     assert main(["speak", str(portrait), str(audio), "--lang", "xx", "-o", str(out)]) == 2
-    assert capsys.readouterr().err.startswith("vivify: error: unsupported language 'xx'; available: ")
+    assert capsys.readouterr().err == ("vivify: error: unsupported language 'xx': `vivify voices` lists the "
+                                       "languages; --lang any moves the mouth with the sound of any language\n")
     assert not out.exists()
     assert main(["speak", str(portrait), str(audio), "--lang", "any", "-o", str(out)]) == 0
 

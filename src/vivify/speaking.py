@@ -49,7 +49,11 @@ def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: s
     if lang.strip().lower() != "any":  # a mistyped code would silently follow the sound instead of the phones
         from vivify.speech.synth import check_language
 
-        check_language(lang)
+        try:
+            check_language(lang)
+        except VivifyError:  # espeak-ng's list of languages is long; with audio, any language can be followed
+            raise VivifyError(f"unsupported language '{lang}': `vivify voices` lists the languages; --lang any "
+                              "moves the mouth with the sound of any language") from None
     return read_speech(audio, max_seconds=max_seconds)
 
 
