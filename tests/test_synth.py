@@ -167,6 +167,18 @@ def test_unsupported_language() -> None:
 
 
 @needs_espeak
+def test_chinese_characters_a_voice_cannot_read_are_named_in_a_warning(caplog) -> None:
+    # espeak-ng's Japanese voice reads kana only: 元気 came out as "Chinese letter, Chinese letter", silently.
+    with caplog.at_level("WARNING"):
+        synth.synthesize("こんにちは、元気ですか。元気です", "ja")
+        synth.synthesize("你好世界", "zh")
+        synth.synthesize("こんにちは", "ja")
+    assert caplog.messages == [
+        "espeak-ng's voice for 'ja' cannot read Chinese characters (元気): it says \"Chinese letter\" for each "
+        "(write them in the language's own script, such as kana, or use --lang cmn or yue)"]
+
+
+@needs_espeak
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
 def test_empty_text(text: str) -> None:
     with pytest.raises(VivifyError, match=r"^nothing to say: the text is empty$"):

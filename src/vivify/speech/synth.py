@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import threading
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
 from vivify.errors import SpeechTooLong, VivifyError
 from vivify.speech.phones import Phone, Speech
+
+log = logging.getLogger(__name__)
 
 __all__ = ["languages", "synthesize", "voices"]
 
@@ -411,7 +415,22 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
         speech = engine.synthesize(text, name, rate_wpm, max_seconds)
     if not speech.phones:  # punctuation or invisible characters only: a video of a closed mouth, 7 ms long
         raise VivifyError(f"nothing to say: the text has no word that espeak-ng speaks ({_quoted(text)})")
+    han = "".join(dict.fromkeys(ch for ch in text if _is_han(ch)))
+    if han and name.split("+")[0] not in _READS_HAN:
+        log.warning("espeak-ng's voice for '%s' cannot read Chinese characters (%s): it says \"Chinese letter\" for "
+                    "each (write them in the language's own script, such as kana, or use --lang cmn or yue)",
+                    lang, _quoted(han)[1:-1])
     return speech
+
+
+# espeak-ng's voices that read Chinese characters (Mandarin, Cantonese). Every other one, Japanese and Korean
+# included, says "Chinese letter" in English for each.
+_READS_HAN = frozenset({"sit/cmn-Latn-pinyin", "sit/yue"})
+
+
+def _is_han(character: str) -> bool:
+    """A Chinese character (a CJK unified or compatibility ideograph): hanzi, kanji, hanja."""
+    return unicodedata.name(character, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
 
 
 def _quoted(text: str, limit: int = 40) -> str:
