@@ -396,5 +396,8 @@ def test_options_with_nothing_to_act_on_are_named(portrait, tmp_path, capsys):
     assert main(["speak", str(portrait), str(audio), "--voice", "en-US", "-o", str(out)]) == 0
     assert "vivify: warning: --voice is for --text: an audio file is heard as it is\n" in capsys.readouterr().err
     assert main(["speak", str(portrait), "--text", "Hi", "--accurate", "-o", str(out), "--overwrite"]) == 0
+    assert ("vivify: warning: --accurate is for an audio file: a text's phones are known as it is said\n"
+            in capsys.readouterr().err)
+    assert main(["speak", str(portrait), str(audio), "--lang", "fr", "--accurate", "-o", str(out), "--overwrite"]) == 0
     assert ("vivify: warning: --accurate recognises audio in en only: it changes nothing here\n"
             in capsys.readouterr().err)

@@ -488,7 +488,9 @@ def _warn_unused_speech_options(args: argparse.Namespace) -> None:
 
     if args.voice is not None and args.audio is not None:
         _warn("--voice is for --text: an audio file is heard as it is")
-    if args.accurate and (args.audio is None or args.lang.split("-")[0] not in RECOGNISED_LANGUAGES):
+    if args.accurate and args.audio is None:
+        _warn("--accurate is for an audio file: a text's phones are known as it is said")
+    elif args.accurate and args.lang.split("-")[0] not in RECOGNISED_LANGUAGES:
         _warn(f"--accurate recognises audio in {', '.join(RECOGNISED_LANGUAGES)} only: it changes nothing here")
 
 
