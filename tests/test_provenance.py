@@ -130,9 +130,26 @@ def test_verify_checks_every_file_given(material, capsys):
     assert main(["verify", "--json", str(missing), str(material["driving"]), str(material["out"])]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"vivify: error: {missing}: file not found\n"
-    reports = [json.loads(line) for line in captured.out.strip().splitlines()[-2:]]
-    assert [(r["file"], r["ai_generated"]) for r in reports] == [(str(material["driving"]), False),
-                                                                  (str(material["out"]), True)]
+    # With --json, one line for every file, the one that could not be read included.
+    reports = [json.loads(line) for line in captured.out.strip().splitlines()[-3:]]
+    assert reports[0] == {"file": str(missing), "error": f"{missing}: file not found"}
+    assert [(r["file"], r["ai_generated"]) for r in reports[1:]] == [(str(material["driving"]), False),
+                                                                      (str(material["out"]), True)]
+
+
+def test_an_invalid_manifest_is_reported_with_what_failed_not_its_trust():
+    # A changed file's manifest read "Invalid, ... (issuer ... is not in a trust list)": the wrong reason.
+    from vivify.provenance.verify import summary
+
+    c2pa = {"found": True, "validation_state": "Invalid", "trusted": False, "signer": "vivify on host",
+            "issuer": "CN=vivify local CA", "errors": ["assertion.bmffHash.mismatch"]}
+    report = {"file": "out.mp4", "ai_generated": True, "content_id": "0123456789abcdef",
+              "visible_label": {"found": True, "position": "bottom-right"}, "metadata": {"found": False},
+              "c2pa": c2pa, "watermark": {"found": False}}
+    assert "  C2PA: Invalid, signed by vivify on host (assertion.bmffHash.mismatch)" in summary(report).splitlines()
+    c2pa.update(validation_state="Valid", errors=[])
+    assert ("  C2PA: Valid, signed by vivify on host (issuer CN=vivify local CA is not in a trust list)"
+            in summary(report).splitlines())
 
 
 def test_verify_reads_a_video_renamed_as_an_image(material):

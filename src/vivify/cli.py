@@ -584,6 +584,8 @@ def _verify(args: argparse.Namespace) -> int:
             report = verify(path)
         except VivifyError as error:
             print(f"vivify: error: {error}", file=sys.stderr)
+            if args.json:  # one line per file, whatever became of it
+                _say(json.dumps({"file": str(path), "error": str(error)}, ensure_ascii=False))
             status = 2
             continue
         _say(json.dumps(report, ensure_ascii=False) if args.json else summary(report))

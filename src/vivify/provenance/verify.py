@@ -153,8 +153,11 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("  metadata (GB 45438): not found")
     c2pa = report["c2pa"]
     if c2pa.get("found"):
-        trust = "" if c2pa.get("trusted") else f" (issuer {c2pa.get('issuer')} is not in a trust list)"
-        lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')}{trust}")
+        if c2pa.get("errors"):  # Invalid: what failed (the content changed, a signature broken), not its trust
+            why = f" ({', '.join(c2pa['errors'])})"
+        else:
+            why = "" if c2pa.get("trusted") else f" (issuer {c2pa.get('issuer')} is not in a trust list)"
+        lines.append(f"  C2PA: {c2pa.get('validation_state')}, signed by {c2pa.get('signer')}{why}")
     elif c2pa.get("supported") is False:
         lines.append("  C2PA: not found (this format cannot carry a C2PA manifest)")
     else:
