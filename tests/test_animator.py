@@ -351,6 +351,28 @@ def test_the_body_sways_as_the_drivers_does(face, reference, body):
     assert np.abs(head_shift(reference, landmarks(out))).max() < 1.0
 
 
+def test_the_portrait_holds_while_the_drivers_face_is_out_of_the_frame(face):
+    """A camera pans until the driver's face has left the frame (a flat fill comes in behind it), holds there,
+    and pans back. While the face is lost the portrait holds its last pose, body and hair too: the body's
+    flow, which followed the pan's fill, tore the portrait apart (frame-to-frame change 6-17 levels)."""
+    fill = np.full_like(face, 128)
+
+    def panned(offset: int) -> np.ndarray:
+        frame = fill.copy()
+        frame[:, offset:] = face[:, :face.shape[1] - offset]
+        return frame
+
+    out_and_back = [panned(offset) for offset in (20, 40, 60, 80, 100, 120)]
+    frames = [face, *out_and_back, *[fill] * 8, *out_and_back[::-1], *[face] * 10]
+    animator = Animator(face, rate=25.0)
+    outputs = [animator.render(frame).astype(np.int16) for frame in frames]
+    lost = [index for index, frame in enumerate(frames) if frame is fill]
+    held = [np.abs(outputs[index] - outputs[index - 1]).mean() for index in lost[1:]]
+    assert max(held) < 0.5, held
+    # Back where it started, the portrait is itself again.
+    assert np.abs(outputs[-1] - face).mean() < 3.0
+
+
 def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
     """The body is cut by the frame's bottom edge; when the driver rises, the portrait's body rises with it
     and goes on below the frame, instead of a band of background plate opening under it."""

@@ -13,9 +13,9 @@ from threadpoolctl import threadpool_limits
 from vivify.errors import VivifyError
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.landmarks.topology import inter_ocular
-from vivify.motion.body import BodyMotion
+from vivify.motion.body import BodyMotion, BodyShift
 from vivify.motion.pose import IDENTITY
-from vivify.motion.transfer import MotionTransfer
+from vivify.motion.transfer import EASE_FRAMES, MotionTransfer
 from vivify.render.background import background_plate, own_person, person_mask, unmix_foreground
 from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
@@ -127,6 +127,7 @@ class Animator:
         self._interiors = [InteriorPainter(feature, points) for feature in features]
         self._eyelids = EyelidPainter(points)
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
+        self._body_trust = 1.0  # how far the body's flow is followed (`_trusted`)
         self.frames_with_face = 0
         self._detail = detail
         # One thread beside the caller's, started when first needed: it works out the expression detail while
@@ -220,6 +221,7 @@ class Animator:
         self.last_target, head_motion = self._motion.target(driving)
         if body is None:  # the reference may have been set by this very frame
             body = self._body_motion(frame)
+        body = self._trusted(body, driving is not None)
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
@@ -267,13 +269,32 @@ class Animator:
             return None
         return shading(frame, inter_ocular(self._motion.reference))
 
-    def _body_motion(self, frame: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray] | None:
+    def _body_motion(self, frame: np.ndarray | None) -> BodyShift | None:
         """The driver's motion around the face in this frame (at region points), where there is a picture to
         read it from. While the face is lost the body still follows: the flow needs only the frames."""
         reference = self._reference_frame
         if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
             return None
         return self._body.measure(frame)
+
+    def _trusted(self, body: BodyShift | None, face_found: bool) -> BodyShift | None:
+        """The body's motion as far as it is trusted. While the driving face is lost the body holds with the
+        head: what the frame shows then may be no person at all (a camera's pan, a cut), and a flow that
+        follows it tore the portrait apart. When the face is back, the flow comes back in as the head eases
+        back (over EASE_FRAMES)."""
+        self._body_trust = min(1.0, self._body_trust + 1.0 / EASE_FRAMES) if face_found else 0.0
+        trust = self._body_trust
+        if body is None or trust >= 1.0:
+            return body
+        if trust == 0.0:
+            return None
+        measured = body
+
+        def eased(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            shift, seen = measured(points)
+            return shift, seen * trust
+
+        return eased
 
     def close(self) -> None:
         """End the helper thread and the face tracker. The animator renders no more frames after it; closing it

@@ -24,8 +24,16 @@ from vivify.motion.pose import Similarity
 _FLOW_SIDE = 64
 # Smoothing of the flow (Gaussian sigma), as a share of the longer side: about a sixth of a face.
 _SMOOTHING = 0.06
-# Where less than this share of the smoothing window is the driver's person, the motion fades to none.
+# A driving frame's motion around the face: from points (region pixels, m×2 float32) to their shifts (portrait
+# pixels, m×2) and how far the driver's person is seen around them (0..1, m×1): `BodyMotion.measure`.
+BodyShift = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+# Where less than this share of the smoothing window is the driver's person, its motion fades out, and the
+# warp's own (the head's pose) takes over.
 _PERSON_FLOOR = 0.05
+# A flow cell whose frame and reference (where the flow says it came from) differ by more than _EXPLAINED grey
+# levels counts less as the person's, and by _UNEXPLAINED not at all: the flow does not explain it.
+_EXPLAINED, _UNEXPLAINED = 10.0, 25.0
 
 
 class BodyMotion:
@@ -33,10 +41,11 @@ class BodyMotion:
 
     >>> body = BodyMotion(origin, (width, height))     # the region of the portrait that may move
     >>> body.set_reference(reference_rgb, person, to_portrait)
-    >>> shift = body.measure(frame_rgb)(points)        # points: m×2 float32, region pixels
+    >>> shift, seen = body.measure(frame_rgb)(points)  # points: m×2 float32, region pixels
 
-    A pixel of the output at `p` shows what the portrait has at `p + shift`. Frames must come in order: each
-    frame's flow starts from the previous frame's.
+    A pixel of the output at `p` shows what the portrait has at `p + shift`; `seen` (m×1, 0..1) is how far the
+    driver's person is seen around it: where it is not, the shift means nothing. Frames must come in order:
+    each frame's flow starts from the previous frame's.
     """
 
     def __init__(self, origin: np.ndarray, size: tuple[int, int]) -> None:
@@ -89,28 +98,34 @@ class BodyMotion:
                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         self._previous = None
 
-    def measure(self, frame: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    def measure(self, frame: np.ndarray) -> BodyShift:
         """The driver's motion in this driving frame, as a function from points (region pixels, float32 m×2)
-        to their shifts (portrait pixels, float32 m×2)."""
+        to their shifts (portrait pixels, float32 m×2) and how far the person is seen there (m×1)."""
         if self._reference is None or self._person is None:
             raise RuntimeError("BodyMotion.measure before set_reference")
         # Each frame's flow starts from the previous frame's (DIS's temporal propagation): the flow back to the
         # reference then follows a large motion step by step instead of losing it, and does not jump about.
-        flow = self._flow.calc(self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY)),
-                               self._reference, self._previous)
+        current = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
+        flow = self._flow.calc(current, self._reference, self._previous)
         self._previous = flow.copy()
-        # The person mask travels with the flow: this frame's person is where the reference's came from.
-        person = cv2.remap(self._person, self._cells + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # The person mask travels with the flow: this frame's person is where the reference's came from ...
+        sources = self._cells + flow
+        person = cv2.remap(self._person, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # ... where the flow explains the frame: what a camera's pan uncovers, or a face that left it, was not in
+        # the reference, and a flow there (none, in a flat fill) would hold the portrait's old place still.
+        explained = cv2.remap(self._reference, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mismatch = cv2.absdiff(current, explained).astype(np.float32)
+        person *= np.clip((_UNEXPLAINED - mismatch) / (_UNEXPLAINED - _EXPLAINED), 0.0, 1.0)
         person *= self._inside
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
         smooth_flow, smooth_person = (cv2.GaussianBlur(image, (0, 0), sigma) for image in (flow, person))
 
-        def displacement(points: np.ndarray) -> np.ndarray:
+        def displacement(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cells = (points / self._cell).astype(np.float32).reshape(-1, 1, 2)
             moved, share = (cv2.remap(image, cells, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
                                       ).reshape(len(points), -1) for image in (smooth_flow, smooth_person))
-            return moved * (self._cell / np.maximum(share, _PERSON_FLOOR))
+            return moved * (self._cell / np.maximum(share, _PERSON_FLOOR)), np.minimum(share / _PERSON_FLOOR, 1.0)
 
         return displacement
 

@@ -29,7 +29,7 @@ _EYELID_PAIRS = _NON_CROSSING_PAIRS[:10]
 _MAX_EYE_OPENING = 2.5
 
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
-_EASE_FRAMES = 8
+EASE_FRAMES = 8
 
 
 class MotionTransfer:
@@ -50,7 +50,7 @@ class MotionTransfer:
         self._expression_filter = OneEuroFilter(rate, min_cutoff=0.5, beta=100.0, shared_speed=True)
         self._held: tuple[np.ndarray, np.ndarray] | None = None
         self._lost = False
-        self._ease_step = _EASE_FRAMES
+        self._ease_step = EASE_FRAMES
 
     def set_reference(self, driving_points: np.ndarray) -> None:
         """Make this driving face the neutral one: its pose and expression map to the portrait's own."""
@@ -62,7 +62,7 @@ class MotionTransfer:
         self._expression_filter.reset()
         self._held = None
         self._lost = False
-        self._ease_step = _EASE_FRAMES
+        self._ease_step = EASE_FRAMES
 
     @property
     def to_portrait(self) -> Similarity:
@@ -86,9 +86,9 @@ class MotionTransfer:
             expression = self._expression_filter(expression)
         if self._lost:
             self._ease_step, self._lost = 0, False
-        if self._ease_step < _EASE_FRAMES and self._held is not None:
+        if self._ease_step < EASE_FRAMES and self._held is not None:
             self._ease_step += 1
-            weight = self._ease_step / _EASE_FRAMES
+            weight = self._ease_step / EASE_FRAMES
             pose_params = self._held[0] + weight * (pose_params - self._held[0])
             expression = self._held[1] + weight * (expression - self._held[1])
         self._held = (pose_params, expression)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
+from vivify.motion.body import BodyShift
 from vivify.motion.pose import Similarity, fit_similarity
 from vivify.render.patch import Box
 
@@ -160,13 +161,14 @@ class HeadWarp:
         return np.outer(np.clip(along, min(0.0, shared), max(0.0, shared)), eye_line)
 
     def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
-             driving: Sequence[np.ndarray] = (), body: Callable[[np.ndarray], np.ndarray] | None = None,
+             driving: Sequence[np.ndarray] = (), body: BodyShift | None = None,
              ) -> tuple[np.ndarray, Box, Callable[[], list[np.ndarray]]]:
         """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
 
-        `body`, where given, gives the driver's motion around the face at region points (m×2 float32 in, portrait
-        pixels out, as the function that `BodyMotion.measure` returns): beyond the face it replaces the spline,
-        which knows only the face and the head's pose.
+        `body`, where given, gives the driver's motion around the face at region points (m×2 float32 in; portrait
+        pixels and how far the driver's person is seen there, 0..1 (m×1), out: the function that
+        `BodyMotion.measure` returns): beyond the face it replaces the spline, which knows only the face and the
+        head's pose, as far as the person is seen.
 
         Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
         is sampled from a padded copy), the face's box (region pixels) and a function that assembles, for each
@@ -199,12 +201,16 @@ class HeadWarp:
             x0, y0, x1, y1 = face_box
             px, py = region_points[:, 0], region_points[:, 1]
             in_box = (px >= x0 - self.step) & (px <= x1 + self.step) & (py >= y0 - self.step) & (py <= y1 + self.step)
+            moving = weight[:, 0] > 0.0
+            shift, seen = body(region_points[moving])
+            # Where the flow sees no person of the driver's (beyond the driver's outline, or where the frame
+            # shows what the reference did not), the spline rules: the head's motion, fading out to the border.
+            weight[moving] *= seen
             needed = (weight[:, 0] < 1.0) | in_box
             displacement = np.zeros((len(points), 2 * len(value_sets)), np.float32)
             displacement[needed] = self._evaluate(points[needed], centers, coeffs)
-            moving = weight[:, 0] > 0.0
             own = displacement[moving, :2]
-            own += weight[moving] * (body(region_points[moving]) / self._scale - own)
+            own += weight[moving] * (shift / self._scale - own)
             displacement[moving, :2] = own
         displacement[: len(self._grid), :2] *= self._taper
         # Bilinear upsampling reproduces the identity exactly, so absolute positions are upsampled
