@@ -271,7 +271,8 @@ class Animator:
 
     def _body_motion(self, frame: np.ndarray | None) -> BodyShift | None:
         """The driver's motion around the face in this frame (at region points), where there is a picture to
-        read it from. While the face is lost the body still follows: the flow needs only the frames."""
+        read it from: measured whether or not the face is found (each frame's flow starts from the previous
+        frame's); `_trusted` says how far it is followed."""
         reference = self._reference_frame
         if self._body is None or frame is None or reference is None or frame.shape != reference.shape:
             return None
