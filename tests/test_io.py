@@ -640,6 +640,23 @@ def test_gif(tmp_path):
         assert gif.n_frames == 8 and gif.info["duration"] == 100
 
 
+def test_a_gif_faster_than_players_show_leaves_frames_out_instead_of_slowing_down(tmp_path, caplog):
+    # 60 frames/s came out as delays of 1 and 2 hundredths of a second, and browsers play 1 as 10: a third of
+    # the speed. Frames are left out so that none follows the last one sooner than 1/50 s.
+    out = tmp_path / "fast.gif"
+    with caplog.at_level("WARNING"):
+        write_frames(out, 60, fps=Fraction(60))
+    assert caplog.messages == [f"{out}: 60 fps is faster than GIF players show (max 50): frames closer together "
+                               "are left out"]
+    with Image.open(out) as gif:
+        delays = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            delays.append(gif.info["duration"])
+    assert min(delays) >= 20 and 30 <= len(delays) <= 50
+    assert abs(sum(delays[:-1]) - 1000 * 59 / 60) <= 20  # the time from the first frame to the last is kept
+
+
 def test_png_folder(tmp_path):
     frames = write_frames(tmp_path / "frames/", 5, size=(31, 17))
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())

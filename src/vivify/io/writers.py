@@ -89,8 +89,10 @@ _RANGE_MPEG = 1
 # on average (a frame quantised with its own palette scores ~1, a different photo ~3).
 _GIF_PALETTE_TOLERANCE = 3.0
 
-# GIF frame delays are in 1/100 s and browsers slow delays under 2/100 s to 10/100 s.
+# GIF frame delays are in 1/100 s and browsers slow delays under 2/100 s to 10/100 s: a frame that would
+# follow the last one written sooner is left out (a 60 frames/s GIF played at a third of its speed).
 _GIF_MAX_FPS = 50
+_GIF_MIN_DELAY = Fraction(1, _GIF_MAX_FPS)
 # The time base of outputs whose frames keep their source's times: MPEG's 90 kHz clock, fine enough for any
 # source's stamps to the tenth of a millisecond, and one that MP4, WebM and GIF muxers all take.
 _FINE_TIME_BASE = Fraction(1, 90_000)
@@ -132,7 +134,8 @@ def open_writer(
     if kind in ("h264", "vp9") and (width % 2 or height % 2):
         raise ValueError(f"{kind} output needs an even width and height, got {width}x{height}")
     if kind == "gif" and fps > _GIF_MAX_FPS:
-        log.warning("%s: %.4g fps is faster than GIF players show reliably (max %d)", display, fps, _GIF_MAX_FPS)
+        log.warning("%s: %.4g fps is faster than GIF players show (max %d): frames closer together are left out",
+                    display, fps, _GIF_MAX_FPS)
     if kind in ("gif", "png") and audio_source is not None and _has_audio(audio_source):
         log.warning("%s: %s holds no sound: the sound of %s is left out (an .mp4, .mov or .webm keeps it)",
                     display, "a GIF" if kind == "gif" else "a folder of frames", os.fspath(audio_source))
@@ -439,6 +442,10 @@ class _AVBackend:
 
     def write(self, frame: np.ndarray) -> None:
         if self._kind == "gif":
+            start = self._start(self._index)
+            if self._last_pts >= 0 and start - self._last_pts * self._time_base < _GIF_MIN_DELAY:
+                self._index += 1  # too soon after the last frame for a GIF player (see _GIF_MAX_FPS)
+                return
             video_frame = self._to_pal8(frame)
         else:
             self._rgb_pixels[...] = frame.reshape(self._rgb_pixels.shape)
