@@ -157,7 +157,8 @@ def _add_output_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("-o", "--output", required=True,
                          help="out.mp4, out.webm, out.gif, or a folder (ending in /) for PNG frames")
     sizing = command.add_mutually_exclusive_group()
-    sizing.add_argument("--size", type=_size, metavar="WxH", help="output size (default: the input's)")
+    sizing.add_argument("--size", type=_size, metavar="WxH",
+                        help="output size, each side rounded down to even (default: the input's)")
     sizing.add_argument("--max-side", type=_positive, metavar="N", help="scale down so the longer side is ≤ N")
     command.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
@@ -211,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     sing.add_argument("--grid", type=_grid, metavar="RxC",
                       help="rows x columns, leaving no row or column empty (default: chosen for the count)")
     sing.add_argument("--cell-size", type=_size, default=(256, 256), metavar="WxH",
-                      help="size of each portrait's cell (default: 256x256)")
+                      help="size of each portrait's cell, each side rounded down to even (default: 256x256)")
     sing.add_argument("--captions", type=_captions, metavar="A,B,...",
                       help="a caption under each portrait (a comma inside a caption: \\,)")
     sing.add_argument("--reference", type=_reference, default="best", metavar="first|best|N",
