@@ -137,6 +137,21 @@ def test_verify_checks_every_file_given(material, capsys):
                                                                       (str(material["out"]), True)]
 
 
+def test_a_file_cut_before_its_first_frame_still_shows_its_metadata_and_manifest(material, capsys):
+    # It was refused as unreadable, though the labels at its start could be read.
+    data = material["out"].read_bytes()
+    cut = material["folder"] / "cut_early.mp4"
+    cut.write_bytes(data[:data.index(b"mdat") + 200])
+    report = verify(cut)
+    assert report["ai_generated"] and report["metadata"]["found"] and report["c2pa"]["found"]
+    assert not report["metadata"]["matches_content"] and report["c2pa"]["validation_state"] == "Invalid"
+    assert not report["watermark"]["found"] and report["watermark"]["unread"].startswith("corrupt video data")
+    assert main(["verify", str(cut)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  visible label: not read: corrupt video data") and lines[-1].startswith(
+        "  watermark: not read: corrupt video data")
+
+
 def test_an_invalid_manifest_is_reported_with_what_failed_not_its_trust():
     # A changed file's manifest read "Invalid, ... (issuer ... is not in a trust list)": the wrong reason.
     from vivify.provenance.verify import summary

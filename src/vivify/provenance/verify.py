@@ -54,7 +54,16 @@ def verify(path: str | Path) -> dict[str, Any]:
             else {"found": False, "validation_state": None, "supported": False})
 
     label_text = ((c2pa.get("extra") or {}).get("visible_label") or {}).get("text") or DEFAULT_TEXT
-    visible, watermark = _scan_frames(path, kind, label_text)
+    try:
+        visible, watermark = _scan_frames(path, kind, label_text)
+    except VivifyError as error:
+        if not (meta["found"] or c2pa.get("found")):
+            raise
+        # A file cut before its first frame can still hold its metadata and manifest (at its start): they
+        # are reported, the marks in the pixels as unread.
+        unread = str(error).removeprefix(f"{path}: ")
+        visible = {"found": False, "position": None, "score": 0.0, "text": label_text, "unread": unread}
+        watermark = {"found": False, "payload": None, "confidence": 0.0, "unread": unread}
 
     content_id = None
     if c2pa.get("found") and c2pa.get("validation_state") in _VALID_STATES:
@@ -144,7 +153,8 @@ def summary(report: dict[str, Any]) -> str:
     lines = [f"{report['file']}: " + ("AI-generated" if report["ai_generated"] else "no AI-generation mark found")
              + (f" (content id {report['content_id']})" if report["content_id"] else "")]
     visible = report["visible_label"]
-    lines.append("  visible label: " + (f"found ({visible['position']})" if visible["found"] else "not found"))
+    unread = f"not read: {visible['unread']}" if "unread" in visible else "not found"
+    lines.append("  visible label: " + (f"found ({visible['position']})" if visible["found"] else unread))
     meta = report["metadata"]
     if meta["found"]:
         match = "matches this file" if meta["matches_content"] else "DOES NOT match this file (copied or altered)"
@@ -164,5 +174,5 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("  C2PA: not found")
     mark = report["watermark"]
     lines.append("  watermark: " + (f"payload {mark['payload']}, confidence {mark['confidence']:.2f}"
-                                    if mark["found"] else "not found"))
+                                    if mark["found"] else unread))
     return "\n".join(lines)
