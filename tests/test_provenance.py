@@ -152,6 +152,14 @@ def test_a_file_cut_before_its_first_frame_still_shows_its_metadata_and_manifest
         "  watermark: not read: corrupt video data")
 
 
+def test_an_image_of_one_pixel_is_reported_as_unmarked(tmp_path, capsys):
+    # It was refused as too small to hold a face (exit 2): the portrait loader's limit, not verify's.
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    assert main(["verify", str(tiny)]) == 1
+    assert capsys.readouterr().out.startswith(f"{tiny}: no AI-generation mark found\n")
+
+
 def test_an_invalid_manifest_is_reported_with_what_failed_not_its_trust():
     # A changed file's manifest read "Invalid, ... (issuer ... is not in a trust list)": the wrong reason.
     from vivify.provenance.verify import summary

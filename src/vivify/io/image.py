@@ -39,7 +39,8 @@ _BACKGROUND = (255, 255, 255)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
-def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIXELS) -> np.ndarray:
+def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIXELS,
+                  any_size: bool = False) -> np.ndarray:
     """Load a JPEG, PNG or WebP portrait as an upright RGB uint8 array of shape H×W×3.
 
     EXIF orientation is applied; greyscale, palette, 16-bit and CMYK images are converted to RGB;
@@ -47,7 +48,8 @@ def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIX
 
     Raises VivifyError (message starts with `path` as given) when the file is missing, is not a
     readable JPEG/PNG/WebP, is truncated or corrupt; PortraitTooLarge, a VivifyError, when it is over
-    `max_megapixels` (at most MAX_PORTRAIT_MEGAPIXELS, the engine's own limit).
+    `max_megapixels` (at most MAX_PORTRAIT_MEGAPIXELS, the engine's own limit). An image too small to hold a
+    face is refused too, unless `any_size` (a picture to look at, not to animate: `vivify verify`).
     """
     if not 0 < max_megapixels <= MAX_PORTRAIT_MEGAPIXELS:
         raise ValueError(f"max_megapixels must be above 0 and at most {MAX_PORTRAIT_MEGAPIXELS}")
@@ -65,7 +67,7 @@ def load_portrait(path: str | Path, max_megapixels: float = MAX_PORTRAIT_MEGAPIX
             # Image.open() only parses the header; pixels are decoded by load() below.
             image = Image.open(file, formats=_FORMATS)
         with image:
-            _check_size(name, *image.size, max_megapixels)
+            _check_size(name, *image.size, max_megapixels, 1 if any_size else _MIN_SIDE)
             image.load()  # inside the try: truncation and decoder errors surface here
             rgb = _to_rgb(_upright(image))
     except VivifyError:
@@ -114,10 +116,10 @@ def over_pixel_limit(width: int, height: int, max_megapixels: float = MAX_PORTRA
     return width * height > max_megapixels * 1_000_000
 
 
-def _check_size(name: str, width: int, height: int, max_megapixels: float) -> None:
-    """Refuse images above the pixel limit, and images too small to hold a face, using only the size declared
-    in the header."""
-    if min(width, height) < _MIN_SIDE:
+def _check_size(name: str, width: int, height: int, max_megapixels: float, min_side: int) -> None:
+    """Refuse images above the pixel limit, and images with a side under `min_side` (too small to hold a face),
+    using only the size declared in the header."""
+    if min(width, height) < min_side:
         raise VivifyError(f"{name}: image is {width}x{height} px, too small to hold a face")
     if over_pixel_limit(width, height, max_megapixels):
         raise PortraitTooLarge(_too_big_message(name, width * height, max_megapixels))

@@ -131,7 +131,7 @@ def _frames(path: Path, kind: str) -> Iterator[tuple[np.ndarray, bool]]:
     spread over a video, the label looked for in the first and in the first after the conspicuous part."""
     if kind in ("png", "jpeg", "webp"):
         # As a viewer shows it, within the portrait's pixel limit (a decompression bomb is refused, not opened).
-        yield load_portrait(path), True
+        yield load_portrait(path, any_size=True), True
         return
     from vivify.io.video import open_video
 
