@@ -397,6 +397,15 @@ def test_a_job_put_back_by_a_stopping_server_keeps_its_attempts(tmp_path, monkey
         store.close()
 
 
+def test_a_server_stopped_by_sigterm_shuts_down_and_puts_its_job_back(tmp_path):
+    """`kill`, systemd and docker stop a server with SIGTERM. uvicorn stops gracefully and then raises the signal
+    again: the process died of it before its worker put the running job back, so every stop used one of the
+    job's attempts. It now ends as after Ctrl-C: the worker stopped, the job put back (see the test above)."""
+    server = Server(tmp_path).start()
+    server.process.terminate()
+    assert server.process.wait(30) == 0, (tmp_path / "server.log").read_text()
+
+
 def test_one_server_per_data_folder_and_no_stray_uploads(tmp_path):
     """A second server on a folder in use refuses to start (it would take the first one's running jobs for
     interrupted ones); uploads that a stopped server left without a job are removed when one starts."""

@@ -644,14 +644,17 @@ def _show_library_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Stopped in start-up (reading the options loads OpenCV), a command ends as it would later: one line, no
-    # traceback. Past it, a command that writes files (a video, figures) stops on SIGTERM as on Ctrl-C; the
-    # others (the server, the studio's commands) stop in their own way.
+    # traceback. Past it, a command that writes files (a video, figures) stops on SIGTERM as on Ctrl-C, and so
+    # does the server (uvicorn stops gracefully, then raises the signal again: by default that killed the
+    # process before it put its running job back, so each `kill` used up one of the job's attempts); the
+    # studio's other commands stop in their own way.
     on_sigterm = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_sigterm else None
     args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
-        if on_sigterm and args.command not in ("animate", "sing", "speak", "dub", "live", "demo", "eval", "bench"):
+        if on_sigterm and args.command not in ("animate", "sing", "speak", "dub", "live", "demo", "eval", "bench",
+                                               "serve"):
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             on_sigterm = False
         _show_library_warnings()
