@@ -406,6 +406,36 @@ def test_a_server_stopped_by_sigterm_shuts_down_and_puts_its_job_back(tmp_path):
     assert server.process.wait(30) == 0, (tmp_path / "server.log").read_text()
 
 
+def test_a_dub_of_a_video_that_shows_a_protected_face_for_a_moment_fails_before_rendering(tmp_path, monkeypatch):
+    """The gate at upload looks at 8 frames spread over the video: a protected face shown for half a second
+    between two of them came through, and the dub animated it. Before a dub renders, a frame every second is
+    checked too."""
+    from conftest import encode_clip
+
+    from vivify.studio import worker as worker_module
+    from vivify.studio.identities import ProtectedIdentities
+    from vivify.studio.store import Store
+
+    identities = ProtectedIdentities(tmp_path / "protected.sqlite")
+    identities.add("Astronaut", face_crop(256))
+    grey = np.full((256, 256, 3), 120, np.uint8)
+    # 100 frames at 25 frames/s; the upload gate looks at frames 0, 14, 28, 42, 57, 71, 85 and 99.
+    video = encode_clip(tmp_path / "moment.mp4", [face_crop(256) if 44 <= i <= 56 else grey for i in range(100)],
+                        fps=25)
+    rendered = []
+    monkeypatch.setattr(worker_module, "run_job", lambda *args, **kwargs: rendered.append(args))
+    store = Store(tmp_path / "studio")
+    try:
+        user = store.user_for_token(store.add_user("hana"))
+        job = store.create_job(user, "dub", {"text": "Hello"}, {"driving": [str(video)]}, {"confirmed": True})
+        worker_module.Worker(store, tmp_path / "results", identities=identities).run(store.claim())
+        failed = store.job(job.id)
+    finally:
+        store.close()
+    assert rendered == [] and failed.status == "failed"
+    assert failed.error == "moment.mp4: the face at 2.0 s is a protected identity (Astronaut) and may not be animated"
+
+
 def test_one_server_per_data_folder_and_no_stray_uploads(tmp_path):
     """A second server on a folder in use refuses to start (it would take the first one's running jobs for
     interrupted ones); uploads that a stopped server left without a job are removed when one starts."""

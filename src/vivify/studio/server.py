@@ -63,7 +63,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None =
     ray_cluster = cluster(ray_address) if ray_address else None
     if ray_cluster is not None:
         app.state.renderer = f"ray, animations in {ray_cluster.chunks} chunks"
-    worker = Worker(studio.store, studio.results, cluster=ray_cluster)
+    worker = Worker(studio.store, studio.results, cluster=ray_cluster, identities=studio.identities)
     worker.start()
     print(f"vivify studio on http://{host}:{port}/ (data in {folder}; {requeued} interrupted job(s) queued again)",
           file=sys.stderr, flush=True)

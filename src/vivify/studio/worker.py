@@ -17,6 +17,10 @@ from vivify.studio.store import Job, Store, without_paths
 
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 0.5  # s between progress updates written to the store
+# A dub renders the video's own faces. The gate at upload answers at once from a few frames; before a dub
+# renders, a frame every this many seconds is checked too (about 0.3 s each at 512²), so that a protected face
+# shown for a moment between those few is refused as well.
+_DUB_GATE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,12 @@ def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluste
 class Worker:
     """Runs the store's queued jobs in a background thread until `stop`."""
 
-    def __init__(self, store: Store, results: Path, poll_seconds: float = 0.5, cluster: Cluster | None = None) -> None:
+    def __init__(self, store: Store, results: Path, poll_seconds: float = 0.5, cluster: Cluster | None = None,
+                 identities: Any | None = None) -> None:
+        """`identities` (a `ProtectedIdentities`): dubs of a video that shows one of them fail."""
         self.store = store
         self.cluster = cluster
+        self.identities = identities
         self.results = results
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
@@ -116,6 +123,8 @@ class Worker:
         try:
             marks = Marks.create(ingredients=inputs, command=("vivify", "serve", job.kind),
                                  options={"job": job.id, "user": job.consent.get("user"), "consent": job.consent})
+            if job.kind == "dub":
+                self._refuse_protected_frames(job.inputs["driving"][0])
             run_job(job, output, progress, marks, self.cluster)
         except _Deleted:
             output.unlink(missing_ok=True)
@@ -133,3 +142,20 @@ class Worker:
             return
         if not self.store.finish(job.id, str(output)):
             output.unlink(missing_ok=True)  # deleted while it was being finished
+
+    def _refuse_protected_frames(self, video_path: str) -> None:
+        """Raise VivifyError where a frame of the video, one every _DUB_GATE_SECONDS, shows a protected face."""
+        if self.identities is None:
+            return
+        from vivify.io.video import open_video
+
+        with open_video(video_path) as video:
+            rate = float(video.fps)
+            step = max(1, round(_DUB_GATE_SECONDS * rate))
+            for index, frame in enumerate(video.frames()):
+                if self._stop.is_set():
+                    raise _Stopping
+                label = None if index % step else self.identities.match(frame)
+                if label is not None:
+                    raise VivifyError(f"{Path(video_path).name}: the face at {index / rate:.1f} s is a protected "
+                                      f"identity ({label}) and may not be animated")
