@@ -436,6 +436,41 @@ def test_a_dub_of_a_video_that_shows_a_protected_face_for_a_moment_fails_before_
     assert failed.error == "moment.mp4: the face at 2.0 s is a protected identity (Astronaut) and may not be animated"
 
 
+def test_a_template_asked_for_by_several_requests_at_once_is_made_once(tmp_path, monkeypatch):
+    """Each request made its own copy of a missing template (10 s of both cores apiece); now one makes it and
+    the others wait for it."""
+    import threading
+
+    import vivify.demo
+    from vivify.studio import app as app_module
+    from vivify.studio.limits import DEFAULT_LIMITS
+
+    studio = app_module.Studio(tmp_path, DEFAULT_LIMITS, None)
+    made: list[Path] = []
+    all_in = threading.Event()
+
+    def make(path: Path, marks) -> Path:
+        made.append(path)
+        if len(made) == 3:
+            all_in.set()
+        all_in.wait(2)  # the other requests, were they let in, would start their own copies meanwhile
+        path.write_bytes(b"the template")
+        return path
+
+    monkeypatch.setattr(vivify.demo, "write_performed_clip", make)
+    answers: list[Path] = []
+    requests = [threading.Thread(target=lambda: answers.append(app_module.template_path(studio, "nod")))
+                for _ in range(3)]
+    try:
+        for request in requests:
+            request.start()
+        for request in requests:
+            request.join()
+    finally:
+        studio.store.close()
+    assert len(made) == 1 and answers == [tmp_path / "templates" / "nod.mp4"] * 3
+
+
 def test_one_server_per_data_folder_and_no_stray_uploads(tmp_path):
     """A second server on a folder in use refuses to start (it would take the first one's running jobs for
     interrupted ones); uploads that a stopped server left without a job are removed when one starts."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class Studio:
         self.templates = folder / "templates"
         self.limits = limits
         self.identities = identities
+        self.templates_made = threading.Lock()  # one request makes a missing template; the others wait for it
 
     def remove_stray_uploads(self) -> None:
         """At start-up: uploads without a job (a server stopped while it received or checked them) are
@@ -159,10 +161,17 @@ _HELLO = "Hello! Nice to meet you. This video was made with vivify, and it says 
 
 
 def template_path(studio: Studio, template_id: str) -> Path:
-    """The template's video, made on first use."""
+    """The template's video, made on first use: by one request, while those that come meanwhile wait for it
+    (each made its own, 10 s of both cores apiece, and two writing the hello template's photo at once could
+    hand one a half-written picture)."""
     path = studio.templates / f"{template_id}.mp4"
     if path.exists():
         return path
+    with studio.templates_made:
+        return path if path.exists() else _make_template(studio, template_id, path)
+
+
+def _make_template(studio: Studio, template_id: str, path: Path) -> Path:
     from PIL import Image
 
     from vivify.demo import face_crop, write_performed_clip
