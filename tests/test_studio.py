@@ -174,6 +174,18 @@ def test_bad_requests(server, portrait, fields, status, message):
     assert httpx.get(f"{server.url}/api/jobs", headers=headers).json() == {"jobs": []}
 
 
+@pytest.mark.parametrize("field", ["kind", "consent", "template"])
+def test_a_text_field_sent_as_a_file_is_refused_by_name(server, portrait, field):
+    # The message showed Starlette's upload object: "kind must be one of ..., not 'UploadFile(filename=...'".
+    headers = server.user(f"filer{field}")
+    data = {name: value for name, value in {"kind": "animate", "consent": "true", "template": "nod"}.items()
+            if name != field}
+    files = [("portrait", (portrait.name, portrait.read_bytes(), "image/png")),
+             (field, ("field.txt", b"animate", "text/plain"))]
+    answer = httpx.post(f"{server.url}/api/jobs", headers=headers, data=data, files=files, timeout=120)
+    assert (answer.status_code, answer.json()["detail"]) == (422, f"field {field} must be text, not a file")
+
+
 def test_invalid_and_wrong_count_uploads(server, portrait, tmp_path):
     headers = server.user("carol")
     broken = tmp_path / "broken.png"

@@ -211,13 +211,22 @@ _NEEDS = {  # kind: (portraits allowed, driving video needed, speech needed)
 }
 
 
+def _text_field(form: Any, name: str) -> str:
+    """A text field of the form ("" where it is not given); a file sent in its place is refused by name (its
+    message showed Starlette's upload object)."""
+    value = form.get(name)
+    if isinstance(value, UploadFile):
+        raise HTTPException(422, f"field {name} must be text, not a file")
+    return str(value or "")
+
+
 async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Path) -> Job:
     """Check the form, save its files under `target`, and queue the job."""
     limits = studio.limits
-    kind = str(form.get("kind") or "")
+    kind = _text_field(form, "kind")
     if kind not in KINDS:
         raise HTTPException(422, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if str(form.get("consent") or "").lower() not in ("true", "on", "yes", "1"):
+    if _text_field(form, "consent").lower() not in ("true", "on", "yes", "1"):
         raise HTTPException(400, "consent is required: confirm that every person shown has consented to being "
                                  "animated (field consent=true)")
     # Checked before the uploads are saved and checked, and again as the job is queued (`create_job`).
@@ -232,7 +241,7 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
     inputs: dict[str, list[str]] = {"portrait": [await _save(item, target, f"portrait{k}") for k, item in
                                                  enumerate(portraits)]}
     driving = form.get("driving")
-    template = str(form.get("template") or "")
+    template = _text_field(form, "template")
     if needs_video:
         if isinstance(driving, UploadFile) and driving.filename:
             inputs["driving"] = [await _save(driving, target, "driving")]
@@ -246,14 +255,14 @@ async def _accept(studio: Studio, who: User, form: Any, job_id: str, target: Pat
     params: dict[str, Any] = {}
     if needs_speech:
         audio = form.get("audio")
-        text = str(form.get("text") or "").strip()
+        text = _text_field(form, "text").strip()
         if isinstance(audio, UploadFile) and audio.filename:
             inputs["audio"] = [await _save(audio, target, "audio")]
         elif text:
             params["text"] = text
         else:
             raise HTTPException(422, f"{kind} needs speech: an audio file (field audio) or text (field text)")
-        params["lang"] = str(form.get("lang") or "en")
+        params["lang"] = _text_field(form, "lang") or "en"
         if "text" in params:  # said in that language by espeak-ng when the job runs: known now
             from vivify.speech.synth import check_language
 
