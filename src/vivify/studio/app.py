@@ -362,6 +362,7 @@ def _spread(count: int, most: int) -> list[int]:
 def _refuse_protected(studio: Studio, image: Any, name: str) -> None:
     if studio.identities is None:
         return
-    label = studio.identities.match(image)
-    if label is not None:
-        raise HTTPException(403, f"{name}: the face is a protected identity ({label}) and may not be animated")
+    try:
+        studio.identities.refuse(image, name)
+    except VivifyError as error:
+        raise HTTPException(403, str(error)) from None

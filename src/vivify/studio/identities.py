@@ -253,3 +253,11 @@ class ProtectedIdentities:
             return None
         label = min(found, key=found.__getitem__)
         return label if found[label] <= self.THRESHOLD else None
+
+    def refuse(self, image: np.ndarray, name: str, seconds: float | None = None) -> None:
+        """Raise VivifyError where the image (of file `name`; at `seconds` into a video) shows a protected
+        identity: the gate at upload and the one before a dub renders say it alike."""
+        label = self.match(image)
+        if label is not None:
+            face = "the face" if seconds is None else f"the face at {seconds:.1f} s"
+            raise VivifyError(f"{name}: {face} is a protected identity ({label}) and may not be animated")

@@ -155,7 +155,5 @@ class Worker:
             for index, frame in enumerate(video.frames()):
                 if self._stop.is_set():
                     raise _Stopping
-                label = None if index % step else self.identities.match(frame)
-                if label is not None:
-                    raise VivifyError(f"{Path(video_path).name}: the face at {index / rate:.1f} s is a protected "
-                                      f"identity ({label}) and may not be animated")
+                if index % step == 0:
+                    self.identities.refuse(frame, Path(video_path).name, index / rate)
