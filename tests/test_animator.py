@@ -775,8 +775,12 @@ def test_a_wait_for_the_lab_tables_cut_short_by_ctrl_c_still_lets_the_exit_wait_
         release.wait()
         return convert(*args)
 
+    interrupted = threading.Event()
+
     def on_sigint(signum, frame):
-        raise KeyboardInterrupt
+        if not interrupted.is_set():  # the first Ctrl-C only: more may come before the interrupter sees it
+            interrupted.set()
+            raise KeyboardInterrupt
 
     def waiting_for_the_tables(frame) -> bool:
         names = []
@@ -790,18 +794,24 @@ def test_a_wait_for_the_lab_tables_cut_short_by_ctrl_c_still_lets_the_exit_wait_
         main_thread = threading.main_thread().ident
         while not waiting_for_the_tables(sys._current_frames()[main_thread]):
             pass
-        signal.pthread_kill(main_thread, signal.SIGINT)
+        # Again until it is seen: a signal that comes just before the wait blocks is only handled once the
+        # wait ends, which here is never.
+        while not interrupted.is_set():
+            signal.pthread_kill(main_thread, signal.SIGINT)
+            interrupted.wait(0.01)
 
     monkeypatch.setattr(interior, "_lab_tables", None)
     monkeypatch.setattr(interior, "_lab_tables_built", threading.Event())
     monkeypatch.setattr(cv2, "cvtColor", slow_tables)
     interior.build_lab_tables()  # as an animator starts them
     previous = signal.signal(signal.SIGINT, on_sigint)
+    interrupter = threading.Thread(target=interrupt_the_wait, daemon=True)
     try:
-        threading.Thread(target=interrupt_the_wait, daemon=True).start()
+        interrupter.start()
         with pytest.raises(KeyboardInterrupt):
             interior._wait_for_lab_tables()
     finally:
+        interrupter.join()  # no Ctrl-C of its may reach the handler put back
         signal.signal(signal.SIGINT, previous)
     tables = interior._lab_tables
     try:
