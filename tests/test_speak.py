@@ -20,9 +20,10 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
 from vivify.speaking import frame_schedule, speech_input
 from vivify.speech.audio import amplitude, frames_covering, write_wav
+from vivify.speech.performance import _HEAD_WANDER, perform
 from vivify.speech.phones import Phone, Speech
 from vivify.speech.synth import synthesize
-from vivify.speech.visemes import LEAD, mouth_track
+from vivify.speech.visemes import LEAD, MouthTrack, mouth_track
 
 FPS = 25
 BILABIALS = {"m", "p", "b"}
@@ -127,6 +128,19 @@ def test_the_frames_cover_the_whole_sound_at_a_low_frame_rate(portrait, tmp_path
     with av.open(str(out)) as container:
         heard = sum(frame.samples for frame in container.decode(audio=0)) / container.streams.audio[0].rate
     assert frames == 3 and heard >= 1.19
+
+
+def test_the_head_wanders_as_little_in_a_short_clip_as_in_a_long_one():
+    """A clip of a few frames had its head motion scaled up to the full spread: 0.06 s of sound turned the
+    head upside down (yaw and pitch of 10^6 radians in a 1-frame clip)."""
+    silence = Speech(np.zeros(16_000, np.float32), 16_000)
+    for count in (1, 2, 3, 5, 3000):
+        poses = perform(MouthTrack.silent(count), silence, 25.0)
+        turns = np.array([[pose.yaw, pose.pitch, pose.roll] for pose in poses])
+        # No turn beyond 4 standard deviations of the wander (plus the nod, which silence does not make).
+        assert np.all(np.abs(turns) <= 4 * np.array(_HEAD_WANDER)), (count, np.abs(turns).max(axis=0))
+    # A long clip still wanders as much as it should.
+    assert np.allclose(turns.std(axis=0), _HEAD_WANDER, rtol=0.25)
 
 
 @pytest.mark.parametrize("kind", ["silence", "tone"])

@@ -64,9 +64,7 @@ def perform(mouth: MouthTrack, speech: Speech, fps: float, seed: int = 0) -> lis
     rng = np.random.default_rng(seed)
     blink = _blinks(count, fps, rng)
     emphasis = _emphasis(speech, fps, count)
-    wander = [gaussian_filter1d(rng.standard_normal(count + 200), sigma=1.2 * fps, mode="wrap")[100:-100]
-              for _ in range(3)]
-    yaw, pitch, roll = (w / max(np.std(w), 1e-9) * amount for w, amount in zip(wander, _HEAD_WANDER, strict=True))
+    yaw, pitch, roll = (_wander(count, fps, rng) * amount for amount in _HEAD_WANDER)
     pitch = pitch - _NOD * emphasis  # the head lifts a little on a stressed syllable (pitch < 0: up)
     brow = _BROW_RAISE * np.clip((emphasis - 0.5) / 0.5, 0, 1)
     gaze_x, gaze_y = _saccades(count, fps, rng)
@@ -74,6 +72,18 @@ def perform(mouth: MouthTrack, speech: Speech, fps: float, seed: int = 0) -> lis
                      rest=float(mouth.rest[k]), blink=float(blink[k]), brow=float(brow[k]), yaw=float(yaw[k]),
                      pitch=float(pitch[k]), roll=float(roll[k]), gaze_x=float(gaze_x[k]), gaze_y=float(gaze_y[k]))
             for k in range(count)]
+
+
+def _wander(count: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+    """Slow noise over `count` frames (about 1.2 s between turns) with a standard deviation of 1 as the noise
+    is made, not as these frames happen to spread: a clip of a few frames spreads very little, and scaled up
+    to 1 it turned the head upside down."""
+    length, sigma = count + 200, 1.2 * fps
+    # Each smoothed sample is a weighted sum of unit noise: its spread is the root of the summed squared weights.
+    impulse = np.zeros(length)
+    impulse[0] = 1.0
+    spread = float(np.sqrt(np.sum(gaussian_filter1d(impulse, sigma=sigma, mode="wrap") ** 2)))
+    return gaussian_filter1d(rng.standard_normal(length), sigma=sigma, mode="wrap")[100:-100] / spread
 
 
 def _blinks(count: int, fps: float, rng: np.random.Generator) -> np.ndarray:
