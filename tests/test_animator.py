@@ -288,6 +288,48 @@ def test_a_face_a_tenth_of_the_frame_high_is_found_in_any_framing(face, referenc
 def test_not_an_rgb_array():
     with pytest.raises(VivifyError, match="expected an RGB uint8 array"):
         Animator(np.zeros((10, 10), np.float32))
+    with pytest.raises(VivifyError) as error:
+        Animator(np.zeros((0, 0, 3), np.uint8))  # MediaPipe failed inside its graph
+    assert str(error.value) == "portrait: expected an RGB uint8 array of shape H×W×3, got uint8 (0, 0, 3)"
+
+
+def test_bad_driving_frames_and_landmarks_are_named(face):
+    animator = Animator(face, rate=25.0)
+    bad_frames = {"float64 (256, 256, 3)": face / 255.0, "uint8 (256, 256)": face[..., 0],
+                  "uint8 (256, 256, 4)": np.dstack([face, face[..., :1]])}
+    for got, frame in bad_frames.items():
+        for call in (animator.render, animator.track):
+            with pytest.raises(VivifyError) as error:
+                call(frame)
+            assert str(error.value) == f"driving frame: expected an RGB uint8 array of shape H×W×3, got {got}"
+    with pytest.raises(VivifyError) as error:
+        animator.render(face, np.zeros((10, 2)))
+    assert str(error.value) == "landmarks: expected the 478×3 array that `track` returns, got float64 (10, 2)"
+    animator.close()
+
+
+def test_a_closed_animator_says_so(face):
+    animator = Animator(face, rate=25.0)
+    animator.render(face)
+    animator.close()
+    for call in (animator.render, animator.track):
+        with pytest.raises(RuntimeError, match="this Animator is closed"):
+            call(face)
+    animator.close()  # closing again does nothing
+
+
+def test_a_driving_frame_at_another_size_moves_the_face_as_at_the_reference_size(face):
+    """A stream that changes its resolution: the same picture at twice or half the size is the same pose, not a
+    head that came closer (it tore the portrait apart)."""
+    moved = similarity_frame(face, (128, 110), shift=(6.0, -4.0))
+    renders = []
+    for size in (256, 512, 128):
+        animator = Animator(face, rate=25.0, smoothing=False)
+        animator.render(face)
+        renders.append(animator.render(cv2.resize(moved, (size, size), interpolation=cv2.INTER_AREA)).astype(float))
+        animator.close()
+    assert np.abs(renders[1] - renders[0]).mean() < 1.0
+    assert np.abs(renders[2] - renders[0]).mean() < 2.0
 
 
 def test_first_frames_without_a_face(face):
@@ -453,8 +495,8 @@ def test_small_holes_in_the_person_mask_are_filled():
 
 
 def test_driving_frames_of_another_size_than_the_reference(face):
-    """The reference is a full frame, the later frames a crop of another size (a stream that changes its
-    resolution): the body's flow, which compares frames pixel for pixel, sits out; rendering goes on."""
+    """The reference is a full frame, the later frames a crop of another shape (a stream that changes its
+    framing): the body's flow, which compares frames pixel for pixel, sits out; rendering goes on."""
     cropped = np.ascontiguousarray(similarity_frame(face, (128, 110), shift=(6.0, 0.0))[40:, 30:])
     outputs = []
     for body in (True, False):

@@ -11,7 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from vivify.errors import VivifyError
-from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
+from vivify.landmarks.facemesh import NUM_LANDMARKS, FaceTracker, detect_faces, face_size
 from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion, BodyShift
 from vivify.motion.pose import IDENTITY
@@ -51,7 +51,8 @@ class Animator:
     >>> frame_out = animator.render(driving_rgb)     # H×W×3 uint8, the portrait's size
 
     The first frame rendered is the reference (the driver's neutral pose and expression) unless
-    `reference` gives one. Making an animator limits NumPy's linear algebra (BLAS) to one thread in this
+    `reference` gives one. Later driving frames may have another size: they are scaled to the reference frame's
+    height (the same view at another resolution). Making an animator limits NumPy's linear algebra (BLAS) to one thread in this
     process (see `_single_threaded_blas`). Options:
       face: which face of the portrait, largest first (0).
       reference: a driving frame (RGB uint8) to use as the reference instead of the first rendered.
@@ -62,7 +63,7 @@ class Animator:
       detail: carry the driver's wrinkles and shading changes over as a clamped ratio image.
       body: move the hair, neck and body around the face as the driver's move (optical flow of the driving
         video); without it they follow only the head's pose. Off by itself where the portrait has several
-        faces, and for driving frames of another size than the reference frame.
+        faces, and for driving frames of another shape than the reference frame.
       rate: driving frame rate (frames/s), which sets the time constants of the filters.
       name: how error messages call the portrait (its file name).
       detected: the portrait's faces as `detect_faces` gives them, where the caller has found them already
@@ -127,6 +128,7 @@ class Animator:
         self._interiors = [InteriorPainter(feature, points) for feature in features]
         self._eyelids = EyelidPainter(points)
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
+        self._closed = False
         self._body_trust = 1.0  # how far the body's flow is followed (`_trusted`)
         self.frames_with_face = 0
         self._detail = detail
@@ -187,12 +189,14 @@ class Animator:
         Frames must be tracked in order. `render(frame)` does this itself; a caller may instead track in
         another thread, ahead of rendering, and pass the result to `render(frame, landmarks)`.
         """
-        return self._detect(frame)
+        return self._detect(_check_rgb(frame, "driving frame"))
 
     def _detect(self, frame: np.ndarray) -> np.ndarray | None:
         return self._ensure_tracker().detect(frame)
 
     def _ensure_tracker(self) -> FaceTracker:
+        if self._closed:
+            raise RuntimeError("this Animator is closed: it renders and tracks no more frames")
         if self._tracker is None:
             self._tracker = FaceTracker()
         return self._tracker
@@ -205,6 +209,13 @@ class Animator:
         """
         if frame is None and landmarks is _MISSING:
             raise ValueError("render needs a frame or landmarks")
+        if self._closed:
+            raise RuntimeError("this Animator is closed: it renders and tracks no more frames")
+        if frame is not None:
+            frame = _check_rgb(frame, "driving frame")
+        if landmarks is not _MISSING and landmarks is not None:
+            landmarks = _check_landmarks(landmarks)
+        frame, landmarks = self._at_reference_size(frame, landmarks)
         tracker = self._ensure_tracker() if landmarks is _MISSING else None
         if tracker is not None:
             tracker.submit(frame)
@@ -263,6 +274,22 @@ class Animator:
         self._eyelids.paint(out, self.last_target, warp_target)
         return out
 
+    def _at_reference_size(self, frame: np.ndarray | None, landmarks: np.ndarray | _Missing | None,
+                           ) -> tuple[np.ndarray | None, np.ndarray | _Missing | None]:
+        """A driving frame of another height than the reference frame (a stream that changes its resolution), and
+        its landmarks, scaled to the reference frame's height: the motion is measured in its pixels, and the same
+        face at another resolution read as a head that came closer or went away. The view is taken to keep its
+        height: a frame of another shape (a wider or narrower crop) also keeps its width."""
+        reference = self._reference_frame
+        if frame is None or reference is None or frame.shape[0] == reference.shape[0]:
+            return frame, landmarks
+        scale = reference.shape[0] / frame.shape[0]
+        size = (max(1, round(frame.shape[1] * scale)), reference.shape[0])
+        resized = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        if isinstance(landmarks, np.ndarray):
+            landmarks = landmarks * scale
+        return resized, landmarks
+
     def _frame_shading(self, frame: np.ndarray | None) -> np.ndarray | None:
         """The driving frame's `shading`, where the expression detail will need it."""
         if not self._detail or frame is None or self._reference_shading is None:
@@ -300,6 +327,7 @@ class Animator:
     def close(self) -> None:
         """End the helper thread and the face tracker. The animator renders no more frames after it; closing it
         again does nothing (MediaPipe's graph raises if closed twice)."""
+        self._closed = True
         self._helper.shutdown()
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
@@ -325,6 +353,17 @@ def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise VivifyError(f"{name}: expected an RGB uint8 array of shape H×W×3")
+    if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+            or 0 in image.shape):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise VivifyError(f"{name}: expected an RGB uint8 array of shape H×W×3, got {got}")
     return np.ascontiguousarray(image)
+
+
+def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    points = np.asarray(landmarks)
+    if points.ndim != 2 or points.shape[0] != NUM_LANDMARKS or points.shape[1] not in (2, 3) \
+            or not np.issubdtype(points.dtype, np.number):
+        raise VivifyError(f"landmarks: expected the {NUM_LANDMARKS}×3 array that `track` returns, "
+                          f"got {points.dtype} {points.shape}")
+    return points
