@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import av
@@ -39,10 +40,12 @@ def _frames(path) -> list[np.ndarray]:
 @pytest.mark.parametrize("runner", ["local", "ray"])
 def test_chunks_join_without_a_seam(inputs, tmp_path, runner):
     portrait, driving = inputs
-    marks = Marks.create(ingredients=(portrait, driving))  # one content id, so one watermark for both videos
+    marks = Marks.create(ingredients=(portrait, driving))
     single = animate(portrait, driving, tmp_path / "single.mp4", marks=marks)
     run = local_runner if runner == "local" else ray_runner(num_cpus=2)
-    chunked = animate_chunked(portrait, driving, tmp_path / "chunked.mp4", chunks=3, run=run, marks=marks)
+    # A copy of the marks, with their content id: one watermark for both videos (one Marks marks one output).
+    chunked = animate_chunked(portrait, driving, tmp_path / "chunked.mp4", chunks=3, run=run,
+                              marks=dataclasses.replace(marks))
     a, b = _frames(single), _frames(chunked)
     assert len(a) == len(b) == 75
     difference = np.array([np.abs(x - y).mean() for x, y in zip(a, b, strict=True)])

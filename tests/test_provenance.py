@@ -23,8 +23,10 @@ from PIL import Image
 
 from vivify.cli import main
 from vivify.demo import driving_frames
+from vivify.pipeline import animate
 from vivify.provenance import audit, metadata
-from vivify.provenance.label import find_label
+from vivify.provenance.label import LabelSettings, find_label
+from vivify.provenance.marks import Marks
 from vivify.provenance.verify import verify
 
 FPS = Fraction(25)
@@ -88,6 +90,19 @@ def test_audit_log_records_the_generation(material, data_dir):
     assert record["command"][:2] == ["vivify", "animate"]
     assert record["label"] == {"text": "AI生成 / AI-generated", "position": "top-left", "enabled": True}
     assert record["signer"]
+
+
+def test_a_callers_marks_name_the_inputs_and_mark_one_output_only(material, tmp_path):
+    """Marks made for a label or a signer only (as the README shows for the Python API) lost the inputs from the
+    manifest and the audit log; passed again, they gave a second video the first one's content id."""
+    marks = Marks.create(label=LabelSettings(position="top-left"))
+    out = animate(material["portrait"], material["driving"], tmp_path / "api.mp4", marks=marks)
+    report = verify(out)
+    assert report["c2pa"]["ingredients"] == ["portrait.png", "driving.mp4"]
+    assert report["visible_label"]["position"] == "top-left"
+    with pytest.raises(ValueError, match=f"these marks \\(content id {report['content_id']}\\) are another output's"):
+        animate(material["portrait"], material["driving"], tmp_path / "again.mp4", marks=marks)
+    assert not (tmp_path / "again.mp4").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["api.mp4"]
 
 
 def test_watermark_outlives_a_reencode_that_drops_the_other_machine_marks(material):

@@ -83,8 +83,8 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
     """`vivify.pipeline.animate` split into `chunks`, rendered by `run(calls)` (which runs each
     `(render_chunk, args)` call, in parallel where it can, and returns their results in order), and joined."""
     refuse_input_as_output(output, portrait_path, driving_path)
-    if marks is None:
-        marks = Marks.create(ingredients=(portrait_path, driving_path))
+    marks = Marks.create(ingredients=(portrait_path, driving_path)) if marks is None \
+        else marks.naming_inputs((portrait_path, driving_path))
     reference = reference_of(Path(driving_path))
     with open_video(driving_path) as video:
         fps, has_audio, times = video.fps, video.has_audio, video.frame_times()

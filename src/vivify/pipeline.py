@@ -141,8 +141,8 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     """
     portrait_name = str(portrait_path)
     refuse_input_as_output(output, portrait_path, driving_path)
-    if marks is None:
-        marks = Marks.create(ingredients=(portrait_path, driving_path))
+    marks = Marks.create(ingredients=(portrait_path, driving_path)) if marks is None \
+        else marks.naming_inputs((portrait_path, driving_path))
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
     # The writer opens before the (slower) face set-up, so a bad or existing OUT fails at once; leaving the
     # block by an error removes its temporary output and leaves OUT as it was.
@@ -316,6 +316,8 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     if marks is None:
         # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
         marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))
+    else:
+        marks.naming_inputs((*portrait_paths, driving_path))
     label = marks.label
     if captions and label.enabled and label.position.startswith("bottom"):
         log.warning("the visible label at the %s covers the caption of the cell there (top-left or top-right "

@@ -112,8 +112,7 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     refuse_input_as_output(output, *inputs)
     check_output(output, overwrite)  # now, not after the speech's analysis (up to a minute)
     speech = speech_input(audio, text, lang, voice, max_seconds)
-    if marks is None:
-        marks = Marks.create(ingredients=inputs)
+    marks = Marks.create(ingredients=inputs) if marks is None else marks.naming_inputs(inputs)
     portrait = fit_portrait(load_portrait(portrait_path), size, max_side)
     count = frames_covering(speech.duration, fps)
     name = str(audio) if audio is not None else "the text"
@@ -219,8 +218,7 @@ def dub(video_path: str | Path, output: str | Path, *, audio: str | Path | None 
     refuse_input_as_output(output, *inputs)
     check_output(output, overwrite)  # now, not after the speech's analysis (up to a minute)
     speech = speech_input(audio, text, lang, voice, max_seconds)
-    if marks is None:
-        marks = Marks.create(ingredients=inputs)
+    marks = Marks.create(ingredients=inputs) if marks is None else marks.naming_inputs(inputs)
     landmarks, interior_frame, interior_points = _track_video(video_path, size, max_side)
     reshaper = MouthReshaper(interior_frame, interior_points)
     out_size = (interior_frame.shape[1], interior_frame.shape[0])  # every fitted frame's size

@@ -120,7 +120,8 @@ def open_writer(
 
     Raises VivifyError for an unsupported extension, an existing OUT without `overwrite`, an
     unwritable or missing directory, or an unreadable `audio_source`; ValueError for a bad
-    fps/size (H.264 and VP9 need even width and height: the caller rounds).
+    fps/size (H.264 and VP9 need even width and height: the caller rounds), and for `marks` that marked
+    another output already.
     """
     display, out, kind, muxer = _target(path, overwrite)
 
@@ -140,6 +141,8 @@ def open_writer(
         log.warning("%s: %s holds no sound: the sound of %s is left out (an .mp4, .mov or .webm keeps it)",
                     display, "a GIF" if kind == "gif" else "a folder of frames", os.fspath(audio_source))
 
+    if marks is not None:
+        marks.claim()
     temp = make_temp_beside(display, out, folder=(kind == "png"))
     backend: _Backend | None = None
     try:

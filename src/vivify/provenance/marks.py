@@ -63,7 +63,8 @@ class FrameMarker:
 
 @dataclass
 class Marks:
-    """What the marks of one output need. Make it with `Marks.create` before rendering starts."""
+    """What the marks of one output need. Make it with `Marks.create` before rendering starts, one per output:
+    its content id names one generation, so a writer refuses marks that marked another output already."""
 
     identity: SigningIdentity
     label: LabelSettings = field(default_factory=LabelSettings)
@@ -75,6 +76,7 @@ class Marks:
     # reports it.
     _markers: list[FrameMarker] = field(default_factory=list, init=False, repr=False)
     _file_seconds: float = field(default=0.0, init=False, repr=False)
+    _claimed: bool = field(default=False, init=False, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -92,6 +94,21 @@ class Marks:
                     options=dict(options or {}))
         marks._file_seconds = time.perf_counter() - start
         return marks
+
+    def claim(self) -> None:
+        """Take these marks for the output being opened; ValueError where they marked one already (two files
+        under one content id would be one generation to the watermark, the manifests and the audit log)."""
+        if self._claimed:
+            raise ValueError(f"these marks (content id {self.content_id}) are another output's already: "
+                             "make one Marks per output (Marks.create)")
+        self._claimed = True
+
+    def naming_inputs(self, inputs: Sequence[str | Path]) -> Marks:
+        """These marks, with `inputs` as their ingredients where the caller named none (a caller's marks that set
+        only the label or the signer)."""
+        if not self.ingredients:
+            self.ingredients = tuple(Path(p) for p in inputs)
+        return self
 
     def frame_marker(self, size: tuple[int, int], fps: Fraction | float | None) -> FrameMarker:
         start = time.perf_counter()
@@ -149,8 +166,9 @@ class Marks:
 
     # -- the log -------------------------------------------------------------------------------------------
 
-    def log(self, output: Path, frames: int) -> None:
-        """Append this generation to the audit log (before the output is published)."""
+    def log(self, output: str | Path, frames: int | None) -> None:
+        """Append this generation to the audit log (before the output is published); a live stream has no
+        file (`output` names it) and its length is not known beforehand (`frames` None)."""
         inputs = []
         for ingredient in self.ingredients:
             try:
