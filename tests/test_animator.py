@@ -308,6 +308,24 @@ def test_bad_driving_frames_and_landmarks_are_named(face):
     animator.close()
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"reference": "middle"}, 'reference \'middle\': expected "first", "best" or a frame number such as "12"'),
+    ({"faces": "bogus"}, 'faces \'bogus\': expected "all" or face numbers from 0, such as [0, 2]'),
+    ({"faces": [0, -1]}, 'faces [0, -1]: expected "all" or face numbers from 0, such as [0, 2]'),
+    ({"size": (0, 0)}, "output size (0, 0): expected (width, height), each at least 2 px"),
+    ({"max_side": 1}, "longest side 1: expected at least 2 px"),
+])
+def test_bad_options_of_the_python_api_are_named(face, tmp_path, options, message):
+    """The Python API's own options, which the command line checks as it parses them: they failed with
+    Python's or OpenCV's errors."""
+    portrait = tmp_path / "portrait.png"
+    cv2.imwrite(str(portrait), face[..., ::-1])
+    with pytest.raises(VivifyError) as error:
+        pipeline.animate(portrait, tmp_path / "driving.mp4", tmp_path / "out.mp4", **options)
+    assert str(error.value) == message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["portrait.png"]
+
+
 def test_a_closed_animator_says_so(face):
     animator = Animator(face, rate=25.0)
     animator.render(face)

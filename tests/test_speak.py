@@ -18,7 +18,7 @@ from vivify.errors import SpeechTooLong, VivifyError
 from vivify.eval.sync import best_correlation
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces
-from vivify.speaking import frame_schedule, speech_input
+from vivify.speaking import dub, frame_schedule, speak, speech_input
 from vivify.speech.audio import amplitude, frames_covering, write_wav
 from vivify.speech.performance import _HEAD_WANDER, perform
 from vivify.speech.phones import Phone, Speech
@@ -128,6 +128,20 @@ def test_the_frames_cover_the_whole_sound_at_a_low_frame_rate(portrait, tmp_path
     with av.open(str(out)) as container:
         heard = sum(frame.samples for frame in container.decode(audio=0)) / container.streams.audio[0].rate
     assert frames == 3 and heard >= 1.19
+
+
+def test_the_python_api_names_what_is_missing_or_wrong(portrait, tmp_path):
+    """Without audio or text, speak() and dub() said "not both"; a frame rate the command line refuses was
+    accepted (a 500 fps file was written)."""
+    for call, source in ((speak, portrait), (dub, tmp_path / "interview.mp4")):
+        with pytest.raises(VivifyError) as error:
+            call(source, tmp_path / "out.mp4")
+        assert str(error.value) == "give an audio file or --text to say"
+    for fps in (500, 12.5, 0):
+        with pytest.raises(VivifyError) as error:
+            speak(portrait, tmp_path / "out.mp4", text="hello", fps=fps)
+        assert str(error.value) == f"fps {fps!r}: expected a whole number of frames a second from 1 to 120"
+    assert not (tmp_path / "out.mp4").exists()
 
 
 def test_the_head_wanders_as_little_in_a_short_clip_as_in_a_long_one():

@@ -140,6 +140,10 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     problems with the inputs or options.
     """
     portrait_name = str(portrait_path)
+    _check_reference(reference)
+    if not (faces is None or faces == "all" or (not isinstance(faces, str) and all(
+            isinstance(index, int) and index >= 0 for index in faces))):
+        raise VivifyError(f"faces {faces!r}: expected \"all\" or face numbers from 0, such as [0, 2]")
     refuse_input_as_output(output, portrait_path, driving_path)
     marks = Marks.create(ingredients=(portrait_path, driving_path)) if marks is None \
         else marks.naming_inputs((portrait_path, driving_path))
@@ -163,6 +167,11 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
                    if len(animators) > 1 else None)
         _render_here(animators, pool, video, driving_path, reference, writer, compose, progress)
     return Path(output)
+
+
+def _check_reference(reference: str) -> None:
+    if not (reference in ("first", "best") or (isinstance(reference, str) and reference.isdigit())):
+        raise VivifyError(f"reference {reference!r}: expected \"first\", \"best\" or a frame number such as \"12\"")
 
 
 def _chosen_faces(detected: list[np.ndarray], name: str, faces: Sequence[int] | str) -> list[int]:
@@ -310,6 +319,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
                               "one line of text")
     cell = (cell_size[0] - cell_size[0] % 2, cell_size[1] - cell_size[1] % 2)
     check_layout(rows, cols, cell)
+    _check_reference(reference)
     refuse_input_as_output(output, driving_path, *portrait_paths)
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
     cells = [frame_portrait(load_portrait(path), cell, str(path)) for path in portrait_paths]

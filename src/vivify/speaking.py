@@ -33,6 +33,7 @@ from vivify.speech.visemes import MouthTrack, mouth_track
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25
+MAX_FPS = 120
 # Languages whose phones the recogniser knows; any other language's audio is shaped acoustically.
 RECOGNISED_LANGUAGES = ("en",)
 
@@ -40,7 +41,9 @@ RECOGNISED_LANGUAGES = ("en",)
 def speech_input(audio: str | Path | None, text: str | None, lang: str, voice: str | None,
                  max_seconds: float) -> Speech:
     """The speech to say, from an audio file or (with `text`) synthesised by espeak-ng with its phones."""
-    if (audio is None) == (text is None):
+    if audio is None and text is None:
+        raise VivifyError("give an audio file or --text to say")
+    if audio is not None and text is not None:
         raise VivifyError("give either an audio file or --text, not both")
     if text is not None:
         from vivify.speech.synth import synthesize  # loads libespeak-ng: only when text is spoken or checked
@@ -108,6 +111,8 @@ def speak(portrait_path: str | Path, output: str | Path, *, audio: str | Path | 
     instead of recognised phones; `accurate` recognises English by words (closer lip sync, about real time
     to recognise instead of 15× faster). Raises VivifyError for problems with the inputs or options.
     """
+    if not (isinstance(fps, int) and 1 <= fps <= MAX_FPS):
+        raise VivifyError(f"fps {fps!r}: expected a whole number of frames a second from 1 to {MAX_FPS}")
     inputs = (portrait_path,) if audio is None else (portrait_path, audio)
     refuse_input_as_output(output, *inputs)
     check_output(output, overwrite)  # now, not after the speech's analysis (up to a minute)

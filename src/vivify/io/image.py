@@ -162,6 +162,10 @@ def fit_portrait(portrait: np.ndarray, size: tuple[int, int] | None = None,
                  max_side: int | None = None) -> np.ndarray:
     """The portrait at the output's size: `size` (W, H) exactly (scaled to cover, centre-cropped), or
     scaled down so its longer side is at most `max_side`; each side then rounded down to even (H.264)."""
+    if size is not None and (len(size) != 2 or min(size) < 2):
+        raise VivifyError(f"output size {size}: expected (width, height), each at least 2 px")
+    if max_side is not None and max_side < 2:
+        raise VivifyError(f"longest side {max_side}: expected at least 2 px")
     height, width = portrait.shape[:2]
     if size is not None:
         out_w, out_h = size
