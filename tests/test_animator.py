@@ -600,6 +600,20 @@ def test_the_engine_loads_without_mediapipes_drawing_tools():
                           check=True).stdout.strip() == "False"
 
 
+def test_a_program_that_imports_mediapipe_after_the_engine_gets_all_of_it():
+    """After the engine's loading, `import mediapipe` gave a package without `solutions` (AttributeError)."""
+    import subprocess
+    import sys
+
+    script = ("import vivify.animator, mediapipe as mp, mediapipe.python.solutions as solutions; "
+              "from vivify.landmarks import mediapipe_graphs; "
+              "print(mp.__version__, mp.solutions.face_mesh is mediapipe_graphs.face_mesh, "
+              "solutions.drawing_utils.__name__, mp.tasks.__name__)")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          ).stdout.split() == ["0.10.21", "True", "mediapipe.python.solutions.drawing_utils",
+                                               "mediapipe.tasks.python"]
+
+
 def test_an_animator_runs_numpys_linear_algebra_on_one_thread():
     """OpenBLAS keeps idle threads spinning after each call; on two cores they take the core that MediaPipe
     works on. The engine's matrices are small, so an animator keeps BLAS to one thread, also where the caller

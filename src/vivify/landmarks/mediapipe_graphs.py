@@ -16,12 +16,24 @@ import sys
 
 
 def _register_namespace(name: str) -> None:
-    """Make package `name` importable from without running its `__init__`."""
+    """Make package `name` importable from without running its `__init__`. What that `__init__` would have
+    added comes on first use (PEP 562's module `__getattr__`): a submodule is imported; any other name runs the
+    `__init__` itself, so a program that imports mediapipe after vivify gets the whole package."""
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
+    if spec is None or spec.submodule_search_locations is None or spec.loader is None:
         raise ImportError(f"{name} is not an installed package")
     module = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
     module.__path__ = list(spec.submodule_search_locations)
+    loader = spec.loader
+
+    def complete(attribute: str) -> object:
+        if importlib.util.find_spec(f"{name}.{attribute}") is not None:
+            return importlib.import_module(f"{name}.{attribute}")
+        del module.__getattr__  # once: the package's own `__init__` defines the rest
+        loader.exec_module(module)
+        return getattr(module, attribute)
+
+    module.__getattr__ = complete  # type: ignore[method-assign]
     sys.modules[name] = module
 
 
