@@ -1,5 +1,8 @@
 # Set-up in two commands: `make demo` (installs everything, renders a demo) and `make test`.
-PYTHON ?= python3
+# mediapipe 0.10.21 has wheels for Python 3.10-3.12 only: the first such interpreter found is used (Debian 12's
+# python3 is 3.11; Debian 13's is 3.13, so there a 3.10-3.12 must be installed first, or named: PYTHON=...).
+PYTHON ?= $(firstword $(foreach candidate,python3 python3.12 python3.11 python3.10,\
+  $(shell command -v $(candidate) >/dev/null 2>&1 && $(candidate) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null && echo $(candidate))))
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages: OpenCV's GUI build (pulled in by mediapipe) needs libGL and GLib; venv and pip for Python;
@@ -28,6 +31,8 @@ system-deps:
 	fi
 
 $(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "vivify needs Python 3.10, 3.11 or 3.12 (mediapipe 0.10.21 has no wheel for" \
+	  "$$(python3 --version 2>&1)): install one and run make PYTHON=python3.12"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"

@@ -52,8 +52,8 @@ class Animator:
 
     The first frame rendered is the reference (the driver's neutral pose and expression) unless
     `reference` gives one. Later driving frames may have another size: they are scaled to the reference frame's
-    height (the same view at another resolution). Making an animator limits NumPy's linear algebra (BLAS) to one thread in this
-    process (see `_single_threaded_blas`). Options:
+    height (the same view at another resolution). Making an animator limits NumPy's linear algebra (BLAS) to
+    one thread in this process (see `_single_threaded_blas`). Options:
       face: which face of the portrait, largest first (0).
       reference: a driving frame (RGB uint8) to use as the reference instead of the first rendered.
       absolute: give the portrait the driver's face shape instead of applying only the driver's changes.

@@ -111,9 +111,9 @@ def _sing_demo(folder: Path, portrait: Path, driving: Path) -> Path:
     versions = {"astronaut": photo, "mirrored": ImageOps.mirror(photo),
                 "grey": ImageOps.grayscale(photo).convert("RGB"), "sepia": ImageOps.colorize(
                     ImageOps.grayscale(photo), black=(40, 26, 13), white=(255, 240, 205))}
-    paths = []
-    for name, image in versions.items():
-        path = folder / f"{name}.png"
+    paths = [portrait]
+    for name, image in list(versions.items())[1:]:
+        path = portrait.with_name(f"{name}.png")
         image.save(path)
         paths.append(path)
     return sing(driving, paths, folder / "astronauts_singing.mp4", captions=list(versions), overwrite=True)
@@ -155,11 +155,14 @@ def render_demos(folder: Path, overwrite: bool = False) -> list[Path]:
         raise VivifyError(f"{folder}: cannot make the folder ({error.strerror})") from None
     # The driving clip is synthetic too (performed by the engine from the photo): marked like any output.
     driving = write_performed_clip(folder / "driving_synthetic.mp4", Marks.create(command=("vivify", "demo")))
-    portrait = folder / "astronaut.png"
+    # The photos the videos start from, apart from them: they are photos, not generated, and carry no marks.
+    photos = folder / "photos"
+    photos.mkdir(exist_ok=True)
+    portrait = photos / "astronaut.png"
     Image.fromarray(astronaut()).save(portrait)
     outputs = [animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True)]
     outputs.append(_sing_demo(folder, portrait, driving))
-    head = folder / "astronaut_head.png"
+    head = photos / "astronaut_head.png"
     Image.fromarray(face_crop(512)).save(head)
     outputs.append(speak(head, folder / "astronaut_speaking.mp4", text=_DEMO_SENTENCE, overwrite=True))
     for portrait_name, driving_name in _SHARED_DEMOS:
