@@ -231,11 +231,11 @@ def test_run_static_baseline(
 
     figures = json.loads(json_path.read_text())
     clip = figures["clips"][0]
-    assert clip["frames"] == 6  # fewer frames than asked: all of them
+    assert clip["frames"] == 5  # fewer frames than asked: all of them but frame 0, the portrait
     assert clip["crop"] == {"x": 0, "y": 0, "side": 256}
     static = clip["methods"]["static"]
     assert static["l1"] > 0
-    assert static["akd"] > 2  # mean drift 7.5 px, frame 0 included
+    assert static["akd"] > 6  # mean drift 9 px over frames 1-5
     assert clip["no_face"] == 0
     # The stub is the static baseline: both rows agree.
     assert clip["methods"]["vivify"] == static
@@ -250,7 +250,7 @@ def test_run_scores_the_generated_frames(
     run([moving_video], frames=4, json_path=json_path)
     capsys.readouterr()
     clip = json.loads(json_path.read_text())["clips"][0]
-    assert clip["frames"] == 4
+    assert clip["frames"] == 3  # frames 1-3: frame 0 is the portrait
     assert clip["methods"]["vivify"] == {"l1": 0.0, "akd": 0.0, "aed": 0.0, "fallback": 0}
     assert clip["methods"]["static"]["l1"] > 0
 
@@ -264,7 +264,7 @@ def test_run_passes_rate_and_options(moving_video: Path, monkeypatch: pytest.Mon
             seen.append(options)
 
     monkeypatch.setattr(reenact, "Animator", Recorder)
-    run([moving_video], frames=1, animator_options={"smoothing": False})
+    run([moving_video], frames=2, animator_options={"smoothing": False})
     assert seen[0]["rate"] == pytest.approx(25.0)
     assert seen[0]["smoothing"] is False
 
@@ -281,8 +281,51 @@ def test_unreadable_video_names_the_file(tmp_path: Path) -> None:
 def test_no_face_in_frame_0_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp4"
     write_video(path, [np.full((128, 128, 3), 60 + 20 * i, np.uint8) for i in range(3)])
-    with pytest.raises(VivifyError, match=r"no face.*empty\.mp4"):
+    with pytest.raises(VivifyError, match=r"empty\.mp4: no face found in frame 0$"):
         run([path], frames=3)
+
+
+def test_frame_0_is_the_portrait_not_a_measurement(
+    tmp_path: Path, head: np.ndarray, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Frame 0 is the portrait: scored against itself it gave AKD 0 and AED 0 to a clip whose other frames have
+    no face, pulling the overall figures down."""
+    monkeypatch.setattr(reenact, "Animator", StubAnimator)
+    path = tmp_path / "face_then_grey.mp4"
+    write_video(path, [head] + [np.full_like(head, 128)] * 4)
+    json_path = tmp_path / "reenact.json"
+    assert run([path], frames=10, json_path=json_path) == 0
+    clip = json.loads(json_path.read_text())["clips"][0]
+    assert (clip["frames"], clip["no_face"]) == (4, 4)
+    for method in ("vivify", "static"):
+        assert clip["methods"][method]["akd"] is None and clip["methods"][method]["aed"] is None
+        assert clip["methods"][method]["l1"] > 0.1  # the grey frames against the face
+    assert "n/a" in capsys.readouterr().out
+
+
+def test_a_clip_of_one_frame_is_refused(tmp_path: Path, head: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With frame 0 as the portrait, a one-frame clip has nothing to measure (it reported zeros)."""
+    monkeypatch.setattr(reenact, "Animator", StubAnimator)
+    path = tmp_path / "one.mp4"
+    write_video(path, [head])
+    with pytest.raises(VivifyError, match=r"one\.mp4: has only one frame: nothing drives its frame 0"):
+        run([path], frames=30)
+    with pytest.raises(VivifyError, match=r"need frames >= 2"):
+        run([path], frames=1)
+
+
+def test_every_clip_is_checked_before_any_is_measured(
+    moving_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clip with no face in frame 0 is found before minutes go on the clips before it."""
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a clip was measured before every clip was checked")
+
+    monkeypatch.setattr(reenact, "evaluate_clip", measured)
+    faceless = tmp_path / "noface.mp4"
+    write_video(faceless, [np.full((128, 128, 3), 90, np.uint8)] * 3)
+    with pytest.raises(VivifyError, match=r"noface\.mp4: no face found in frame 0"):
+        run([moving_video, moving_video, faceless], frames=2)
 
 
 def test_run_with_the_engine(moving_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,3 +368,85 @@ def test_evals_read_clips_with_the_engines_reader(tmp_path, capsys, command, hea
     cv2.imwrite(str(still), head)
     assert main(["eval", command, str(still)]) == 2
     assert capsys.readouterr().err == f"vivify: error: {still}: is a still image, not a video\n"
+
+
+# --- eval sync and eval lipsync: dlib's mouth opening ---------------------------------------------------------
+
+
+def test_a_lost_face_is_not_measured_on_its_old_box(head: np.ndarray) -> None:
+    """Between detections the box is reused; once a detection finds no face, the frames measured on that box are
+    searched and the face-less ones left unmeasured, and the face is looked for on every frame until it is back
+    (the box was kept forever: grey frames were measured as a face)."""
+    from vivify.eval.sync import REDETECT, Track
+
+    track = Track(reenact._face_measure(1))
+    grey = np.full_like(head, 128)
+    frames = [head, head, grey, grey, grey, grey, grey, grey, head]
+    assert REDETECT == 5  # detections at frames 0 and 5 (none: frames 1-4 are searched), then on each frame
+    for frame in frames:
+        track.add(frame)
+    measured = [bool(np.isfinite(value)) for value in track.curve]
+    assert measured == [True, True, False, False, False, False, False, False, True]
+    assert [points is not None for points in track.points] == measured
+
+
+def test_eval_sync_prints_n_a_where_nothing_was_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell with no face has no r and no lag: "n/a", not a lag of +0."""
+    from vivify.cli import main
+
+    grey = tmp_path / "grey.mp4"
+    write_video(grey, [np.full((64, 64, 3), 100 + i, np.uint8) for i in range(4)])
+    json_path = tmp_path / "sync.json"
+    assert main(["eval", "sync", str(grey), str(grey), "--grid", "1x1", "--json", str(json_path)]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("0 "))
+    assert row == ["0", "n/a", "n/a", "0"]
+    cell = json.loads(json_path.read_text())["cells"][0]
+    assert (cell["r"], cell["lag"], cell["frames_with_face"]) == (None, None, 0)
+
+
+@pytest.fixture(scope="module")
+def silent_still(tmp_path_factory: pytest.TempPathFactory, head: np.ndarray) -> Path:
+    """Eight frames of a still face, with a silent sound track."""
+    from conftest import encode_clip
+
+    return encode_clip(tmp_path_factory.mktemp("lipsync") / "still.mp4", [head] * 8,
+                       sound=np.zeros(8 * 16000 // 25, np.float32))
+
+
+def test_lipsync_prints_n_a_where_nothing_was_measured(
+    silent_still: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Silence has no loudness curve: its correlations and the sync lag were never measured. They read "nan",
+    and the lag 0 that was never measured passed the "sync lag 0 ± 1" check."""
+    from vivify.cli import main
+
+    json_path = tmp_path / "lipsync.json"
+    assert main(["eval", "lipsync", str(silent_still), "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "inf" not in out
+    assert "sync lag 0 ± 1 in every clip: n/a" in out
+    report = json.loads(json_path.read_text())
+    clip = report["clips"][0]
+    assert clip["sync_lag"] is None and clip["sync_r"] is None
+    assert clip["loudness_r"] is None and clip["loudness_lag"] is None
+    assert report["sync_within_one"] is None and report["mean_loudness_r"] is None
+    assert "command" in report and "machine" in report
+
+
+def test_lipsync_checks_every_input_before_measuring(
+    silent_still: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown --lang is refused, as `vivify speak` refuses it (it silently followed the sound), and a missing
+    later clip is found before the first is measured."""
+    from vivify.cli import main
+    from vivify.eval import lipsync
+
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a clip was measured before every input was checked")
+
+    monkeypatch.setattr(lipsync, "evaluate_clip", measured)
+    assert main(["eval", "lipsync", str(silent_still), "--lang", "xx"]) == 2
+    assert capsys.readouterr().err.startswith("vivify: error: unsupported language 'xx'")
+    missing = tmp_path / "missing.mp4"
+    assert main(["eval", "lipsync", str(silent_still), str(missing)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {missing}: file not found\n"

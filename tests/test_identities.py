@@ -154,3 +154,57 @@ def test_the_evaluation_needs_the_shared_media(tmp_path, capsys):
                             (empty, f"holds none of the clips ({', '.join(identities_eval.CLIPS)})")]:
         assert main(["eval", "identities", str(folder)]) == 2
         assert capsys.readouterr().err == f"vivify: error: {folder}: {problem}\n"
+
+
+def test_the_evaluation_reports_n_a_where_no_face_was_measured(tmp_path, capsys, face):
+    """Probes with no face have no distance, on both sides alike, and are counted on both: the genuine spread
+    read "nan" and the impostor median "inf" (a face-less impostor probe counted as an infinite distance)."""
+    import json
+
+    from conftest import encode_clip
+
+    from vivify.cli import main
+
+    folder = tmp_path / "media"
+    (folder / "driving").mkdir(parents=True)
+    (folder / "portraits").mkdir()
+    # One person, seen in frame 0 only; a face-less "portrait" beside the astronaut as impostors.
+    encode_clip(folder / "driving" / "vox_driving2.mp4", [face] + [np.full_like(face, 90 + i) for i in range(14)])
+    cv2.imwrite(str(folder / "portraits" / "einstein.jpg"), _no_face())
+    json_path = tmp_path / "identities.json"
+    assert main(["eval", "identities", str(folder), "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "inf" not in out
+    assert "genuine distance: min n/a, median n/a, max n/a; probes with no face found: 10" in out
+    assert "impostor distance: min" in out and "; probes with no face found: 1" in out
+    report = json.loads(json_path.read_text())
+    assert report["genuine_distance"] == {"min": None, "median": None, "max": None}
+    assert report["farthest_genuine"] is None
+    assert (report["genuine_no_face"], report["impostor_no_face"], report["impostor_attempts"]) == (10, 1, 2)
+    astronaut_distance = report["closest_impostor"]["distance"]
+    assert report["impostor_distance"]["median"] == astronaut_distance  # over the probe with a face only
+    # The rates stay as they were: no face is a reject on both sides, a false reject and no false accept.
+    at_threshold = next(r for r in report["rates"] if r["threshold"] == report["threshold"])
+    assert at_threshold["false_rejects"] == 10 and at_threshold["frr"] == 1.0
+    assert at_threshold["false_accepts"] == (astronaut_distance <= report["threshold"])
+
+
+def test_the_evaluation_checks_the_folder_before_looking_under_it(tmp_path, capsys, monkeypatch):
+    """The folder is checked before anything under it is listed: given `/`, the whole disk was walked (30 s) to
+    protect its files from --json before "holds none of the clips"."""
+    from vivify.cli import main
+
+    def walked(self, pattern):
+        raise AssertionError(f"{self} was walked")
+
+    monkeypatch.setattr(Path, "rglob", walked)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "identities", str(empty), "--json", str(tmp_path / "figures.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"vivify: error: {empty}: holds none of the clips")
+    # The files it reads are still protected from the figures.
+    clip = empty / "driving" / "vox_driving2.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"")
+    assert main(["eval", "identities", str(empty), "--json", str(clip)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {clip}: is an input file; choose another output\n"

@@ -248,10 +248,11 @@ def test_best_correlation_finds_the_lag():
     with_gaps = driving.copy()
     with_gaps[::7] = np.nan  # frames without a face are left out, not zeros
     assert best_correlation(with_gaps, driving) == pytest.approx((1.0, 0))
-    # Nothing to correlate (no face in the cell, or a mouth that never moved): no r, rather than a made-up -1.
+    # Nothing to correlate (no face in the cell, or a mouth that never moved): no r, rather than a made-up -1, and
+    # no lag either (a lag of 0 passed the sync checks unmeasured).
     for unmeasured in (np.full(200, np.nan), np.zeros(200)):
         r, lag = best_correlation(unmeasured, driving)
-        assert np.isnan(r) and lag == 0
+        assert np.isnan(r) and lag is None
 
 
 def test_eval_sync_refuses_more_portraits_than_cells():

@@ -319,13 +319,22 @@ def test_real_clip_survives_crf_28_and_unmarked_clip_is_clean(tmp_path: Path) ->
 # -- the benchmark ---------------------------------------------------------------------------------------------
 
 
-def test_benchmark_runs_on_a_short_clip(tmp_path: Path) -> None:
-    from vivify.eval.watermark import ATTACKS, format_watermark_report, run_watermark_eval
+@pytest.fixture(scope="module")
+def short_clip_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The benchmark's report on 8 frames (0.32 s) of the astronaut, and its work folder."""
+    from vivify.eval.watermark import run_watermark_eval
 
+    tmp_path = tmp_path_factory.mktemp("watermark-eval")
     face = cv2.resize(astronaut()[0:300, 60:360], (256, 256), interpolation=cv2.INTER_AREA)
     frames = [similarity_frame(face, (128, 110), angle=3 * math.sin(i / 2)) for i in range(8)]
     clip = encode(tmp_path / "clip.mp4", frames, 18)
-    report = run_watermark_eval([clip], seconds=1.0, workdir=tmp_path / "work")
+    return run_watermark_eval([clip], seconds=1.0, workdir=tmp_path / "work"), tmp_path
+
+
+def test_benchmark_runs_on_a_short_clip(short_clip_report: tuple[dict, Path]) -> None:
+    from vivify.eval.watermark import ATTACKS, format_watermark_report
+
+    report, tmp_path = short_clip_report
     assert set(report["attacks"]) == set(ATTACKS)
     assert report["attacks"]["crf23"]["total"] == 1 and report["attacks"]["jpeg75"]["total"] == 8
     assert report["psnr_db"]["min"] >= 40.0
@@ -334,3 +343,67 @@ def test_benchmark_runs_on_a_short_clip(tmp_path: Path) -> None:
     assert (tmp_path / "work" / "00-clip" / "marked.mp4").is_file()
     text = format_watermark_report(report)
     assert "crf28" in text and "false-positive rate" in text
+
+
+def test_benchmark_records_its_command(short_clip_report: tuple[dict, Path]) -> None:
+    """As every eval does: the command line beside the machine, in the figures and under the table."""
+    from vivify.eval.figures import command_line
+    from vivify.eval.watermark import format_watermark_report
+
+    report, _ = short_clip_report
+    assert report["command"] == command_line() and report["machine"]
+    assert f"command: {command_line()}" in format_watermark_report(report)
+
+
+def test_benchmark_excerpt_of_a_short_clip_is_not_applicable(short_clip_report: tuple[dict, Path]) -> None:
+    """A "1 s excerpt" of a clip under 1 s is the whole clip: no attack, reported n/a (it counted as recovered)."""
+    from vivify.eval.watermark import format_watermark_report
+
+    report, tmp_path = short_clip_report
+    assert report["clips"][0]["attacks"]["excerpt1s"] is None
+    assert not (tmp_path / "work" / "00-clip" / "excerpt1s.mp4").exists()
+    excerpt = report["attacks"]["excerpt1s"]
+    assert (excerpt["recovered"], excerpt["total"]) == (0, 0)
+    assert math.isnan(excerpt["rate"]) and math.isnan(excerpt["confidence_mean"])
+    text = format_watermark_report(report)
+    assert "nan" not in text
+    assert next(line for line in text.splitlines() if line.startswith("excerpt1s")).split()[:4] == [
+        "excerpt1s", "0/0", "n/a", "n/a"]
+
+
+def test_benchmark_confidence_is_n_a_where_nothing_was_recovered(short_clip_report: tuple[dict, Path]) -> None:
+    """A miss has no confidence: an attack with nothing recovered printed "confidence 0.00"."""
+    import copy
+
+    from vivify.eval import watermark as watermark_eval
+
+    missed = copy.deepcopy(short_clip_report[0])
+    for clip in missed["clips"]:
+        for outcome in [*filter(None, clip["attacks"].values()), *clip["jpeg75"]["frames"]]:
+            outcome.update(found=False, correct=False, confidence=0.0)
+    missed["attacks"] = watermark_eval._summary(missed["clips"])
+    assert all(math.isnan(summary["confidence_mean"]) for summary in missed["attacks"].values())
+    rows = [line.split() for line in watermark_eval.format_watermark_report(missed).splitlines()
+            if line.split()[:1] and line.split()[0] in watermark_eval.ATTACKS]
+    assert len(rows) == len(watermark_eval.ATTACKS) and all(row[3] == "n/a" for row in rows)
+
+
+def test_benchmark_opens_every_clip_before_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A clip that is no video, or a folder, is refused before minutes go on the clips before it, as the other
+    evals refuse it (a folder was "no such file")."""
+    from vivify.cli import main
+    from vivify.eval import watermark as watermark_eval
+
+    def measured(*args: object) -> None:
+        raise AssertionError("a clip was measured before every clip was opened")
+
+    monkeypatch.setattr(watermark_eval, "_evaluate_clip", measured)
+    clip = encode(tmp_path / "clip.mp4", clip_frames(3), 23)
+    text = tmp_path / "text.mp4"
+    text.write_text("not a video")
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    assert main(["eval", "watermark", str(clip), str(text)]) == 2
+    assert capsys.readouterr().err.startswith(f"vivify: error: {text}: not a video or unreadable")
+    assert main(["eval", "watermark", str(clip), str(folder)]) == 2
+    assert capsys.readouterr().err == f"vivify: error: {folder}: is a directory, not a video\n"

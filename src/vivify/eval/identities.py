@@ -29,7 +29,7 @@ import numpy as np
 
 from vivify.demo import astronaut
 from vivify.errors import VivifyError
-from vivify.eval.reenact import command_line, machine
+from vivify.eval.figures import command_line, figure, machine
 from vivify.io.image import load_portrait
 from vivify.io.reports import write_json
 from vivify.io.video import open_video
@@ -82,9 +82,35 @@ def _rate(distances: list[float], threshold: float, accept: bool) -> tuple[int, 
 
 
 def _spread(distances: list[float]) -> dict[str, float]:
+    """Over the attempts whose probe had a face (a finite distance); NaN (not measured) where none had one."""
     if not distances:
         return {"min": math.nan, "median": math.nan, "max": math.nan}
     return {"min": min(distances), "median": float(np.median(distances)), "max": max(distances)}
+
+
+def _found(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attempts whose probe had a face: a probe with none has no distance (infinite: a reject)."""
+    return [a for a in attempts if math.isfinite(a["distance"])]
+
+
+def _missing(folder: Path) -> list[str]:
+    """The clips and stills `folder` lacks. Raises VivifyError when it is not there or holds none of the clips."""
+    if not folder.exists():
+        raise VivifyError(f"{folder}: not found (the shared media folder)")
+    if not folder.is_dir():
+        raise VivifyError(f"{folder}: is not a folder (give the shared media folder)")
+    missing = [name for name in (*CLIPS, *STILLS) if not (folder / name).exists()]
+    if all(name in missing for name in CLIPS):
+        raise VivifyError(f"{folder}: holds none of the clips ({', '.join(CLIPS)})")
+    return missing
+
+
+def inputs(shared_media: Path) -> list[Path]:
+    """The files the evaluation reads (which its figures must not replace), the folder checked first as
+    `evaluate` checks it: nothing else under it is looked at (it could be a whole disk)."""
+    folder = Path(shared_media)
+    missing = _missing(folder)
+    return [folder / name for name in (*CLIPS, *STILLS) if name not in missing]
 
 
 def evaluate(shared_media: Path) -> dict[str, Any]:
@@ -93,15 +119,9 @@ def evaluate(shared_media: Path) -> dict[str, Any]:
     Raises VivifyError when the folder is not there or holds none of the clips.
     """
     folder = Path(shared_media)
-    if not folder.exists():
-        raise VivifyError(f"{folder}: not found (the shared media folder)")
-    if not folder.is_dir():
-        raise VivifyError(f"{folder}: is not a folder (give the shared media folder)")
+    missing = _missing(folder)
     start = time.perf_counter()
-    missing = [name for name in (*CLIPS, *STILLS) if not (folder / name).exists()]
     clips = {name: person for name, person in CLIPS.items() if name not in missing}
-    if not clips:
-        raise VivifyError(f"{folder}: holds none of the clips ({', '.join(CLIPS)})")
     genuine: list[dict[str, Any]] = []
     impostor: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -133,23 +153,22 @@ def evaluate(shared_media: Path) -> dict[str, Any]:
     # Which registered person was taken for whom at THRESHOLD: shows whether false accepts are spread or clustered.
     confused = Counter((a["registered"], a["person"]) for a in impostor
                        if a["distance"] <= ProtectedIdentities.THRESHOLD)
-    closest = min(impostor, key=lambda a: a["distance"])
-    farthest = max((a for a in genuine if math.isfinite(a["distance"])), key=lambda a: a["distance"],
-                   default={"probe": "none"})
-    finite = [d for d in g if math.isfinite(d)]
+    genuine_found, impostor_found = _found(genuine), _found(impostor)
     return {
         "threshold": ProtectedIdentities.THRESHOLD,
         "people_registered": registered,  # person -> faces registered from frame 0
         "genuine_attempts": len(g),
         "impostor_attempts": len(i),
-        "genuine_no_face": len(g) - len(finite),
+        "genuine_no_face": len(genuine) - len(genuine_found),
+        "impostor_no_face": len(impostor) - len(impostor_found),
         "rates": rates,
-        "genuine_distance": _spread(finite),  # over the probes where a face was found
-        "impostor_distance": _spread(i),
-        "closest_impostor": closest,
+        # Over the probes where a face was found; NaN (null in the JSON) where none was.
+        "genuine_distance": _spread([a["distance"] for a in genuine_found]),
+        "impostor_distance": _spread([a["distance"] for a in impostor_found]),
+        "closest_impostor": min(impostor_found, key=lambda a: a["distance"], default=None),
         "false_accepts_by_pair": [{"registered": r, "probe_person": p, "count": n} for (r, p), n in
                                   sorted(confused.items())],
-        "farthest_genuine": farthest,
+        "farthest_genuine": max(genuine_found, key=lambda a: a["distance"], default=None),
         "missing": missing,
         "seconds": time.perf_counter() - start,
         "attempts": {"genuine": genuine, "impostor": impostor},
@@ -167,14 +186,16 @@ def run(shared_media: Path, json_path: Path | None = None) -> int:
     print(f"{'threshold':>9} {'false accepts':>14} {'FAR':>7} {'false rejects':>14} {'FRR':>7}")
     for r in report["rates"]:
         mark = "  <- THRESHOLD" if r["threshold"] == report["threshold"] else ""
-        print(f"{r['threshold']:>9.2f} {r['false_accepts']:>14} {r['far']:>7.2%} {r['false_rejects']:>14} "
-              f"{r['frr']:>7.2%}{mark}")
+        print(f"{r['threshold']:>9.2f} {r['false_accepts']:>14} {figure(r['far'], '.2%'):>7} "
+              f"{r['false_rejects']:>14} {figure(r['frr'], '.2%'):>7}{mark}")
     gd, idist = report["genuine_distance"], report["impostor_distance"]
-    print(f"genuine distance: min {gd['min']:.3f}, median {gd['median']:.3f}, max {gd['max']:.3f} "
-          f"({report['farthest_genuine']['probe']}); probes with no face found: {report['genuine_no_face']}")
-    closest = report["closest_impostor"]
-    print(f"impostor distance: min {idist['min']:.3f} ({closest['registered']} vs {closest['probe']}), "
-          f"median {idist['median']:.3f}")
+    farthest, closest = report["farthest_genuine"], report["closest_impostor"]
+    farthest_probe = "" if farthest is None else f" ({farthest['probe']})"
+    closest_pair = "" if closest is None else f" ({closest['registered']} vs {closest['probe']})"
+    print(f"genuine distance: min {figure(gd['min'])}, median {figure(gd['median'])}, max {figure(gd['max'])}"
+          f"{farthest_probe}; probes with no face found: {report['genuine_no_face']}")
+    print(f"impostor distance: min {figure(idist['min'])}{closest_pair}, median {figure(idist['median'])}; "
+          f"probes with no face found: {report['impostor_no_face']}")
     for pair in report["false_accepts_by_pair"]:
         print(f"  false accepts at {report['threshold']:.2f}: {pair['registered']} registered, "
               f"{pair['probe_person']} taken for them {pair['count']} times")

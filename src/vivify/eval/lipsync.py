@@ -15,20 +15,22 @@ MediaPipe) are compared frame by frame:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vivify.errors import VivifyError
-from vivify.eval.reenact import _face_measure, apply_crop, command_line, find_crop, machine
+from vivify.eval.figures import command_line, figure, machine, measured_mean
+from vivify.eval.reenact import Crop, _face_measure, apply_crop, portrait_crop
 from vivify.eval.sync import Track, best_correlation
 from vivify.io.reports import write_json
 from vivify.io.video import open_video
-from vivify.speaking import mouth_for, talking_frames
-from vivify.speech.audio import amplitude, read_speech
+from vivify.speaking import mouth_for, speech_input, talking_frames
+from vivify.speech.audio import DEFAULT_MAX_SECONDS, amplitude
 from vivify.speech.performance import perform
+from vivify.speech.phones import Speech
 
 SIZE = 256
 LAGS = tuple(range(-5, 6))
@@ -49,18 +51,16 @@ def _mouth_distance(generated: Sequence[np.ndarray | None], real: Sequence[np.nd
     return 100.0 * float(np.mean(distances)) if distances else float("nan")
 
 
-def evaluate_clip(path: Path, lang: str = "en", accurate: bool = False) -> dict[str, Any]:
-    """The figures of one real talking video (see the module's description)."""
+def evaluate_clip(path: Path, speech: Speech, crop: Crop, lang: str = "en", accurate: bool = False) -> dict[str, Any]:
+    """The figures of one real talking video (see the module's description): `speech` is its audio, `crop` its
+    frame 0's (`speech_input`, `portrait_crop`). Figures not measured (no face, a mouth that never moves) are
+    NaN, their lags None."""
     measure = _face_measure(1)
-    speech = read_speech(path)
     warnings: list[str] = []
     with open_video(path) as video:
         fps = float(video.fps)
         frames = video.frames()
-        first = next(frames, None)
-        crop = None if first is None else find_crop(first, measure, min_side=SIZE)
-        if crop is None:
-            raise VivifyError(f"{path.name}: no face found in the first frame")
+        first = next(frames)
         count = video.frame_count or round(speech.duration * fps)
         poses = perform(mouth_for(speech, fps, count, lang, path.name, warnings.append, accurate), speech, fps)
         real, generated = Track(measure), Track(measure)
@@ -83,23 +83,43 @@ def evaluate_clip(path: Path, lang: str = "en", accurate: bool = False) -> dict[
             "sync_lag": sync_lag, "sync_r": sync_r, "warnings": warnings}
 
 
+def _sync_within_one(lags: Sequence[int | None]) -> bool | None:
+    """Whether every clip's sync lag is 0 ± 1: no as soon as one measured lag is not, None (no verdict) where
+    none is off but some were not measured."""
+    if any(lag is not None and abs(lag) > 1 for lag in lags):
+        return False
+    return None if None in lags else True
+
+
 def run(videos: Sequence[Path], lang: str, json_path: Path | None, accurate: bool = False) -> int:
-    results = [evaluate_clip(Path(video), lang, accurate) for video in videos]
+    paths = [Path(video) for video in videos]
+    # Every clip is checked (a video, its audio, the language, a face in frame 0) before minutes go on the first.
+    for path in paths:
+        open_video(path).close()
+    speeches = [speech_input(path, None, lang, None, DEFAULT_MAX_SECONDS) for path in paths]
+    crops = [portrait_crop(path, _face_measure(1), SIZE) for path in paths]
+    results = [evaluate_clip(path, speech, crop, lang, accurate)
+               for path, speech, crop in zip(paths, speeches, crops, strict=True)]
     print(f"lip sync: each clip's frame 0 ({SIZE}x{SIZE} crop) says the clip's own audio"
           f"{' (phones from recognised words)' if accurate else ''}; dlib 68-point mouth opening against the real "
           "one (Pearson r, best lag in ±5 frames)")
     print(f"{'clip':<28} {'frames':>6} {'r':>6} {'lag':>4} {'r@0':>6} {'loud r':>7} {'LMD':>6} {'static':>7} "
           f"{'sync lag':>8}")
     for c in results:
-        print(f"{c['clip'][:28]:<28} {c['frames']:>6} {c['r']:>6.3f} {c['lag']:>+4d} {c['r_lag0']:>6.3f} "
-              f"{c['loudness_r']:>7.3f} {c['lmd']:>6.2f} {c['lmd_static']:>7.2f} {c['sync_lag']:>+8d}")
+        print(f"{c['clip'][:28]:<28} {c['frames']:>6} {figure(c['r']):>6} {figure(c['lag'], '+d'):>4} "
+              f"{figure(c['r_lag0']):>6} {figure(c['loudness_r']):>7} {figure(c['lmd'], '.2f'):>6} "
+              f"{figure(c['lmd_static'], '.2f'):>7} {figure(c['sync_lag'], '+d'):>8}")
         for warning in c["warnings"]:
             print(f"  warning: {warning}")
-    mean_r = float(np.mean([c["r"] for c in results]))
-    mean_loud = float(np.mean([c["loudness_r"] for c in results]))
-    sync_ok = all(abs(c["sync_lag"]) <= 1 for c in results)
-    print(f"mean r {mean_r:.3f} (target ≥ {TARGET_MEAN_R}: {'met' if mean_r >= TARGET_MEAN_R else 'NOT met'}); "
-          f"loudness alone {mean_loud:.3f}; sync lag 0 ± 1 in every clip: {'yes' if sync_ok else 'NO'}")
+    mean_r = measured_mean([c["r"] for c in results])
+    mean_loud = measured_mean([c["loudness_r"] for c in results])
+    sync_ok = _sync_within_one([c["sync_lag"] for c in results])
+    measured = sum(math.isfinite(c["r"]) for c in results)
+    target = "n/a" if math.isnan(mean_r) else "met" if mean_r >= TARGET_MEAN_R else "NOT met"
+    print(f"mean r {figure(mean_r)} (target ≥ {TARGET_MEAN_R}: {target}"
+          f"{'' if measured == len(results) else f'; r measured in {measured} of {len(results)} clips'}); "
+          f"loudness alone {figure(mean_loud)}; sync lag 0 ± 1 in every clip: "
+          f"{'n/a' if sync_ok is None else 'yes' if sync_ok else 'NO'}")
     print(f"machine: {machine()}; command: {command_line()}")
     if json_path is not None:
         report = {"clips": results, "accurate": accurate, "mean_r": mean_r, "mean_loudness_r": mean_loud,

@@ -6,9 +6,13 @@ outer eye corners (36, 45). Each cell's curve is compared with the driving video
 −1, 0 and +1 frames; the best r and its lag are reported (target: r ≥ 0.8 at |lag| ≤ 1 in every cell).
 
 Faces are detected every `REDETECT` frames and the box is reused in between (dlib's HOG detector is the slow
-part; the landmark fit tolerates a box a few frames old). Each frame's points are the mean of 9 fits from
-boxes a little apart: a single fit moves with where its box sits, and two identical cells of a grid then read
-different curves (r 0.93 between them on the d6 grid, 0.98 with the mean; docs/BENCHMARKS.md).
+part; the landmark fit tolerates a box a few frames old). The landmark fit always returns points, so a box
+must not outlive its face: where a detection finds none, that frame is not measured, the face is searched for
+on every frame until it is found again, and the frames measured on the old box since it was detected are
+searched too (only then: detections fail rarely on real faces), each left unmeasured where it has no face. A
+face dlib misses in one frame costs that frame only. Each frame's points are the mean of 9 fits from boxes a little
+apart: a single fit moves with where its box sits, and two identical cells of a grid then read different curves
+(r 0.93 between them on the d6 grid, 0.98 with the mean; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.eval.figures import command_line, figure, machine
 from vivify.eval.metrics import Box, DlibFaceMeasure
-from vivify.eval.reenact import command_line, machine
 from vivify.io.reports import write_json
 from vivify.io.video import open_video
 
@@ -42,33 +46,46 @@ def mouth_opening(landmarks: np.ndarray) -> float:
 
 
 class Track:
-    """One face's opening curve, re-detecting its box every REDETECT frames. `steady`: each frame's points are
-    the average of fits from 9 boxes around the detected one (`DlibFaceMeasure.steady_landmarks_at`)."""
+    """One face's opening curve, re-detecting its box every REDETECT frames; frames without a face are not
+    measured (NaN, no points; see the module's description). `steady`: each frame's points are the average of
+    fits from 9 boxes around the detected one (`DlibFaceMeasure.steady_landmarks_at`)."""
 
     def __init__(self, measure: DlibFaceMeasure, steady: bool = False) -> None:
         self._measure = measure
         self._fit = measure.steady_landmarks_at if steady else measure.landmarks_at
         self._box: Box | None = None
+        # (index, image) of the frames measured on the box since it was detected, searched if its face is lost.
+        self._on_old_box: list[tuple[int, np.ndarray]] = []
         self.curve: list[float] = []
         self.points: list[np.ndarray | None] = []  # dlib's 68 points, in the measured image's pixels
 
     def add(self, image: np.ndarray) -> None:
         if image.shape[0] < _MIN_SIDE:  # dlib's 68 points are coarse on small faces: measure at twice the size
             image = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
-        if self._box is None or len(self.curve) % REDETECT == 0:
+        if self._box is None or len(self._on_old_box) == REDETECT - 1:
             boxes = self._measure.detect(image)
-            self._box = boxes[0] if boxes else self._box
+            self._box = boxes[0] if boxes else None
+            if self._box is None:
+                self._forget_faceless(self._on_old_box)
+            self._on_old_box = []
+        else:
+            self._on_old_box.append((len(self.curve), image))
         points = None if self._box is None else self._fit(image, self._box)
         self.points.append(points)
         self.curve.append(np.nan if points is None else mouth_opening(points))
 
+    def _forget_faceless(self, frames: list[tuple[int, np.ndarray]]) -> None:
+        for index, image in frames:
+            if not self._measure.detect(image):
+                self.curve[index], self.points[index] = np.nan, None
+
 
 def best_correlation(cell: Sequence[float], driving: Sequence[float],
-                     lags: Sequence[int] = LAGS) -> tuple[float, int]:
+                     lags: Sequence[int] = LAGS) -> tuple[float, int | None]:
     """(r, lag) maximising Pearson's r of `cell` against `driving` shifted by `lag` frames (a positive lag:
     `cell` follows `driving` that many frames later; frames where either curve has no face are left out).
-    r is NaN where no lag leaves 3 frames with both curves measured and moving."""
-    best = (math.nan, 0)
+    (NaN, None) where no lag leaves 3 frames with both curves measured and moving: neither was measured."""
+    best: tuple[float, int | None] = (math.nan, None)
     a_all, b_all = np.asarray(cell, float), np.asarray(driving, float)
     for lag in lags:
         a = a_all[max(0, lag):len(a_all) + min(0, lag)]
@@ -107,12 +124,8 @@ def evaluate_sync(grid_video: Path, driving: Path, rows: int, cols: int, count: 
     # A cell where no r could be measured (no face found, or a mouth that never moved) is the lowest.
     return {"video": str(grid_video), "driving": str(driving), "grid": [rows, cols], "frames": len(driving_track.curve),
             "cells": results, "min_r": min((c["r"] for c in results), key=lambda r: -math.inf if math.isnan(r) else r),
-            "target_met": all(c["r"] >= TARGET_R and abs(c["lag"]) <= 1 for c in results),
+            "target_met": all(c["lag"] is not None and c["r"] >= TARGET_R and abs(c["lag"]) <= 1 for c in results),
             "machine": machine(), "command": command_line()}
-
-
-def _figure(r: float) -> str:
-    return "n/a" if math.isnan(r) else f"{r:.3f}"
 
 
 def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | None, frames: int | None,
@@ -123,8 +136,8 @@ def run(grid_video: Path, driving: Path, grid: tuple[int, int], count: int | Non
           f"dlib 68-point mouth opening (mean of 9 fits), Pearson r at lag -1..+1 (target r ≥ {TARGET_R})")
     print(f"{'cell':>4} {'r':>6} {'lag':>4} {'faces':>6}")
     for cell in report["cells"]:
-        print(f"{cell['cell']:>4} {_figure(cell['r']):>6} {cell['lag']:>+4d} {cell['frames_with_face']:>6}")
-    print(f"lowest r {_figure(report['min_r'])}: target {'met' if report['target_met'] else 'NOT met'}"
+        print(f"{cell['cell']:>4} {figure(cell['r']):>6} {figure(cell['lag'], '+d'):>4} {cell['frames_with_face']:>6}")
+    print(f"lowest r {figure(report['min_r'])}: target {'met' if report['target_met'] else 'NOT met'}"
           + ("" if all(math.isfinite(c["r"]) for c in report["cells"]) else " (n/a: no r could be measured)"))
     print(f"machine: {report['machine']}; command: {report['command']}")
     if json_path is not None:

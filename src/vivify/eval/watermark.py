@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import platform
 import secrets
 import tempfile
 import time
@@ -38,6 +36,7 @@ import cv2
 import numpy as np
 
 from vivify.errors import VivifyError
+from vivify.eval.figures import command_line, figure, machine
 from vivify.io.video import open_video
 from vivify.provenance.watermark import (
     FALSE_POSITIVE_RATE,
@@ -55,6 +54,7 @@ _DETECT_FRAMES = 60  # frames read per video, evenly spaced
 _JPEG_FRAMES = 10
 _JPEG_QUALITY = 75
 _MIN_UNMARKED_FRAMES = 200
+_EXCERPT_SECONDS = 1
 _METADATA = {"comment": "vivify watermark evaluation", "title": "marked clip"}
 
 # Attack name -> what it does, in report order. "jpeg75" is per frame; the others are per clip.
@@ -79,9 +79,8 @@ def run_watermark_eval(clips: Sequence[Path], *, seconds: float = 3.0, workdir: 
     clips = [Path(clip) for clip in clips]
     if not clips:
         raise VivifyError("no clips given")
-    for clip in clips:
-        if not clip.is_file():
-            raise VivifyError(f"{clip}: no such file")
+    for clip in clips:  # every clip is opened (missing, a folder, not a video) before minutes go on the first
+        open_video(clip).close()
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     started = time.perf_counter()
@@ -104,7 +103,8 @@ def run_watermark_eval(clips: Sequence[Path], *, seconds: float = 3.0, workdir: 
         "z_threshold": Z_SYNC,
         "embed_ms_per_frame": {f"{w}x{h}": _embed_cost(w, h) for w, h in ((512, 512), (1920, 1080))},
         "detect_ms_per_frame": {f"{w}x{h}": _detect_cost(w, h) for w, h in ((512, 512), (1920, 1080))},
-        "machine": _machine(),
+        "machine": machine(),
+        "command": command_line(),
     }
     report["total_s"] = time.perf_counter() - started
     return report
@@ -122,8 +122,8 @@ def format_watermark_report(report: dict) -> str:
     ]
     for name, summary in report["attacks"].items():
         lines.append(
-            f"{name:<10} {summary['recovered']:>4}/{summary['total']:<5} {summary['rate']:>7.1%} "
-            f"{summary['confidence_mean']:>10.2f}  {ATTACKS[name]}"
+            f"{name:<10} {summary['recovered']:>4}/{summary['total']:<5} {figure(summary['rate'], '.1%'):>7} "
+            f"{figure(summary['confidence_mean'], '.2f'):>10}  {ATTACKS[name]}"
         )
     lines += ["", f"{'clip':<{width}} {'size':>9} {'PSNR min/mean':>14}  " + " ".join(
         f"{name:>9}" for name in ATTACKS)]
@@ -135,13 +135,15 @@ def format_watermark_report(report: dict) -> str:
                 cells.append(f"{jpeg['recovered']}/{jpeg['total']}")
             else:
                 outcome = clip["attacks"][name]
-                cells.append(f"{outcome['confidence']:.2f}" if outcome["correct"] else "MISS")
+                cells.append("n/a" if outcome is None else f"{outcome['confidence']:.2f}" if outcome["correct"]
+                             else "MISS")
         size = f"{clip['size'][0]}x{clip['size'][1]}"
         psnr = f"{clip['psnr_db']['min']:.2f}/{clip['psnr_db']['mean']:.2f}"
         lines.append(f"{clip['clip']:<{width}} {size:>9} {psnr:>14}  " + " ".join(f"{c:>9}" for c in cells))
     unmarked = report["unmarked"]
     lines += [
-        "(per clip: confidence when the exact payload was recovered, MISS otherwise)",
+        "(per clip: confidence when the exact payload was recovered, MISS otherwise, n/a where the clip is no "
+        f"longer than the {_EXCERPT_SECONDS} s excerpt)",
         "",
         f"PSNR marked vs unmarked (RGB): min {report['psnr_db']['min']:.2f} dB, "
         f"mean {report['psnr_db']['mean']:.2f} dB",
@@ -152,7 +154,7 @@ def format_watermark_report(report: dict) -> str:
         "embed cost: " + ", ".join(f"{k} {v:.2f} ms/frame" for k, v in report["embed_ms_per_frame"].items()),
         "detector cost: " + ", ".join(f"{k} {v:.1f} ms/frame" for k, v in report["detect_ms_per_frame"].items())
         + " (plus ~0.1-1 s per result)",
-        f"machine: {report['machine']}; total {report['total_s']:.0f} s",
+        f"machine: {report['machine']}; total {report['total_s']:.0f} s; command: {report['command']}",
     ]
     return "\n".join(lines)
 
@@ -170,10 +172,14 @@ def _evaluate_clip(clip: Path, folder: Path, seconds: float) -> dict[str, Any]:
     psnr = [_psnr(a, b) for a, b in zip(marked, frames, strict=True)]
     source = folder / "marked.mp4"
     _write_h264(source, marked, rate, _MARK_CRF, _METADATA)
+    count = len(frames)
     del marked, frames
 
-    attacks: dict[str, dict[str, Any]] = {}
+    attacks: dict[str, dict[str, Any] | None] = {}
     for name, make in _video_attacks(rate).items():
+        if name == "excerpt1s" and count <= _excerpt_length(rate):  # the excerpt would be the whole clip
+            attacks[name] = None
+            continue
         path = folder / f"{name.replace('/', '_')}.mp4"
         make(source, path)
         started = time.perf_counter()
@@ -192,7 +198,7 @@ def _evaluate_clip(clip: Path, folder: Path, seconds: float) -> dict[str, Any]:
         "jpeg75": {
             "recovered": sum(o["correct"] for o in jpeg),
             "total": len(jpeg),
-            "confidence_mean": float(np.mean([o["confidence"] for o in jpeg])),
+            "confidence_mean": _confidence_mean(jpeg),
             "frames": jpeg,
         },
     }
@@ -210,20 +216,25 @@ def _outcome(result: WatermarkResult, payload: str, seconds: float) -> dict[str,
     }
 
 
+def _confidence_mean(outcomes: list[dict[str, Any]]) -> float:
+    """Mean confidence where the payload was recovered; NaN where it was nowhere (a miss has no confidence)."""
+    found = [o["confidence"] for o in outcomes if o["correct"]]
+    return float(np.mean(found)) if found else math.nan
+
+
 def _summary(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for name in ATTACKS:
         if name == "jpeg75":
             outcomes = [o for r in results for o in r["jpeg75"]["frames"]]
-        else:
-            outcomes = [r["attacks"][name] for r in results]
+        else:  # None: the attack does not apply to that clip (an excerpt as long as the clip)
+            outcomes = [r["attacks"][name] for r in results if r["attacks"][name] is not None]
         recovered = sum(o["correct"] for o in outcomes)
-        found = [o["confidence"] for o in outcomes if o["correct"]]
         summary[name] = {
             "recovered": recovered,
             "total": len(outcomes),
-            "rate": recovered / len(outcomes),
-            "confidence_mean": float(np.mean(found)) if found else 0.0,
+            "rate": recovered / len(outcomes) if outcomes else math.nan,
+            "confidence_mean": _confidence_mean(outcomes),
             "wrong_payloads": sum(o["found"] and not o["correct"] for o in outcomes),
         }
     return summary
@@ -250,7 +261,7 @@ def _video_attacks(rate: Fraction) -> dict[str, Callable[[Path, Path], None]]:
         _write_h264(dst, cropped(), rate, _ATTACK_CRF)
 
     def excerpt(src: Path, dst: Path) -> None:
-        total, length = _count_frames(src), round(rate)
+        total, length = _count_frames(src), _excerpt_length(rate)
         first = max(0, (total - length) // 2)
         frames = (f for i, f in enumerate(_decode(src)) if first <= i < first + length)
         _write_h264(dst, frames, rate, _ATTACK_CRF)
@@ -270,6 +281,10 @@ def _video_attacks(rate: Fraction) -> dict[str, Callable[[Path, Path], None]]:
         "fps5/6": frame_rate,
         "nometa": _remux_without_metadata,
     }
+
+
+def _excerpt_length(rate: Fraction) -> int:
+    return round(_EXCERPT_SECONDS * rate)
 
 
 def _remux_without_metadata(src: Path, dst: Path) -> None:
@@ -434,13 +449,3 @@ def _detect_cost(width: int, height: int, repeats: int = 20) -> float:
 def _psnr(marked: np.ndarray, original: np.ndarray) -> float:
     error = np.mean((marked.astype(np.float64) - original) ** 2)
     return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
-
-
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical cores"
