@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import sys
 import time
+from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import av
 import numpy as np
 import pytest
-from conftest import encode_clip, tone
+from conftest import encode_clip, mux_audio, tone
 from PIL import Image
 
 from vivify.cli import main
@@ -160,19 +164,35 @@ def test_bad_sources(material, tmp_path, capsys, monkeypatch, args, message):
 
 def test_a_recording_from_a_file_keeps_the_files_sound_in_step(material, tmp_path):
     """The recording keeps the file's timing (a dropped frame shows the one before), so the file's sound goes
-    along; looped, the sound would not repeat with the frames, and is left out."""
+    along."""
     frames = list(driving_frames(seconds=2.0, fps=FPS, size=128))
     clip = encode_clip(tmp_path / "talk.mp4", frames, fps=FPS, sound=tone(32_000, 16_000))
-    out, looped = tmp_path / "live.mp4", tmp_path / "looped.mp4"
+    out = tmp_path / "live.mp4"
     assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(out)]) == 0
     with av.open(str(out)) as container:
         video, audio = container.streams.video[0], container.streams.audio
         assert video.frames == len(frames) and len(audio) == 1
         assert float(audio[0].duration * audio[0].time_base) == pytest.approx(len(frames) / FPS, abs=0.1)
-    assert main(["live", str(material["portrait"]), "--input", str(clip), "--loop", "--seconds", "1",
-                 "-o", str(looped)]) == 0
-    with av.open(str(looped)) as container:
+
+
+def test_a_looped_recording_keeps_the_sound_for_one_pass_and_says_when_it_leaves_it_out(material, tmp_path, caplog):
+    """Looped, the sound does not repeat with the frames: a session that cannot outlast one pass keeps it, a
+    longer one is recorded without it, and says so."""
+    import logging
+
+    frames = list(driving_frames(seconds=0.4, fps=FPS, size=128))
+    clip = encode_clip(tmp_path / "talk.mp4", frames, fps=FPS, sound=tone(6_400, 16_000))
+    within, beyond = tmp_path / "within.mp4", tmp_path / "beyond.mp4"
+    for out, seconds in ((within, "0.3"), (beyond, "0.6")):
+        with caplog.at_level(logging.WARNING):
+            assert main(["live", str(material["portrait"]), "--input", str(clip), "--loop", "--seconds", seconds,
+                         "-o", str(out)]) == 0
+    with av.open(str(within)) as container:
+        assert len(container.streams.audio) == 1
+    with av.open(str(beyond)) as container:
         assert not container.streams.audio
+    assert caplog.messages == [f"the sound of {clip} is left out: --loop repeats its frames, not its sound "
+                               "(--seconds 0.4 or less keeps it)"]
 
 
 def test_a_driving_clip_without_a_face_is_warned_about(material, tmp_path, caplog):
@@ -374,3 +394,237 @@ def test_a_second_ctrl_c_abandons_the_recording(material, tmp_path, monkeypatch)
         live([material["portrait"]], source=str(material["clip"]), loop=True, output=tmp_path / "live.mp4",
              marks=Marks.create())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quitting_a_session_paused_before_its_first_frame_ends_it(material, capsys):
+    """`q` (or the first Ctrl-C, which sends it) given while paused before any frame was shown: the session
+    ends at once, on one frame as any quit before the first frame does, instead of running on to its end."""
+    commands: queue.SimpleQueue = queue.SimpleQueue()
+    commands.put(PAUSE)  # an Enter typed while the models load
+    commands.put(QUIT)
+    sink = _Collect()
+    report = run_live(PacedFile(str(material["clip"])), sink, [lambda frame: frame], commands=commands)
+    assert report["frames_out"] == 1 and report["frames_in"] < 2 * FPS  # ended before the clip did
+    assert "vivify: quit while paused before the first frame: ending on this one frame" in capsys.readouterr().err
+
+
+class _FakeVirtualCamera:
+    """pyvirtualcam.Camera, keeping the frames sent to it."""
+
+    sent: ClassVar[list[np.ndarray]] = []
+    device = "/dev/video9"
+
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        _FakeVirtualCamera.sent = []
+
+    def send(self, frame: np.ndarray) -> None:
+        self.sent.append(frame.copy())
+
+    def close(self) -> None:
+        pass
+
+
+def _audit_records(data_dir: Path, output: str) -> list[dict]:
+    from vivify.provenance import audit
+
+    return [record for record in audit.read_records(data_dir) if record["output"] == output]
+
+
+def test_a_virtual_camera_carries_the_watermark_and_is_recorded(material, data_dir, monkeypatch):
+    """A stream has no file for metadata or a manifest, but its frames carry the invisible watermark (here the
+    only mark: the visible label is off) and the session is in the audit log, with who answers for the label
+    and the driving file among its inputs."""
+    import types
+
+    from vivify.provenance.watermark import detect_watermark
+
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", types.SimpleNamespace(Camera=_FakeVirtualCamera))
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--virtual-camera",
+                 "--seconds", "0.5", "--no-visible-label", "ACME Corp"]) == 0
+    [record] = _audit_records(data_dir, "virtual camera /dev/video9")
+    assert record["label"] == {"text": record["label"]["text"], "position": "bottom-right", "enabled": False,
+                               "responsible": "ACME Corp"}
+    assert [Path(entry["path"]) for entry in record["inputs"]] == [material["portrait"], material["clip"]]
+    found = detect_watermark(_FakeVirtualCamera.sent)
+    assert found.found and found.payload == record["content_id"]
+
+
+@pytest.mark.parametrize("option", ["--sign-cert", "--sign-key"])
+def test_signing_options_are_refused_for_a_stream(material, tmp_path, capsys, option):
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--virtual-camera",
+                 option, str(tmp_path / "mine.pem")]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: {option} signs an output file's C2PA manifest: a virtual "
+                                       "camera or a window has no file to hold one (use -o OUT.mp4)\n")
+
+
+def test_a_recording_lists_its_driving_file_among_its_inputs(material, data_dir, tmp_path):
+    from vivify.provenance.manifest import read_manifest
+
+    out = tmp_path / "live.mp4"
+    assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--seconds", "0.3",
+                 "-o", str(out)]) == 0
+    [record] = _audit_records(data_dir, str(out))
+    assert [Path(entry["path"]) for entry in record["inputs"]] == [material["portrait"], material["clip"]]
+    assert read_manifest(out)["ingredients"] == [material["portrait"].name, material["clip"].name]
+
+
+def test_the_terminal_is_read_only_in_its_foreground(tmp_path):
+    """A terminal that is not this process's own cannot stop it; a pipe is no terminal at all (read as it
+    comes). The foreground itself is checked by the next test, on a terminal of its own."""
+    from vivify.live.session import in_foreground, terminal_of
+
+    main_side, terminal_side = os.openpty()
+    read_end, write_end = os.pipe()
+    try:
+        with open(terminal_side, closefd=False) as terminal, open(read_end, closefd=False) as pipe:
+            assert terminal_of(terminal) == terminal_side and in_foreground(terminal_side)
+            assert terminal_of(pipe) is None
+    finally:
+        for fd in (main_side, terminal_side, read_end, write_end):
+            os.close(fd)
+
+
+# Run in a terminal of its own: the command (argv[1:]) as a background job, in a process group of its own as a
+# shell's `&` puts it. Exits with the job's status, or 99 where the job was stopped (SIGTTIN: it read the
+# terminal), after killing it.
+_BACKGROUND_JOB = """
+import os, signal, sys
+job = os.fork()
+if job == 0:
+    os.setpgid(0, 0)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.setpgid(job, job)
+_, status = os.waitpid(job, os.WUNTRACED)
+if os.WIFSTOPPED(status):
+    os.kill(job, signal.SIGKILL)
+    os._exit(99)
+os._exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_session_in_the_background_runs_to_its_end(material, tmp_path):
+    """Started with `&` from an interactive shell, the session shares the shell's terminal but is not in its
+    foreground: reading it for commands would stop the session (SIGTTIN) for good. It leaves the terminal alone
+    and finishes."""
+    import pty
+
+    out = tmp_path / "live.mp4"
+    command = [sys.executable, "-m", "vivify.cli", "live", str(material["portrait"]), "--input",
+               str(material["clip"]), "--seconds", "0.5", "-o", str(out)]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the terminal's session leader, in its foreground
+        os.execv(sys.executable, [sys.executable, "-c", _BACKGROUND_JOB, *command])
+    said = b""
+    try:
+        while chunk := os.read(terminal, 4096):
+            said += chunk
+    except OSError:  # the terminal closed with the job's end
+        pass
+    finally:
+        os.close(terminal)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    assert status == 0, said.decode(errors="replace")
+    assert verify(out)["ai_generated"]
+
+
+def _hanging_up(monkeypatch, at: int) -> None:
+    """Animator.render has the terminal hang up (SIGHUP to this process) in its call number `at`."""
+    import signal
+
+    from vivify.animator import Animator
+
+    render, calls = Animator.render, [0]
+
+    def hanging_up(self, frame, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            signal.raise_signal(signal.SIGHUP)
+        return render(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(Animator, "render", hanging_up)
+
+
+def test_a_hang_up_ends_a_recording_as_sigterm_does(material, tmp_path, monkeypatch, capsys):
+    """The terminal closed or the ssh connection dropped: the recording stops and its temporary file goes."""
+    import signal
+
+    _hanging_up(monkeypatch, 3)
+    heard: list[int] = []
+
+    def hear(signum: int, frame: object) -> None:
+        heard.append(signum)
+
+    previous = signal.signal(signal.SIGHUP, hear)  # a hang-up not handled by vivify does not end the test run
+    try:
+        assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--loop",
+                     "--seconds", "5", "-o", str(tmp_path / "live.mp4")]) == 128 + signal.SIGHUP
+        assert not heard and signal.getsignal(signal.SIGHUP) is hear  # handled by vivify, then given back
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert capsys.readouterr().err.endswith("vivify: terminated\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_session_under_nohup_outlives_a_hang_up(material, tmp_path, monkeypatch):
+    """`nohup` ignores SIGHUP so that the command outlives its terminal: it stays ignored."""
+    import signal
+
+    _hanging_up(monkeypatch, 3)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        out = tmp_path / "live.mp4"
+        assert main(["live", str(material["portrait"]), "--input", str(material["clip"]), "--seconds", "0.5",
+                     "-o", str(out)]) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert verify(out)["ai_generated"]
+
+
+def _variable_rate_clip(path: Path, times: list[Fraction], sound: np.ndarray) -> Path:
+    """A clip whose frames come at `times` (seconds), as a phone writes them, with `sound` (16 kHz)."""
+    frames = list(driving_frames(seconds=len(times) / FPS, fps=FPS, size=128))
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=1000)
+    video.height, video.width, video.pix_fmt = 128, 128, "yuv420p"
+    audio = container.add_stream("aac", rate=16_000)
+    audio.layout = "mono"
+    for frame, shown in zip(frames, times, strict=True):
+        picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        picture.pts, picture.time_base = round(shown * 1000), Fraction(1, 1000)
+        container.mux(video.encode(picture))
+    container.mux(video.encode(None))
+    mux_audio(container, audio, sound)
+    container.close()
+    return path
+
+
+def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(material, tmp_path, monkeypatch):
+    """A phone's clip: 40 ms apart, then 200 ms for a stretch, then 40 ms again. Delivered at its average rate,
+    every frame after the slow stretch came early, and the recording drifted from the file's sound. Each frame
+    comes at its own time (on a clock only waiting moves), and the recording shows it then."""
+    from vivify.live import capture
+
+    times = ([Fraction(40 * i, 1000) for i in range(8)] + [Fraction(280 + 200 * i, 1000) for i in range(1, 5)]
+             + [Fraction(1080 + 40 * i, 1000) for i in range(1, 9)])
+    clip = _variable_rate_clip(tmp_path / "vfr.mp4", times, tone(24_000, 16_000))
+
+    out = tmp_path / "live.mp4"
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "-o", str(out)]) == 0
+    with av.open(str(out)) as container:
+        shown = [frame.time for frame in container.decode(video=0)]
+    np.testing.assert_allclose(shown, [float(time) for time in times], atol=0.002)
+
+    clock = [100.0]
+    monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
+    source = PacedFile(str(clip))
+    published: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        clock[0] += max(0.0, seconds)
+        return False
+
+    monkeypatch.setattr(source._stop, "wait", wait)
+    monkeypatch.setattr(source, "_publish", lambda frame: published.append(clock[0]))
+    source._run()
+    np.testing.assert_allclose(np.array(published) - published[0], [float(time) for time in times], atol=1e-6)

@@ -287,7 +287,12 @@ def _parser() -> argparse.ArgumentParser:
     protect_remove.add_argument("label")
     _add_data_dir(protect_remove)
 
-    demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify")
+    demo = commands.add_parser("demo", help="render demo videos from material that ships with vivify",
+                               description="Render demo videos into a folder: the astronaut photo that "
+                               "scikit-image ships, animated, singing in a grid and speaking (about half a "
+                               "minute), and, where the shared media folder sits beside the checkout or the "
+                               "current directory (shared/media), real portraits driven by real clips (a few "
+                               "minutes more). The photos they start from go into photos/ in the folder.")
     demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="folder for the videos")
     demo.add_argument("--overwrite", action="store_true", help="render into a folder that holds files already")
 
@@ -458,8 +463,6 @@ def _sing(args: argparse.Namespace, argv: list[str]) -> int:
 def _speak(args: argparse.Namespace, argv: list[str]) -> int:
     from vivify.speaking import speak
 
-    if args.audio is None and args.text is None:
-        raise VivifyError("give an audio file or --text to say")
     _warn_unused_speech_options(args)
     marks = _marks(args, (args.portrait,) if args.audio is None else (args.portrait, args.audio), argv)
     with _progress_bar() as update:
@@ -542,17 +545,23 @@ def _studio(args: argparse.Namespace) -> int:
 def _live(args: argparse.Namespace, argv: list[str]) -> int:
     import queue
 
-    from vivify.live.session import live, read_commands
+    from vivify.live.session import in_foreground, live, read_commands, terminal_of
 
-    marks = _marks(args, tuple(args.portraits), argv) if args.output else None
+    if args.output is None and (args.sign_cert or args.sign_key):
+        given = "--sign-cert" if args.sign_cert else "--sign-key"
+        raise VivifyError(f"{given} signs an output file's C2PA manifest: a virtual camera or a window has no file "
+                          "to hold one (use -o OUT.mp4)")
+    # A file that drives the session is an ingredient, as animate's driving video is; a camera or a stream is not.
+    driving = (args.input,) if args.input is not None and "://" not in args.input else ()
+    marks = _marks(args, (*args.portraits, *driving), argv)
     commands: queue.SimpleQueue = queue.SimpleQueue()
-    if sys.stdin.isatty():
+    terminal = terminal_of(sys.stdin)
+    if terminal is not None and in_foreground(terminal):
         print("vivify live: c recalibrate, n/p next/previous portrait, Enter pause, q or Ctrl-C quit", file=sys.stderr)
     read_commands(commands)  # typed at a terminal, or piped in by a program that drives the session
-    report = live(args.portraits, camera=args.camera, source=args.input, loop=args.loop, output=args.output,
-                  window=args.window, virtual_camera=args.virtual_camera, size=args.size, stats_path=args.stats,
-                  seconds=args.seconds, overwrite=args.overwrite, marks=marks, label=_label_settings(args),
-                  commands=commands)
+    report = live(args.portraits, marks=marks, camera=args.camera, source=args.input, loop=args.loop,
+                  output=args.output, window=args.window, virtual_camera=args.virtual_camera, size=args.size,
+                  stats_path=args.stats, seconds=args.seconds, overwrite=args.overwrite, commands=commands)
     latency = report["latency_ms"]
     print(f"{report['frames_out']} of {report['frames_in']} frames shown ({report['dropped']} dropped), "
           f"{report['fps']:.1f} frames/s, latency p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms")
@@ -601,7 +610,9 @@ def _measured_inputs(args: argparse.Namespace) -> list[Path]:
     if args.eval_command == "sync":
         return [args.video, args.driving]
     if args.eval_command == "identities":
-        return [args.media, *args.media.rglob("*")] if args.media.is_dir() else [args.media]
+        from vivify.eval.identities import inputs  # checks the folder first: never a walk of a whole disk
+
+        return inputs(args.media)
     return list(args.videos)
 
 
@@ -616,11 +627,28 @@ def _eval_watermark(args: argparse.Namespace) -> int:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a `kill`, a service stopping), handled as Ctrl-C is: the output's temporary file is removed."""
+    """SIGTERM (a `kill`, a service stopping) or SIGHUP (its terminal closed, an ssh connection dropped),
+    handled as Ctrl-C is: the output's temporary file is removed."""
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise _Terminated(signum)
+
+
+# The signals that stop a command as Ctrl-C does (SIGHUP is not on every platform).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _stop_on_signals() -> dict[int, object]:
+    """Handle _STOP_SIGNALS as `_Terminated`; returns the handlers replaced, for `_restore_signals`. One that
+    the caller ignores stays ignored: `nohup` ignores SIGHUP so that a session outlives its terminal."""
+    return {signum: signal.signal(signum, _on_sigterm) for signum in _STOP_SIGNALS
+            if signal.getsignal(signum) is not signal.SIG_IGN}
+
+
+def _restore_signals(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class _LogFormat(logging.Formatter):
@@ -644,19 +672,17 @@ def _show_library_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Stopped in start-up (reading the options loads OpenCV), a command ends as it would later: one line, no
-    # traceback. Past it, a command that writes files (a video, figures) stops on SIGTERM as on Ctrl-C, and so
-    # does the server (uvicorn stops gracefully, then raises the signal again: by default that killed the
-    # process before it put its running job back, so each `kill` used up one of the job's attempts); the
-    # studio's other commands stop in their own way.
-    on_sigterm = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_sigterm else None
+    # traceback. Past it, a command that writes files (a video, figures) stops on SIGTERM or SIGHUP (its
+    # terminal closed) as on Ctrl-C, and so does the server (uvicorn stops gracefully, then raises the signal
+    # again: by default that killed the process before it put its running job back, so each `kill` used up one
+    # of the job's attempts); the studio's other commands stop in their own way.
+    previous = _stop_on_signals() if threading.current_thread() is threading.main_thread() else {}
     args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
-        if on_sigterm and args.command not in ("animate", "sing", "speak", "dub", "live", "demo", "eval", "bench",
-                                               "serve"):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-            on_sigterm = False
+        if args.command not in ("animate", "sing", "speak", "dub", "live", "demo", "eval", "bench", "serve"):
+            _restore_signals(previous)
+            previous = {}
         _show_library_warnings()
         if args.command == "animate":
             with _quiet_native_logs():
@@ -739,14 +765,13 @@ def main(argv: list[str] | None = None) -> int:
         remove_unfinished_temps()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit goes nowhere
         return 141  # as the shell reports a process ended by SIGPIPE
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (`_Terminated`)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM or SIGHUP (`_Terminated`)
         remove_unfinished_temps()
         terminated = isinstance(stop, _Terminated)
         print(f"vivify: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
+        return 128 + stop.args[0] if terminated else 130  # as the shell reports a process the signal ended
     finally:
-        if on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        _restore_signals(previous)
 
 
 if __name__ == "__main__":

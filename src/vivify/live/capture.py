@@ -78,8 +78,9 @@ class FrameSource:
 
 
 class PacedFile(FrameSource):
-    """A video file delivered as a camera would: each frame at its own time at the file's frame rate, from the
-    first frame's arrival on; `loop` starts the file again at its end."""
+    """A video file delivered as a camera would: each frame at its own time (the file's own times where its
+    frames are unevenly spaced, else at its frame rate), from the first frame's arrival on; `loop` starts the
+    file again at its end, one pass (its frames at the average rate) after the last began."""
 
     def __init__(self, location: str, loop: bool = False) -> None:
         from vivify.io.video import open_video
@@ -90,6 +91,16 @@ class PacedFile(FrameSource):
         self._video = open_video(location)  # a bad file fails here, with its own message
         self.fps = float(self._video.fps)
         self.has_audio = self._video.has_audio
+        self.duration = self._video.duration  # seconds, None where the file does not say
+        # When each frame of a pass is due (seconds from its first), for a variable frame rate; None where
+        # the frames are evenly spaced. A recording given them keeps the file's timing, and its sound in step.
+        self.frame_times = self._video.frame_times()
+
+    def _due(self, number: int) -> float:
+        """When frame `number` of a pass is due, in seconds from the pass's first frame."""
+        if self.frame_times is not None and number < len(self.frame_times):
+            return float(self.frame_times[number])
+        return number / self.fps
 
     def _run(self) -> None:
         from vivify.io.video import open_video
@@ -97,15 +108,17 @@ class PacedFile(FrameSource):
         video, start, shown = self._video, time.monotonic(), 0
         try:
             while not self._stop.is_set():
+                in_pass = 0
                 for frame in video.frames():
-                    due = start + shown / self.fps
-                    if self._stop.wait(max(0.0, due - time.monotonic())):
+                    if self._stop.wait(max(0.0, start + self._due(in_pass) - time.monotonic())):
                         return
                     self._publish(frame)
                     shown += 1
+                    in_pass += 1
                 video.close()
                 if not self.loop:
                     break
+                start += in_pass / self.fps
                 video = open_video(self.location)
             self._finish()
         except VivifyError as error:

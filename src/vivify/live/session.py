@@ -2,8 +2,9 @@
 
 Each turn takes the source's newest frame (the ones that arrived meanwhile are dropped, never queued),
 renders it with the same `Animator` as every other command, and hands it to a sink: a file (with all four
-provenance marks), a preview window, or a virtual camera (both with the visible label). Latency is measured
-from a frame's capture to the moment its output has been handed over.
+provenance marks), a preview window, or a virtual camera (both with the visible label and the invisible
+watermark: a stream has no file to hold metadata or a manifest). Every session is recorded in the audit log.
+Latency is measured from a frame's capture to the moment its output has been handed over.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,8 +30,8 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.io.reports import check_report_path, write_json
 from vivify.io.writers import refuse_input_as_output
-from vivify.live.capture import Captured, FrameSource
-from vivify.provenance.label import FrameLabeler, LabelSettings
+from vivify.live.capture import Captured, FrameSource, PacedFile
+from vivify.provenance.marks import Marks
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +50,17 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """A video file at the source's frame rate: a frame dropped in real time shows the previous output again
-    (the first frame stands in for any dropped before it), so the file keeps the real timing, and with it the
-    `audio_source`'s sound in step. The writer applies all four provenance marks."""
+    """A video file at the source's frame rate, or at a variable-rate file's own `frame_times`: a frame dropped
+    in real time shows the previous output again (the first frame stands in for any dropped before it), so the
+    file keeps the real timing, and with it the `audio_source`'s sound in step. The writer applies all four
+    provenance marks."""
 
-    def __init__(self, output: str | Path, fps: float, size: tuple[int, int], overwrite: bool, marks: Any,
-                 audio_source: str | Path | None = None) -> None:
+    def __init__(self, output: str | Path, fps: float, size: tuple[int, int], overwrite: bool, marks: Marks,
+                 audio_source: str | Path | None = None, frame_times: Sequence[Fraction] | None = None) -> None:
         from vivify.io.writers import open_writer
 
-        self._writer = open_writer(output, fps, size, audio_source=audio_source, overwrite=overwrite, marks=marks)
+        self._writer = open_writer(output, fps, size, audio_source=audio_source, overwrite=overwrite, marks=marks,
+                                   frame_times=frame_times)
         self._last: np.ndarray | None = None
         self._next_index = 0
 
@@ -75,33 +80,40 @@ class FileSink:
             self._writer.close()
 
 
-class _LabelledSink:
-    """Shows frames with the visible label, as a live picture must carry it."""
+class _MarkedStreamSink:
+    """Shows frames with the visible label and the invisible watermark, as a live picture must carry them.
+    The session is recorded in the audit log before its first frame goes out, as a file is before it is
+    published; a stream's length is not known then (frames: null)."""
 
-    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings) -> None:
-        self._labeler = FrameLabeler(label, size, fps)
+    def __init__(self, size: tuple[int, int], fps: float, marks: Marks) -> None:
+        self._marker = marks.frame_marker(size, fps)
+        self._marks = marks
         self._shown = 0
 
-    def _label(self, frame: np.ndarray) -> np.ndarray:
-        labelled = self._labeler.apply(frame, self._shown)
+    def _record(self, output: str) -> None:
+        self._marks.log(output, None)
+
+    def _mark(self, frame: np.ndarray) -> np.ndarray:
+        marked = self._marker.apply(frame, self._shown)
         self._shown += 1
-        return labelled
+        return marked
 
     def idle(self) -> None:
         pass  # the picture stays as it was
 
 
-class WindowSink(_LabelledSink):
+class WindowSink(_MarkedStreamSink):
     """A preview window with an fps and latency readout; its keys are the commands."""
 
-    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings, commands: queue.SimpleQueue) -> None:
-        super().__init__(size, fps, label)
+    def __init__(self, size: tuple[int, int], fps: float, marks: Marks, commands: queue.SimpleQueue) -> None:
+        super().__init__(size, fps, marks)
         self._commands = commands
         _check_display()
+        self._record("window")
         cv2.namedWindow("vivify live", cv2.WINDOW_AUTOSIZE)
 
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
-        shown = cv2.cvtColor(self._label(frame), cv2.COLOR_RGB2BGR)
+        shown = cv2.cvtColor(self._mark(frame), cv2.COLOR_RGB2BGR)
         cv2.putText(shown, readout, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)
         cv2.imshow("vivify live", shown)
@@ -139,35 +151,88 @@ def _check_display() -> None:
                           "--virtual-camera")
 
 
-class VirtualCameraSink(_LabelledSink):
+class VirtualCameraSink(_MarkedStreamSink):
     """A virtual camera (pyvirtualcam: v4l2loopback on Linux) that video-call apps can pick."""
 
-    def __init__(self, size: tuple[int, int], fps: float, label: LabelSettings) -> None:
-        super().__init__(size, fps, label)
+    def __init__(self, size: tuple[int, int], fps: float, marks: Marks) -> None:
+        super().__init__(size, fps, marks)
         import pyvirtualcam
 
         try:
             self._camera = pyvirtualcam.Camera(width=size[0], height=size[1], fps=fps)
         except RuntimeError as error:
             raise VivifyError(f"{VIRTUAL_CAMERA_HELP} ({error})".replace("\n", " ")) from None
+        try:
+            self._record(f"virtual camera {self._camera.device}")
+        except BaseException:
+            self._camera.close()
+            raise
 
     def write(self, frame: np.ndarray, captured: Captured, readout: str) -> None:
-        self._camera.send(self._label(frame))
+        self._camera.send(self._mark(frame))
 
     def close(self, failed: bool = False) -> None:
         self._camera.close()
 
 
+# How often a terminal's reader looks again whether the session is in the foreground, and for typing.
+_TERMINAL_POLL_SECONDS = 0.2
+
+
+def terminal_of(stream: Any) -> int | None:
+    """The file descriptor of `stream` where it is a terminal, else None (a pipe, a file, a test's stand-in)."""
+    try:
+        fd = stream.fileno()
+        return fd if os.isatty(fd) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def in_foreground(terminal: int) -> bool:
+    """Whether this process may read `terminal` now: a process outside its foreground process group (a job
+    started with `&`, or moved there with Ctrl-Z and `bg`) that reads it is stopped by SIGTTIN."""
+    try:
+        return os.tcgetpgrp(terminal) == os.getpgrp()
+    except OSError:  # not this process's controlling terminal: reading it cannot stop this process
+        return True
+
+
 def read_commands(commands: queue.SimpleQueue, stream: Any = None) -> threading.Thread:
-    """Feed the commands typed on stdin (c, n, p, pause or an empty line, q), one per line, to `commands`."""
+    """Feed the commands typed on stdin (c, n, p, pause or an empty line, q), one per line, to `commands`:
+    from a pipe as they come, from a terminal only while the session is in its foreground."""
     stream = stream or sys.stdin
+    terminal = terminal_of(stream)
+
+    def heard(line: str) -> None:
+        word = line.strip().lower()
+        if word in _COMMAND_WORDS:
+            commands.put(_COMMAND_WORDS[word])
+
+    def read_terminal(fd: int) -> None:
+        # Read the descriptor itself, one typed line at a time (a terminal's canonical mode), and only once
+        # select says a line is there: a buffered reader would block in read() while the job goes to the
+        # background. The terminal's line may be typed as the foreground changes; the second check keeps
+        # that window to the moment between it and the read.
+        while True:
+            if not in_foreground(fd):
+                time.sleep(_TERMINAL_POLL_SECONDS)
+                continue
+            ready, _, _ = select.select([fd], [], [], _TERMINAL_POLL_SECONDS)
+            if not ready or not in_foreground(fd):
+                continue
+            typed = os.read(fd, 4096)
+            if not typed:  # Ctrl-D
+                return
+            for line in typed.decode(errors="replace").splitlines() or [""]:
+                heard(line)
 
     def run() -> None:
         try:
+            if terminal is not None:
+                read_terminal(terminal)
+                return
             for line in stream:
-                word = line.strip().lower()
-                if word in _COMMAND_WORDS:
-                    commands.put(_COMMAND_WORDS[word])
+                heard(line)
         except (OSError, ValueError):  # no stdin to read (closed, or held by a test runner): no commands
             return
 
@@ -251,6 +316,10 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
                     current = (current + (1 if command == NEXT else -1)) % len(renderers)
                 elif command == RECALIBRATE and recalibrate is not None:
                     recalibrate(current, captured.frame)
+            if quitting and paused:
+                # As any quit before the first frame: this one is shown, so a recording is not empty.
+                print("vivify: quit while paused before the first frame: ending on this one frame", file=sys.stderr)
+                paused = False
             if paused:
                 sink.idle()
                 continue
@@ -262,6 +331,18 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
     finally:
         source.close()
     return stats.report(source.frames_in)
+
+
+def _recorded_sound(source: PacedFile, seconds: float | None) -> str | None:
+    """The file whose sound a recording from `source` carries: the file's own, once through. Looped, the
+    sound does not repeat with the frames: it is kept only where the session cannot outlast one pass."""
+    if not source.has_audio:
+        return None
+    if not source.loop or (seconds is not None and source.duration is not None and seconds <= source.duration):
+        return source.location
+    most = f" (--seconds {source.duration:g} or less keeps it)" if source.duration is not None else ""
+    log.warning("the sound of %s is left out: --loop repeats its frames, not its sound%s", source.location, most)
+    return None
 
 
 @contextlib.contextmanager
@@ -285,17 +366,16 @@ def _ctrl_c_quits(commands: queue.SimpleQueue) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, source: str | None = None,
+def live(portrait_paths: Sequence[str | Path], *, marks: Marks, camera: int | None = None, source: str | None = None,
          loop: bool = False, output: str | Path | None = None, window: bool = False, virtual_camera: bool = False,
          size: tuple[int, int] | None = None, stats_path: Path | None = None, seconds: float | None = None,
-         overwrite: bool = False, marks: Any = None, label: LabelSettings | None = None,
-         commands: queue.SimpleQueue | None = None) -> dict[str, Any]:
+         overwrite: bool = False, commands: queue.SimpleQueue | None = None) -> dict[str, Any]:
     """Animate the portraits (the first shown; next/previous switch) live from a camera or a file or stream
-    paced like one, into a file, a window or a virtual camera. Returns (and with `stats_path` writes) the
-    stats. Raises VivifyError for bad inputs, before anything is opened where it can."""
+    paced like one, into a file, a window or a virtual camera, each carrying `marks`. Returns (and with
+    `stats_path` writes) the stats. Raises VivifyError for bad inputs, before anything is opened where it can."""
     from vivify.animator import Animator
     from vivify.io.image import fit_portrait, load_portrait
-    from vivify.live.capture import Camera, PacedFile, Stream
+    from vivify.live.capture import Camera, Stream
 
     if loop and (camera is not None or source is None or "://" in source):
         raise VivifyError("--loop goes with --input FILE: a camera or a stream has no end to start again from")
@@ -304,7 +384,6 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
         refuse_input_as_output(output, *inputs)
     if stats_path is not None:
         check_report_path(stats_path, inputs, overwrite, output)
-    label = label or LabelSettings()
     first = fit_portrait(load_portrait(portrait_paths[0]), size)
     out_size = (first.shape[1], first.shape[0])
     portraits = [first] + [fit_portrait(load_portrait(path), out_size) for path in portrait_paths[1:]]
@@ -321,13 +400,13 @@ def live(portrait_paths: Sequence[str | Path], *, camera: int | None = None, sou
                  for portrait, path in zip(portraits, portrait_paths, strict=True)]
     commands = commands or queue.SimpleQueue()
     if output is not None:
-        # A file's own sound is recorded along, once through: a looped file's would not repeat with its frames.
-        sound = source if isinstance(frames, PacedFile) and frames.has_audio and not loop else None
-        sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks, audio_source=sound)
+        sound, times = (_recorded_sound(frames, seconds), frames.frame_times) if isinstance(frames, PacedFile) \
+            else (None, None)
+        sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks, audio_source=sound, frame_times=times)
     elif window:
-        sink = WindowSink(out_size, frames.fps, label, commands)
+        sink = WindowSink(out_size, frames.fps, marks, commands)
     elif virtual_camera:
-        sink = VirtualCameraSink(out_size, frames.fps, label)
+        sink = VirtualCameraSink(out_size, frames.fps, marks)
     else:
         raise VivifyError("give -o OUT.mp4, --window or --virtual-camera")
 
