@@ -308,24 +308,33 @@ def test_commands_piped_to_stdin_are_heard(material, tmp_path):
     assert verify(out)["ai_generated"]
 
 
-def test_a_stream_that_arrives_faster_than_it_plays_is_paced(material, monkeypatch):
-    """A file served over HTTP arrives all at once: its frames are delivered at their own times, as a camera
-    would deliver them (they were dropped in bursts), and a frame that comes late moves the schedule on. Run on
-    a clock that only waiting moves."""
+def _published_times(make_source, monkeypatch) -> list[float]:
+    """When a source (made by `make_source`) publishes each frame, run on a clock that only waiting moves."""
     from vivify.live import capture
 
     clock = [100.0]
     monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
-    stream = capture.Stream(str(material["clip"]))  # PyAV opens a local path like a URL
+    source = make_source()
     published: list[float] = []
 
     def wait(seconds: float) -> bool:
         clock[0] += max(0.0, seconds)
         return False
 
-    monkeypatch.setattr(stream._stop, "wait", wait)
-    monkeypatch.setattr(stream, "_publish", lambda frame: published.append(clock[0]))
-    stream._run()
+    monkeypatch.setattr(source._stop, "wait", wait)
+    monkeypatch.setattr(source, "_publish", lambda frame: published.append(clock[0]))
+    source._run()
+    return published
+
+
+def test_a_stream_that_arrives_faster_than_it_plays_is_paced(material, monkeypatch):
+    """A file served over HTTP arrives all at once: its frames are delivered at their own times, as a camera
+    would deliver them (they were dropped in bursts), and a frame that comes late moves the schedule on. Run on
+    a clock that only waiting moves."""
+    from vivify.live import capture
+
+    # PyAV opens a local path like a URL.
+    published = _published_times(lambda: capture.Stream(str(material["clip"])), monkeypatch)
     assert len(published) == 2 * FPS
     np.testing.assert_allclose(np.array(published) - published[0], np.arange(2 * FPS) / FPS, atol=1e-6)
 
@@ -603,7 +612,6 @@ def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(mater
     """A phone's clip: 40 ms apart, then 200 ms for a stretch, then 40 ms again. Delivered at its average rate,
     every frame after the slow stretch came early, and the recording drifted from the file's sound. Each frame
     comes at its own time (on a clock only waiting moves), and the recording shows it then."""
-    from vivify.live import capture
 
     times = ([Fraction(40 * i, 1000) for i in range(8)] + [Fraction(280 + 200 * i, 1000) for i in range(1, 5)]
              + [Fraction(1080 + 40 * i, 1000) for i in range(1, 9)])
@@ -615,16 +623,5 @@ def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(mater
         shown = [frame.time for frame in container.decode(video=0)]
     np.testing.assert_allclose(shown, [float(time) for time in times], atol=0.002)
 
-    clock = [100.0]
-    monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
-    source = PacedFile(str(clip))
-    published: list[float] = []
-
-    def wait(seconds: float) -> bool:
-        clock[0] += max(0.0, seconds)
-        return False
-
-    monkeypatch.setattr(source._stop, "wait", wait)
-    monkeypatch.setattr(source, "_publish", lambda frame: published.append(clock[0]))
-    source._run()
+    published = _published_times(lambda: PacedFile(str(clip)), monkeypatch)
     np.testing.assert_allclose(np.array(published) - published[0], [float(time) for time in times], atol=1e-6)
