@@ -337,6 +337,28 @@ def test_a_data_folder_that_is_a_file(tmp_path, capsys):
     assert taken.read_text() == "mine"
 
 
+def test_a_database_that_cannot_be_read_is_named_in_one_line(tmp_path, capsys):
+    """A truncated or foreign file where the studio keeps its users or its protected faces gave a traceback."""
+    from vivify.cli import main
+
+    (tmp_path / "studio.sqlite").write_bytes(b"not a database " * 100)
+    (tmp_path / "protected.sqlite").write_bytes(b"not a database " * 100)
+    for args, name in ((["users", "add", "carol"], "studio.sqlite"), (["protect", "list"], "protected.sqlite")):
+        assert main([*args, "--data-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (f"vivify: error: {tmp_path / name}: cannot use this database (file is not "
+                                           "a database)\n")
+
+
+@pytest.mark.parametrize("name", [" alice", "alice ", "   "])
+def test_a_user_name_with_spaces_around_it_is_refused(tmp_path, capsys, name):
+    """" alice" beside "alice" would read as the same user in the consent and audit records."""
+    from vivify.cli import main
+
+    assert main(["users", "add", name, "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"vivify: error: invalid user name {name!r}: use 1-100 printable characters, "
+                                       "no spaces around them\n")
+
+
 def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path):
     from vivify.studio.store import MAX_ATTEMPTS, Store
 

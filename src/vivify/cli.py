@@ -530,8 +530,8 @@ def _studio(args: argparse.Namespace) -> int:
     if args.protect_command == "add":
         from vivify.io.image import load_portrait
 
-        faces = identities.add(args.label, load_portrait(args.photo), Path(args.photo).name)
-        print(f"{args.label}: protected ({faces} face{'s' if faces != 1 else ''} from {Path(args.photo).name})")
+        identities.add(args.label, load_portrait(args.photo), Path(args.photo).name)
+        print(f"{args.label}: protected (from {Path(args.photo).name})")
     elif args.protect_command == "list":
         for label, count in identities.labels():
             print(f"{label}\t{count} face{'s' if count != 1 else ''}")

@@ -1,6 +1,6 @@
 """Protected identities: faces an admin registers so that the studio refuses to animate those people.
 
-Each registered photo contributes the 128-d dlib face descriptor of every face in it, stored under a label in
+Each registered photo (of one face) contributes its 128-d dlib face descriptor, stored under a label in
 a SQLite file. An upload is refused when any face in it lies within `ProtectedIdentities.THRESHOLD`
 (Euclidean distance) of any registered descriptor. `vivify eval identities` measures the false accept and
 false reject rates on real photos and clips.
@@ -30,6 +30,7 @@ import numpy as np
 from vivify.errors import VivifyError
 from vivify.eval.metrics import Box, DlibFaceMeasure
 from vivify.landmarks import topology
+from vivify.studio.store import unusable_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS faces (
@@ -180,32 +181,42 @@ class ProtectedIdentities:
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         """A connection for one call, in a transaction committed when the block ends without error."""
-        with self._ready_lock:
-            if not self._ready:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with closing(sqlite3.connect(self.path, timeout=30)) as db:
-                    db.executescript(_SCHEMA)
-                self._ready = True
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            yield db
+        try:
+            with self._ready_lock:
+                if not self._ready:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                        db.executescript(_SCHEMA)
+                    self._ready = True
+            with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+                yield db
+        except (sqlite3.Error, OSError) as error:
+            raise unusable_database(self.path, error) from None
 
     def add(self, label: str, image: np.ndarray, source: str = "") -> int:
-        """Register every face in the RGB uint8 `image` under `label`; returns how many were added.
+        """Register the face in the RGB uint8 `image` under `label`; returns how many descriptors were added (a
+        tilted face may give two). A photo of several faces is refused: the others would be refused under this
+        label.
 
-        Faces of ~80 px and up are registered; only when there is none are smaller ones (down to ~40 px) taken.
+        Faces of ~80 px and up are looked for; only when there is none are smaller ones (down to ~40 px) taken.
 
         Several photos of one person may be added under the same label: each adds its descriptors. Raises
         VivifyError for an invalid label or when the image has no face (`source` names it in the message).
         """
         text = _clean_label(label)
+        name = source or "the image"
         # A registration should hold the person and nothing else. The upsampled search adds HOG false alarms
         # (the astronaut's name badge) and small background faces, so it is used only when the search at the
         # detector's own scale (faces of ~80 px and up) finds nothing.
         descriptors = face_descriptors(image, upsample=0, levelled=False)
+        faces = len(descriptors)
+        if faces == 0:
+            descriptors = face_descriptors(image)  # smaller faces, and tilted or turned ones (one may give two)
+            faces = len(face_descriptors(image, levelled=False))
         if len(descriptors) == 0:
-            descriptors = face_descriptors(image)  # smaller faces, and tilted or turned ones
-        if len(descriptors) == 0:
-            raise VivifyError(f"no face found in {source or 'the image'}")
+            raise VivifyError(f"no face found in {name}")
+        if faces > 1:  # the others would be refused under this person's name
+            raise VivifyError(f"{name}: {faces} faces found: register a photo of the one person alone (crop it)")
         added = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = [(text, d.astype(_DTYPE).tobytes(), source, added) for d in descriptors]
         with self._db() as db:
@@ -232,10 +243,15 @@ class ProtectedIdentities:
             rows = db.execute("SELECT label, descriptor FROM faces").fetchall()
         if not rows:
             return {}
-        # dlib and MediaPipe both take an upside-down face for an upright one, and describe it wrongly: the image
-        # is also looked at turned over, so that a photo uploaded upside down (and turned back after) is matched.
-        faces = np.vstack([face_descriptors(image),
-                           face_descriptors(np.ascontiguousarray(image[::-1, ::-1]), levelled=False)])
+        # dlib and MediaPipe both describe a face on its side or upside down wrongly (MediaPipe's landmarks put
+        # Einstein turned a quarter 16° off, and turned upright by them he was still 0.72 from himself): the image
+        # is also looked at turned by each quarter, so that a photo uploaded turned (and turned back after) is
+        # matched. On its side, only faces of ~80 px and up are looked for: the search at twice the size would
+        # double a check's time (the studio checks a dub's video every second).
+        turned = [face_descriptors(np.ascontiguousarray(image[::-1, ::-1]), levelled=False)]
+        turned += [face_descriptors(np.ascontiguousarray(np.rot90(image, k)), upsample=0, levelled=False)
+                   for k in (1, 3)]
+        faces = np.vstack([face_descriptors(image), *turned])
         if len(faces) == 0:
             return {}
         registered = np.stack([np.frombuffer(blob, dtype=_DTYPE) for _, blob in rows])

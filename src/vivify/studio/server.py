@@ -58,6 +58,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None =
     os.environ["VIVIFY_DATA_DIR"] = str(folder)
     app = create_app(folder, limits, protected_identities(folder))
     studio = app.state.studio
+    studio.identities.labels()  # a registry that cannot be read fails here, not at every upload
     requeued = studio.store.requeue_running()
     studio.remove_stray_uploads()
     ray_cluster = cluster(ray_address) if ray_address else None

@@ -101,19 +101,28 @@ def without_paths(message: str, inputs: dict[str, list[str]]) -> str:
     return message
 
 
+def unusable_database(path: Path, error: sqlite3.Error | OSError) -> VivifyError:
+    """The error for a studio database that cannot be opened or read (corrupt, truncated, on a read-only disk)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return VivifyError(f"{path}: cannot use this database ({reason})")
+
+
 class Store:
     """Users and jobs in `folder`/studio.sqlite; safe to use from several threads."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "studio.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut, not just a kill
-            self._db.executescript(_SCHEMA)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut, not just a kill
+                self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as error:
+            raise unusable_database(self.path, error) from None
 
     def close(self) -> None:
         with self._lock:
@@ -127,8 +136,9 @@ class Store:
 
     def add_user(self, name: str) -> str:
         """Create a user; returns its API token (only its hash is stored)."""
-        if not name or not name.isprintable() or len(name) > 100:
-            raise VivifyError(f"invalid user name {name!r}: use 1-100 printable characters")
+        if not name or not name.isprintable() or len(name) > 100 or name != name.strip():
+            # Spaces around a name would make a second user look like the first in the consent and audit records.
+            raise VivifyError(f"invalid user name {name!r}: use 1-100 printable characters, no spaces around them")
         token = secrets.token_urlsafe(32)
         try:
             self._run("INSERT INTO users (name, token_sha256, created) VALUES (?, ?, ?)", (name, _hash(token), now()))
