@@ -308,6 +308,7 @@ def test_templates_and_the_ray_path(tmp_path, portrait):
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "99999"], "argument --port: expected a port number from 1 to 65535, not '99999'"),
     (["--ray", "local:abc"], "argument --ray: expected local, local:CPUS or a cluster's address, not 'local:abc'"),
+    (["--ray", ""], "argument --ray: expected local, local:CPUS or a cluster's address, not ''"),
     (["--max-upload-mb", "0"], "argument --max-upload-mb: expected a number above 0, not '0'"),
     (["--max-megapixels", "60"], "argument --max-megapixels: at most 50, the engine's own limit, not '60'"),
 ])
@@ -357,6 +358,23 @@ def test_a_user_name_with_spaces_around_it_is_refused(tmp_path, capsys, name):
     assert main(["users", "add", name, "--data-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"vivify: error: invalid user name {name!r}: use 1-100 printable characters, "
                                        "no spaces around them\n")
+
+
+def test_the_chunks_of_a_job_are_written_in_the_data_folder(tmp_path, monkeypatch):
+    """Every node of a Ray cluster shares the data folder, not the server's /tmp: chunk folders made there did
+    not exist on the other nodes."""
+    import vivify.distributed
+    from vivify.studio.store import Job
+    from vivify.studio.worker import Cluster, run_job
+
+    called: dict = {}
+    monkeypatch.setattr(vivify.distributed, "animate_chunked", lambda *args, **options: called.update(options))
+    job = Job(id="j1", user_id=1, kind="animate", status="running", progress=0.0, eta_seconds=None, error=None,
+              params={}, inputs={"portrait": ["p.png"], "driving": ["d.mp4"]}, consent={}, result=None, attempts=1,
+              created="", started=None, finished=None)
+    output = tmp_path / "results" / "j1.mp4"
+    run_job(job, output, progress=None, marks=None, cluster=Cluster(run=lambda calls: [], chunks=2))
+    assert called["scratch"] == output.parent
 
 
 def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path):

@@ -85,7 +85,7 @@ def _portrait_megapixels(text: str) -> float:
 
 
 def _ray_address(text: str) -> str:
-    if text.startswith("local:") and not re.fullmatch(r"local:[1-9]\d*", text):
+    if not text.strip() or (text.startswith("local:") and not re.fullmatch(r"local:[1-9]\d*", text)):
         raise argparse.ArgumentTypeError(f"expected local, local:CPUS or a cluster's address, not {text!r}")
     return text
 

@@ -54,8 +54,10 @@ def run_job(job: Job, output: Path, progress: Any, marks: Marks, cluster: Cluste
     if job.kind == "animate" and cluster is not None:
         from vivify.distributed import animate_chunked
 
+        # The chunks are written beside the result, in the data folder that every node of the cluster shares:
+        # a folder in the server's own /tmp does not exist on the other nodes.
         return animate_chunked(first["portrait"], first["driving"], output, chunks=cluster.chunks,
-                               run=cluster.run, **common)
+                               run=cluster.run, scratch=output.parent, **common)
     if job.kind == "animate":
         return animate(first["portrait"], first["driving"], output, **common)
     if job.kind == "sing":
