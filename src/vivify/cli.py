@@ -710,9 +710,7 @@ def main(argv: list[str] | None = None) -> int:
             from vivify.demo import render_demos
 
             with _quiet_native_logs():
-                paths = render_demos(args.output, overwrite=args.overwrite)
-            for path in paths:
-                _say(path)
+                render_demos(args.output, overwrite=args.overwrite, done=_say)  # each video as it is finished
             return 0
         if args.command in ("eval", "bench") and args.json is not None:
             check_report_path(args.json, _measured_inputs(args), args.overwrite)

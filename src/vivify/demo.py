@@ -4,7 +4,7 @@ performs, which the demo shows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,11 +134,13 @@ def write_performed_clip(path: Path, marks: Marks) -> Path:
     return path
 
 
-def render_demos(folder: Path, overwrite: bool = False) -> list[Path]:
+def render_demos(folder: Path, overwrite: bool = False, done: Callable[[Path], None] = lambda path: None,
+                 ) -> list[Path]:
     """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
     versions of her singing together in a grid, her saying a sentence (espeak-ng's voice), and, where the
     shared media folder exists, real portraits driven by real clips. A folder that holds files already is
-    refused unless `overwrite` (then the demo's own files in it are replaced, and nothing else)."""
+    refused unless `overwrite` (then the demo's own files in it are replaced, and nothing else). `done` is
+    called with each video as it is finished (the whole demo takes minutes with the shared media)."""
     from PIL import Image
 
     from vivify.pipeline import animate
@@ -160,14 +162,21 @@ def render_demos(folder: Path, overwrite: bool = False) -> list[Path]:
     photos.mkdir(exist_ok=True)
     portrait = photos / "astronaut.png"
     Image.fromarray(astronaut()).save(portrait)
-    outputs = [animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True)]
-    outputs.append(_sing_demo(folder, portrait, driving))
+    outputs: list[Path] = []
+
+    def finished(path: Path) -> None:
+        outputs.append(path)
+        done(path)
+
+    finished(driving)
+    finished(animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True))
+    finished(_sing_demo(folder, portrait, driving))
     head = photos / "astronaut_head.png"
     Image.fromarray(face_crop(512)).save(head)
-    outputs.append(speak(head, folder / "astronaut_speaking.mp4", text=_DEMO_SENTENCE, overwrite=True))
+    finished(speak(head, folder / "astronaut_speaking.mp4", text=_DEMO_SENTENCE, overwrite=True))
     for portrait_name, driving_name in _SHARED_DEMOS:
         portrait_found, driving_found = find_shared(portrait_name), find_shared(driving_name)
         if portrait_found and driving_found:
             out = folder / f"{Path(portrait_name).stem}_{Path(driving_name).stem}.mp4"
-            outputs.append(animate(portrait_found[0], driving_found[0], out, max_side=720, overwrite=True))
+            finished(animate(portrait_found[0], driving_found[0], out, max_side=720, overwrite=True))
     return outputs
