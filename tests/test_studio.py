@@ -377,6 +377,30 @@ def test_the_chunks_of_a_job_are_written_in_the_data_folder(tmp_path, monkeypatc
     assert called["scratch"] == output.parent
 
 
+def test_a_users_token_is_renewed_or_revoked_and_the_users_are_listed(tmp_path, capsys):
+    """`users add` was the only command: a lost or leaked token could be neither replaced nor stopped."""
+    from vivify.cli import main
+    from vivify.studio.store import Store
+
+    def vivify(*args: str) -> str:
+        assert main(["users", *args, "--data-dir", str(tmp_path)]) == 0
+        return capsys.readouterr().out
+
+    first = vivify("add", "olga").splitlines()[-1]
+    vivify("add", "petr")
+    second = vivify("token", "olga").splitlines()[-1]
+    store = Store(tmp_path)
+    try:
+        assert store.user_for_token(first) is None and store.user_for_token(second).name == "olga"
+        assert vivify("revoke", "petr") == "user petr: token revoked\n"
+        assert [line.split("\t")[0::2] for line in vivify("list").splitlines()] == [["olga"], ["petr", "revoked"]]
+        assert store.user_for_token(second).name == "olga"
+    finally:
+        store.close()
+    assert main(["users", "revoke", "nobody", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "vivify: error: no user 'nobody'\n"
+
+
 def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path):
     from vivify.studio.store import MAX_ATTEMPTS, Store
 

@@ -276,6 +276,14 @@ def _parser() -> argparse.ArgumentParser:
     add_user = users.add_parser("add", help="create a user and print its API token (the last line)")
     add_user.add_argument("name")
     _add_data_dir(add_user)
+    _add_data_dir(users.add_parser("list", help="the users, and whose token is revoked"))
+    new_token = users.add_parser("token", help="give a user a new API token (the last line); the old one stops "
+                                               "working")
+    new_token.add_argument("name")
+    _add_data_dir(new_token)
+    revoke = users.add_parser("revoke", help="stop a user's token from working (`users token` gives a new one)")
+    revoke.add_argument("name")
+    _add_data_dir(revoke)
     protect = commands.add_parser("protect", help="identities the studio refuses to animate").add_subparsers(
         dest="protect_command", required=True, metavar="ACTION")
     protect_add = protect.add_parser("add", help="register a protected identity from a photo of that person")
@@ -521,10 +529,20 @@ def _studio(args: argparse.Namespace) -> int:
         from vivify.studio.store import Store
 
         store = Store(folder)
-        token = store.add_user(args.name)
-        store.close()
-        print(f"user {args.name} created; API token:")
-        print(token)
+        try:
+            if args.users_command == "list":
+                for name, created, revoked in store.users():
+                    print("\t".join([name, created, *(["revoked"] if revoked else [])]))
+            elif args.users_command == "revoke":
+                store.revoke(args.name)
+                print(f"user {args.name}: token revoked")
+            else:
+                created = args.users_command == "add"
+                token = store.add_user(args.name) if created else store.new_token(args.name)
+                print(f"user {args.name} {'created' if created else 'has a new token'}; API token:")
+                print(token)
+        finally:
+            store.close()
         return 0
     identities = protected_identities(folder)
     if args.protect_command == "add":

@@ -101,6 +101,10 @@ def without_paths(message: str, inputs: dict[str, list[str]]) -> str:
     return message
 
 
+# The stored hash of a revoked token starts with this (a SHA-256 in hex never does).
+_REVOKED = "revoked:"
+
+
 def unusable_database(path: Path, error: sqlite3.Error | OSError) -> VivifyError:
     """The error for a studio database that cannot be opened or read (corrupt, truncated, on a read-only disk)."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
@@ -145,6 +149,28 @@ class Store:
         except sqlite3.IntegrityError:
             raise VivifyError(f"user {name!r} already exists") from None
         return token
+
+    def users(self) -> list[tuple[str, str, bool]]:
+        """Every user as (name, created, revoked), by name."""
+        rows = self._run("SELECT name, created, token_sha256 FROM users ORDER BY name")
+        return [(row["name"], row["created"], row["token_sha256"].startswith(_REVOKED)) for row in rows]
+
+    def new_token(self, name: str) -> str:
+        """Give user `name` a new API token and return it: the old one (lost, or leaked) stops working."""
+        token = secrets.token_urlsafe(32)
+        self._set_token(name, _hash(token))
+        return token
+
+    def revoke(self, name: str) -> None:
+        """Stop user `name`'s token from working; the user's jobs and records stay (`new_token` lets them in
+        again)."""
+        self._set_token(name, _REVOKED + secrets.token_hex(16))  # no token hashes to it; unique like a hash
+
+    def _set_token(self, name: str, token_sha256: str) -> None:
+        with self._lock:
+            changed = self._db.execute("UPDATE users SET token_sha256 = ? WHERE name = ?", (token_sha256, name))
+        if changed.rowcount == 0:
+            raise VivifyError(f"no user {name!r}")
 
     def user_for_token(self, token: str) -> User | None:
         rows = self._run("SELECT id, name FROM users WHERE token_sha256 = ?", (_hash(token),))
