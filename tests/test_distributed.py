@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 
 import av
 import numpy as np
@@ -66,6 +67,35 @@ def test_an_existing_output_fails_before_any_chunk_is_rendered(inputs, tmp_path)
     existing = tmp_path / "taken.mp4"
     existing.write_bytes(b"someone's video")
     rendered: list = []
+
+    def run(calls, waiting):
+        rendered.extend(calls)
+        yield from ()
+
     with pytest.raises(VivifyError, match="exists"):
-        animate_chunked(portrait, driving, existing, chunks=2, run=lambda calls: rendered.extend(calls) or [])
+        animate_chunked(portrait, driving, existing, chunks=2, run=run)
     assert rendered == [] and existing.read_bytes() == b"someone's video"
+
+
+def test_a_job_stopped_while_its_chunks_render_cancels_them(inputs, tmp_path):
+    """The chunks' results came back all at once at the end, and nothing was heard before: the studio could
+    neither delete nor stop a job rendering on Ray until every chunk was done. Now the caller's progress is
+    called while they render, and stopping there cancels the chunks not done yet."""
+    portrait, driving = inputs
+    cluster = ray_runner(num_cpus=2)
+
+    class Stop(Exception):
+        pass
+
+    heard: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        heard.append(done)
+        raise Stop  # the job was deleted
+
+    started = time.monotonic()
+    with pytest.raises(Stop):
+        animate_chunked(portrait, driving, tmp_path / "stopped.mp4", chunks=2, run=cluster, progress=progress)
+    assert heard == [0]  # before any chunk was joined
+    assert time.monotonic() - started < 30  # not after the chunks: they were cancelled
+    assert sorted(path.name for path in tmp_path.iterdir()) == []

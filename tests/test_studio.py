@@ -364,6 +364,7 @@ def test_the_chunks_of_a_job_are_written_in_the_data_folder(tmp_path, monkeypatc
     """Every node of a Ray cluster shares the data folder, not the server's /tmp: chunk folders made there did
     not exist on the other nodes."""
     import vivify.distributed
+    from vivify.distributed import local_runner
     from vivify.studio.store import Job
     from vivify.studio.worker import Cluster, run_job
 
@@ -373,7 +374,7 @@ def test_the_chunks_of_a_job_are_written_in_the_data_folder(tmp_path, monkeypatc
               params={}, inputs={"portrait": ["p.png"], "driving": ["d.mp4"]}, consent={}, result=None, attempts=1,
               created="", started=None, finished=None)
     output = tmp_path / "results" / "j1.mp4"
-    run_job(job, output, progress=None, marks=None, cluster=Cluster(run=lambda calls: [], chunks=2))
+    run_job(job, output, progress=None, marks=None, cluster=Cluster(run=local_runner, chunks=2))
     assert called["scratch"] == output.parent
 
 

@@ -9,10 +9,11 @@ through the usual writer: one encode, the driving audio, the provenance marks.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ from vivify.io.video import count_frames, open_video
 from vivify.io.writers import open_writer, refuse_input_as_output
 from vivify.progress import Progress
 from vivify.provenance.marks import Marks
+
+# How often a caller waiting for chunks hears from `animate_chunked` (its `progress`), to stop it if it wants.
+WAIT_SECONDS = 0.5
+
+Calls = list[tuple[Callable, tuple]]
+# Runs each `(function, args)` call, in parallel where it can, and yields their results in order, each once it
+# (and those before it) are done; calls `waiting()` at least every WAIT_SECONDS while it waits. Closing the
+# generator early (`waiting` raised) cancels the calls not done yet.
+Runner = Callable[[Calls, Callable[[], None]], Generator[Any, None, None]]
 
 WARMUP_FRAMES = 30  # rendered and dropped before each chunk (about 3 time constants of the filters)
 
@@ -77,11 +87,12 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
 
 
 def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
-                    chunks: int, run: Callable[..., list[Any]], size: tuple[int, int] | None = None,
+                    chunks: int, run: Runner, size: tuple[int, int] | None = None,
                     max_side: int | None = None, overwrite: bool = False, progress: Progress | None = None,
                     marks: Marks | None = None, scratch: str | Path | None = None) -> Path:
-    """`vivify.pipeline.animate` split into `chunks`, rendered by `run(calls)` (which runs each
-    `(render_chunk, args)` call, in parallel where it can, and returns their results in order), and joined."""
+    """`vivify.pipeline.animate` split into `chunks`, rendered by `run` (see `Runner`: in parallel where it
+    can), and joined. While the chunks render, `progress` is called every `WAIT_SECONDS` with the frames joined
+    so far: a caller can stop the job from it (an exception there cancels the chunks still rendering)."""
     refuse_input_as_output(output, portrait_path, driving_path)
     marks = Marks.create(ingredients=(portrait_path, driving_path)) if marks is None \
         else marks.naming_inputs((portrait_path, driving_path))
@@ -102,33 +113,49 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
                                      str(folder / f"chunk_{start:08d}.mkv")))
                      for start, end in bounds]
             done = 0
-            for part in run(calls):
-                with open_video(part) as rendered:
-                    for frame in rendered.frames():
-                        writer.write(frame)
-                        done += 1
-                        if progress is not None:
-                            progress(done, count)
+
+            def waiting() -> None:
+                if progress is not None:
+                    progress(done, count)
+
+            with contextlib.closing(run(calls, waiting)) as parts:
+                for part in parts:
+                    with open_video(part) as rendered:
+                        for frame in rendered.frames():
+                            writer.write(frame)
+                            done += 1
+                            if progress is not None:
+                                progress(done, count)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return Path(output)
 
 
-def ray_runner(address: str | None = None, **init: Any) -> Callable[[list[tuple[Callable, tuple]]], list[Any]]:
-    """A `run` for `animate_chunked` that sends each call to a Ray cluster (`address`; None starts a local one
-    with `init`'s options, e.g. num_cpus=2)."""
+def ray_runner(address: str | None = None, **init: Any) -> Runner:
+    """A `Runner` for `animate_chunked` that sends each call to a Ray cluster (`address`; None starts a local
+    one with `init`'s options, e.g. num_cpus=2)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
     remote = ray.remote(num_cpus=1)(lambda function, args: function(*args))
 
-    def run(calls: list[tuple[Callable, tuple]]) -> list[Any]:
-        return ray.get([remote.remote(function, args) for function, args in calls])
+    def run(calls: Calls, waiting: Callable[[], None]) -> Generator[Any, None, None]:
+        pending = [remote.remote(function, args) for function, args in calls]
+        try:
+            for task in pending:
+                while not ray.wait([task], timeout=WAIT_SECONDS)[0]:
+                    waiting()
+                yield ray.get(task)
+        finally:
+            for task in pending:  # nothing happens to those already done
+                ray.cancel(task, force=True)
 
     return run
 
 
-def local_runner(calls: list[tuple[Callable, tuple]]) -> list[Any]:
-    """Each call in turn, in this process: one worker."""
-    return [function(*args) for function, args in calls]
+def local_runner(calls: Calls, waiting: Callable[[], None]) -> Generator[Any, None, None]:
+    """A `Runner` with one worker: each call in turn, in this process (`waiting` between them)."""
+    for function, args in calls:
+        waiting()
+        yield function(*args)

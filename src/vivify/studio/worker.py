@@ -6,14 +6,16 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vivify.errors import VivifyError
 from vivify.provenance.marks import Marks
 from vivify.studio.store import Job, Store, without_paths
+
+if TYPE_CHECKING:
+    from vivify.distributed import Runner
 
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 0.5  # s between progress updates written to the store
@@ -27,7 +29,7 @@ _DUB_GATE_SECONDS = 1.0
 class Cluster:
     """Where chunks of a long animation render: `run` takes the calls (see `vivify.distributed`)."""
 
-    run: Callable[[list[tuple[Callable, tuple]]], list[Any]]
+    run: Runner
     chunks: int
 
 
@@ -118,7 +120,9 @@ class Worker:
             if total and elapsed - last >= _PROGRESS_EVERY:
                 last = elapsed
                 share = min(done / total, 0.99)  # 1 only once the file is complete and marked
-                if not self.store.progress(job.id, share, elapsed * (1 - share) / max(share, 1e-6)):
+                # No estimate before the first frame is done (chunks rendering on a cluster).
+                eta = elapsed * (1 - share) / share if share > 0 else None
+                if not self.store.progress(job.id, share, eta):
                     raise _Deleted
 
         inputs = [path for paths in job.inputs.values() for path in paths]
