@@ -44,14 +44,24 @@ def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
         token = server.user("grace")["Authorization"].split()[1]
         wait = WebDriverWait(browser, 240)
         browser.get(server.url + "/")
+        sign_in = (By.CSS_SELECTOR, "#signin button[type=submit], #signin input[type=submit]")
+        browser.find_element(By.ID, "token").send_keys("wrong-token")
+        browser.find_element(*sign_in).click()
+        # The page's own words: the API's answer tells a program which header to send.
+        wait.until(lambda _: browser.find_element(By.ID, "message").text)
+        assert browser.find_element(By.ID, "message").text == "Your token was not accepted. Please sign in again."
+        wait.until(ready.visibility_of_element_located((By.ID, "token"))).clear()
         browser.find_element(By.ID, "token").send_keys(token)
-        browser.find_element(By.CSS_SELECTOR, "#signin button[type=submit], #signin input[type=submit]").click()
+        browser.find_element(*sign_in).click()
         Select(wait.until(ready.visibility_of_element_located((By.ID, "kind")))).select_by_value("animate")
+        assert browser.switch_to.active_element.get_attribute("id") == "kind"  # focus moved into the app
         browser.find_element(By.ID, "portrait").send_keys(str(portrait))
         wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, '[data-template="nod"]'))).click()
         submit = browser.find_element(By.ID, "submit")
-        assert not submit.is_enabled()  # no job without consent
+        assert not submit.is_enabled()  # no job without consent, and the page says why
+        assert browser.find_element(By.ID, "submit-hint").is_displayed()
         browser.find_element(By.ID, "consent").click()
+        assert not browser.find_element(By.ID, "submit-hint").is_displayed()
         submit.click()
         done = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#jobs [data-status="done"]')))
         video = wait.until(lambda _: done.find_element(By.CSS_SELECTOR, "video.result"))
@@ -59,5 +69,13 @@ def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
         assert "AI-generated" in done.text
         assert done.find_element(By.CSS_SELECTOR, "a.download").get_attribute("download").endswith(".mp4")
         assert browser.find_element(By.ID, "message").text == ""
+        # At the next visit a finished video is fetched only when asked for (each is a whole video).
+        browser.refresh()
+        done = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, '#jobs [data-status="done"]')))
+        show = wait.until(lambda _: done.find_element(By.XPATH, ".//button[text()='Show the video']"))
+        assert not done.find_elements(By.CSS_SELECTOR, "video.result")
+        show.click()
+        video = wait.until(lambda _: done.find_element(By.CSS_SELECTOR, "video.result"))
+        wait.until(lambda _: (video.get_attribute("src") or "").startswith("blob:"))
     finally:
         server.stop()
