@@ -236,6 +236,15 @@ def natural_images() -> list[np.ndarray]:
     return images
 
 
+def test_a_frame_of_a_few_pixels_takes_a_mark_for_every_content_id() -> None:
+    """At 2×2 some content ids sample only the tile's zero cells: scaling that pattern to the target strength
+    divided by zero, and `animate --size 2x2` failed with a traceback instead of its message (2 ids in 300)."""
+    for number in range(300):
+        for size in ((2, 2), (2, 6), (4, 4)):
+            frame = np.full((size[1], size[0], 3), 128, np.uint8)
+            assert WatermarkEmbedder(f"{number:016x}", size).apply(frame).shape == frame.shape
+
+
 def test_unmarked_images_are_not_detected() -> None:
     for image in natural_images():
         for candidate in (image, jpeg(image)):

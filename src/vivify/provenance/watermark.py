@@ -313,8 +313,11 @@ def _render_delta(symbols: list[int], width: int, height: int) -> np.ndarray:
     """The integer luma delta for a frame of this size, at the largest RMS that keeps PSNR >= _PSNR_DB."""
     cell = _cell_size(width, height)
     pattern = _interpolation(height, cell) @ _tile_cells(symbols) @ _interpolation(width, cell).T
+    energy = float(np.sqrt(np.mean(pattern.astype(np.float64) ** 2)))
+    if energy == 0.0:  # a frame of a few pixels that samples only the tile's zero cells: nothing to carry
+        return np.zeros((height, width), np.int16)
     target = 255.0 / 10.0 ** (_PSNR_DB / 20.0)
-    gain = target / float(np.sqrt(np.mean(pattern.astype(np.float64) ** 2)))
+    gain = target / energy
     delta = np.rint(pattern * gain)
     while np.sqrt(np.mean(delta**2)) > target:  # rounding can add a little energy
         gain *= 0.99
