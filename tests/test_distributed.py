@@ -77,6 +77,23 @@ def test_an_existing_output_fails_before_any_chunk_is_rendered(inputs, tmp_path)
     assert rendered == [] and existing.read_bytes() == b"someone's video"
 
 
+def test_the_progress_counts_the_frames_the_chunks_have_rendered(inputs, tmp_path):
+    """A job on a cluster read 0% until its chunks were all rendered and joining began: the chunks now write
+    how far they are, and the caller hears it while it waits."""
+    portrait, driving = inputs
+    heard: list[tuple[int, int | None]] = []
+
+    def run(calls, waiting):
+        results = [function(*args) for function, args in calls]  # every chunk rendered, none joined yet
+        waiting()
+        yield from results
+
+    animate_chunked(portrait, driving, tmp_path / "out.mp4", chunks=3, run=run,
+                    progress=lambda done, total: heard.append((done, total)))
+    assert heard[0] == (75, 75)  # heard while waiting: all 75 frames rendered
+    assert all(done == 75 for done, _ in heard)  # joining them does not move the bar back
+
+
 def test_a_job_stopped_while_its_chunks_render_cancels_them(inputs, tmp_path):
     """The chunks' results came back all at once at the end, and nothing was heard before: the studio could
     neither delete nor stop a job rendering on Ray until every chunk was done. Now the caller's progress is

@@ -36,6 +36,9 @@ Calls = list[tuple[Callable, tuple]]
 Runner = Callable[[Calls, Callable[[], None]], Generator[Any, None, None]]
 
 WARMUP_FRAMES = 30  # rendered and dropped before each chunk (about 3 time constants of the filters)
+# A chunk writes how many of its frames are done every this many frames, beside its file, with this suffix.
+_PROGRESS_EVERY = 10
+_PROGRESS_SUFFIX = ".progress"
 
 
 def chunk_bounds(frames: int, chunks: int) -> list[tuple[int, int]]:
@@ -57,7 +60,7 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
                  reference: tuple[np.ndarray, np.ndarray], size: tuple[int, int] | None, max_side: int | None,
                  out_path: str) -> str:
     """Frames [start, end) of the animation (`end` None: to the video's end), losslessly into `out_path`; runs
-    anywhere the files are."""
+    anywhere the files are. How many frames are done is written beside it (`rendered_so_far` reads them)."""
     from vivify.animator import Animator
     from vivify.pipeline import tracked
 
@@ -79,11 +82,27 @@ def render_chunk(portrait_path: str, driving_path: str, start: int, end: int | N
                     picture.pts = index - start
                     for packet in stream.encode(picture):
                         container.mux(packet)
+                    if (index - start + 1) % _PROGRESS_EVERY == 0:
+                        _write_progress(out_path, index - start + 1)
         finally:
             animator.close()
         for packet in stream.encode(None):
             container.mux(packet)
+    _write_progress(out_path, int(stream.frames))
     return out_path
+
+
+def _write_progress(chunk_path: str, frames: int) -> None:
+    Path(chunk_path + _PROGRESS_SUFFIX).write_text(str(frames))
+
+
+def rendered_so_far(folder: Path) -> int:
+    """Frames the chunks in `folder` have rendered so far (as their `render_chunk`s last wrote)."""
+    total = 0
+    for path in folder.glob("*" + _PROGRESS_SUFFIX):
+        with contextlib.suppress(OSError, ValueError):  # caught while it is being written: counted next time
+            total += int(path.read_text())
+    return total
 
 
 def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output: str | Path, *,
@@ -112,20 +131,22 @@ def animate_chunked(portrait_path: str | Path, driving_path: str | Path, output:
                                      None if end == bounds[-1][1] else end, reference, size, max_side,
                                      str(folder / f"chunk_{start:08d}.mkv")))
                      for start, end in bounds]
-            done = 0
+            done = rendered = 0
 
             def waiting() -> None:
-                if progress is not None:
-                    progress(done, count)
+                nonlocal rendered
+                if progress is not None:  # the frames rendered, until as many are joined
+                    rendered = min(rendered_so_far(folder), count)
+                    progress(max(done, rendered), count)
 
             with contextlib.closing(run(calls, waiting)) as parts:
                 for part in parts:
-                    with open_video(part) as rendered:
-                        for frame in rendered.frames():
+                    with open_video(part) as chunk:
+                        for frame in chunk.frames():
                             writer.write(frame)
                             done += 1
-                            if progress is not None:
-                                progress(done, count)
+                            if progress is not None:  # the bar does not go back from the frames rendered
+                                progress(max(done, rendered), count)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return Path(output)
