@@ -113,6 +113,6 @@ def test_a_job_stopped_while_its_chunks_render_cancels_them(inputs, tmp_path):
     started = time.monotonic()
     with pytest.raises(Stop):
         animate_chunked(portrait, driving, tmp_path / "stopped.mp4", chunks=2, run=cluster, progress=progress)
-    assert heard == [0]  # before any chunk was joined
+    assert len(heard) == 1 and heard[0] < 75  # stopped at its first word, while the chunks rendered
     assert time.monotonic() - started < 30  # not after the chunks: they were cancelled
     assert sorted(path.name for path in tmp_path.iterdir()) == []
