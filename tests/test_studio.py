@@ -402,6 +402,21 @@ def test_a_users_token_is_renewed_or_revoked_and_the_users_are_listed(tmp_path, 
     assert capsys.readouterr().err == "vivify: error: no user 'nobody'\n"
 
 
+def test_a_ray_cluster_that_does_not_answer_is_named_at_once(tmp_path):
+    """`serve --ray 127.0.0.1:1` waited on Ray's retries for minutes, printing Ray's own warnings."""
+    from vivify.errors import VivifyError
+    from vivify.studio.server import cluster
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(VivifyError) as error:
+        cluster(f"127.0.0.1:{port}")
+    assert str(error.value) == f"--ray 127.0.0.1:{port}: no Ray cluster answers there (Connection refused)"
+    assert time.monotonic() - started < 10
+
+
 def test_a_job_that_keeps_stopping_the_server_fails_instead_of_looping(tmp_path):
     from vivify.studio.store import MAX_ATTEMPTS, Store
 

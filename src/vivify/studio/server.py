@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -42,8 +43,26 @@ def cluster(address: str) -> Cluster:
         _, _, cpus = address.partition(":")
         run = ray_runner(None, **({"num_cpus": int(cpus)} if cpus else {}))
     else:
+        _check_reachable(address)
         run = ray_runner(address)
     return Cluster(run, chunks=max(1, int(ray.cluster_resources().get("CPU", 1))))
+
+
+# How long a cluster's head has to answer before `serve` gives up on it.
+_CONNECT_SECONDS = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Raise VivifyError where `address` names a host and port (`head:6379`, `ray://head:10001`) that does not
+    answer: Ray itself retries an unreachable head for minutes, printing its own warnings."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return  # `auto` and the like: Ray finds the cluster its own way
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_SECONDS).close()
+    except OSError as error:
+        reason = error.strerror or f"no answer in {_CONNECT_SECONDS:g} s"
+        raise VivifyError(f"--ray {address}: no Ray cluster answers there ({reason})") from None
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, folder: str | Path | None = None,
