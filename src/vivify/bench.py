@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vivify.errors import VivifyError
+from vivify.eval.figures import command_line, cpu_model
 from vivify.io.media import SHARED_MEDIA, find_shared
 from vivify.io.reports import write_json
 
@@ -53,17 +54,6 @@ _PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where `import vivify` f
 
 
 # -- the machine --------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ram_bytes() -> int | None:
@@ -548,7 +538,7 @@ def run(frames: int = 150, json_path: Path | None = None, *, long: bool = False,
     report: dict[str, Any] = {
         "schema": 1,
         "started": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line(),
         "mode": "long" if long else "standard",
         "load_average_1min": {"start": load_average(), "end": None},
         "speed_probe_ms": {"start": speed_probe(), "end": None},

@@ -8,7 +8,6 @@ at least 3× real time (30 s of speech in at most 10 s).
 
 from __future__ import annotations
 
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from vivify.bench import (
     measure_process,
 )
 from vivify.demo import face_crop
+from vivify.eval.figures import command_line
 from vivify.io.reports import write_json
 from vivify.speech.audio import read_speech, write_wav
 from vivify.speech.phones import Speech
@@ -74,7 +74,7 @@ def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | Non
         "machine": machine_info(_versions()), "audio": description,
         "seconds": seconds, "size": [SIZE, SIZE], "runs": runs, "median_wall_s": median,
         "real_time": seconds / median, "target_met": seconds / median >= TARGET_REAL_TIME,
-        "command": shlex.join(["vivify", *sys.argv[1:]]),
+        "command": command_line(),
     }
     print(f"vivify bench --speak: machine: {machine_line(report['machine'])}")
     print(f"`vivify speak` in a fresh process, {seconds:.1f} s of speech ({description}), {SIZE}x{SIZE}, "

@@ -1,5 +1,5 @@
-"""What every eval prints beside its figures: the figures themselves ("n/a" where not measured), the machine
-and the command line that measured them."""
+"""What every eval and bench prints beside its figures: the figures themselves ("n/a" where not measured), the
+machine and the command line that measured them."""
 
 from __future__ import annotations
 
@@ -25,20 +25,23 @@ def measured_mean(values: Iterable[float]) -> float:
     return float(np.mean(measured)) if measured else math.nan
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} logical cores"
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} logical cores"
 
 
 def command_line() -> str:
+    """This process's command line as a shell would take it, the program by its name (`vivify eval ...`)."""
     argv = list(sys.argv)
     if argv:
         argv[0] = os.path.basename(argv[0])
