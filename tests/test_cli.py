@@ -581,12 +581,15 @@ def test_an_interrupt_while_the_output_is_sealed_leaves_nothing_behind(media, tm
     handled = threading.Event()
 
     def on_sigint(signum, frame):
-        handled.set()
-        raise KeyboardInterrupt
+        if not handled.is_set():  # the first Ctrl-C only: more may come before the writer's thread sees it
+            handled.set()
+            raise KeyboardInterrupt
 
     def interrupted_then_labelled(*args):
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # the main thread waits for this one
-        handled.wait()
+        # The main thread waits for this one. Again until it is seen: a signal that comes just before that wait
+        # blocks is only handled once the wait ends, which here is never.
+        while not handled.wait(0.01):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return label(*args)
 
     monkeypatch.setattr(metadata, "write_video_label", interrupted_then_labelled)
@@ -597,10 +600,10 @@ def test_an_interrupt_while_the_output_is_sealed_leaves_nothing_behind(media, tm
     try:
         assert main(["animate", str(media.portrait), str(media.drive), "-o", str(out)]) == 130
     finally:
-        signal.signal(signal.SIGINT, previous)
-    for writer in set(threading.enumerate()) - before:
-        if writer.name.startswith("vivify-writer"):
-            writer.join()  # where the command did not wait for it, what it goes on to make would be left
+        for writer in set(threading.enumerate()) - before:
+            if writer.name.startswith("vivify-writer"):
+                writer.join()  # where the command did not wait for it, what it goes on to make would be left
+        signal.signal(signal.SIGINT, previous)  # once no thread of the command can send another Ctrl-C
     assert list(out.parent.iterdir()) == []
 
 

@@ -729,13 +729,16 @@ def test_a_close_cut_short_by_ctrl_c_waits_for_the_encoder_before_removing_the_o
     finish = writers._AVBackend.finish
 
     def on_sigint(signum, frame):
-        handled.set()
-        raise KeyboardInterrupt
+        if not handled.is_set():  # the first Ctrl-C only: more may come before this thread sees it
+            handled.set()
+            raise KeyboardInterrupt
 
     def finish_interrupted(self):
         finish(self)
-        signal.pthread_kill(main_thread, signal.SIGINT)
-        handled.wait()
+        # Again until it is seen: a signal that comes just before the main thread's wait blocks is only handled
+        # once the wait ends, which here is never (it hung a run).
+        while not handled.wait(0.01):
+            signal.pthread_kill(main_thread, signal.SIGINT)
         # On until the main thread either removes the output or waits for this thread.
         while self._temp.exists() and sys._current_frames()[main_thread].f_code.co_name != "wait":
             pass
@@ -750,8 +753,8 @@ def test_a_close_cut_short_by_ctrl_c_waits_for_the_encoder_before_removing_the_o
         with pytest.raises(KeyboardInterrupt):
             writer.close()
     finally:
+        recorded.wait()  # the encoder thread sends no more Ctrl-C to the handler put back
         signal.signal(signal.SIGINT, previous)
-    recorded.wait()
     assert output_there == [True]
     assert list(tmp_path.iterdir()) == []
 
