@@ -290,6 +290,23 @@ def test_video_gif_rate_from_duration(tmp_path):
         assert len(list(video.frames())) == 6
 
 
+def test_timestamps_that_tell_no_rate_give_way_to_the_declared_rate(tmp_path, caplog):
+    # Every packet stamped 0, as a broken muxer writes them: the file lasts one frame's duration, and its
+    # 12 frames in 1/25 s read as 300 frames/s, an output nothing could play at the driver's pace.
+    path = tmp_path / "stamped_zero.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        frames = [av.VideoFrame.from_ndarray(gradient(64, 48, shift=i * 10), format="rgb24") for i in range(12)]
+        for packet in itertools.chain.from_iterable([*map(stream.encode, frames), stream.encode()]):
+            packet.pts = packet.dts = 0
+            container.mux(packet)
+    with caplog.at_level("WARNING"), open_video(path) as video:
+        assert (video.fps, video.frame_count) == (25, 12)
+    assert caplog.messages == [f"{path}: its timestamps give 300 frames/s, more than a camera records; "
+                               "using the 25 frames/s it declares"]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [

@@ -24,6 +24,7 @@ Error policy (every error is a one-line `VivifyError` starting with the path as 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ _ANIMATED_PIPE_DEMUXERS = ("gif_pipe",)
 
 # Used only when a file declares no usable rate at all (rare: raw streams without timing).
 _FALLBACK_FPS = Fraction(25)
+# Faster than cameras record in real time (phones' slow motion included): a rate above it comes from timestamps
+# that tell none (every packet stamped 0; a single frame, where FFmpeg falls back to the time base, 1/1000 s).
+_MAX_PLAUSIBLE_FPS = 240
 
 # AVColorRange value for full-range ("JPEG") YUV, common in phone footage.
 _COLOR_RANGE_JPEG = 2
@@ -398,20 +402,30 @@ def _frame_rate(stream: av.VideoStream, duration: Fraction | None) -> Fraction:
     FFmpeg's average_rate comes from probing the first frames; for constant-rate files it is the
     exact nominal rate (30000/1001, not 29.97002...). For GIFs (delays in 1/100 s) and VFR files
     it can be off, so when the container also gives a frame count and duration, their ratio (the
-    true whole-file average) wins if the two disagree by more than 1%.
+    true whole-file average) wins if the two disagree by more than 1%. A rate over _MAX_PLAUSIBLE_FPS is not
+    believed: the rate the stream or its codec declares stands in for it.
     """
     rate = stream.average_rate or None
     if stream.frames and duration:
         whole_file = Fraction(stream.frames) / duration
         if not rate or abs(rate - whole_file) > whole_file / 100:
             rate = whole_file
-    if not rate:
-        rate = stream.guessed_rate or stream.base_rate
-    if not rate or rate <= 0:
-        log.warning("%s declares no frame rate; assuming %s fps", stream.container.name, _FALLBACK_FPS)
-        return _FALLBACK_FPS
-    # Averages come out as e.g. 2997003/100000; keep denominators small for writers' time bases.
-    return Fraction(rate).limit_denominator(1001)
+    for candidate in (rate, stream.guessed_rate, stream.base_rate, stream.codec_context.framerate):
+        if candidate and 0 < candidate <= _MAX_PLAUSIBLE_FPS:
+            if rate and candidate != rate:
+                _warn_once(f"{stream.container.name}: its timestamps give {float(rate):.0f} frames/s, more than a "
+                           f"camera records; using the {candidate} frames/s it declares")
+            # Averages come out as e.g. 2997003/100000; keep denominators small for writers' time bases.
+            return Fraction(candidate).limit_denominator(1001)
+    _warn_once(f"{stream.container.name} declares no usable frame rate; assuming {_FALLBACK_FPS} fps")
+    return _FALLBACK_FPS
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    """A warning about a file, said once: a command opens its driving video more than once (to find the
+    reference frame, then to render)."""
+    log.warning(message)
 
 
 def _quarter_turns(rotation: float | int | None) -> int:
