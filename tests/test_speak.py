@@ -233,6 +233,9 @@ def test_a_video_without_sound_is_refused(portrait, tmp_path, face, capsys):
     (["--text", "caf\udce9"], "vivify: error: the text is not valid UTF-8: it holds bytes that are not characters\n"),
     (["--text", "Hello", "--voice", "nobody"], "vivify: error: unknown voice 'nobody' (`vivify voices` lists them)"),
     ([], "vivify: error: give an audio file or --text to say"),
+    (["--text", "<speak>Hello <break time='1s'> world</speak>"],
+     "vivify: error: the SSML text is not well-formed XML: <break> is still open at the end tag at line 1, "
+     "column 39\n"),
 ])
 def test_bad_speech_options(portrait, tmp_path, capsys, args, message):
     out = tmp_path / "bad.mp4"
@@ -429,3 +432,22 @@ def test_options_with_nothing_to_act_on_are_named(portrait, tmp_path, capsys):
     assert main(["speak", str(portrait), str(audio), "--lang", "fr", "--accurate", "-o", str(out), "--overwrite"]) == 0
     assert ("vivify: warning: --accurate recognises audio in en only: it changes nothing here\n"
             in capsys.readouterr().err)
+
+
+def test_speak_ssml_closes_the_mouth_in_a_break(portrait, tmp_path, face, monkeypatch):
+    """SSML was read out tag by tag; its <break> is silence, and the mouth closes there."""
+    out = tmp_path / "break.mp4"
+    made = _record_synthesis(monkeypatch)
+    text = '<speak>Papa bought a map. <break time="1500ms"/> Mama bought a cab.</speak>'
+    assert main(["speak", str(portrait), "--text", text, "-o", str(out)]) == 0
+    speech = made[0]
+    assert "<" not in "".join(p.symbol for p in speech.phones) and len(speech.phones) < 40
+    pause = max(pairwise(speech.phones), key=lambda pair: pair[1].start - pair[0].end)
+    assert pause[1].start - pause[0].end > 1.4
+    openings, _, count, _, _ = _mouth_openings(out)
+    assert abs(count - speech.duration * FPS) <= 1
+    silent = openings[round((pause[0].end + 0.4) * FPS):round((pause[1].start - 0.4) * FPS)]
+    own = detect_faces(face)[0]
+    smile = topology.mouth_gap(own) / topology.inter_ocular(own)
+    assert silent.size >= 10 and np.nanmax(silent) < 0.5 * smile
+    assert np.nanmax(openings) > smile  # the words open it

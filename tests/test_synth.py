@@ -304,6 +304,8 @@ def test_phone_timing_from_events() -> None:
         Phone("ə", 0.250, 0.300),
         Phone("i", 0.300, 0.400),
     ]
+    # In SSML the pauses after the last sound are the markup's (a <break>): they stay a gap.
+    assert synth._phones(marks, total=400, rate=rate, closing_pause=False)[-1] == Phone("i", 0.300, 0.380)
     # Milliseconds stand in where the sample count is missing.
     assert synth._phones([(0, 0, b"m"), (0, 100, b"a")], total=3000, rate=10000) == [
         Phone("m", 0.0, 0.1),
@@ -326,6 +328,110 @@ def test_a_text_over_the_limit_stops_being_spoken_at_the_limit():
     speaking it all first, which took a minute and gigabytes), and the message tells the whole text's length
     from the share spoken."""
     text = "The quick brown fox jumps over the lazy dog, and then it runs away. " * 20
+    whole = synth.synthesize(text).duration
+    with pytest.raises(SpeechTooLong) as info:
+        synth.synthesize(text, max_seconds=5)
+    said = float(re.fullmatch(r"the text takes about (\d+) s to say, over the limit of 5 s", str(info.value))[1])
+    assert whole > 60 and abs(said - whole) < 0.2 * whole
+
+
+@needs_espeak
+def test_ssml_markup_is_honoured_not_read_out() -> None:
+    """`<speak>` and its tags were read aloud ("less than speak greater than ...")."""
+    plain = synth.synthesize("Hello world, my name is Anna.")
+    header = ('\n  <?xml version="1.0"?>\n<speak version="1.1" xmlns="http://www.w3.org/2001/10/synthesis" '
+              'xml:lang="en">')
+    for text in ("<speak>Hello world, my name is Anna.</speak>",
+                 f"{header}<!-- a greeting --><emphasis level='none'>Hello</emphasis> world, my name is Anna.</speak>"):
+        marked = synth.synthesize(text)
+        assert _symbols(marked) == _symbols(plain)
+        # The words take as long; only the pause that ends <speak> follows them, a silence.
+        assert abs(marked.phones[-1].end - plain.phones[-1].end) < 0.05
+        assert marked.duration - marked.phones[-1].end < 0.5
+
+
+@needs_espeak
+def test_an_ssml_break_is_silence_with_the_mouth_closed() -> None:
+    from vivify.speech.visemes import mouth_track
+
+    fps = 25
+    without = synth.synthesize("<speak>Hello world</speak>")
+    for text in ('<speak>Hello <break time="1s"/> world</speak>', '<speak>Hello world<break time="1000ms"/></speak>'):
+        speech = synth.synthesize(text)
+        assert _symbols(speech) == _symbols(without)
+        # The longest stretch without a phone (the end counts) is the break, and it is silent (at the end the
+        # break stands for the pause that ends <speak>).
+        bounds = [0.0, *itertools.chain.from_iterable((p.start, p.end) for p in speech.phones), speech.duration]
+        gap_start, gap_end = max(zip(bounds[::2], bounds[1::2], strict=True), key=lambda gap: gap[1] - gap[0])
+        assert 0.95 < gap_end - gap_start < 1.15
+        inside = speech.samples[int((gap_start + 0.1) * speech.rate):int((gap_end - 0.1) * speech.rate)]
+        assert inside.size and float(np.abs(inside).max()) < 0.01
+        mouth = mouth_track(speech.phones, speech.alphabet, fps, round(speech.duration * fps))
+        frames = np.arange(round((gap_start + 0.3) * fps), round((gap_end - 0.3) * fps))
+        assert mouth.open[frames].max() < 0.01 and mouth.rest[frames].max() < 0.2
+        assert mouth.open.max() > 0.05  # the words open it
+
+
+@needs_espeak
+@pytest.mark.parametrize("text", ["3 < 4 and 5 > 2", "<b>five</b>", "<speaker>five", "<?php echo five; ?>"])
+def test_plain_text_with_angle_brackets_is_read_as_written(text: str) -> None:
+    # As SSML, "< 4 and 5 >" would be dropped as an unknown tag.
+    assert synth.ssml.document(text) is None
+    assert "f aɪ v" in " ".join(_symbols(synth.synthesize(text)))
+
+
+@needs_espeak
+@pytest.mark.parametrize("text, problem", [
+    ('<speak>Hello <break time="1s"> world</speak>', "<break> is still open at the end tag at line 1, column 39"),
+    ("<speak>Hello world", "<speak> is not closed before the text ends"),
+    ("<speak>Tom & Jerry</speak>",
+     "not well-formed (invalid token) at line 1, column 13 (write & as &amp; and < as &lt;)"),
+    ("<speak>Hi</speak> there", "text after the end of <speak> at line 1, column 19"),
+    ('<speak>\n<prosody rate="slow>Hi</prosody></speak>',
+     "not well-formed (invalid token) at line 2, column 23 (write & as &amp; and < as &lt;)"),
+])
+def test_malformed_ssml_is_refused(text: str, problem: str) -> None:
+    # espeak-ng says whatever it makes of broken markup, without a word: an unclosed tag swallows the rest.
+    with pytest.raises(VivifyError) as caught:
+        synth.synthesize(text)
+    assert str(caught.value) == f"the SSML text is not well-formed XML: {problem}"
+
+
+@needs_espeak
+def test_ssml_that_is_not_speech_markup_is_refused() -> None:
+    with pytest.raises(VivifyError) as caught:
+        synth.synthesize('<?xml version="1.0"?><html>Hi</html>')
+    assert str(caught.value) == "the SSML text's root element is <html>, not <speak>"
+    with pytest.raises(VivifyError) as caught:
+        synth.synthesize('<?xml version="1.0"?><!DOCTYPE speak [<!ENTITY a "aa">]><speak>&a;</speak>')
+    assert str(caught.value) == "the SSML text has a DOCTYPE declaration: SSML needs none, leave it out"
+    # espeak-ng reads out a comment or tag of more than about 500 characters.
+    with pytest.raises(VivifyError) as caught:
+        synth.synthesize(f"<speak>Hi\n  <!--{'x' * 500}--></speak>")
+    assert str(caught.value) == ("the SSML text has markup longer than 500 characters at line 2, column 3: "
+                                 "espeak-ng would read it out")
+
+
+@needs_espeak
+def test_ssml_languages() -> None:
+    """--lang is the language the text starts in; xml:lang switches it for its element, and one espeak-ng lacks
+    is refused as --lang would be (espeak-ng would keep the voice it has)."""
+    french = synth.synthesize('<speak xml:lang="fr">Bonjour le monde.</speak>', "en")
+    assert _symbols(french) == _symbols(synth.synthesize("Bonjour le monde.", "fr"))
+    mixed = _symbols(synth.synthesize('<speak>Hello <voice xml:lang="fr">Bonjour</voice></speak>', "en"))
+    assert "ʁ" in mixed and "h" in mixed
+    with pytest.raises(VivifyError) as caught:
+        synth.synthesize('<speak>Hello <s xml:lang="xx">world</s></speak>', "en")
+    assert str(caught.value).startswith("xml:lang in the SSML text: unsupported language 'xx'; available: ")
+
+
+@needs_espeak
+def test_markup_does_not_count_in_the_length_of_a_text_over_the_limit() -> None:
+    """The length is told from the share of the text spoken when the limit stops it: of its words, not of a
+    long header and comment that come before them and take no time."""
+    words = "The quick brown fox jumps over the lazy dog, and then it runs away. " * 20
+    notes = "".join(f"<!-- note {k}: {'not said ' * 50} -->" for k in range(10))
+    text = f"<speak>{notes}{words}</speak>"
     whole = synth.synthesize(text).duration
     with pytest.raises(SpeechTooLong) as info:
         synth.synthesize(text, max_seconds=5)

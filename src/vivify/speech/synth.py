@@ -11,12 +11,16 @@ Phone timing convention (what `synthesize` returns):
   have an empty symbol. They are dropped, so a pause shows up as a gap between phones; the face should
   rest there.
 * espeak-ng ends every text with a short pause (about 10 to 60 ms). The last phone takes that pause in, so
-  the last phone ends exactly at the end of the audio.
+  the last phone ends exactly at the end of the audio. SSML is the exception: the pauses after its last
+  sound are the markup's (a <break>, the end of <speak>), and stay a gap.
 * Language-switch markers such as "(en)", which espeak-ng inserts when it reads a word with another
   language's rules, are not sounds and are skipped without ending the phone before them.
 * Symbols are IPA as espeak-ng reports them, minus the marks that do not change the mouth shape: stress
   (ˈ ˌ), length (ː ˑ) and espeak-ng's own "-" and "." suffixes (French "ə-", Mandarin "s." "i."). Diphthongs
   ("aɪ", "əʊ"), affricates ("tʃ", "dʒ") and combining marks (nasal "ɔ̃") stay one symbol.
+
+SSML (see vivify.speech.ssml) is checked, then spoken by espeak-ng's own SSML reader, whose pauses (<break>)
+come as the same empty events: silence, where the mouth closes (see vivify.speech.visemes).
 
 libespeak-ng keeps global state (the current voice, parameters, one callback), so every call into it holds
 one module-level lock, and the library is initialised once, on first use.
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vivify.errors import SpeechTooLong, VivifyError
+from vivify.speech import ssml
 from vivify.speech.phones import Phone, Speech
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,7 @@ _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_PHONEME_IPA = 0x0002
 _INITIALIZE_DONT_EXIT = 0x8000  # return -1 instead of exiting the process when the data files are missing
 _CHARS_UTF8 = 1
+_SSML = 0x10  # espeakSSML: read SSML markup, ignore other XML
 _POS_CHARACTER = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
@@ -251,7 +257,8 @@ class _Engine:
             return 1  # abort synthesis
         return 1 if self._limit is not None and self._samples > self._limit else 0  # 1: stop, over the limit
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int | None, max_seconds: float | None) -> Speech:
+    def synthesize(self, text: str, voice: str, rate_wpm: int | None, max_seconds: float | None,
+                   markup: bool = False) -> Speech:
         if self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
             raise VivifyError(f"espeak-ng could not load voice '{voice}'")
         if rate_wpm is None:
@@ -261,7 +268,8 @@ class _Engine:
         self._samples, self._reached = 0, 0
         self._limit = None if max_seconds is None else int(max_seconds * self.rate)
         data = text.encode("utf-8")
-        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        flags = _CHARS_UTF8 | (_SSML if markup else 0)
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None)
         if status == 0:
             status = self.lib.espeak_Synchronize()
         chunks, marks, error = self._chunks, self._marks, self._error
@@ -269,18 +277,24 @@ class _Engine:
         if error is not None:
             raise error
         if self._limit is not None and self._samples > self._limit:
-            # Stopped at the limit: the whole text's length is told from the share of it spoken so far.
-            said = self._samples / self.rate * len(text) / max(1, self._reached)
+            # Stopped at the limit: the whole text's length is told from the share of it spoken so far (of the
+            # words: markup, such as a long SSML header, takes no time to say).
+            whole, reached = len(text), self._reached
+            if markup:
+                whole, reached = ssml.spoken_length(text), ssml.spoken_length(text, reached)
+            said = self._samples / self.rate * whole / max(1, reached)
             raise SpeechTooLong(f"the text takes about {said:.0f} s to say, over the limit of {max_seconds:g} s")
         if status != 0:
             raise RuntimeError(f"espeak-ng failed to synthesise (error {status})")
         pcm = np.frombuffer(b"".join(chunks), dtype=np.int16)
         samples = pcm.astype(np.float32) / np.float32(32768.0)
-        return Speech(samples=samples, rate=self.rate, phones=_phones(marks, len(pcm), self.rate), alphabet="ipa")
+        phones = _phones(marks, len(pcm), self.rate, closing_pause=not markup)
+        return Speech(samples=samples, rate=self.rate, phones=phones, alphabet="ipa")
 
 
-def _phones(marks: list[tuple[int, int, bytes]], total: int, rate: int) -> list[Phone]:
-    """Turn phoneme events into touching phones, pauses left as gaps (see the module docstring)."""
+def _phones(marks: list[tuple[int, int, bytes]], total: int, rate: int, closing_pause: bool = True) -> list[Phone]:
+    """Turn phoneme events into touching phones, pauses left as gaps (see the module docstring); the last
+    phone takes in the pause after it only with `closing_pause`."""
     points: list[tuple[int, str]] = []
     previous = 0
     for sample, milliseconds, raw in marks:
@@ -299,7 +313,7 @@ def _phones(marks: list[tuple[int, int, bytes]], total: int, rate: int) -> list[
         if symbol and end > start:
             phones.append(Phone(symbol, start / rate, end / rate))
             last_sound = i
-    if phones and all(not symbol for _, symbol in points[last_sound + 1 :]):
+    if closing_pause and phones and all(not symbol for _, symbol in points[last_sound + 1 :]):
         phones[-1] = Phone(phones[-1].symbol, phones[-1].start, total / rate)  # take in the closing pause
     return phones
 
@@ -352,6 +366,17 @@ def check_language(lang: str) -> None:
         _resolve_language(_engine_locked().catalogue, lang)
 
 
+def check_text(text: str, lang: str) -> None:
+    """Raise VivifyError where `synthesize` would refuse `text` in `lang` for its language or its SSML markup,
+    without saying it: before a job is queued, not when it runs."""
+    document = ssml.document(text)
+    with _lock:
+        catalogue = _engine_locked().catalogue
+        _resolve_language(catalogue, lang)
+        if document is not None:
+            ssml.check(document, lambda code: _resolve_language(catalogue, code))
+
+
 def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
     code = lang.strip().lower().replace("_", "-")
     # "en-au" is not an espeak-ng language, but "en" is: drop region subtags until one is known.
@@ -398,6 +423,10 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
     words per minute (80 to 450; espeak-ng's default, 175, when None). With `max_seconds`, synthesis stops
     once the speech passes that length and SpeechTooLong is raised (a long text is not spoken to the end
     first: half a megabyte of text would take a minute and gigabytes).
+
+    A text that starts with `<speak` (or `<?xml`) is SSML: its markup is honoured, not read out (<break> is
+    silence, the mouth closed), and malformed markup raises VivifyError. `lang` and `voice` set the voice
+    it starts in; an xml:lang (on <speak>, <voice>, ...) switches the language for its element, as SSML says.
     """
     if not text or not text.strip():
         raise VivifyError("nothing to say: the text is empty")
@@ -408,11 +437,16 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
     if rate_wpm is not None and not _RATE_MIN <= rate_wpm <= _RATE_MAX:
         raise VivifyError(f"speaking rate {rate_wpm} is out of range: use {_RATE_MIN} to {_RATE_MAX} words per minute")
     text = text.replace("\0", " ")  # espeak-ng would stop at a NUL
+    document = ssml.document(text)
+    markup = document is not None
+    text = document or text
     with _lock:
         engine = _engine_locked()
         language_voice = _resolve_language(engine.catalogue, lang)
         name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
-        speech = engine.synthesize(text, name, rate_wpm, max_seconds)
+        if markup:  # `lang` and `voice` are where the text starts; an xml:lang switches for its element
+            ssml.check(text, lambda code: _resolve_language(engine.catalogue, code))
+        speech = engine.synthesize(text, name, rate_wpm, max_seconds, markup)
     if not speech.phones:  # punctuation or invisible characters only: a video of a closed mouth, 7 ms long
         raise VivifyError(f"nothing to say: the text has no word that espeak-ng speaks ({_quoted(text)})")
     han = "".join(dict.fromkeys(ch for ch in text if _is_han(ch)))

@@ -30,6 +30,7 @@ class Viseme:
 
 # A Preston Blair-like set, with the shapes measured in inter-ocular units of a frontal face.
 REST = Viseme(0.0, 0.0, 0.0, 0.6, rest=1.0)
+SILENT = Viseme(0.0, 0.0, 0.0, 0.6)  # a long pause: closed and idle, as MouthTrack.silent (no smile unheard)
 CLOSED = Viseme(0.0, 0.0, 0.0, 3.0)  # p b m: the lips press together (see mouth_track)
 LIP_TEETH = Viseme(0.015, 0.0, 0.0, 3.0)  # f v: lower lip against the upper teeth
 TONGUE_TEETH = Viseme(0.05, 0.01, 0.0, 1.0)  # th
@@ -103,6 +104,8 @@ _REACH = 1.5
 # opening ahead of the sound's loudness.
 LEAD = 0.02
 _CLOSURE_EASE = 0.02  # s: how quickly the lips part again around a closure
+# A silence around phones at least this long (s) closes the mouth: a sentence's end, an SSML <break>.
+_PAUSE = 0.25
 
 
 def viseme_of(phone: Phone, alphabet: str) -> Viseme:
@@ -142,7 +145,11 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
     times = (np.arange(count) + 0.5) / fps + lead
     if not phones:
         return MouthTrack.silent(count)
-    visemes = [viseme_of(phone, alphabet) for phone in phones]
+    timed = [(phone, viseme_of(phone, alphabet)) for phone in phones]
+    timed += [(pause, SILENT) for pause in _pauses(phones, count / fps + lead)]
+    timed.sort(key=lambda item: item[0].start)
+    phones = [phone for phone, _ in timed]
+    visemes = [viseme for _, viseme in timed]
     starts = np.array([phone.start for phone in phones])
     ends = np.array([phone.end for phone in phones])
     strength = np.array([viseme.dominance for viseme in visemes])
@@ -158,6 +165,15 @@ def mouth_track(phones: list[Phone], alphabet: str, fps: float, count: int, lead
             track[first:first + len(at)] = _blend(at, starts[near], ends[near], strength[near], shapes[near],
                                                   closures[near], fps)
     return MouthTrack(*track.T.copy())
+
+
+def _pauses(phones: list[Phone], end: float) -> list[Phone]:
+    """The silences of `_PAUSE` or more before, between and after the phones, up to `end`. Weights are
+    relative, so without a phone of their own the nearest sound's shape would hold through them; espeak-ng
+    leaves its pauses as gaps (the recogniser names them)."""
+    bounds = [0.0, *(t for phone in phones for t in (phone.start, phone.end)), max(end, phones[-1].end)]
+    return [Phone("", start, stop) for start, stop in zip(bounds[::2], bounds[1::2], strict=True)
+            if stop - start >= _PAUSE]
 
 
 def _blend(times: np.ndarray, starts: np.ndarray, ends: np.ndarray, strength: np.ndarray, shapes: np.ndarray,
