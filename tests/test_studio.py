@@ -3,6 +3,7 @@ killed with SIGKILL mid-job and restarted), consent, limits and the protected-id
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -13,13 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import cv2
 import httpx
 import numpy as np
 import pytest
-from conftest import SHARED_MEDIA
+from conftest import SHARED_MEDIA, encode_clip
 from PIL import Image
 
-from vivify.demo import face_crop
+from vivify.demo import astronaut, face_crop
 from vivify.provenance.audit import read_records
 from vivify.provenance.verify import verify
 
@@ -93,8 +95,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
 
 
 def _submit(server: Server, headers: dict, kind: str = "animate", portraits: tuple[Path, ...] = (),
-            consent: str | None = "true", **fields: str) -> httpx.Response:
+            consent: str | None = "true", driving: Path | None = None, **fields: str) -> httpx.Response:
     files = [("portrait", (p.name, p.read_bytes(), "image/png")) for p in portraits]
+    if driving is not None:
+        files.append(("driving", (driving.name, driving.read_bytes(), "video/mp4")))
     data = {"kind": kind, **fields} | ({"consent": consent} if consent is not None else {})
     return httpx.post(f"{server.url}/api/jobs", headers=headers, data=data, files=files or None, timeout=120)
 
@@ -166,11 +170,47 @@ def test_animate_job_from_upload_to_marked_result(server, portrait, tmp_path):
     ({"template": "nope"}, 422, "no template 'nope'"),
     ({"template": ""}, 422, "animate needs a video (field driving or template)"),
     ({"kind": "speak", "text": "Hello", "lang": "klingon"}, 422, "unsupported language 'klingon'; available: "),
+    ({"kind": "speak", "text": "<speak>Hello <break time='1s'></speak>"}, 422,
+     "the SSML text is not well-formed XML: <break> is still open at the end tag at line 1, column 33"),
 ])
 def test_bad_requests(server, portrait, fields, status, message):
     headers = server.user(f"user{status}{len(message)}{fields.get('consent')}")
     answer = _submit(server, headers, portraits=(portrait,), **({"template": "nod"} | fields))
     assert answer.status_code == status and message in answer.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs", headers=headers).json() == {"jobs": []}
+
+
+@pytest.fixture(scope="module")
+def wall(tmp_path_factory) -> Path:
+    """A picture without a face: a plain wall."""
+    path = tmp_path_factory.mktemp("studio-wall") / "wall.png"
+    Image.fromarray(np.full((200, 160, 3), (200, 190, 170), np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "fields"), [
+    ("animate", {"template": "nod"}),
+    ("sing", {"template": "nod"}),  # with a portrait that has a face first: the faceless one is named
+    ("speak", {"text": "Hello"}),
+])
+def test_a_portrait_without_a_face_is_refused_at_upload(server, portrait, wall, kind, fields):
+    """It was accepted, and the job failed when it ran (the engine's face search found nothing)."""
+    headers = server.user(f"faceless{kind}")
+    portraits = (portrait, wall) if kind == "sing" else (wall,)
+    answer = _submit(server, headers, kind, portraits, **fields)
+    assert (answer.status_code, answer.json()["detail"]) == (422, "no face found in wall.png")
+    assert httpx.get(f"{server.url}/api/jobs", headers=headers).json() == {"jobs": []}
+    assert not list((server.folder / "uploads").glob("*/*/wall.png"))  # nothing of it is kept
+
+
+def test_a_portrait_with_a_face_under_the_minimum_is_refused_at_upload(server, tmp_path):
+    """It was accepted, and the job failed when it ran."""
+    small = tmp_path / "small.png"
+    Image.fromarray(cv2.resize(astronaut()[40:240, 130:330], (64, 64), interpolation=cv2.INTER_AREA)).save(small)
+    headers = server.user("smallface")
+    answer = _submit(server, headers, "animate", (small,), template="nod")
+    assert answer.status_code == 422
+    assert re.fullmatch(r"small\.png: face is \d+ px tall, under the minimum of 48 px", answer.json()["detail"])
     assert httpx.get(f"{server.url}/api/jobs", headers=headers).json() == {"jobs": []}
 
 
@@ -194,15 +234,15 @@ def test_invalid_and_wrong_count_uploads(server, portrait, tmp_path):
     assert answer.status_code == 422 and answer.json()["detail"].startswith("broken.png: ")
     answer = _submit(server, headers, portraits=(portrait, portrait), template="nod")
     assert answer.status_code == 422 and answer.json()["detail"] == "animate takes 1 portrait, not 2"
-    # A picture without a face is accepted (the engine's face search runs in the job) and fails there; its
-    # result says why.
-    blank = tmp_path / "wall.png"
-    Image.fromarray(np.full((200, 160, 3), (200, 190, 170), np.uint8)).save(blank)
-    job_id = _submit(server, headers, portraits=(blank,), template="nod").json()["id"]
+    # A driving video without a face is accepted (the engine looks for one in every frame as the job runs) and
+    # fails there; its result says why.
+    empty = encode_clip(tmp_path / "empty room.mp4", [np.full((128, 128, 3), 120, np.uint8)] * 10)
+    job_id = _submit(server, headers, portraits=(portrait,), driving=empty).json()["id"]
     assert _wait(server, headers, job_id)["status"] == "failed"
     answer = httpx.get(f"{server.url}/api/jobs/{job_id}/result", headers=headers)
     assert answer.status_code == 409
-    assert answer.json()["detail"] == f"job {job_id} failed, so it has no result: no face found in wall.png"
+    assert answer.json()["detail"] == (f"job {job_id} failed, so it has no result: empty_room.mp4: no face found "
+                                       "in any frame")
 
 
 def test_limits(tmp_path, portrait):
@@ -275,6 +315,58 @@ def test_protected_identity_is_refused(tmp_path, portrait):
         assert other.status_code == 201, other.text
     finally:
         server.stop()
+
+
+def test_a_portrait_is_searched_for_faces_once_with_the_gate_on(tmp_path, portrait, wall, monkeypatch):
+    """The upload check looks for the portrait's faces with the engine's search and hands them to the identity
+    gate, which looked for them again; the gate still refuses a protected face, and a faceless portrait is
+    refused by name."""
+    from fastapi import HTTPException
+
+    import vivify.landmarks.facemesh as facemesh
+    from vivify.studio import app as app_module
+    from vivify.studio.identities import ProtectedIdentities
+    from vivify.studio.limits import DEFAULT_LIMITS
+
+    identities = ProtectedIdentities(tmp_path / "protected.sqlite")
+    identities.add("Astronaut", face_crop(512))
+    searched: list[tuple[int, ...]] = []
+    search = facemesh.detect_faces
+
+    def counted(image: np.ndarray, *args: int) -> list[np.ndarray]:
+        searched.append(image.shape)
+        return search(image, *args)
+
+    monkeypatch.setattr(facemesh, "detect_faces", counted)
+    studio = app_module.Studio(tmp_path, DEFAULT_LIMITS, identities)
+    try:
+        for path, status, message in (
+                (portrait, 403, "astronaut.png: the face is a protected identity (Astronaut) and may not be animated"),
+                (wall, 422, "no face found in wall.png")):
+            searched.clear()
+            with pytest.raises(HTTPException) as refused:
+                app_module._check_media(studio, {"portrait": [str(path)]})
+            assert (refused.value.status_code, refused.value.detail) == (status, message)
+            assert len(searched) == 1
+    finally:
+        studio.store.close()
+
+
+def test_the_api_docs_work_offline(server):
+    """/docs and /redoc loaded Swagger UI and ReDoc from a CDN: blank pages without a network. Their scripts,
+    styles and icons are now the app's own, served without a token like the pages."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        answer = httpx.get(f"{server.url}{page}")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+        assert not re.search(r"(?i)https?:|//[a-z]", answer.text), page  # no other host, with or without scheme
+        assets = re.findall(r'(?:src|href)="([^"]+)"', answer.text)
+        assert any(asset.endswith(".js") for asset in assets), assets
+        for asset in assets:
+            served = httpx.get(f"{server.url}{asset}")
+            assert served.status_code == 200 and served.content, asset
+    assert httpx.get(f"{server.url}/docs/oauth2-redirect").status_code == 200
 
 
 def test_the_web_app_is_served(server):

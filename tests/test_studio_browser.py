@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from test_studio import Server
@@ -31,6 +32,13 @@ def browser():
     driver.quit()
 
 
+def _sign_in(browser, token: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#signin button[type=submit], #signin input[type=submit]").click()
+
+
 def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
@@ -44,15 +52,12 @@ def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
         token = server.user("grace")["Authorization"].split()[1]
         wait = WebDriverWait(browser, 240)
         browser.get(server.url + "/")
-        sign_in = (By.CSS_SELECTOR, "#signin button[type=submit], #signin input[type=submit]")
-        browser.find_element(By.ID, "token").send_keys("wrong-token")
-        browser.find_element(*sign_in).click()
+        _sign_in(browser, "wrong-token")
         # The page's own words: the API's answer tells a program which header to send.
         wait.until(lambda _: browser.find_element(By.ID, "message").text)
         assert browser.find_element(By.ID, "message").text == "Your token was not accepted. Please sign in again."
         wait.until(ready.visibility_of_element_located((By.ID, "token"))).clear()
-        browser.find_element(By.ID, "token").send_keys(token)
-        browser.find_element(*sign_in).click()
+        _sign_in(browser, token)
         Select(wait.until(ready.visibility_of_element_located((By.ID, "kind")))).select_by_value("animate")
         assert browser.switch_to.active_element.get_attribute("id") == "kind"  # focus moved into the app
         browser.find_element(By.ID, "portrait").send_keys(str(portrait))
@@ -77,5 +82,31 @@ def test_make_a_video_in_the_web_app(tmp_path: Path, browser):
         show.click()
         video = wait.until(lambda _: done.find_element(By.CSS_SELECTOR, "video.result"))
         wait.until(lambda _: (video.get_attribute("src") or "").startswith("blob:"))
+    finally:
+        server.stop()
+
+
+def test_a_portrait_without_a_face_is_refused_on_the_page(tmp_path: Path, browser):
+    """The upload is refused at once, and the page shows the API's one line, as it does other refusals."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((200, 160, 3), (200, 190, 170), np.uint8)).save(wall)
+    (tmp_path / "studio").mkdir()
+    server = Server(tmp_path / "studio").start()
+    try:
+        wait = WebDriverWait(browser, 120)
+        browser.get(server.url + "/")
+        _sign_in(browser, server.user("ivan")["Authorization"].split()[1])
+        Select(wait.until(ready.visibility_of_element_located((By.ID, "kind")))).select_by_value("animate")
+        browser.find_element(By.ID, "portrait").send_keys(str(wall))
+        wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, '[data-template="nod"]'))).click()
+        browser.find_element(By.ID, "consent").click()
+        browser.find_element(By.ID, "submit").click()
+        wait.until(lambda _: browser.find_element(By.ID, "message").text)
+        assert browser.find_element(By.ID, "message").text == "no face found in wall.png"
+        assert not browser.find_elements(By.CSS_SELECTOR, "#jobs [data-status]")
     finally:
         server.stop()

@@ -19,7 +19,7 @@ import functools
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,12 +90,15 @@ def _face_region(image: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     return crop, local
 
 
-def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: bool = True) -> np.ndarray:
+def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: bool = True,
+                     detected: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """The dlib descriptor of every face found in an RGB uint8 image, as an (n, 128) float64 array.
 
     upsample: doublings before the HOG search; 1 finds faces of ~40 px, 0 of ~80 px (with fewer false alarms).
     levelled: also the faces that MediaPipe finds and dlib misses or aligns poorly (tilted or turned heads),
     each turned upright first; a face tilted dlib's way may then give two descriptors.
+    detected: MediaPipe's faces in `image` (`detect_faces`, in its pixels), where the caller has found them
+      already (the studio, to refuse a portrait without a face); else the levelled search finds them.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {image.dtype} {image.shape}")
@@ -115,17 +118,23 @@ def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: boo
             crop, local = _face_region(image, box)
             descriptors.append(measure.face_at(crop, local).descriptor)
         if levelled:
-            descriptors += _levelled_descriptors(small, boxes, measure)
+            # The caller's faces, in the pixels of the (possibly shrunk) image searched here.
+            found = None if detected is None else [face[:, :2] / (sx, sy) for face in detected]
+            descriptors += _levelled_descriptors(small, boxes, measure, found)
     return np.array(descriptors, dtype=np.float64).reshape(-1, _DESCRIPTOR_SIZE)
 
 
-def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFaceMeasure) -> list[np.ndarray]:
+def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFaceMeasure,
+                          meshes: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """Descriptors of the faces dlib's frontal detector misses or aligns poorly (a tilted or turned head),
-    found by MediaPipe and turned upright first: a face the gate cannot see would pass unchecked."""
-    from vivify.landmarks.facemesh import detect_faces  # MediaPipe: loaded only when a gate check runs
+    found by MediaPipe (or given as `meshes`, its landmarks in `image`) and turned upright first: a face the
+    gate cannot see would pass unchecked."""
+    if meshes is None:
+        from vivify.landmarks.facemesh import detect_faces  # MediaPipe: loaded only when a gate check runs
 
+        meshes = detect_faces(image)
     descriptors = []
-    for points in detect_faces(image):
+    for points in meshes:
         xy = points[:, :2].astype(np.float64)
         eyes = xy[list(topology.RIGHT_EYE_CORNERS)].mean(axis=0) - xy[list(topology.LEFT_EYE_CORNERS)].mean(axis=0)
         tilt = math.degrees(math.atan2(eyes[1], eyes[0]))
@@ -234,10 +243,11 @@ class ProtectedIdentities:
         with self._db() as db:
             return db.execute("DELETE FROM faces WHERE label = ?", (label.strip(),)).rowcount > 0
 
-    def distances(self, image: np.ndarray) -> dict[str, float]:
+    def distances(self, image: np.ndarray, detected: Sequence[np.ndarray] | None = None) -> dict[str, float]:
         """For each label, the smallest distance between its descriptors and any face in the image.
 
         Empty when the registry is empty (the image is then not even searched) or the image has no face.
+        `detected`: MediaPipe's faces in the image, where the caller has found them (see `face_descriptors`).
         """
         with self._db() as db:
             rows = db.execute("SELECT label, descriptor FROM faces").fetchall()
@@ -251,7 +261,7 @@ class ProtectedIdentities:
         turned = [face_descriptors(np.ascontiguousarray(image[::-1, ::-1]), levelled=False)]
         turned += [face_descriptors(np.ascontiguousarray(np.rot90(image, k)), upsample=0, levelled=False)
                    for k in (1, 3)]
-        faces = np.vstack([face_descriptors(image), *turned])
+        faces = np.vstack([face_descriptors(image, detected=detected), *turned])
         if len(faces) == 0:
             return {}
         registered = np.stack([np.frombuffer(blob, dtype=_DTYPE) for _, blob in rows])
@@ -262,18 +272,20 @@ class ProtectedIdentities:
             out[label] = min(distance, out.get(label, math.inf))
         return out
 
-    def match(self, image: np.ndarray) -> str | None:
+    def match(self, image: np.ndarray, detected: Sequence[np.ndarray] | None = None) -> str | None:
         """The label of the protected identity closest to a face in the image if within THRESHOLD, else None."""
-        found = self.distances(image)
+        found = self.distances(image, detected)
         if not found:
             return None
         label = min(found, key=found.__getitem__)
         return label if found[label] <= self.THRESHOLD else None
 
-    def refuse(self, image: np.ndarray, name: str, seconds: float | None = None) -> None:
+    def refuse(self, image: np.ndarray, name: str, seconds: float | None = None,
+               detected: Sequence[np.ndarray] | None = None) -> None:
         """Raise VivifyError where the image (of file `name`; at `seconds` into a video) shows a protected
-        identity: the gate at upload and the one before a dub renders say it alike."""
-        label = self.match(image)
+        identity: the gate at upload and the one before a dub renders say it alike. `detected`: MediaPipe's
+        faces in the image, where the caller has found them (see `face_descriptors`)."""
+        label = self.match(image, detected)
         if label is not None:
             face = "the face" if seconds is None else f"the face at {seconds:.1f} s"
             raise VivifyError(f"{name}: {face} is a protected identity ({label}) and may not be animated")
