@@ -738,11 +738,11 @@ def test_a_close_up_driver_moves_nothing_beyond_its_frame():
     """The driver's face fills the frame, so the portrait's chest (the sing grid's framing) lies far below the
     driving frame's bottom edge. There the flow has nothing to measure: the chest stays, and does not slide
     with a flow drifting over the frame's repeated edge pixels (it once smeared up the whole chest)."""
-    from vivify.compose.grid import frame_portrait
+    from vivify.compose.grid import frame_portrait, largest_face
     from vivify.demo import astronaut
 
     full = astronaut()
-    portrait = frame_portrait(full, (256, 256), "astronaut")
+    portrait = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
     close_up = cv2.resize(full[50:210, 140:300], (256, 256))
     animator = Animator(portrait, rate=25.0)
     for t in range(90):

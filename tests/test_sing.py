@@ -15,7 +15,7 @@ from conftest import encode_clip, tone
 from PIL import Image
 
 from vivify.cli import main
-from vivify.compose.grid import FACE_SHARE, frame_portrait, grid_shape
+from vivify.compose.grid import FACE_SHARE, MAX_FACE_SHARE, frame_portrait, frame_portraits, grid_shape, largest_face
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.errors import VivifyError
 from vivify.eval.sync import best_correlation
@@ -39,14 +39,35 @@ def test_grid_shape(count, shape):
 @pytest.mark.parametrize("photo", [astronaut(), face_crop(300), astronaut()[:, 100:400], np.ascontiguousarray(
     np.pad(face_crop(240), ((0, 0), (120, 120), (0, 0)), mode="edge"))])
 def test_framing_puts_the_face_in_the_same_place(photo):
-    cell = frame_portrait(photo, (256, 256), "photo")
+    cell = frame_portrait(photo, (256, 256), largest_face(photo, "photo"))
     assert cell.shape == (256, 256, 3)
-    points = detect_faces(cell)[0]
-    height = points[:, 1].max() - points[:, 1].min()
-    centre_x = (points[:, 0].max() + points[:, 0].min()) / 2
+    height, centre_x = _face_height_and_centre(cell)
     # The face fills FACE_SHARE of the cell where the photo allows, more where it is too small for that.
     assert FACE_SHARE * 256 * 0.9 < height < 256 * 0.7
     assert abs(centre_x - 128) < 256 * 0.12
+
+
+def _face_height_and_centre(cell: np.ndarray) -> tuple[float, float]:
+    points = detect_faces(cell)[0]
+    return points[:, 1].max() - points[:, 1].min(), (points[:, 0].max() + points[:, 0].min()) / 2
+
+
+def test_a_photo_cropped_close_around_its_face_sets_the_framing_of_every_cell(tmp_path, caplog):
+    # The close crop cannot show its face at FACE_SHARE without leaving the photo: the others zoom in alike.
+    photos = {"loose.png": astronaut(), "close.png": astronaut()[20:220, 120:320],  # face shares 0.54, 0.76
+              "closest.png": astronaut()[60:200, 150:290]}
+    for name, image in photos.items():
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp_path / name)
+    loose, close = (_face_height_and_centre(cell)[0]
+                    for cell in frame_portraits([tmp_path / "loose.png", tmp_path / "close.png"], (256, 256)))
+    assert close > FACE_SHARE * 256 * 1.2 and abs(loose - close) < 0.05 * close
+    # A crop closer than MAX_FACE_SHARE allows shows its face larger, and says so; the others stop at that share.
+    with caplog.at_level("WARNING"):
+        loose, closest = (_face_height_and_centre(cell)[0]
+                          for cell in frame_portraits([tmp_path / "loose.png", tmp_path / "closest.png"], (256, 256)))
+    assert abs(loose - MAX_FACE_SHARE * 256) < 0.05 * 256 < closest - loose
+    assert [message.split(":")[0] for message in caplog.messages] == [
+        f"{tmp_path / 'closest.png'} is cropped close around its face"]
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +303,7 @@ def test_animators_in_worker_processes_render_what_they_would_render_here(materi
     from vivify.animator import Animator
     from vivify.animators import AnimatorProcesses
 
-    cells = [frame_portrait(np.asarray(Image.open(path)), (256, 256), path.name) for path in material["portraits"][:3]]
+    cells = frame_portraits(material["portraits"][:3], (256, 256))
     detected = [detect_faces(cell) for cell in cells]
     names = [f"cell{k}" for k in range(len(cells))]
     here = [Animator(cell, rate=FPS, name=name, detected=faces)

@@ -16,7 +16,7 @@ import numpy as np
 
 from vivify.animator import MIN_FACE_PIXELS, Animator
 from vivify.animators import AnimatorProcesses
-from vivify.compose.grid import Grid, check_layout, frame_portrait, grid_shape
+from vivify.compose.grid import Grid, check_layout, frame_portraits, grid_shape
 from vivify.compose.group import GroupComposer
 from vivify.errors import VivifyError
 from vivify.io.image import fit_portrait, load_portrait
@@ -322,7 +322,7 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     _check_reference(reference)
     refuse_input_as_output(output, driving_path, *portrait_paths)
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
-    cells = [frame_portrait(load_portrait(path), cell, str(path)) for path in portrait_paths]
+    cells = frame_portraits(portrait_paths, cell)
     if marks is None:
         # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
         marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))

@@ -1,23 +1,26 @@
 """A grid of animated portraits: the layout, each portrait framed around its face, captions, the canvas.
 
 Every cell shows its portrait framed the same way whatever the photo's size and aspect ratio: scaled so the
-face (forehead to chin) is `FACE_SHARE` of the cell's height, centred on the face, a little above the middle
-so hair and shoulders show. Where the photo is too small for that framing, the face is shown larger rather
-than padded; the window never leaves the photo.
+face (forehead to chin) fills one share of the cell's height in every cell, centred on the face, a little above
+the middle so hair and shoulders show. The share is `FACE_SHARE`, or more where a photo is cropped closer around
+its face: the grid then zooms in on all the others alike rather than pad that photo, for the window never leaves
+a photo (what lies beyond its edges would have to be invented).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from vivify.animator import MIN_FACE_PIXELS, check_face_size
 from vivify.errors import VivifyError
-from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, over_pixel_limit
+from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS, load_portrait, over_pixel_limit
 from vivify.landmarks.facemesh import detect_faces
 from vivify.provenance.label import Overlay, font_for, missing_glyphs, text_overlay
 
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_PORTRAITS = 16
 FACE_SHARE = 0.42  # face height / cell height
+# The most a grid zooms in to show every face alike, where a photo is cropped close around its face.
+MAX_FACE_SHARE = 0.7
 FACE_CENTRE = 0.46  # where the face's centre sits, from the top, in cell heights
 _TARGET_ASPECT = 16 / 9  # the automatic layout aims at a widescreen video
 _EMPTY_CELL_COST = 0.5  # in units of |log aspect ratio| difference
@@ -63,29 +68,65 @@ def check_layout(rows: int, cols: int, cell: tuple[int, int]) -> None:
                           f"over the {MAX_PORTRAIT_MEGAPIXELS} megapixel limit")
 
 
-def frame_portrait(image: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
-    """The portrait cropped and scaled to `size` (W, H) around its largest face. Raises VivifyError where it has
-    no face, or one too small to animate (`check_face_size`)."""
+def frame_portraits(paths: Sequence[str | Path], size: tuple[int, int]) -> list[np.ndarray]:
+    """Each photo cropped and scaled to `size` (W, H) around its largest face, all with one face share:
+    FACE_SHARE, or more where a photo is cropped closer around its face than that allows. The closest crop sets
+    it, up to MAX_FACE_SHARE; a photo closer still shows its face larger than the others (said on stderr).
+    Raises VivifyError where a photo has no face, or one too small to animate (`check_face_size`). Each photo
+    is read twice (to find the share, then to frame it), so that one at a time is held: up to 16 of up to
+    50 megapixels each."""
+    faces, needed = [], []
+    for path in paths:
+        image = load_portrait(path)
+        faces.append(largest_face(image, str(path)))
+        needed.append(closest_share(image.shape[:2], faces[-1], size))
+    share = min(MAX_FACE_SHARE, max([FACE_SHARE, *needed]))
+    for path, own in zip(paths, needed, strict=True):
+        if own > share:
+            log.warning("%s is cropped close around its face: it fills %.0f%% of its cell's height, the others' "
+                        "%.0f%%", path, 100 * own, 100 * share)
+    return [frame_portrait(load_portrait(path), size, points, share) for path, points in zip(paths, faces, strict=True)]
+
+
+def largest_face(image: np.ndarray, name: str) -> np.ndarray:
+    """The landmarks of the photo's largest face. Raises VivifyError where it has none, or one too small to
+    animate."""
     faces = detect_faces(image)
     if not faces:
         raise VivifyError(f"no face found in {name}")
-    points = faces[0]
     # In the photo as given: framing scales a small face up, but not the detail it lacks.
-    check_face_size(points, name)
+    check_face_size(faces[0], name)
     if len(faces) > 1:
         log.warning("%s: %d faces found, framing the largest", name, len(faces))
+    return faces[0]
+
+
+def closest_share(shape: tuple[int, int], points: np.ndarray, size: tuple[int, int]) -> float:
+    """The smallest share of a cell's height that the face (its landmarks) can fill with the cell inside the
+    photo (of `shape`, H×W)."""
+    height, width = shape
+    cell_w, cell_h = size
+    return float(max(cell_w / width, cell_h / height) * _face_height(points) / cell_h)
+
+
+def frame_portrait(image: np.ndarray, size: tuple[int, int], points: np.ndarray, share: float = FACE_SHARE,
+                   ) -> np.ndarray:
+    """The photo cropped and scaled to `size` (W, H) so the face of these landmarks fills `share` of the cell's
+    height, more where the photo is too small for that (the window never leaves the photo)."""
     cell_w, cell_h = size
     height, width = image.shape[:2]
     top, bottom = points[:, 1].min(), points[:, 1].max()
     centre_x = (points[:, 0].min() + points[:, 0].max()) / 2
-    scale = FACE_SHARE * cell_h / max(1.0, bottom - top)
-    # Too small a photo for that framing: zoom in until the window fits inside it.
-    scale = max(scale, cell_w / width, cell_h / height)
+    scale = max(share * cell_h / _face_height(points), cell_w / width, cell_h / height)
     window_w, window_h = cell_w / scale, cell_h / scale
     x0 = float(np.clip(centre_x - window_w / 2, 0, width - window_w))
     y0 = float(np.clip((top + bottom) / 2 - FACE_CENTRE * window_h, 0, height - window_h))
     window = image[int(y0):min(height, math.ceil(y0 + window_h)), int(x0):min(width, math.ceil(x0 + window_w))]
     return cv2.resize(window, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def _face_height(points: np.ndarray) -> float:
+    return max(1.0, float(points[:, 1].max() - points[:, 1].min()))
 
 
 @dataclass
