@@ -126,6 +126,52 @@ def test_labels_count_descriptors_and_remove_forgets(registry, face):
     assert registry.match(_another_photo_of_her()) is None
 
 
+def test_adding_a_photo_again_stores_nothing_new(registry, face):
+    """The same photo added twice was stored twice: copies that widen nothing filled the registry and its counts."""
+    assert registry.add("Astronaut", face, "astronaut.png") == 1
+    assert registry.add("Astronaut", face.copy(), "astronaut.png") == 0
+    # The same photo decoded by another JPEG library: pixels a level off, a descriptor ~0.03 away.
+    noise = np.random.default_rng(0).integers(-1, 2, face.shape)
+    assert registry.add("Astronaut", np.clip(face + noise, 0, 255).astype(np.uint8), "copy.jpg") == 0
+    assert registry.labels() == [("Astronaut", 1)]
+    # Another photo of her still widens what the gate recognises, and each label keeps its own photos.
+    assert registry.add("Astronaut", _another_photo_of_her(), "b.png") == 1
+    assert registry.add("Someone", face, "astronaut.png") == 1
+    assert registry.labels() == [("Astronaut", 2), ("Someone", 1)]
+
+
+def test_protect_add_says_when_the_photo_was_registered_already(tmp_path, capsys, face):
+    from vivify.cli import main
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    command = ["protect", "add", "Astronaut", str(photo), "--data-dir", str(tmp_path)]
+    assert main(command) == 0
+    assert capsys.readouterr().out == "Astronaut: protected (from astronaut.png)\n"
+    assert main(command) == 0
+    assert capsys.readouterr().out == "Astronaut: nothing added (the faces in astronaut.png are registered already)\n"
+    assert main(["protect", "list", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "Astronaut\t1 face\n"
+
+
+def test_a_small_face_is_registered_from_one_scan_at_each_scale(registry, monkeypatch):
+    """With no face of 80 px or more, the upsampled search was asked for twice: once with the levelled search,
+    once without it only to count the same faces (DlibFaceMeasure's small cache usually spared the second HOG
+    scan, but not when the studio's checks in other threads had pushed the image out of it)."""
+    from vivify.eval.metrics import DlibFaceMeasure
+
+    scans: list[int | None] = []
+    detect = DlibFaceMeasure.detect
+
+    def counted(self, image, upsample=None):
+        scans.append(upsample)
+        return detect(self, image, upsample)
+
+    monkeypatch.setattr(DlibFaceMeasure, "detect", counted)
+    assert registry.add("Astronaut", face_crop(160), "small.png") == 1  # her face ~55 px: found upsampled only
+    assert scans == [0, 1]
+
+
 def test_adding_an_image_without_a_face_names_the_file(registry):
     with pytest.raises(VivifyError) as caught:
         registry.add("Nobody", _no_face(), "blank.png")

@@ -548,8 +548,11 @@ def _studio(args: argparse.Namespace) -> int:
     if args.protect_command == "add":
         from vivify.io.image import load_portrait
 
-        identities.add(args.label, load_portrait(args.photo), Path(args.photo).name)
-        print(f"{args.label}: protected (from {Path(args.photo).name})")
+        photo = Path(args.photo).name
+        if identities.add(args.label, load_portrait(args.photo), photo):
+            print(f"{args.label}: protected (from {photo})")
+        else:  # every face in it is registered under this label already: say so rather than claim an addition
+            print(f"{args.label}: nothing added (the faces in {photo} are registered already)")
     elif args.protect_command == "list":
         for label, count in identities.labels():
             print(f"{label}\t{count} face{'s' if count != 1 else ''}")

@@ -65,6 +65,13 @@ _UPRIGHT_DEGREES = 15.0
 _BROWS = np.concatenate([topology.LEFT_BROW, topology.RIGHT_BROW])
 _CHIN = 152
 
+# A descriptor this close to one already registered under the label adds nothing, and is not stored again: the
+# same photo gives the same descriptor to float precision, and decoded by another JPEG library (pixels ±1–2
+# levels off) 0.03–0.033 from it; another photo of the person lies farther (the tests' reframed, recoloured
+# astronaut 0.06, frames 1/25 s apart in a real clip 0.13). What a skipped copy would have reached lies within
+# 0.6 + this of the one kept, so the gate loses almost nothing.
+_DUPLICATE_DISTANCE = 0.04
+
 _MEASURE_LOCK = threading.Lock()  # DlibFaceMeasure keeps caches that are not safe to share between threads
 
 
@@ -100,6 +107,13 @@ def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: boo
     detected: MediaPipe's faces in `image` (`detect_faces`, in its pixels), where the caller has found them
       already (the studio, to refuse a portrait without a face); else the levelled search finds them.
     """
+    return _described(image, upsample, levelled, detected)[0]
+
+
+def _described(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: bool = True,
+               detected: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+    """`face_descriptors`, and how many of its faces dlib's detector found (its first rows; the levelled search's
+    follow): a registration counts those from the same scan instead of searching the image again."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
@@ -121,7 +135,7 @@ def face_descriptors(image: np.ndarray, upsample: int = _UPSAMPLE, levelled: boo
             # The caller's faces, in the pixels of the (possibly shrunk) image searched here.
             found = None if detected is None else [face[:, :2] / (sx, sy) for face in detected]
             descriptors += _levelled_descriptors(small, boxes, measure, found)
-    return np.array(descriptors, dtype=np.float64).reshape(-1, _DESCRIPTOR_SIZE)
+    return np.array(descriptors, dtype=np.float64).reshape(-1, _DESCRIPTOR_SIZE), len(boxes)
 
 
 def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFaceMeasure,
@@ -157,6 +171,16 @@ def _box_of(xy: np.ndarray) -> Box:
     to cheek."""
     return Box(round(xy[_CHEEKS, 0].min()), round(xy[_BROWS, 1].min()), round(xy[_CHEEKS, 0].max()),
                round(xy[_CHIN, 1]))
+
+
+def _unregistered(descriptors: np.ndarray, registered: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The descriptors farther than _DUPLICATE_DISTANCE from every registered one and from each other, in order:
+    registering a photo again must not fill the registry (and its counts) with copies."""
+    kept: list[np.ndarray] = []
+    for descriptor in descriptors:
+        if all(np.linalg.norm(descriptor - other) > _DUPLICATE_DISTANCE for other in [*registered, *kept]):
+            kept.append(descriptor)
+    return kept
 
 
 def _clean_label(label: str) -> str:
@@ -204,8 +228,9 @@ class ProtectedIdentities:
 
     def add(self, label: str, image: np.ndarray, source: str = "") -> int:
         """Register the face in the RGB uint8 `image` under `label`; returns how many descriptors were added (a
-        tilted face may give two). A photo of several faces is refused: the others would be refused under this
-        label.
+        tilted face may give two): 0 when the photo is registered under `label` already (a descriptor within
+        _DUPLICATE_DISTANCE of one stored there is skipped). A photo of several faces is refused: the others
+        would be refused under this label.
 
         Faces of ~80 px and up are looked for; only when there is none are smaller ones (down to ~40 px) taken.
 
@@ -220,15 +245,19 @@ class ProtectedIdentities:
         descriptors = face_descriptors(image, upsample=0, levelled=False)
         faces = len(descriptors)
         if faces == 0:
-            descriptors = face_descriptors(image)  # smaller faces, and tilted or turned ones (one may give two)
-            faces = len(face_descriptors(image, levelled=False))
+            # Smaller faces, and tilted or turned ones (one may give two); the faces are counted in the same scan.
+            descriptors, faces = _described(image)
         if len(descriptors) == 0:
             raise VivifyError(f"no face found in {name}")
         if faces > 1:  # the others would be refused under this person's name
             raise VivifyError(f"{name}: {faces} faces found: register a photo of the one person alone (crop it)")
         added = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rows = [(text, d.astype(_DTYPE).tobytes(), source, added) for d in descriptors]
         with self._db() as db:
+            # Locked for writing before the check: two adds of one photo at once (two CLI runs) cannot both miss it.
+            db.execute("BEGIN IMMEDIATE")
+            stored = db.execute("SELECT descriptor FROM faces WHERE label = ?", (text,)).fetchall()
+            new = _unregistered(descriptors, [np.frombuffer(blob, dtype=_DTYPE) for (blob,) in stored])
+            rows = [(text, d.astype(_DTYPE).tobytes(), source, added) for d in new]
             db.executemany("INSERT INTO faces (label, descriptor, source, added) VALUES (?, ?, ?, ?)", rows)
         return len(rows)
 
