@@ -255,7 +255,7 @@ def test_latency_figures_by_minute_and_overall(monkeypatch):
         clock[0] = 1000.0 + second
         latency = 0.060 if 60 <= second < 120 else 0.020
         stats.add(Captured(frame, second, clock[0] - latency))
-    report = stats.report(frames_in=150)
+    report = stats.report()
     latency = report["latency_ms"]
     assert latency["p95_by_minute"] == pytest.approx([20.0, 60.0, 20.0])
     assert latency["p50"] == pytest.approx(20.0, abs=0.1) and latency["p95"] == pytest.approx(60.0, abs=0.1)
@@ -308,8 +308,9 @@ def test_commands_piped_to_stdin_are_heard(material, tmp_path):
     assert verify(out)["ai_generated"]
 
 
-def _published_times(make_source, monkeypatch) -> list[float]:
-    """When a source (made by `make_source`) publishes each frame, run on a clock that only waiting moves."""
+def _published_times(make_source, monkeypatch, frames: int | None = None) -> list[float]:
+    """When a source (made by `make_source`) publishes each frame (its first `frames` where given: a looping
+    source has no end), run on a clock that only waiting moves."""
     from vivify.live import capture
 
     clock = [100.0]
@@ -319,7 +320,7 @@ def _published_times(make_source, monkeypatch) -> list[float]:
 
     def wait(seconds: float) -> bool:
         clock[0] += max(0.0, seconds)
-        return False
+        return frames is not None and len(published) >= frames  # a stop asked for
 
     monkeypatch.setattr(source._stop, "wait", wait)
     monkeypatch.setattr(source, "_publish", lambda frame: published.append(clock[0]))
@@ -608,13 +609,17 @@ def _variable_rate_clip(path: Path, times: list[Fraction], sound: np.ndarray) ->
     return path
 
 
-def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(material, tmp_path, monkeypatch):
-    """A phone's clip: 40 ms apart, then 200 ms for a stretch, then 40 ms again. Delivered at its average rate,
-    every frame after the slow stretch came early, and the recording drifted from the file's sound. Each frame
-    comes at its own time (on a clock only waiting moves), and the recording shows it then."""
+# A phone's clip: 40 ms apart, then 200 ms for a stretch, then 40 ms again.
+_PHONE_TIMES = ([Fraction(40 * i, 1000) for i in range(8)] + [Fraction(280 + 200 * i, 1000) for i in range(1, 5)]
+                + [Fraction(1080 + 40 * i, 1000) for i in range(1, 9)])
 
-    times = ([Fraction(40 * i, 1000) for i in range(8)] + [Fraction(280 + 200 * i, 1000) for i in range(1, 5)]
-             + [Fraction(1080 + 40 * i, 1000) for i in range(1, 9)])
+
+def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(material, tmp_path, monkeypatch):
+    """Delivered at its average rate, every frame of a phone's clip after its slow stretch came early, and the
+    recording drifted from the file's sound. Each frame comes at its own time (on a clock only waiting moves),
+    and the recording shows it then."""
+
+    times = _PHONE_TIMES
     clip = _variable_rate_clip(tmp_path / "vfr.mp4", times, tone(24_000, 16_000))
 
     out = tmp_path / "live.mp4"
@@ -625,3 +630,87 @@ def test_a_variable_frame_rate_file_is_paced_and_recorded_at_its_own_times(mater
 
     published = _published_times(lambda: PacedFile(str(clip)), monkeypatch)
     np.testing.assert_allclose(np.array(published) - published[0], [float(time) for time in times], atol=1e-6)
+
+
+class _ClockedCamera(FrameSource):
+    """A camera on a clock that only `advance` moves: each frame is published as it falls due, every 40 ms, as
+    the source's thread would publish it (there is none). Each advance must be one interval or more: a reader
+    that finds no new frame would wait for one in real time."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__("camera 0")
+        self._clock, self._due = clock, clock[0]
+
+    def start(self) -> _ClockedCamera:
+        self.advance(0.0)
+        return self
+
+    def advance(self, seconds: float) -> None:
+        self._clock[0] += seconds
+        while self._due <= self._clock[0]:
+            self._publish(np.zeros((64, 64, 3), np.uint8))
+            self._due += 0.040
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("ending", ["seconds", "quit", "paused"])
+def test_the_stats_count_the_frames_the_recording_holds(tmp_path, monkeypatch, ending):
+    """The recording holds every frame up to the last one shown (a dropped frame shows the one before): its
+    `frames_in` and `dropped` are the stats'. Frames that arrive as the session stops (the one taken when `q`
+    comes, those during the last render, those skipped while paused at the end) are neither shown nor
+    dropped. A renderer of 100 ms a frame (2.5 intervals), on a clock that only rendering moves."""
+    from vivify.live import capture, session
+    from vivify.live.session import FileSink
+    from vivify.provenance.marks import Marks
+
+    clock = [100.0]
+    monkeypatch.setattr(capture.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    camera, commands = _ClockedCamera(clock), queue.SimpleQueue()
+    rendered = [0]
+
+    def render(frame: np.ndarray) -> np.ndarray:
+        rendered[0] += 1
+        if rendered[0] == 6 and ending != "seconds":
+            commands.put(QUIT if ending == "quit" else PAUSE)
+        camera.advance(0.100)
+        return frame
+
+    class _Sink(FileSink):
+        def idle(self) -> None:  # while paused, time goes on as the next frame is awaited (one comes in it)
+            camera.advance(0.050)
+
+    out = tmp_path / "live.mp4"
+    sink = _Sink(out, FPS, (64, 64), overwrite=False, marks=Marks.create())
+    report = run_live(camera, sink, [render], commands=commands, seconds=None if ending == "quit" else 1.0)
+    sink.close()
+    with av.open(str(out)) as container:
+        held = container.streams.video[0].frames
+    assert (report["frames_in"], report["dropped"]) == (held, held - report["frames_out"])
+    assert camera.frames_in > report["frames_in"]  # some arrived as it stopped
+
+
+def test_a_looped_variable_frame_rate_file_repeats_its_own_times(material, tmp_path, monkeypatch):
+    """Each pass of a looped phone's clip is paced and recorded at the file's own frame times, a pass after the
+    one before: its last frame lasts as long as the interval before it (40 ms here), as a recording's last
+    frame does. Later passes were paced one file's duration on (the last frame lasting 1 ms, as this file
+    says), and recorded 40 ms apart throughout."""
+    clip = _variable_rate_clip(tmp_path / "vfr.mp4", _PHONE_TIMES, tone(24_000, 16_000))
+    one_pass = 2 * _PHONE_TIMES[-1] - _PHONE_TIMES[-2]
+    due = [float(k * one_pass + shown) for k in range(3) for shown in _PHONE_TIMES]
+
+    out = tmp_path / "live.mp4"
+    assert main(["live", str(material["portrait"]), "--input", str(clip), "--loop", "--seconds", "2.9",
+                 "-o", str(out)]) == 0
+    with av.open(str(out)) as container:
+        shown = [frame.time for frame in container.decode(video=0)]
+    assert len(shown) > len(_PHONE_TIMES) + 8  # into the second pass's slow stretch, where the two timings part
+    np.testing.assert_allclose(shown, due[:len(shown)], atol=0.002)
+
+    published = _published_times(lambda: PacedFile(str(clip), loop=True), monkeypatch, frames=len(due))
+    np.testing.assert_allclose(np.array(published) - published[0], due, atol=1e-6)
+    # However long the session: a recording's times go on pass after pass (they are worked out as read).
+    times = PacedFile(str(clip), loop=True).recorded_times()
+    assert times is not None and times[100_000 * len(_PHONE_TIMES) + 5] == 100_000 * one_pass + _PHONE_TIMES[5]

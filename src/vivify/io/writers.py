@@ -383,7 +383,7 @@ class _AVBackend:
         self._name = Path(display).name
         self._marks = marks
         self._fps = fps
-        self._times = list(frame_times or ())
+        self._times = frame_times or ()  # not copied: a looped source's times are computed as they are read
         # Frames spaced evenly are numbered; frames at given times are stamped finely enough to keep them.
         self._time_base = _FINE_TIME_BASE if self._times else 1 / fps
         self._last_pts = -1

@@ -6,10 +6,14 @@ between are gone (dropped, never queued), so latency cannot build up.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -80,7 +84,7 @@ class FrameSource:
 class PacedFile(FrameSource):
     """A video file delivered as a camera would: each frame at its own time (the file's own times where its
     frames are unevenly spaced, else at its frame rate), from the first frame's arrival on; `loop` starts the
-    file again at its end, one pass (its frames at the average rate) after the last began."""
+    file again at its end, one pass (`pass_seconds`) after the last began, each pass at the file's own times."""
 
     def __init__(self, location: str, loop: bool = False) -> None:
         from vivify.io.video import open_video
@@ -95,12 +99,29 @@ class PacedFile(FrameSource):
         # When each frame of a pass is due (seconds from its first), for a variable frame rate; None where
         # the frames are evenly spaced. A recording given them keeps the file's timing, and its sound in step.
         self.frame_times = self._video.frame_times()
+        # How long a variable-rate pass lasts: to its last frame, and that frame as long as the interval
+        # before it, as a recording's last frame lasts (`open_writer`). Not the file's duration: a file may
+        # give its last frame next to nothing (1 ms), which would run two passes together. None where the
+        # frames are evenly spaced: a pass is then its frames at the frame rate.
+        self.pass_seconds: Fraction | None = None
+        if self.frame_times is not None:  # two frames at least: one alone is evenly spaced
+            self.pass_seconds = 2 * self.frame_times[-1] - self.frame_times[-2]
 
     def _due(self, number: int) -> float:
         """When frame `number` of a pass is due, in seconds from the pass's first frame."""
         if self.frame_times is not None and number < len(self.frame_times):
             return float(self.frame_times[number])
         return number / self.fps
+
+
+    def recorded_times(self) -> Sequence[Fraction] | None:
+        """When each frame of a recording of this source is shown (seconds from the first): the file's own times
+        where they are uneven, pass after pass where it loops; None where its frames are evenly spaced (a
+        recording at the frame rate keeps them, looped or not)."""
+        times, one_pass = self.frame_times, self.pass_seconds  # both None, or neither
+        if times is None or one_pass is None or not self.loop:
+            return times
+        return _Passes(times, one_pass)
 
     def _run(self) -> None:
         from vivify.io.video import open_video
@@ -118,7 +139,7 @@ class PacedFile(FrameSource):
                 video.close()
                 if not self.loop:
                     break
-                start += in_pass / self.fps
+                start += in_pass / self.fps if self.pass_seconds is None else float(self.pass_seconds)
                 video = open_video(self.location)
             self._finish()
         except VivifyError as error:
@@ -199,3 +220,26 @@ class Stream(FrameSource):
             self._finish(f"{self.name}: the stream failed after {self.frames_in} frames ({error})")
         finally:
             self._container.close()
+
+
+class _Passes(Sequence[Fraction]):
+    """The times of a looped file's frames, pass after pass without end, worked out as they are read (a writer
+    reads each once): pass k's frame i is shown k passes after the file's own time for frame i."""
+
+    def __init__(self, times: Sequence[Fraction], one_pass: Fraction) -> None:
+        self._times, self._pass = times, one_pass
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    @overload
+    def __getitem__(self, index: int) -> Fraction: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Fraction]: ...
+
+    def __getitem__(self, index: int | slice) -> Fraction | Sequence[Fraction]:
+        if isinstance(index, slice):
+            raise TypeError("a looped file's frame times are read one at a time")
+        number, frame = divmod(index if index >= 0 else len(self) + index, len(self._times))
+        return number * self._pass + self._times[frame]

@@ -248,10 +248,15 @@ _LATENCY_BINS = 50_000
 
 
 class LiveStats:
-    """Frames in and out, and the latency of output frames (overall and by minute), for `--stats`."""
+    """Frames in and out, and the latency of output frames (overall and by minute), for `--stats`.
+
+    Frames in are those up to the last one output, as a recording holds them (a dropped frame shows the one
+    before): the frames that arrive as the session stops (while its last frame renders, the one taken when
+    `q` comes, those skipped while paused at the end) are neither shown nor dropped."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.frames_in = 0
         self.frames_out = 0
         self._histogram = np.zeros(_LATENCY_BINS, np.int64)
         self._minute = 0
@@ -268,6 +273,7 @@ class LiveStats:
             self._minute, self._this_minute = minute, []
         self._this_minute.append(latency)
         self._histogram[min(int(latency / _LATENCY_BIN_MS), _LATENCY_BINS - 1)] += 1
+        self.frames_in = captured.index + 1
         self.frames_out += 1
         return latency
 
@@ -278,10 +284,11 @@ class LiveStats:
         rank = np.searchsorted(np.cumsum(self._histogram), q / 100.0 * self.frames_out)
         return float((rank + 0.5) * _LATENCY_BIN_MS)
 
-    def report(self, frames_in: int) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         elapsed = max(1e-9, time.monotonic() - self.started)
         by_minute = self._p95_by_minute + ([float(np.percentile(self._this_minute, 95))] if self._this_minute else [])
-        return {"frames_in": frames_in, "frames_out": self.frames_out, "dropped": frames_in - self.frames_out,
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out,
+                "dropped": self.frames_in - self.frames_out,
                 "fps": self.frames_out / elapsed, "seconds": elapsed,
                 "latency_ms": {"p50": self._percentile(50), "p95": self._percentile(95), "p95_by_minute": by_minute}}
 
@@ -308,7 +315,7 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
                 command = commands.get()
                 if command == QUIT:
                     if stats.frames_out:
-                        return stats.report(source.frames_in)
+                        return stats.report()
                     quitting = True
                 if command == PAUSE:
                     paused = not paused
@@ -330,7 +337,7 @@ def run_live(source: FrameSource, sink: Sink, renderers: Sequence[Callable[[np.n
                 break
     finally:
         source.close()
-    return stats.report(source.frames_in)
+    return stats.report()
 
 
 def _recorded_sound(source: PacedFile, seconds: float | None) -> str | None:
@@ -400,8 +407,8 @@ def live(portrait_paths: Sequence[str | Path], *, marks: Marks, camera: int | No
                  for portrait, path in zip(portraits, portrait_paths, strict=True)]
     commands = commands or queue.SimpleQueue()
     if output is not None:
-        sound, times = (_recorded_sound(frames, seconds), frames.frame_times) if isinstance(frames, PacedFile) \
-            else (None, None)
+        sound, times = (_recorded_sound(frames, seconds), frames.recorded_times()) \
+            if isinstance(frames, PacedFile) else (None, None)
         sink: Any = FileSink(output, frames.fps, out_size, overwrite, marks, audio_source=sound, frame_times=times)
     elif window:
         sink = WindowSink(out_size, frames.fps, marks, commands)
