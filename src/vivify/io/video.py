@@ -412,7 +412,7 @@ def _frame_rate(stream: av.VideoStream, duration: Fraction | None) -> Fraction:
             rate = whole_file
     for candidate in (rate, stream.guessed_rate, stream.base_rate, stream.codec_context.framerate):
         if candidate and 0 < candidate <= _MAX_PLAUSIBLE_FPS:
-            if rate and candidate != rate:
+            if rate and rate > _MAX_PLAUSIBLE_FPS:
                 _warn_once(f"{stream.container.name}: its timestamps give {float(rate):.0f} frames/s, more than a "
                            f"camera records; using the {candidate} frames/s it declares")
             # Averages come out as e.g. 2997003/100000; keep denominators small for writers' time bases.
