@@ -172,6 +172,7 @@ def test_animate_job_from_upload_to_marked_result(server, portrait, tmp_path):
     ({"kind": "speak", "text": "Hello", "lang": "klingon"}, 422, "unsupported language 'klingon'; available: "),
     ({"kind": "speak", "text": "<speak>Hello <break time='1s'></speak>"}, 422,
      "the SSML text is not well-formed XML: <break> is still open at the end tag at line 1, column 33"),
+    ({"kind": "speak", "text": "<speak/>"}, 422, "nothing to say: the text has no word that espeak-ng speaks"),
 ])
 def test_bad_requests(server, portrait, fields, status, message):
     headers = server.user(f"user{status}{len(message)}{fields.get('consent')}")

@@ -426,14 +426,51 @@ def test_ssml_languages() -> None:
 
 
 @needs_espeak
-def test_markup_does_not_count_in_the_length_of_a_text_over_the_limit() -> None:
-    """The length is told from the share of the text spoken when the limit stops it: of its words, not of a
-    long header and comment that come before them and take no time."""
-    words = "The quick brown fox jumps over the lazy dog, and then it runs away. " * 20
-    notes = "".join(f"<!-- note {k}: {'not said ' * 50} -->" for k in range(10))
-    text = f"<speak>{notes}{words}</speak>"
-    whole = synth.synthesize(text).duration
+@pytest.mark.parametrize("text", [
+    '<speak>Hi <break time="3s"/> there</speak>',  # its break alone is over the limit: no share of characters tells
+    "<speak>" + "The quick brown fox jumps over the lazy dog. " * 20 + "</speak>",
+])
+def test_ssml_over_the_limit_is_refused_without_an_estimate(text: str) -> None:
+    """The estimate from the share of characters said was 18 s for a text that takes 4 s (its break), or 45 s for
+    one with a 10000 s break."""
     with pytest.raises(SpeechTooLong) as info:
-        synth.synthesize(text, max_seconds=5)
-    said = float(re.fullmatch(r"the text takes about (\d+) s to say, over the limit of 5 s", str(info.value))[1])
-    assert whole > 60 and abs(said - whole) < 0.2 * whole
+        synth.synthesize(text, max_seconds=2)
+    assert str(info.value) == "the text takes longer to say than the limit of 2 s"
+
+
+@pytest.mark.parametrize("text", [
+    "<!DOCTYPE speak><speak>hi</speak>", "<!-- a greeting --><speak>hi</speak>",
+    '<?xml-stylesheet href="x"?><speak>hi</speak>',
+    '<ssml:speak xmlns:ssml="http://www.w3.org/2001/10/synthesis">hi</ssml:speak>',
+])
+def test_what_can_only_open_an_xml_document_is_read_as_ssml(text: str) -> None:
+    # Read as plain text, their markup and the namespace's address were read aloud.
+    assert synth.ssml.document(text) == text
+
+
+@needs_espeak
+@pytest.mark.parametrize("text, problem", [
+    ("<speak>Hello <![CDATA[ a < b ]]> world</speak>",
+     "the SSML text has a CDATA section, which espeak-ng does not say: write its text with &amp; and &lt; instead"),
+    ('<ssml:speak xmlns:ssml="http://www.w3.org/2001/10/synthesis">hi</ssml:speak>',
+     "the SSML text's root element is <ssml:speak>, not <speak>"),
+    ("<speak><break/></speak>",
+     "nothing to say: the text has no word that espeak-ng speaks ('<speak><break/></speak>')"),
+])
+def test_ssml_that_would_say_less_than_it_holds_is_refused(text: str, problem: str) -> None:
+    with pytest.raises(VivifyError) as caught:
+        synth.check_text(text, "en")
+    assert str(caught.value) == problem
+
+
+@needs_espeak
+def test_chinese_characters_are_looked_for_in_what_the_ssml_says(caplog) -> None:
+    """An element in Chinese reads them (the warning was given all the same); written as entities, the English
+    voice says "Chinese letter" for each (no warning was given)."""
+    with caplog.at_level("WARNING"):
+        synth.synthesize('<speak>Hello <s xml:lang="zh">你好世界</s></speak>')
+    assert not caplog.messages
+    with caplog.at_level("WARNING"):
+        synth.synthesize("<speak>&#x4F60;&#x597D;</speak>")
+    assert [message.split(" (")[0] for message in caplog.messages] == [
+        "espeak-ng's voice for 'en' cannot read Chinese characters"]

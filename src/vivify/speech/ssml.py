@@ -1,25 +1,27 @@
 """SSML input for espeak-ng: telling it from plain text, and refusing markup espeak-ng would mangle.
 
-A text is SSML when, after leading whitespace, it starts with `<speak` (then a space, `>` or `/`) or with an
-XML declaration `<?xml`. Nothing else is: "3 < 4" and "<b>hi</b>" stay plain text, read as written (in
-SSML mode espeak-ng would drop "< 4 ... >" as an unknown tag).
+A text is SSML when, after leading whitespace, it starts with `<speak` (then a space, `>` or `/`), with a
+prefixed `<prefix:speak`, or with what opens an XML document: a declaration or an XML processing instruction
+(`<?xml`), a comment (`<!--`), a DOCTYPE. Nothing else is: "3 < 4", "<b>hi</b>" and "<?php" stay plain text,
+read as written (in SSML mode espeak-ng would drop "< 4 ... >" as an unknown tag).
 
 espeak-ng takes malformed markup without a word (an unclosed tag swallows what follows, "&" is spoken as
 "and", an xml:lang it lacks falls back to the current voice, a tag or comment over 500 characters is read
-out), so the markup is checked here first.
+out, a CDATA section is left unsaid), so the markup is checked here first.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from xml.parsers import expat
 
 from vivify.errors import VivifyError
 
-__all__ = ["check", "document", "spoken_length"]
+__all__ = ["Checked", "check", "document"]
 
-_START = re.compile(r"[\s\ufeff]*(<(?:speak[\s/>]|\?xml[\s?]))")
+_START = re.compile(r"[\s\ufeff]*(<(?:(?:[A-Za-z_][\w.-]*:)?speak[\s/>]|\?xml|!--|!DOCTYPE[\s>]))")
 # Markup in a well-formed document: comments, processing instructions, CDATA sections (espeak-ng does not
 # speak their content either) and tags, whose quoted attribute values may hold ">".
 _MARKUP = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.DOTALL)
@@ -35,12 +37,23 @@ def document(text: str) -> str | None:
     return None if found is None else text[found.start(1):]
 
 
-def check(text: str, check_language: Callable[[str], object]) -> None:
-    """Raise VivifyError, on one line, where `text` is not well-formed XML with a <speak> root, or names a
-    language in xml:lang that `check_language` refuses (by raising VivifyError)."""
+@dataclass(frozen=True)
+class Checked:
+    """What a checked SSML text says: its words with the markup gone and the entities resolved, and the
+    languages its xml:lang attributes switch to."""
+
+    spoken: str
+    languages: tuple[str, ...]
+
+
+def check(text: str, check_language: Callable[[str], object]) -> Checked:
+    """Raise VivifyError, on one line, where `text` is not well-formed XML with a <speak> root, holds a CDATA
+    section (espeak-ng leaves it unsaid), or names a language in xml:lang that `check_language` refuses (by
+    raising VivifyError)."""
     root: list[str] = []
     open_elements: list[str] = []  # to name the element a mismatched or missing end tag leaves open
     languages: dict[str, None] = {}
+    words: list[str] = []
 
     def start(name: str, attributes: dict[str, str]) -> None:
         root[:] = root or [name]
@@ -55,10 +68,16 @@ def check(text: str, check_language: Callable[[str], object]) -> None:
         # SSML needs no DTD, espeak-ng ignores one, and its entities could expand without bound.
         raise VivifyError("the SSML text has a DOCTYPE declaration: SSML needs none, leave it out")
 
+    def refuse_cdata() -> None:
+        raise VivifyError("the SSML text has a CDATA section, which espeak-ng does not say: write its text with "
+                          "&amp; and &lt; instead")
+
     parser = expat.ParserCreate()
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.StartDoctypeDeclHandler = refuse_dtd
+    parser.StartCdataSectionHandler = refuse_cdata
+    parser.CharacterDataHandler = words.append
     try:
         parser.Parse(text, True)
     except expat.ExpatError as error:
@@ -76,6 +95,7 @@ def check(text: str, check_language: Callable[[str], object]) -> None:
             check_language(language)
         except VivifyError as error:
             raise VivifyError(f"xml:lang in the SSML text: {error}") from None
+    return Checked("".join(words), tuple(languages))
 
 
 def _problem(error: expat.ExpatError, open_elements: list[str]) -> str:
@@ -91,9 +111,3 @@ def _problem(error: expat.ExpatError, open_elements: list[str]) -> str:
     if message == expat.errors.XML_ERROR_INVALID_TOKEN:
         return f"{message} at {where} (write & as &amp; and < as &lt;)"
     return f"{message} at {where}"
-
-
-def spoken_length(text: str, end: int | None = None) -> int:
-    """The characters of well-formed SSML `text[:end]` outside its markup (a tag cut at `end` counts as text)."""
-    part = text if end is None else text[:end]
-    return len(part) - sum(len(tag) for tag in _MARKUP.findall(part))

@@ -277,12 +277,10 @@ class _Engine:
         if error is not None:
             raise error
         if self._limit is not None and self._samples > self._limit:
-            # Stopped at the limit: the whole text's length is told from the share of it spoken so far (of the
-            # words: markup, such as a long SSML header, takes no time to say).
-            whole, reached = len(text), self._reached
-            if markup:
-                whole, reached = ssml.spoken_length(text), ssml.spoken_length(text, reached)
-            said = self._samples / self.rate * whole / max(1, reached)
+            if markup:  # its breaks and prosody take time that no share of its characters tells
+                raise SpeechTooLong(f"the text takes longer to say than the limit of {max_seconds:g} s")
+            # Stopped at the limit: the whole text's length is told from the share of it spoken so far.
+            said = self._samples / self.rate * len(text) / max(1, self._reached)
             raise SpeechTooLong(f"the text takes about {said:.0f} s to say, over the limit of {max_seconds:g} s")
         if status != 0:
             raise RuntimeError(f"espeak-ng failed to synthesise (error {status})")
@@ -367,14 +365,16 @@ def check_language(lang: str) -> None:
 
 
 def check_text(text: str, lang: str) -> None:
-    """Raise VivifyError where `synthesize` would refuse `text` in `lang` for its language or its SSML markup,
-    without saying it: before a job is queued, not when it runs."""
+    """Raise VivifyError where `synthesize` would refuse `text` in `lang` for its language, its SSML markup or
+    SSML without a word, without saying it: before a job is queued, not when it runs."""
     document = ssml.document(text)
     with _lock:
         catalogue = _engine_locked().catalogue
         _resolve_language(catalogue, lang)
         if document is not None:
-            ssml.check(document, lambda code: _resolve_language(catalogue, code))
+            checked = ssml.check(document, lambda code: _resolve_language(catalogue, code))
+            if not checked.spoken.strip():
+                raise _nothing_to_say(text)
 
 
 def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
@@ -444,13 +444,16 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
         engine = _engine_locked()
         language_voice = _resolve_language(engine.catalogue, lang)
         name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
+        spoken, switches = text, False
         if markup:  # `lang` and `voice` are where the text starts; an xml:lang switches for its element
-            ssml.check(text, lambda code: _resolve_language(engine.catalogue, code))
+            checked = ssml.check(text, lambda code: _resolve_language(engine.catalogue, code))
+            spoken, switches = checked.spoken, bool(checked.languages)
         speech = engine.synthesize(text, name, rate_wpm, max_seconds, markup)
     if not speech.phones:  # punctuation or invisible characters only: a video of a closed mouth, 7 ms long
-        raise VivifyError(f"nothing to say: the text has no word that espeak-ng speaks ({_quoted(text)})")
-    han = "".join(dict.fromkeys(ch for ch in text if _is_han(ch)))
-    if han and name.split("+")[0] not in _READS_HAN:
+        raise _nothing_to_say(text)
+    han = "".join(dict.fromkeys(ch for ch in spoken if _is_han(ch)))
+    # Where the markup switches language, the characters may well be in an element of a language that reads them.
+    if han and name.split("+")[0] not in _READS_HAN and not switches:
         log.warning("espeak-ng's voice for '%s' cannot read Chinese characters (%s): it says \"Chinese letter\" for "
                     "each (write them in the language's own script, such as kana, or use --lang cmn or yue)",
                     lang, _quoted(han)[1:-1])
@@ -465,6 +468,11 @@ _READS_HAN = frozenset({"sit/cmn-Latn-pinyin", "sit/yue"})
 def _is_han(character: str) -> bool:
     """A Chinese character (a CJK unified or compatibility ideograph): hanzi, kanji, hanja."""
     return unicodedata.name(character, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+def _nothing_to_say(text: str) -> VivifyError:
+    """The error for a text without a word to say: punctuation, invisible characters, SSML with only markup."""
+    return VivifyError(f"nothing to say: the text has no word that espeak-ng speaks ({_quoted(text)})")
 
 
 def _quoted(text: str, limit: int = 40) -> str:
