@@ -456,6 +456,13 @@ def test_what_can_only_open_an_xml_document_is_read_as_ssml(text: str) -> None:
      "the SSML text's root element is <ssml:speak>, not <speak>"),
     ("<speak><break/></speak>",
      "nothing to say: the text has no word that espeak-ng speaks ('<speak><break/></speak>')"),
+    # espeak-ng dropped such breaks without a word.
+    ('<speak>Hi <break time="-5s"/> there</speak>',
+     'the SSML text\'s <break time="-5s"> is not a time: write it as 500ms or 1.5s'),
+    ('<speak>Hi <break time="5 parsecs"/> there</speak>',
+     'the SSML text\'s <break time="5 parsecs"> is not a time: write it as 500ms or 1.5s'),
+    ('<speak>Hi <break strength="enormous"/> there</speak>',
+     'the SSML text\'s <break strength="enormous"> is not one of none, x-weak, weak, medium, strong, x-strong'),
 ])
 def test_ssml_that_would_say_less_than_it_holds_is_refused(text: str, problem: str) -> None:
     with pytest.raises(VivifyError) as caught:

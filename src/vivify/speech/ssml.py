@@ -26,6 +26,10 @@ _START = re.compile(r"[\s\ufeff]*(<(?:(?:[A-Za-z_][\w.-]*:)?speak[\s/>]|\?xml|!-
 # speak their content either) and tags, whose quoted attribute values may hold ">".
 _MARKUP = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.DOTALL)
 _LANG = "xml:lang"
+# SSML's <break>: a time in seconds or milliseconds, or a strength. espeak-ng drops a break it cannot read
+# (time="-5s", "5parsecs") without a word.
+_BREAK_TIME = re.compile(r"\s*\d+(?:\.\d+)?(?:s|ms)\s*")
+_BREAK_STRENGTHS = ("none", "x-weak", "weak", "medium", "strong", "x-strong")
 # espeak-ng 1.51 reads out a tag, comment or processing instruction longer than about 503 characters.
 _LONGEST_MARKUP = 500
 
@@ -60,6 +64,8 @@ def check(text: str, check_language: Callable[[str], object]) -> Checked:
         open_elements.append(name)
         if _LANG in attributes:
             languages.setdefault(attributes[_LANG])
+        if name == "break":
+            _check_break(attributes)
 
     def end(name: str) -> None:
         open_elements.pop()
@@ -96,6 +102,14 @@ def check(text: str, check_language: Callable[[str], object]) -> Checked:
         except VivifyError as error:
             raise VivifyError(f"xml:lang in the SSML text: {error}") from None
     return Checked("".join(words), tuple(languages))
+
+
+def _check_break(attributes: dict[str, str]) -> None:
+    time, strength = attributes.get("time"), attributes.get("strength")
+    if time is not None and not _BREAK_TIME.fullmatch(time):
+        raise VivifyError(f'the SSML text\'s <break time="{time}"> is not a time: write it as 500ms or 1.5s')
+    if strength is not None and strength not in _BREAK_STRENGTHS:
+        raise VivifyError(f'the SSML text\'s <break strength="{strength}"> is not one of {", ".join(_BREAK_STRENGTHS)}')
 
 
 def _problem(error: expat.ExpatError, open_elements: list[str]) -> str:
