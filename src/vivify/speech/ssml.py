@@ -22,9 +22,9 @@ from vivify.errors import VivifyError
 __all__ = ["Checked", "check", "document"]
 
 _START = re.compile(r"[\s\ufeff]*(<(?:(?:[A-Za-z_][\w.-]*:)?speak[\s/>]|\?xml|!--|!DOCTYPE[\s>]))")
-# Markup in a well-formed document: comments, processing instructions, CDATA sections (espeak-ng does not
-# speak their content either) and tags, whose quoted attribute values may hold ">".
-_MARKUP = re.compile(r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.DOTALL)
+# Markup in a well-formed document without CDATA (refused): comments, processing instructions and tags, whose
+# quoted attribute values may hold ">".
+_MARKUP = re.compile(r"<!--.*?-->|<\?.*?\?>|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.DOTALL)
 _LANG = "xml:lang"
 # SSML's <break>: a time in seconds or milliseconds, or a strength. espeak-ng drops a break it cannot read
 # (time="-5s", "5parsecs") without a word.
