@@ -113,7 +113,6 @@ class PacedFile(FrameSource):
             return float(self.frame_times[number])
         return number / self.fps
 
-
     def recorded_times(self) -> Sequence[Fraction] | None:
         """When each frame of a recording of this source is shown (seconds from the first): the file's own times
         where they are uneven, pass after pass where it loops; None where its frames are evenly spaced (a

@@ -371,10 +371,8 @@ def check_text(text: str, lang: str) -> None:
     with _lock:
         catalogue = _engine_locked().catalogue
         _resolve_language(catalogue, lang)
-        if document is not None:
-            checked = ssml.check(document, lambda code: _resolve_language(catalogue, code))
-            if not checked.spoken.strip():
-                raise _nothing_to_say(text)
+        if document is not None and not _check_markup(catalogue, document).spoken.strip():
+            raise _nothing_to_say(text)
 
 
 def _resolve_language(catalogue: _Catalogue, lang: str) -> str:
@@ -424,9 +422,10 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
     once the speech passes that length and SpeechTooLong is raised (a long text is not spoken to the end
     first: half a megabyte of text would take a minute and gigabytes).
 
-    A text that starts with `<speak` (or `<?xml`) is SSML: its markup is honoured, not read out (<break> is
-    silence, the mouth closed), and malformed markup raises VivifyError. `lang` and `voice` set the voice
-    it starts in; an xml:lang (on <speak>, <voice>, ...) switches the language for its element, as SSML says.
+    A text that starts with `<speak` (or `<?xml`, a comment, a DOCTYPE: see vivify.speech.ssml) is SSML: its
+    markup is honoured, not read out (<break> is silence, the mouth closed), and malformed markup raises
+    VivifyError. `lang` and `voice` set the voice it starts in; an xml:lang (on <speak>, <voice>, ...) switches
+    the language for its element, as SSML says.
     """
     if not text or not text.strip():
         raise VivifyError("nothing to say: the text is empty")
@@ -446,7 +445,7 @@ def synthesize(text: str, lang: str = "en", voice: str | None = None, rate_wpm: 
         name = language_voice if voice is None else _resolve_voice(engine.catalogue, voice, language_voice)
         spoken, switches = text, False
         if markup:  # `lang` and `voice` are where the text starts; an xml:lang switches for its element
-            checked = ssml.check(text, lambda code: _resolve_language(engine.catalogue, code))
+            checked = _check_markup(engine.catalogue, text)
             spoken, switches = checked.spoken, bool(checked.languages)
         speech = engine.synthesize(text, name, rate_wpm, max_seconds, markup)
     if not speech.phones:  # punctuation or invisible characters only: a video of a closed mouth, 7 ms long
@@ -468,6 +467,11 @@ _READS_HAN = frozenset({"sit/cmn-Latn-pinyin", "sit/yue"})
 def _is_han(character: str) -> bool:
     """A Chinese character (a CJK unified or compatibility ideograph): hanzi, kanji, hanja."""
     return unicodedata.name(character, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+def _check_markup(catalogue: _Catalogue, document: str) -> ssml.Checked:
+    """`ssml.check` of an SSML document, its xml:lang values held to the languages espeak-ng has."""
+    return ssml.check(document, lambda code: _resolve_language(catalogue, code))
 
 
 def _nothing_to_say(text: str) -> VivifyError:
