@@ -734,10 +734,11 @@ def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
     assert motion.to_portrait.scale == pytest.approx(1.0)
 
 
-def test_a_close_up_driver_moves_nothing_beyond_its_frame():
-    """The driver's face fills the frame, so the portrait's chest (the sing grid's framing) lies far below the
-    driving frame's bottom edge. There the flow has nothing to measure: the chest stays, and does not slide
-    with a flow drifting over the frame's repeated edge pixels (it once smeared up the whole chest)."""
+def test_a_close_up_driver_moves_the_body_beyond_its_frame_no_further_than_its_own():
+    """The driver's face fills the frame, so the portrait's chest (the sing grid's framing) lies below the
+    driving frame's bottom edge. There the flow has nothing to measure: the chest goes on as the frame's edge
+    moves, no further, and does not slide with a flow drifting over the frame's repeated edge pixels (it once
+    smeared up the whole chest) nor fold where the frame's edge cuts the driver's collar."""
     from vivify.compose.grid import frame_portrait, largest_face
     from vivify.demo import astronaut
 
@@ -745,10 +746,43 @@ def test_a_close_up_driver_moves_nothing_beyond_its_frame():
     portrait = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
     close_up = cv2.resize(full[50:210, 140:300], (256, 256))
     animator = Animator(portrait, rate=25.0)
-    for t in range(90):
-        out = animator.render(similarity_frame(close_up, (128, 128), shift=(4 * np.sin(t / 3), 3 * np.sin(t / 5))))
     chest = (slice(215, 256), slice(60, 200))
-    assert np.abs(out[chest].astype(int) - portrait[chest].astype(int)).mean() < 12
+    before = cv2.cvtColor(portrait[chest], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    for t in range(90):
+        sway = (4 * np.sin(t / 3), 3 * np.sin(t / 5))  # driving pixels, more than portrait pixels here
+        out = animator.render(similarity_frame(close_up, (128, 128), shift=sway))
+        (dx, dy), _ = cv2.phaseCorrelate(before, cv2.cvtColor(out[chest], cv2.COLOR_RGB2GRAY).astype(np.float64))
+        assert np.hypot(dx, dy) <= np.hypot(*sway) + 0.5, t
+
+
+def test_a_turning_close_up_driver_never_folds_the_portraits_chest():
+    """Where the driving frame's edge cuts the driver's neck and collar, DIS's patches reach past it into
+    repeated edge pixels and once read flows of dozens of pixels there, which folded the portrait's chest over
+    itself. Below the chin, where the body's motion rules the warp, p ↦ p + shift·seen keeps every pixel in
+    order (on the face the landmarks rule)."""
+    from vivify.compose.grid import frame_portrait, largest_face
+    from vivify.demo import astronaut
+    from vivify.motion.body import BodyMotion
+    from vivify.render.background import person_mask
+    from vivify.render.warp import HeadWarp
+
+    full = astronaut()
+    portrait = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
+    close_up = cv2.resize(full[50:210, 140:300], (256, 256))
+    driver, face = detect_faces(close_up)[0], detect_faces(portrait)[0]
+    region = HeadWarp((256, 256), face).region
+    body = BodyMotion(np.array([region.x0, region.y0]), region.size)
+    body.set_reference(close_up, person_mask(close_up, driver),
+                       fit_similarity(driver[topology.RIGID], face[topology.RIGID]))
+    below_chin = face[152, 1] + 0.15 * np.ptp(face[:, 1]) - region.y0  # the warp's _BODY_BLEND
+    xs, ys = np.meshgrid(np.arange(0, region.size[0], 2), np.arange(np.ceil(below_chin), region.size[1], 2))
+    points = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
+    for t in range(90):
+        shift, seen = body.measure(similarity_frame(close_up, (128, 128), angle=8 * np.sin(t / 5),
+                                                    scale=1 + 0.05 * np.sin(t / 7)))(points)
+        moved = (points + shift * seen).reshape(*xs.shape, 2)
+        (dx_dy, dx_dx), (dy_dy, dy_dx) = np.gradient(moved[..., 0]), np.gradient(moved[..., 1])
+        assert (dx_dx * dy_dy - dx_dy * dy_dx > 0).all(), t
 
 
 def test_closed_lips_cover_whatever_the_warp_took_from_between_the_source_lips(reference):

@@ -60,7 +60,8 @@ class BodyMotion:
         self._shrunk = (1, 1)
         self._reference: np.ndarray | None = None
         self._person: np.ndarray | None = None
-        self._inside: np.ndarray | None = None
+        self._nearest: np.ndarray | None = None
+        self._reach: np.ndarray | None = None
         self._previous: np.ndarray | None = None
         cols, rows = self._size
         self._cells = np.stack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)),
@@ -93,9 +94,21 @@ class BodyMotion:
         # Beyond the frame's edges the resampled frames repeat their edge pixels, in which the flow finds nothing
         # to measure: a repeated row has no texture along it, and propagated from frame to frame such a flow
         # drifts (a framed portrait's chest, far below a close-up driver's frame, slid up by its own height).
-        # Only cells inside the frame are measured; the smoothing carries their motion a little beyond.
-        self._inside = cv2.warpAffine(np.ones(self._shrunk[::-1], np.float32), self._matrix, self._size,
-                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        # Near the edges too: DIS measures a cell from patches up to a patch's side away, which there match the
+        # repeated pixels (a close-up driver's collar flowed 200 px and folded the portrait's chest). The flow
+        # is read only where every patch lies in the frame. Beyond, each cell takes the flow of the nearest cell
+        # read, as a body cut by the frame goes on beyond it, fading out over a patch's side past the edge:
+        # gently, for a motion that ends sharply folds the picture, and soon, for what lies far beyond the
+        # frame was never seen moving.
+        inside = cv2.warpAffine(np.ones(self._shrunk[::-1], np.float32), self._matrix, self._size,
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        patch = self._flow.getPatchSize()
+        read = cv2.erode((inside >= 1.0 - 1e-3).astype(np.uint8), np.ones((2 * patch + 1, 2 * patch + 1), np.uint8))
+        if read.any():
+            distance, self._nearest = _nearest_cells(read)
+            self._reach = np.clip(2.0 - distance / patch, 0.0, 1.0)  # smoothed with the flow
+        else:
+            self._nearest = self._reach = None
         self._previous = None
 
     def measure(self, frame: np.ndarray) -> BodyShift:
@@ -108,6 +121,9 @@ class BodyMotion:
         current = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
         flow = self._flow.calc(current, self._reference, self._previous)
         self._previous = flow.copy()
+        if self._nearest is None or self._reach is None:  # the frame covers too little of the region to read
+            return _still
+        flow = flow.reshape(-1, 2)[self._nearest]
         # The person mask travels with the flow: this frame's person is where the reference's came from ...
         sources = self._cells + flow
         person = cv2.remap(self._person, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -116,7 +132,7 @@ class BodyMotion:
         explained = cv2.remap(self._reference, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = cv2.absdiff(current, explained).astype(np.float32)
         person *= np.clip((_UNEXPLAINED - mismatch) / (_UNEXPLAINED - _EXPLAINED), 0.0, 1.0)
-        person *= self._inside
+        person *= self._reach
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
         smooth_flow, smooth_person = (cv2.GaussianBlur(image, (0, 0), sigma) for image in (flow, person))
@@ -135,3 +151,19 @@ class BodyMotion:
             crop = cv2.resize(crop, self._shrunk, interpolation=cv2.INTER_AREA)
         return cv2.warpAffine(crop, self._matrix, self._size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def _nearest_cells(read: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell of a grid (h×w), the distance (cells) to the nearest cell where `read` is set, and that
+    cell's flat index (both h×w)."""
+    # The distance transform labels every cell with its nearest zero cell; each zero cell has a label of its own.
+    distance, labels = cv2.distanceTransformWithLabels(1 - read, cv2.DIST_L2, cv2.DIST_MASK_5,
+                                                       labelType=cv2.DIST_LABEL_PIXEL)
+    index_of_label = np.zeros(labels.max() + 1, np.int64)
+    index_of_label[labels[read.astype(bool)]] = np.flatnonzero(read)
+    return distance, index_of_label[labels]
+
+
+def _still(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """No motion of the driver's person measured anywhere (`BodyShift`)."""
+    return np.zeros((len(points), 2), np.float32), np.zeros((len(points), 1), np.float32)
