@@ -435,7 +435,8 @@ def test_the_portrait_holds_while_the_drivers_face_is_out_of_the_frame(face):
 
 def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
     """The body is cut by the frame's bottom edge; when the driver rises, the portrait's body rises with it
-    and goes on below the frame, instead of a band of background plate opening under it."""
+    and goes on below the frame, instead of a band of background plate opening under it or its last row
+    repeated into streaks."""
     frames = [similarity_frame(face, (128, 110), shift=(0.0, -10.0 * t)) for t in np.linspace(0, 1, 6)]
     frames += [similarity_frame(face, (128, 110), shift=(0.0, -10.0))] * 6
     animator = Animator(face, rate=25.0)
@@ -443,14 +444,19 @@ def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
         out = animator.render(frame)
     assert shoulder_shift(face, out, reference) == pytest.approx(0.0, abs=1.0)  # it rose, it did not slide
     below_chin = slice(int(reference[152, 0]) - 20, int(reference[152, 0]) + 20)
-    # Rows below the risen body repeat its last row (as the frame cut it), not the plate.
-    bottom = out[-4:, below_chin].astype(int)
-    assert np.abs(bottom - face[-1:, below_chin].astype(int)).mean() < 12
+    # Rows below the risen body show its rows above the frame's edge again, mirrored, as cloth goes on: not
+    # the plate, and not its last row repeated into vertical streaks.
+    bottom, cloth = out[-6:, below_chin].astype(int), face[-12:, below_chin].astype(int)
+    plate = animator._plate[-6:, below_chin, :3].astype(int)
+    assert np.abs(bottom.mean(axis=(0, 1)) - cloth.mean(axis=(0, 1))).mean() < 0.5 * np.abs(
+        bottom.mean(axis=(0, 1)) - plate.mean(axis=(0, 1))).mean()
+    assert np.abs(np.diff(bottom, axis=0)).mean() > 0.5 * np.abs(np.diff(cloth, axis=0)).mean()
 
 
 def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
     """A close crop cuts the face at the left edge; when the driver moves right, the face that comes in from
-    beyond the edge shows the edge repeated, not a stripe of background plate across the cheek."""
+    beyond the edge shows the face beside the edge mirrored, not a stripe of background plate across the cheek
+    nor the edge's pixels repeated into streaks."""
     cut = np.ascontiguousarray(face[:, int(reference[:, 0].min()) + 15:])
     height, width = cut.shape[:2]
     frames = [similarity_frame(cut, (width / 2, height / 2), shift=(12.0 * t, 0.0)) for t in np.linspace(0, 1, 6)]
@@ -460,9 +466,10 @@ def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
         out = animator.render(frame)
     rows = slice(int(reference[:, 1].min()), int(reference[:, 1].max()))
     edge = out[rows, :6].astype(int)
+    mirrored = np.abs(edge - cut[rows, 12:6:-1]).mean()  # 12 px in: output column j shows column 12 - j
     repeated = np.abs(edge - cut[rows, :1]).mean()
     plate = np.abs(edge - animator._plate[rows, :6, :3]).mean()
-    assert repeated < 0.6 * plate, (repeated, plate)
+    assert mirrored < 0.6 * min(repeated, plate), (mirrored, repeated, plate)
 
 
 def test_a_group_photo_keeps_its_bodies_still(face, reference):

@@ -38,10 +38,9 @@ class _Missing:
 
 
 _MISSING = _Missing()
-_PAD = 2
+# How far beyond the frame's edges the photo is mirrored (face sizes): further than the head and body travel.
+_BEYOND_THE_EDGE = 0.5
 _DETAIL_EYE_SPAN = 120.0
-# A face whose landmarks come this close to a side or the top of the portrait (face heights) is cut by it.
-_FACE_AT_EDGE = 0.05
 
 
 class Animator:
@@ -97,22 +96,14 @@ class Animator:
         foreground, alpha_8bit, plate = unmix_foreground(
             portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
-        # Colour and mask travel together through one remap. The padding repeats the colour but not the
-        # mask, so what the warp pulls in from beyond the frame shows the plate instead of smeared edges;
-        # except where the person goes on beyond the frame: at the bottom (a body cut by the frame: when it
-        # rises, its bottom row is repeated instead of a band of plate opening under it), and at a side or the
-        # top that cuts the face itself (a close crop: a face moving in from the edge shows its edge repeated,
-        # not a stripe of background across the cheek).
-        layers = np.dstack([foreground, alpha_8bit])
-        self._layers = cv2.copyMakeBorder(layers, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
-        (left, top), (right, _) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
-        margin = _FACE_AT_EDGE * face_size(points)
-        if top > margin:
-            self._layers[:_PAD, :, 3] = 0
-        if left > margin:
-            self._layers[:, :_PAD, 3] = 0
-        if right < portrait.shape[1] - 1 - margin:
-            self._layers[:, -_PAD:, 3] = 0
+        # Colour and mask travel together through one remap, from a copy padded with the photo mirrored at its
+        # edges: what the warp pulls in from beyond the frame is what lies inside it, as a person cut by the
+        # frame goes on beyond it (a body rising from the bottom edge, hair at the top or a side, a face in a
+        # close crop), and the plate where the mirrored mask is the background's. Not the edge's pixels
+        # repeated into streaks, nor a band of plate across a body or hair that the frame cut.
+        self._pad = max(1, round(_BEYOND_THE_EDGE * face_size(points)))
+        self._layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), self._pad, self._pad, self._pad,
+                                          self._pad, cv2.BORDER_REFLECT_101)
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
         self._agreement: FeatureAgreement | None = None
@@ -179,7 +170,7 @@ class Animator:
         _, (x0, y0, _, _), driving_maps = self._warp.maps(self._warp.points, IDENTITY, driving=(points,))
         (reference_map,) = driving_maps()
         rows, cols = self._warp.region.slices
-        corner = (cols.start + x0 + _PAD, rows.start + y0 + _PAD)  # in the padded portrait
+        corner = (cols.start + x0 + self._pad, rows.start + y0 + self._pad)  # in the padded portrait
         return FeatureAgreement(self._lightness, corner, feature_lightness(frame, inter_ocular(points)),
                                 reference_map, inter_ocular(self.points))
 
@@ -240,7 +231,7 @@ class Animator:
             frame_shading = self._frame_shading(frame)
         use_detail = frame_shading is not None and driving is not None
         source_map, face_box, driving_maps = self._warp.maps(
-            warp_target, head_motion, source_offset=_PAD,
+            warp_target, head_motion, source_offset=self._pad,
             driving=(driving, self._motion.reference) if use_detail else (), body=body)
         rows, cols = self._warp.region.slices
         origin = (cols.start, rows.start)
