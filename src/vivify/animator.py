@@ -40,6 +40,8 @@ class _Missing:
 _MISSING = _Missing()
 # How far beyond the frame's edges the photo is mirrored (face sizes): further than the head and body travel.
 _BEYOND_THE_EDGE = 0.5
+# A face whose landmarks come this close to a side or the top of the portrait (face heights) is cut by it.
+_FACE_AT_EDGE = 0.05
 _DETAIL_EYE_SPAN = 120.0
 
 
@@ -97,13 +99,23 @@ class Animator:
             portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap, from a copy padded with the photo mirrored at its
-        # edges: what the warp pulls in from beyond the frame is what lies inside it, as a person cut by the
-        # frame goes on beyond it (a body rising from the bottom edge, hair at the top or a side, a face in a
-        # close crop), and the plate where the mirrored mask is the background's. Not the edge's pixels
-        # repeated into streaks, nor a band of plate across a body or hair that the frame cut.
-        self._pad = max(1, round(_BEYOND_THE_EDGE * face_size(points)))
-        self._layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), self._pad, self._pad, self._pad,
-                                          self._pad, cv2.BORDER_REFLECT_101)
+        # edges: where the person goes on beyond the frame, what the warp pulls in from there is the picture
+        # beside the edge (a body rising from the bottom edge shows cloth, a face moving in from a close crop's
+        # side shows cheek), not the edge's pixels repeated into streaks. That is at the bottom, and at a side or
+        # the top that cuts the face itself. Elsewhere the mask is cleared beyond the edge and the plate shows:
+        # the mask runs a little wide around the head, and a head that moves away from the top would meet its
+        # own hair mirrored there.
+        pad = self._pad = max(1, round(_BEYOND_THE_EDGE * face_size(points)))
+        self._layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad,
+                                          cv2.BORDER_REFLECT_101)
+        (left, top), (right, _) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+        margin = _FACE_AT_EDGE * face_size(points)
+        if top > margin:
+            self._layers[:pad, :, 3] = 0
+        if left > margin:
+            self._layers[:, :pad, 3] = 0
+        if right < portrait.shape[1] - 1 - margin:
+            self._layers[:, -pad:, 3] = 0
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
         self._agreement: FeatureAgreement | None = None
