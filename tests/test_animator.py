@@ -741,17 +741,23 @@ def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
     assert motion.to_portrait.scale == pytest.approx(1.0)
 
 
+def _grid_cell_and_close_up() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut framed as a sing grid's 256² cell, and a 256² close-up of her face as a driving frame: its
+    bottom edge cuts her collar, and the cell's chest lies below it."""
+    from vivify.compose.grid import frame_portrait, largest_face
+    from vivify.demo import astronaut
+
+    full = astronaut()
+    cell = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
+    return cell, cv2.resize(full[50:210, 140:300], (256, 256))
+
+
 def test_a_close_up_driver_moves_the_body_beyond_its_frame_no_further_than_its_own():
     """The driver's face fills the frame, so the portrait's chest (the sing grid's framing) lies below the
     driving frame's bottom edge. There the flow has nothing to measure: the chest goes on as the frame's edge
     moves, no further, and does not slide with a flow drifting over the frame's repeated edge pixels (it once
     smeared up the whole chest) nor fold where the frame's edge cuts the driver's collar."""
-    from vivify.compose.grid import frame_portrait, largest_face
-    from vivify.demo import astronaut
-
-    full = astronaut()
-    portrait = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
-    close_up = cv2.resize(full[50:210, 140:300], (256, 256))
+    portrait, close_up = _grid_cell_and_close_up()
     animator = Animator(portrait, rate=25.0)
     chest = (slice(215, 256), slice(60, 200))
     before = cv2.cvtColor(portrait[chest], cv2.COLOR_RGB2GRAY).astype(np.float64)
@@ -767,15 +773,11 @@ def test_a_turning_close_up_driver_never_folds_the_portraits_chest():
     repeated edge pixels and once read flows of dozens of pixels there, which folded the portrait's chest over
     itself. Below the chin, where the body's motion rules the warp, p ↦ p + shift·seen keeps every pixel in
     order (on the face the landmarks rule)."""
-    from vivify.compose.grid import frame_portrait, largest_face
-    from vivify.demo import astronaut
     from vivify.motion.body import BodyMotion
     from vivify.render.background import person_mask
     from vivify.render.warp import HeadWarp
 
-    full = astronaut()
-    portrait = frame_portrait(full, (256, 256), largest_face(full, "astronaut"))
-    close_up = cv2.resize(full[50:210, 140:300], (256, 256))
+    portrait, close_up = _grid_cell_and_close_up()
     driver, face = detect_faces(close_up)[0], detect_faces(portrait)[0]
     region = HeadWarp((256, 256), face).region
     body = BodyMotion(np.array([region.x0, region.y0]), region.size)
