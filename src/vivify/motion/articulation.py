@@ -97,9 +97,6 @@ class Articulator:
         """The portrait's landmarks in `pose` (478×3, x and y in pixels, z in MediaPipe's pixel scale)."""
         dx = np.zeros(len(self.points))
         dy = np.zeros(len(self.points))
-        # Open to the asked gap from the portrait's own: the lips part by the jaw's drop plus the lip's rise.
-        drop = (1.0 - pose.rest) * (pose.open - self.own_open) / (1.0 + _UPPER_LIP_RISE)
-        dy += drop * self._jaw
         # Rounding draws the corners in as spreading pushes them out; a spread lifts them a little.
         dx += (pose.wide - 0.3 * pose.round * self._half_width) * self._spread
         dy -= 0.4 * max(pose.wide, 0.0) * self._corner_lift
@@ -110,7 +107,21 @@ class Articulator:
         dy[self._irises] += pose.gaze_y * _EYE_WIDTH
         points = self.points.copy()
         points[:, :2] += (np.stack([dx, dy], axis=1) @ self._axes) * self.unit
+        # Open to the asked gap from the portrait's own.
+        points[:, :2] += self.jaw_drop((1.0 - pose.rest) * (pose.open - self.own_open))
         return _turn(points, self._centre, pose.yaw, pose.pitch, pose.roll)
+
+    def jaw_drop(self, gap: float) -> np.ndarray:
+        """Moves (478×2, pixels) that part the lips `gap` more (inter-ocular units; less where negative): the
+        jaw drops, with the lower lip and the chin, and the upper lip rises a little."""
+        dy = (gap / (1.0 + _UPPER_LIP_RISE)) * self._jaw
+        return np.outer(dy, self._axes[1]) * self.unit
+
+    def gap(self, points: np.ndarray) -> float:
+        """The inner lips' gap of these landmarks (pixels, this face's orientation) along the face's own vertical,
+        in inter-ocular units: negative where the lower lip has risen above the upper."""
+        return float((points[topology.LOWER_INNER_LIP, :2] - points[topology.UPPER_INNER_LIP, :2]) @ self._axes[1]
+                     / self.unit)
 
 
 def _turn(points: np.ndarray, centre: np.ndarray, yaw: float, pitch: float, roll: float) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from vivify.landmarks import topology
 from vivify.landmarks.filter import OneEuroFilter
+from vivify.motion.articulation import Articulator
 from vivify.motion.pose import IDENTITY, Similarity, fit_similarity
 
 # Pairs (upper, lower) of eyelid and inner-lip points that must never cross: a driver's blink or a closing
@@ -58,6 +59,7 @@ class MotionTransfer:
         self._unit = topology.inter_ocular(self.reference)
         self._to_portrait = fit_similarity(self.reference[topology.RIGID], self.portrait[topology.RIGID])
         self._base = self._to_portrait.apply(self.reference) if self.absolute else self.portrait
+        self._jaw = Articulator(self._base)
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -113,8 +115,17 @@ class MotionTransfer:
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
         shaped = self._base + (expression * self._unit) @ to_portrait.linear.T
-        shaped = _uncross(_limit_eye_opening(shaped, self._base))
+        shaped = _uncross(self._stop_the_jaw_at_closed(_limit_eye_opening(shaped, self._base)))
         return head_motion.apply(shaped), head_motion
+
+    def _stop_the_jaw_at_closed(self, shaped: np.ndarray) -> np.ndarray:
+        """Where the driver's mouth closes further than the portrait's can (a reference frame caught with the
+        mouth more open than the portrait's), the jaw stops where the lips meet: the chin and lower lip do not
+        rise on and squeeze the lips."""
+        gap = self._jaw.gap(shaped)
+        if gap >= 0.0:
+            return shaped
+        return shaped + self._jaw.jaw_drop(-gap)
 
 
 def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
