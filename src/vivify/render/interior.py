@@ -83,18 +83,14 @@ class Feature:
     deepen_shadows: bool
     # The interior starts to appear as the gap passes this (inter-ocular units).
     start: float
-    # How far the warp may stretch an interior the portrait shows (a gap of this many times its own) before the
-    # driver's takes its place: teeth a portrait shows, stretched to twice their height, still read as its own
-    # teeth, where a driver's interior laid over them need not fit the portrait's lips; an iris would turn oval.
-    stretch: float
 
 
 MOUTH = Feature(topology.LIPS_INNER, topology.LIPS_OUTER, (topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP),
-                carry_shown=True, synthetic_fallback=True, deepen_shadows=True, start=0.01, stretch=2.0)
+                carry_shown=True, synthetic_fallback=True, deepen_shadows=True, start=0.01)
 LEFT_EYE = Feature(topology.LEFT_EYE, topology.LEFT_EYE_SURROUND, topology.LEFT_EYE_LIDS,
-                   carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03, stretch=1.0)
+                   carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
 RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RIGHT_EYE_LIDS,
-                    carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03, stretch=1.0)
+                    carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
 
 
 class InteriorPainter:
@@ -124,18 +120,15 @@ class InteriorPainter:
         """Blend the interior into `out` (in place) inside the target's opening."""
         feature = self.feature
         target_gap = self._gap(target)
-        # How much wider the target opens than the warp can show from the portrait's own interior.
-        beyond = target_gap - feature.stretch * self._own_gap
         # Needed where the warp would have to invent what the portrait does not show ...
-        needed = self._ramp(beyond)
+        needed = self._ramp(target_gap - self._own_gap)
         upper, lower = feature.gap
         usable = driving is not None and np.linalg.norm(driving[upper, :2] - driving[lower, :2]) >= _MIN_DRIVING_GAP
         # ... and, for the mouth, wanted where the driver's open mouth shows a real one to carry over.
         shown = self._ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
-        # ... where the warp opens the portrait's opening wider than its own interior stretches: a mouth closing
-        # over the portrait's own teeth shows less of them, not a driver's cavity narrowed to a slit.
-        widened = min(max(beyond, 0.0) / _GAP_RAMP, 1.0)
-        strength = max(needed, min(shown, self._ramp(target_gap), widened))
+        # ... where the warp changes the portrait's own opening: as open as the portrait's, its own teeth are right.
+        changed = min(abs(target_gap - self._own_gap) / _GAP_RAMP, 1.0)
+        strength = max(needed, min(shown, self._ramp(target_gap), changed))
         if strength <= 0 or not (usable or feature.synthetic_fallback):
             return
         opening = target[feature.opening, :2]
