@@ -741,7 +741,6 @@ def test_the_motion_stage_has_no_similarity_before_a_reference(reference):
     assert motion.to_portrait.scale == pytest.approx(1.0)
 
 
-
 def test_a_driver_closing_from_an_open_reference_stops_a_closed_mouths_jaw_where_the_lips_meet(reference):
     """A reference frame caught with the driver's mouth open, and a portrait whose mouth is closed: as the driver
     closes, the portrait's lips stay together as they are. The chin and lower lip do not rise on by what is
@@ -763,6 +762,7 @@ def test_a_driver_closing_from_an_open_reference_stops_a_closed_mouths_jaw_where
 
     target, _ = motion.target(face.landmarks(FacePose(open=0.25)))
     assert topology.mouth_gap(target) / unit == pytest.approx(0.10, abs=0.01)
+
 
 def _grid_cell_and_close_up() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut framed as a sing grid's 256² cell, and a 256² close-up of her face as a driving frame: its
