@@ -60,8 +60,8 @@ class BodyMotion:
         self._shrunk = (1, 1)
         self._reference: np.ndarray | None = None
         self._person: np.ndarray | None = None
-        self._nearest: np.ndarray | None = None
-        self._reach: np.ndarray | None = None
+        # Per cell: the flat index of the nearest cell whose flow is read, and how far that flow reaches there (0..1).
+        self._read_from: tuple[np.ndarray, np.ndarray] | None = None
         self._previous: np.ndarray | None = None
         cols, rows = self._size
         self._cells = np.stack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)),
@@ -105,10 +105,10 @@ class BodyMotion:
         patch = self._flow.getPatchSize()
         read = cv2.erode((inside >= 1.0 - 1e-3).astype(np.uint8), np.ones((2 * patch + 1, 2 * patch + 1), np.uint8))
         if read.any():
-            distance, self._nearest = _nearest_cells(read)
-            self._reach = np.clip(2.0 - distance / patch, 0.0, 1.0)  # smoothed with the flow
+            distance, nearest = _nearest_cells(read)
+            self._read_from = nearest, np.clip(2.0 - distance / patch, 0.0, 1.0)  # the reach, smoothed with the flow
         else:
-            self._nearest = self._reach = None
+            self._read_from = None
         self._previous = None
 
     def measure(self, frame: np.ndarray) -> BodyShift:
@@ -121,9 +121,10 @@ class BodyMotion:
         current = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
         flow = self._flow.calc(current, self._reference, self._previous)
         self._previous = flow.copy()
-        if self._nearest is None or self._reach is None:  # the frame covers too little of the region to read
+        if self._read_from is None:  # the frame covers too little of the region to read
             return _still
-        flow = flow.reshape(-1, 2)[self._nearest]
+        nearest, reach = self._read_from
+        flow = flow.reshape(-1, 2)[nearest]
         # The person mask travels with the flow: this frame's person is where the reference's came from ...
         sources = self._cells + flow
         person = cv2.remap(self._person, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -132,7 +133,7 @@ class BodyMotion:
         explained = cv2.remap(self._reference, sources, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = cv2.absdiff(current, explained).astype(np.float32)
         person *= np.clip((_UNEXPLAINED - mismatch) / (_UNEXPLAINED - _EXPLAINED), 0.0, 1.0)
-        person *= self._reach
+        person *= reach
         flow *= person[..., None]
         sigma = _SMOOTHING * _FLOW_SIDE
         smooth_flow, smooth_person = (cv2.GaussianBlur(image, (0, 0), sigma) for image in (flow, person))
