@@ -60,6 +60,11 @@ class MotionTransfer:
         self._to_portrait = fit_similarity(self.reference[topology.RIGID], self.portrait[topology.RIGID])
         self._base = self._to_portrait.apply(self.reference) if self.absolute else self.portrait
         self._jaw = Articulator(self._base)
+        # A reference caught with the mouth more open than the portrait's (`best` weighs the whole face): the
+        # portrait's jaw drops by the difference, so that its mouth shuts where the driver's shuts, instead of
+        # shutting where the driver's is still as open as in the reference and staying shut below it.
+        opened = self._jaw.gap(self._to_portrait.apply(self.reference)) - self._jaw.gap(self._base)
+        self._reference_opening = self._jaw.jaw_drop(max(opened, 0.0))
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -114,7 +119,7 @@ class MotionTransfer:
         to_portrait = self.to_portrait
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
-        shaped = self._base + (expression * self._unit) @ to_portrait.linear.T
+        shaped = self._base + self._reference_opening + (expression * self._unit) @ to_portrait.linear.T
         shaped = _uncross(self._stop_the_jaw_at_closed(_limit_eye_opening(shaped, self._base)))
         return head_motion.apply(shaped), head_motion
 
