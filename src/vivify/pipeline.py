@@ -53,8 +53,9 @@ def best_reference_frames(driving: str | Path,
                     continue
                 for k, portrait in enumerate(targets):
                     # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
-                    # The mouth's opening counts once more on its own: a reference more open than the portrait's
-                    # mouth leaves no way to show the driver's mouth closing further (it is closed already).
+                    # The mouth's opening counts once more on its own: a reference less open than the portrait's
+                    # mouth (a smile that shows the teeth) keeps it open where the driver's shuts. (A reference more
+                    # open is evened out by the motion: it opens the portrait's mouth as far.)
                     to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
                     aligned = to_portrait.apply(points[:, :2])
                     unit = topology.inter_ocular(portrait)
@@ -296,11 +297,11 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     `grid` is (rows, columns), automatic by default (`vivify.compose.grid.grid_shape`); `cell_size` (W, H) is
     each portrait's framed cell; `captions` go under the faces, one per portrait. `reference` is "best" by
     default: each portrait is calibrated on the driving frame closest to its own pose and expression, mouth
-    opening above all (a portrait with closed lips on a driver caught mid-word could not close its mouth any
-    further). The driving video is decoded and its landmarks found once for all cells, and the cells are
-    rendered on all cores. The output has the driving video's frame count, frame rate and audio, and carries
-    the provenance marks (`marks`, else the defaults with the label top right and every portrait and the
-    driving video as ingredients).
+    opening above all (a portrait that shows its teeth, calibrated on a driver's shut mouth, would keep them
+    showing where the driver's mouth shuts). The driving video is decoded and its landmarks found once for all
+    cells, and the cells are rendered on all cores. The output has the driving video's frame count, frame rate
+    and audio, and carries the provenance marks (`marks`, else the defaults with the label top right and every
+    portrait and the driving video as ingredients).
     """
     count = len(portrait_paths)
     automatic = grid_shape(count)  # also refuses a count the grid cannot hold
