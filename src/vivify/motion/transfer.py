@@ -124,9 +124,9 @@ class MotionTransfer:
         return head_motion.apply(shaped), head_motion
 
     def _stop_the_jaw_at_closed(self, shaped: np.ndarray) -> np.ndarray:
-        """Where the driver's mouth closes further than the portrait's can (a reference frame caught with the
-        mouth more open than the portrait's), the jaw stops where the lips meet: the chin and lower lip do not
-        rise on and squeeze the lips."""
+        """Where the driver's mouth closes further than shut (lips pressed together, or read as crossed), the jaw
+        stops where the lips meet: the chin and lower lip do not rise on and squeeze the lips. (A reference more
+        open than the portrait's no longer leads here: `_reference_opening` evens it out.)"""
         gap = self._jaw.gap(shaped)
         if gap >= 0.0:
             return shaped
