@@ -153,9 +153,9 @@ class Animator:
         return self._warp.region.slices
 
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
-        """Recalibrate: this driving frame's pose and expression become the portrait's own. `landmarks` are the
-        frame's, where the caller has them already (from `track`); landmarks alone (frame None) will do for a
-        face made without a picture (speech)."""
+        """Recalibrate: this driving frame's pose and expression become the portrait's own (a mouth more open than
+        the portrait's opens the portrait's as far). `landmarks` are the frame's, where the caller has them
+        already (from `track`); landmarks alone (frame None) will do for a face made without a picture (speech)."""
         if frame is None and landmarks is None:
             raise ValueError("set_reference needs a frame or landmarks")
         points = landmarks if landmarks is not None else self._detect(_check_rgb(frame, "reference frame"))

@@ -54,7 +54,8 @@ class MotionTransfer:
         self._ease_step = EASE_FRAMES
 
     def set_reference(self, driving_points: np.ndarray) -> None:
-        """Make this driving face the neutral one: its pose and expression map to the portrait's own."""
+        """Make this driving face the neutral one: its pose and expression map to the portrait's own, except a mouth
+        more open than the portrait's, which opens the portrait's as far."""
         self.reference = np.asarray(driving_points, dtype=np.float64)[:, :2]
         self._unit = topology.inter_ocular(self.reference)
         self._to_portrait = fit_similarity(self.reference[topology.RIGID], self.portrait[topology.RIGID])
