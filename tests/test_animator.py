@@ -963,3 +963,32 @@ def test_a_wait_for_the_lab_tables_cut_short_by_ctrl_c_still_lets_the_exit_wait_
     finally:
         release.set()
         tables.join()
+
+
+def test_a_carried_mouth_fills_a_taller_opening_with_the_drivers_interior_not_its_lips(face, reference):
+    """The target's opening can be taller for its lips than the driver's (a portrait that shows its teeth, a jaw
+    dropped further than the driver's from its reference): the driver's interior is stretched across it to the
+    target's lips, and none of the driver's lip shows inside it (a band that read as a tongue or as shut lips)."""
+    from vivify.render.interior import MOUTH, InteriorPainter
+
+    portrait = np.hstack([2.0 * reference, np.zeros((len(reference), 1))])
+    picture = cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC)
+    frame = picture.copy()  # the driver, as open as the portrait: pale lips around a dark cavity
+    cv2.fillPoly(frame, [np.round(portrait[topology.LIPS_OUTER, :2]).astype(np.int32)], (200, 150, 150))
+    cv2.fillPoly(frame, [np.round(portrait[topology.LIPS_INNER, :2]).astype(np.int32)], (30, 10, 10))
+    target = portrait.copy()  # the lower lip dropped by 30 px (0.17 eye spans), as thick as before
+    corners = [61, 291, 78, 308]
+    lower = [i for i in (*topology.LIPS_OUTER[:11], *topology.LIPS_INNER[:11]) if i not in corners]
+    target[lower, 1] += 30
+    out = picture.copy()
+    InteriorPainter(MOUTH, portrait).paint(out, target, frame, portrait)
+    opening = np.zeros(picture.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(target[topology.LIPS_INNER, :2]).astype(np.int32)], 1)
+    opening = cv2.erode(opening, np.ones((7, 7), np.uint8)) > 0
+    lightness = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(float)
+    lips = np.zeros(picture.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [np.round(portrait[topology.LIPS_OUTER, :2]).astype(np.int32)], 1)
+    cv2.fillPoly(lips, [np.round(portrait[topology.LIPS_INNER, :2]).astype(np.int32)], 0)
+    lips_lightness = cv2.cvtColor(picture, cv2.COLOR_RGB2LAB)[..., 0][lips > 0].mean()
+    assert opening.sum() > 500
+    assert np.mean(lightness[opening] > 0.5 * lips_lightness) < 0.02

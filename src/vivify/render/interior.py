@@ -1,9 +1,10 @@
 """Interiors a portrait cannot show: the mouth opened wider than in the photo, an eye opened wider.
 
 The driving frame's own interior (teeth, tongue, cavity; iris and sclera) is mapped into the target's
-opening by the affine that best carries the driver's feature contour onto the target's, recoloured to the
-portrait (mean and spread in Lab, measured on a ring around the opening and smoothed over time so it does not
-flicker) and blended in with a feathered mask. Without a usable driving mouth a synthetic cavity with a row
+opening by the affine that best carries the driver's feature contour onto the target's, stretched across the
+opening so that the driver's opening fills the target's; recoloured to the portrait (mean and spread in Lab,
+measured on a ring around the opening and smoothed over time so it does not flicker) and blended in with a
+feathered mask. Without a usable driving mouth a synthetic cavity with a row
 of teeth stands in.
 """
 
@@ -141,7 +142,8 @@ class InteriorPainter:
 
         surround = target[feature.surround, :2] - offset
         if usable:
-            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, size)
+            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, size,
+                                   driving[feature.opening, :2], opening - offset)
             patch = self._recolour(patch, box, surround, opening - offset)
         else:
             patch = _no_more_colourful(_synthetic_cavity(opening - offset, size), box, surround, opening - offset)
@@ -224,12 +226,46 @@ def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray,
     return cv2.cvtColor(np.clip(np.round(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The driving frame around a feature, carried onto the target's feature by a least-squares affine."""
+def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int],
+                   source_opening: np.ndarray, target_opening: np.ndarray) -> np.ndarray:
+    """The driving frame around a feature, carried onto the target's feature: by the least-squares affine of
+    the feature's contours, then stretched up and down the opening so the driver's opening fills the target's.
+
+    The affine alone fits lips and opening together: an opening taller for its lips than the driver's (a
+    teeth-showing portrait's, or a jaw dropped further than the driver's from its reference) showed the driver's
+    lip inside it, a pink band that read as a tongue or as closed lips. In each column of the patch the target's
+    opening is mapped onto the carried driver's opening; above and below it the column only shifts, so the lips
+    keep their shape. Openings are closed polygons of 2k points with their corners at 0 and k
+    (`topology.LIPS_INNER`, the eyes).
+    """
     design = np.hstack([source, np.ones((len(source), 1))])
     # The normal equations: a 3×3 solve, half the time of lstsq's SVD, on these well-spread points.
     affine = np.linalg.solve(design.T @ design, design.T @ target)
-    return cv2.warpAffine(frame, affine.T, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    carried = source_opening @ affine[:2] + affine[2]
+    width, height = size
+    columns = np.arange(width, dtype=np.float32)
+    (target_top, target_bottom), (carried_top, carried_bottom) = (
+        _sides(opening, columns) for opening in (target_opening, carried))
+    scale = (carried_bottom - carried_top) / np.maximum(target_bottom - target_top, 1e-3)
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    within = np.clip(rows, target_top, target_bottom)  # a row's place in the opening, held at its edges
+    carried_rows = rows - within + carried_top + (within - target_top) * scale
+    # Back into the driving frame through the affine's inverse.
+    (a, b, c), (d, e, f) = cv2.invertAffineTransform(affine.T).tolist()
+    map_x = b * carried_rows + (a * columns + c)
+    map_y = e * carried_rows + (d * columns + f)
+    return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _sides(opening: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The upper and lower side of an opening (a closed polygon of 2k points, corners at 0 and k) at each of
+    `columns` (x): its rows (float32), upper first; beyond the corners they hold their end rows."""
+    half = len(opening) // 2
+    sides = []
+    for side in (opening[: half + 1], opening[np.arange(half, len(opening) + 1) % len(opening)]):
+        order = np.argsort(side[:, 0])
+        sides.append(np.interp(columns, side[order, 0], side[order, 1]))
+    return np.minimum(*sides).astype(np.float32), np.maximum(*sides).astype(np.float32)
 
 
 def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:
