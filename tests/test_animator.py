@@ -989,6 +989,7 @@ def test_a_carried_mouth_fills_a_taller_opening_with_the_drivers_interior_not_it
     lips = np.zeros(picture.shape[:2], np.uint8)
     cv2.fillPoly(lips, [np.round(portrait[topology.LIPS_OUTER, :2]).astype(np.int32)], 1)
     cv2.fillPoly(lips, [np.round(portrait[topology.LIPS_INNER, :2]).astype(np.int32)], 0)
+    # Recoloured, the driver's lips take the portrait's lips' tones.
     lips_lightness = cv2.cvtColor(picture, cv2.COLOR_RGB2LAB)[..., 0][lips > 0].mean()
     assert opening.sum() > 500
     assert np.mean(lightness[opening] > 0.5 * lips_lightness) < 0.02

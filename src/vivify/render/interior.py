@@ -4,8 +4,7 @@ The driving frame's own interior (teeth, tongue, cavity; iris and sclera) is map
 opening by the affine that best carries the driver's feature contour onto the target's, stretched across the
 opening so that the driver's opening fills the target's; recoloured to the portrait (mean and spread in Lab,
 measured on a ring around the opening and smoothed over time so it does not flicker) and blended in with a
-feathered mask. Without a usable driving mouth a synthetic cavity with a row
-of teeth stands in.
+feathered mask. Without a usable driving mouth a synthetic cavity with a row of teeth stands in.
 """
 
 from __future__ import annotations
