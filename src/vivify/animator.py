@@ -244,7 +244,8 @@ class Animator:
         use_detail = frame_shading is not None and driving is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=self._pad,
-            driving=(driving, self._motion.reference) if use_detail else (), body=body)
+            driving=(driving, self._motion.reference) if use_detail else (), body=body,
+            helper=self._helper if tracker is not None else None)  # as for the detail, below
         rows, cols = self._warp.region.slices
         origin = (cols.start, rows.start)
         detail: Callable[[], np.ndarray] | None = None
