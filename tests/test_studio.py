@@ -370,6 +370,15 @@ def test_the_api_docs_work_offline(server):
     assert httpx.get(f"{server.url}/docs/oauth2-redirect").status_code == 200
 
 
+def test_the_api_docs_ask_no_other_host(server):
+    """ReDoc's script shows its maker's logo from cdn.redoc.ly, and Swagger UI's validator badge sends the API's
+    address to validator.swagger.io: the pages allow only the app's own images, and the badge is off."""
+    for page in ("/docs", "/redoc"):
+        assert httpx.get(f"{server.url}{page}").headers["content-security-policy"] == "img-src 'self' data:", page
+    assert '"validatorUrl": null' in httpx.get(f"{server.url}/docs").text
+    assert "content-security-policy" not in httpx.get(f"{server.url}/").headers
+
+
 def test_the_web_app_is_served(server):
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
