@@ -596,6 +596,33 @@ def test_the_fine_maps_meet_the_coarse_map_without_a_seam(reference):
     assert max(np.abs(np.diff(source_map, axis=axis)).max() for axis in (0, 1)) < 4.0
 
 
+def test_the_warp_map_is_the_same_with_half_its_points_on_a_helper_thread(reference):
+    """`render` hands half of the spline's points to its helper thread; the map is the same either way, and the
+    same as the thin-plate spline written out point by point."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vivify.motion.pose import IDENTITY
+    from vivify.render.warp import HeadWarp, _SplineEvaluator
+
+    warp = HeadWarp((256, 256), reference)
+    opened = reference.copy()
+    opened[topology.LOWER_INNER_LIP, 1] += 8.0
+    alone, _, _ = warp.maps(opened, IDENTITY)
+    with ThreadPoolExecutor(1) as helper:
+        shared, _, _ = warp.maps(opened, IDENTITY, helper=helper)
+    np.testing.assert_allclose(shared, alone, atol=1e-3)
+
+    rng = np.random.default_rng(0)
+    evaluate = _SplineEvaluator()
+    for points, controls in ((100, 50), (400, 10)):  # more points against fewer controls: its memory grows
+        at, centers = rng.random((points, 2), np.float32), rng.random((controls, 2), np.float32)
+        coeffs = rng.normal(size=(controls + 3, 2)).astype(np.float32)
+        d2 = ((at[:, None] - centers[None]) ** 2).sum(axis=2)
+        kernel = d2 * np.log(np.maximum(d2, 1e-12))
+        written_out = kernel @ coeffs[:controls] + coeffs[controls] + at @ coeffs[controls + 1:]
+        np.testing.assert_allclose(evaluate(at, centers, coeffs), written_out, atol=1e-4)
+
+
 def test_the_engine_loads_without_mediapipes_drawing_tools():
     """MediaPipe's package __init__ pulls in matplotlib for its drawing utilities (0.9 s of every start); the
     engine loads only the graphs it runs."""

@@ -364,7 +364,7 @@ class _SplineEvaluator:
     def __call__(self, points: np.ndarray, centers: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
         """The spline at `points` (float32, m × 2)."""
         m, n = len(points), len(centers)
-        if self._buffers[0].size < m * n:
+        if self._buffers[0].size < m * n or self._buffers[2].size < m * 4:
             self._buffers = (np.empty(m * n, np.float32), np.empty(m * n, np.float32), np.empty(m * 4, np.float32))
         d2 = self._buffers[0][: m * n].reshape(m, n)
         work = self._buffers[1][: m * n].reshape(m, n)
