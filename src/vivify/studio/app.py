@@ -57,6 +57,28 @@ class Studio:
                     shutil.rmtree(folder, ignore_errors=True)
 
 
+class _ImagesFromHere:
+    """ASGI middleware: the pages at `paths` may show images of this app and data URLs only (a
+    Content-Security-Policy). ReDoc's script shows its maker's logo from cdn.redoc.ly, and hides it when it
+    does not load: the browser asks no other host, and no broken image shows offline."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("Content-Security-Policy", "img-src 'self' data:")
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
+
+
 def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | None = None) -> FastAPI:
     """The app for the studio in `folder`. `identities` (a `ProtectedIdentities`) refuses protected faces."""
     from vivify.io.image import MAX_PORTRAIT_MEGAPIXELS
@@ -167,28 +189,6 @@ def create_app(folder: Path, limits: Limits = DEFAULT_LIMITS, identities: Any | 
 # Built-in driving videos, made by the project from the astronaut photo (`vivify.demo`), so that a user can
 # animate without a video of their own: known head motions, and her saying a sentence (with its sound).
 TEMPLATES = {"nod": "Nod, turn, tilt, blink and open the mouth (6 s)", "hello": "Say hello (with sound)"}
-class _ImagesFromHere:
-    """ASGI middleware: the pages at `paths` may show images of this app and data URLs only (a
-    Content-Security-Policy). ReDoc's script shows its maker's logo from cdn.redoc.ly, and hides it when it
-    does not load: the browser asks no other host, and no broken image shows offline."""
-
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
-        self.app = app
-        self.paths = frozenset(paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-
-        async def with_policy(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("Content-Security-Policy", "img-src 'self' data:")
-            await send(message)
-
-        await self.app(scope, receive, with_policy)
-
-
 _HELLO = "Hello! Nice to meet you. This video was made with vivify, and it says so."
 
 
