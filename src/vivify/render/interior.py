@@ -261,7 +261,7 @@ def _sides(opening: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.nda
     `columns` (x): its rows (float32), upper first; beyond the corners they hold their end rows."""
     half = len(opening) // 2
     sides = []
-    for side in (opening[: half + 1], opening[np.arange(half, len(opening) + 1) % len(opening)]):
+    for side in (opening[: half + 1], np.concatenate([opening[half:], opening[:1]])):
         order = np.argsort(side[:, 0])
         sides.append(np.interp(columns, side[order, 0], side[order, 1]))
     return np.minimum(*sides).astype(np.float32), np.maximum(*sides).astype(np.float32)
