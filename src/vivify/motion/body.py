@@ -34,6 +34,9 @@ _PERSON_FLOOR = 0.05
 # A flow cell whose frame and reference (where the flow says it came from) differ by more than _EXPLAINED grey
 # levels counts less as the person's, and by _UNEXPLAINED not at all: the flow does not explain it.
 _EXPLAINED, _UNEXPLAINED = 10.0, 25.0
+# The first frame's flow has no previous one to start from: it is refined from itself, as if that frame had
+# been seen again, until a pass changes it by less than _SETTLED cells on average, at most _FIRST_PASSES times.
+_SETTLED, _FIRST_PASSES = 0.1, 8
 
 
 class BodyMotion:
@@ -120,6 +123,8 @@ class BodyMotion:
         # reference then follows a large motion step by step instead of losing it, and does not jump about.
         current = self._resample(cv2.cvtColor(frame[self._crop], cv2.COLOR_RGB2GRAY))
         flow = self._flow.calc(current, self._reference, self._previous)
+        if self._previous is None:
+            flow = self._settled(current, flow)
         self._previous = flow.copy()
         if self._read_from is None:  # the frame covers too little of the region to read
             return _still
@@ -145,6 +150,18 @@ class BodyMotion:
             return moved * (self._cell / np.maximum(share, _PERSON_FLOOR)), np.minimum(share / _PERSON_FLOOR, 1.0)
 
         return displacement
+
+    def _settled(self, current: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """The first frame's flow refined from itself until it settles. One pass of DIS falls short of a motion
+        far from the reference (a reference picked later in the clip: `--reference best`), which the propagation
+        then makes up over the next frames: a portrait's hair smeared for five frames before it caught up."""
+        for _ in range(_FIRST_PASSES):
+            refined = self._flow.calc(current, self._reference, flow.copy())  # calc writes into its initial flow
+            change = float(cv2.norm(refined, flow, cv2.NORM_L1)) / flow.size
+            flow = refined
+            if change < _SETTLED:
+                break
+        return flow
 
     def _resample(self, crop: np.ndarray) -> np.ndarray:
         """A crop of a driving frame (or of its mask) on the flow's cells."""
