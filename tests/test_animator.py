@@ -822,21 +822,29 @@ def test_a_close_up_driver_moves_the_body_beyond_its_frame_no_further_than_its_o
         assert np.hypot(dx, dy) <= np.hypot(*sway) + 0.5, t
 
 
+def _body_motion(portrait_points: np.ndarray, driver: np.ndarray, driver_points: np.ndarray):
+    """The body's flow of a portrait with these landmarks, from this driving reference frame, as `Animator` sets
+    it up: over the warp's region, with the driver's person mask, scaled by the faces' similarity. Also returns
+    the region."""
+    from vivify.motion.body import BodyMotion
+    from vivify.render.background import person_mask
+    from vivify.render.warp import HeadWarp
+
+    region = HeadWarp((256, 256), portrait_points).region
+    body = BodyMotion(np.array([region.x0, region.y0]), region.size)
+    body.set_reference(driver, person_mask(driver, driver_points),
+                       fit_similarity(driver_points[topology.RIGID], portrait_points[topology.RIGID]))
+    return body, region
+
+
 def test_a_turning_close_up_driver_never_folds_the_portraits_chest():
     """Where the driving frame's edge cuts the driver's neck and collar, DIS's patches reach past it into
     repeated edge pixels and once read flows of dozens of pixels there, which folded the portrait's chest over
     itself. Below the chin, where the body's motion rules the warp, p ↦ p + shift·seen keeps every pixel in
     order (on the face the landmarks rule)."""
-    from vivify.motion.body import BodyMotion
-    from vivify.render.background import person_mask
-    from vivify.render.warp import HeadWarp
-
     portrait, close_up = _grid_cell_and_close_up()
     driver, face = detect_faces(close_up)[0], detect_faces(portrait)[0]
-    region = HeadWarp((256, 256), face).region
-    body = BodyMotion(np.array([region.x0, region.y0]), region.size)
-    body.set_reference(close_up, person_mask(close_up, driver),
-                       fit_similarity(driver[topology.RIGID], face[topology.RIGID]))
+    body, region = _body_motion(face, close_up, driver)
     below_chin = face[152, 1] + 0.15 * np.ptp(face[:, 1]) - region.y0  # the warp's _BODY_BLEND
     xs, ys = np.meshgrid(np.arange(0, region.size[0], 2), np.arange(np.ceil(below_chin), region.size[1], 2))
     points = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
@@ -853,14 +861,8 @@ def test_the_bodys_first_flow_reaches_a_motion_far_from_the_reference(face):
     whose flow has no previous one to start from. One pass of DIS fell short there (2 px off a 41 px shift,
     and a painted portrait's hair smeared for five frames); the first measurement now reads the motion as
     well as the same frame seen again does."""
-    from vivify.motion.body import BodyMotion
-    from vivify.render.background import person_mask
-    from vivify.render.warp import HeadWarp
-
     points = detect_faces(face)[0]
-    region = HeadWarp(face.shape[1::-1], points).region
-    body = BodyMotion(np.array([region.x0, region.y0]), region.size)
-    body.set_reference(face, person_mask(face, points), fit_similarity(points[topology.RIGID], points[topology.RIGID]))
+    body, region = _body_motion(points, face, points)
     xs, ys = np.meshgrid(np.arange(0, region.size[0], 4), np.arange(0, region.size[1], 4))
     cells = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
     shift, seen = body.measure(similarity_frame(face, (128, 128), shift=(40.0, 10.0)))(cells)
