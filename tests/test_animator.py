@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -451,6 +452,25 @@ def test_a_rising_body_still_reaches_the_bottom_of_the_frame(face, reference):
     assert np.abs(bottom.mean(axis=(0, 1)) - cloth.mean(axis=(0, 1))).mean() < 0.5 * np.abs(
         bottom.mean(axis=(0, 1)) - plate.mean(axis=(0, 1))).mean()
     assert np.abs(np.diff(bottom, axis=0)).mean() > 0.5 * np.abs(np.diff(cloth, axis=0)).mean()
+
+
+def test_a_head_shot_cut_under_the_chin_rises_without_a_second_chin(face, reference):
+    """The frame's bottom edge cuts the collar 14 px under the chin, and the driver rises 20 px. What comes in
+    from below the edge goes on from the clothing there: the picture mirrored at the edge showed the chin
+    again, upside down, under the risen one."""
+    chin = math.ceil(float(reference[:, 1].max()))
+    cut = np.ascontiguousarray(face[:chin + 14])
+    height, width = cut.shape[:2]
+    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, -20.0 * t)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, -20.0))] * 6
+    animator = Animator(cut, rate=25.0)
+    for frame in [cut, *frames]:
+        out = animator.render(frame)
+    under_chin = slice(int(reference[152, 0]) - 20, int(reference[152, 0]) + 20)
+    bottom = out[-6:, under_chin].reshape(-1, 3).mean(axis=0)
+    clothing = cut[-3:, under_chin].reshape(-1, 3).mean(axis=0)
+    skin = cut[chin - 12:chin - 2, under_chin].reshape(-1, 3).mean(axis=0)
+    assert np.abs(bottom - clothing).mean() < 0.5 * np.abs(bottom - skin).mean(), (bottom, clothing, skin)
 
 
 def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):

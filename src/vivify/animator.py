@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -108,7 +109,7 @@ class Animator:
         pad = self._pad = max(1, round(_BEYOND_THE_EDGE * face_size(points)))
         self._layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad,
                                           cv2.BORDER_REFLECT_101)
-        (left, top), (right, _) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+        (left, top), (right, chin) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
         margin = _FACE_AT_EDGE * face_size(points)
         if top > margin:
             self._layers[:pad, :, 3] = 0
@@ -116,6 +117,14 @@ class Animator:
             self._layers[:, :pad, 3] = 0
         if right < portrait.shape[1] - 1 - margin:
             self._layers[:, -pad:, 3] = 0
+        # Below the bottom edge the mirror reaches no further up than halfway from the edge to the chin, and its
+        # last row goes on below, as clothing would: a head shot cut close under the chin (a grid's cell) showed
+        # its chin again, upside down, where the body rose.
+        height = portrait.shape[0]
+        mirrored_rows = max(0, height - 1 - math.ceil(chin + margin)) // 2
+        if mirrored_rows < pad:
+            below = pad + height + mirrored_rows
+            self._layers[below:] = self._layers[below - 1]
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
         self._agreement: FeatureAgreement | None = None
