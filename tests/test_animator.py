@@ -758,6 +758,45 @@ def test_landmarks_are_collected_once_per_frame_submitted(face):
             tracker.collect()
 
 
+def test_a_face_just_found_reads_as_its_tracking_will(face):
+    """The first frame with a face is the motion's reference. Its landmarks are those that tracking gives the
+    same frame shown again: found from the detector's box alone, they lay 1% of the eyes' distance away (up to
+    8% for a small face in a wide frame), and every later frame moved by that much."""
+    from vivify.landmarks.facemesh import FaceTracker
+
+    with FaceTracker() as tracker:
+        first = tracker.detect(face)
+        tracked = np.mean([tracker.detect(face)[:, :2] for _ in range(4)], axis=0)
+    moved = np.linalg.norm(first[:, :2] - tracked, axis=1).mean() / topology.inter_ocular(tracked)
+    assert moved < 0.004, moved
+
+
+def test_the_portrait_driven_by_itself_held_still_stays_itself(face, reference):
+    """The portrait's landmarks are measured as the driving frames' are: driven by its own picture, held still,
+    the face stays where it is. Measured one way for the photo and the other for the frames, the same face
+    read 1% of the eyes' distance apart, and the portrait moved by that much in every frame after the first."""
+    animator = Animator(face, rate=25.0)
+    for _ in range(6):
+        out = animator.render(face)
+        moved = np.linalg.norm(animator.last_target[:, :2] - animator.points[:, :2], axis=1).mean()
+        assert moved < 0.004 * topology.inter_ocular(reference), moved
+    assert np.abs(out.astype(int) - face).mean() < 0.2
+
+
+def test_each_face_of_a_group_photo_is_measured_as_tracked_on_its_own(face):
+    """Two faces side by side: each face's window holds its neighbour too. Each is measured as tracking
+    measures it, or kept as found, never swapped for its neighbour."""
+    from vivify.landmarks.facemesh import as_tracked
+
+    group = np.ascontiguousarray(np.hstack([face, face]))
+    faces = detect_faces(group)
+    assert len(faces) == 2
+    for points in faces:
+        tracked = as_tracked(group, points)
+        apart = np.linalg.norm(tracked[:, :2] - points[:, :2], axis=1).mean() / topology.inter_ocular(points)
+        assert apart < 0.05, apart
+
+
 def test_a_small_face_in_a_wide_driving_video_is_tracked():
     """A 1920×1080 driving video whose face is 15% of its height (a half-body shot): MediaPipe's tracking finds
     no face in the whole frame; the tracker finds it with the full-range detector and follows it in a window,

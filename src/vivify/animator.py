@@ -12,7 +12,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from vivify.errors import VivifyError
-from vivify.landmarks.facemesh import NUM_LANDMARKS, FaceTracker, detect_faces, face_size
+from vivify.landmarks.facemesh import NUM_LANDMARKS, FaceTracker, as_tracked, detect_faces, face_size
 from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion, BodyShift
 from vivify.motion.pose import IDENTITY
@@ -88,7 +88,7 @@ class Animator:
         if not 0 <= face < len(faces):
             raise VivifyError(f"{name}: face {face} requested but only {len(faces)} found (faces count from 0)")
         self.faces_found = len(faces)
-        points = faces[face]
+        points = as_tracked(portrait, faces[face])  # measured as the driving frames will be
         check_face_size(points, name)
         self.portrait = portrait
         self.points = points

@@ -28,9 +28,13 @@ from vivify.errors import VivifyError
 class RemoteAnimator:
     """One animator of an `AnimatorProcesses`: its portrait's landmarks, and its reference to set."""
 
-    def __init__(self, processes: AnimatorProcesses, worker: int, index: int, points: np.ndarray) -> None:
+    def __init__(self, processes: AnimatorProcesses, worker: int, index: int) -> None:
         self._processes, self._worker, self._index = processes, worker, index
-        self.points = points
+
+    @property
+    def points(self) -> np.ndarray:
+        """The portrait's landmarks as its animator measured them (once the worker has made it)."""
+        return self._processes.points(self._worker, self._index)
 
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
         """As `Animator.set_reference`, in the animator's process."""
@@ -53,13 +57,14 @@ class AnimatorProcesses:
     def __init__(self, portraits: Sequence[np.ndarray], names: Sequence[str], detected: Sequence[list[np.ndarray]],
                  rate: float, processes: int | None = None) -> None:
         """`detected`: each portrait's faces as `detect_faces` gives them (its animator animates the largest).
-        The workers start making their animators at once; the first request to each waits until they are made,
-        so the caller may prepare (find the references) meanwhile."""
+        The workers start making their animators at once; the first request to each, and the first look at its
+        animators' `points`, waits until they are made, so the caller may prepare meanwhile."""
         count = min(len(portraits), processes or len(os.sched_getaffinity(0)))
         self._shares = [list(range(worker, len(portraits), count)) for worker in range(count)]
         self._connections: list[Connection] = []
         self._workers: list[subprocess.Popen] = []
         self._made = [False] * count
+        self._points: list[list[np.ndarray]] = [[] for _ in range(count)]  # each worker's animators', once made
         self._handover: threading.Thread | None = None
         try:
             for _ in range(count):
@@ -87,8 +92,7 @@ class AnimatorProcesses:
             self.close()
             raise
         at = {k: (worker, index) for worker, share in enumerate(self._shares) for index, k in enumerate(share)}
-        self.animators = [RemoteAnimator(self, *at[k], faces[0] if faces else np.empty((0, 3), np.float32))
-                          for k, faces in enumerate(detected)]
+        self.animators = [RemoteAnimator(self, *at[k]) for k in range(len(portraits))]
 
     def __enter__(self) -> AnimatorProcesses:
         return self
@@ -120,12 +124,17 @@ class AnimatorProcesses:
         except OSError:
             raise VivifyError(_ENDED) from None
 
+    def points(self, worker: int, index: int) -> np.ndarray:
+        """The landmarks of the worker's `index`th portrait as its animator measured them."""
+        self._await_animators(worker)
+        return self._points[worker][index]
+
     def _await_animators(self, worker: int) -> None:
         """Wait until the worker has made its animators (or raise its error)."""
         if self._handover is not None:  # no other message before the portraits
             self._handover.join()
         if not self._made[worker]:
-            self._reply(worker)
+            self._points[worker] = self._reply(worker)
             self._made[worker] = True
 
     def collect(self) -> list[np.ndarray]:
@@ -206,7 +215,7 @@ def _serve(connection: Connection) -> None:
         portraits, names, detected, rate = connection.recv()
         animators = [Animator(portrait, rate=rate, name=name, detected=faces)
                      for portrait, name, faces in zip(portraits, names, detected, strict=True)]
-        answers.put(("made", None))
+        answers.put(("made", [animator.points for animator in animators]))
         while True:
             message = connection.recv()
             if message[0] == "reference":

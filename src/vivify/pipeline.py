@@ -120,10 +120,10 @@ def _set_references(animators: Sequence[Calibrated], driving: str | Path, refere
     else:
         index = int(reference)
         frame = _frame_at(driving, index)
-        faces = detect_faces(frame)
-        if not faces:
+        with FaceTracker() as tracker:  # measured as the render's tracking will measure that frame
+            points = tracker.detect(frame)
+        if points is None:
             raise VivifyError(f"{name}: no face found in frame {index} (the --reference frame)")
-        points = faces[0]
     for animator in animators:
         animator.set_reference(frame, points)
 

@@ -12,6 +12,7 @@ import numpy as np
 from vivify.landmarks.mediapipe_graphs import face_detection as mp_face_detection
 from vivify.landmarks.mediapipe_graphs import face_mesh as mp_face_mesh
 from vivify.landmarks.mediapipe_graphs import image_frame, landmark_pb2, packet_creator, serialized_proto_list
+from vivify.landmarks.topology import inter_ocular
 
 NUM_LANDMARKS = 478
 
@@ -61,6 +62,7 @@ class FaceTracker(mp_face_mesh.FaceMesh):
         self._window: tuple[int, int, int] | None = None  # left, top, side
         self._window_mesh: mp_face_mesh.FaceMesh | None = None
         self._misses = 0  # frames in a row without a face, for spacing the searches
+        self._tracking = False  # whether the last frame had a face: its landmarks place this frame's
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks of the face in this frame, or None when it is lost."""
@@ -70,28 +72,55 @@ class FaceTracker(mp_face_mesh.FaceMesh):
     def submit(self, rgb: np.ndarray) -> None:
         """Start finding the landmarks of this frame; `collect` returns them. MediaPipe works in its own thread,
         on one core: the caller may use the other meanwhile."""
-        window = self._window
-        self._pending = rgb, window
-        if window is None:
-            _send(self, rgb)
-        else:
-            left, top, side = window
-            _send(self._window_mesh, rgb[top:top + side, left:left + side])
+        self._pending = rgb, self._send_frame(rgb)
 
     def collect(self) -> np.ndarray | None:
         """The landmarks of the frame last submitted, or None when the face is lost in it."""
         if self._pending is None:
             raise RuntimeError("FaceTracker.collect without a frame submitted")
         (rgb, window), self._pending = self._pending, None
-        if window is not None:
-            points = self._collect_window(rgb, window)
-        else:
-            points = _receive(self, rgb.shape[1], rgb.shape[0])
-            if points is None and self._misses % _SEARCH_EVERY == 0:
-                points = self._search(rgb)
-        self._misses = 0 if points is not None else self._misses + 1
+        found = self._found_in(rgb, window)
+        if found is None and window is None and self._misses % _SEARCH_EVERY == 0:
+            found = self._search(rgb)
+        if found is not None and not self._tracking:
+            found = self._settle(rgb, found)
+        self._tracking = found is not None
+        self._misses = 0 if found is not None else self._misses + 1
         if self._misses >= _SEARCH_EVERY:  # gone from its window for a while: the whole frame is searched again
             self._window = None
+        return found
+
+    def _send_frame(self, rgb: np.ndarray) -> tuple[int, int, int] | None:
+        """Hand the frame to the graph that tracks the face: the whole frame's, or the window's (returned)."""
+        window = self._window
+        if window is None:
+            _send(self, rgb)
+        else:
+            left, top, side = window
+            _send(self._window_mesh, rgb[top:top + side, left:left + side])
+        return window
+
+    def _found_in(self, rgb: np.ndarray, window: tuple[int, int, int] | None) -> np.ndarray | None:
+        """The landmarks (frame pixels) that the graph found in the frame sent, cropped to `window` if any."""
+        if window is not None:
+            return self._collect_window(rgb, window)
+        return _receive(self, rgb.shape[1], rgb.shape[0])
+
+    def _settle(self, rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The landmarks of a face just found, measured again on the same frame until a pass moves them by under
+        _SETTLED inter-ocular distances (at most _SETTLE_PASSES passes). The model measures a face just found in
+        the detector's box, and every later frame in the box of the frame before's landmarks; it reads the same
+        face 1-4% larger or smaller in the two (up to 15% for a small face in a large frame). The first frame is
+        the reference of the motion: without this the whole clip was rendered off by that much."""
+        unit = max(1e-6, inter_ocular(points))
+        for _ in range(_SETTLE_PASSES):
+            again = self._found_in(rgb, self._send_frame(rgb))
+            if again is None:
+                break
+            change = float(np.linalg.norm(again[:, :2] - points[:, :2], axis=1).mean()) / unit
+            points = again
+            if change < _SETTLED:
+                break
         return points
 
     def _collect_window(self, rgb: np.ndarray, window: tuple[int, int, int]) -> np.ndarray | None:
@@ -129,6 +158,10 @@ _TRACKING = dict(static_image_mode=False, max_num_faces=1, refine_landmarks=True
                  min_tracking_confidence=0.5)
 # A face found by search is tracked in a square window this many times its size, which follows it.
 _WINDOW_SHARE = 4.0
+# A face just found is measured again until a pass moves its landmarks by under this many inter-ocular distances
+# (about the landmarks' own noise on a still face), at most this many more passes (`FaceTracker._settle`).
+_SETTLED = 0.003
+_SETTLE_PASSES = 5
 # While the face is lost, the frame is searched for it every this many frames (a search takes a few windows
 # of the full-range detector: 10-100 ms).
 _SEARCH_EVERY = 10
@@ -187,6 +220,28 @@ def detect_faces(rgb: np.ndarray, max_faces: int = 16) -> list[np.ndarray]:
             faces += [face + np.array([left, top, 0], np.float32) for face in _mesh_faces(mesh, crop)
                       if _inside(centre - [left, top], face)]
     return sorted(faces, key=face_size, reverse=True)[:max_faces]
+
+
+def as_tracked(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The landmarks of the face at `points` (from `detect_faces`) as `FaceTracker` measures it. A still image's
+    landmarks come from the detector's box, a tracked frame's from the landmarks before, and the two read the
+    same face 1-2% of the eyes' distance apart (an open mouth's opening, more). The driving frames, their
+    reference too, are tracked (`FaceTracker._settle`): a portrait measured the other way moved by that
+    difference in every frame. Measured on a window around the face, 3 times its size; where the tracker finds
+    another face there (a group photo's neighbour) or none, `points` as given."""
+    left, top, side = _window_around(points, rgb.shape, 1)
+    with FaceTracker() as tracker:
+        found = tracker.detect(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
+    if found is None:
+        return points
+    found += np.array([left, top, 0], np.float32)
+    apart = np.linalg.norm(found[:, :2] - points[:, :2], axis=1).mean()
+    return found if apart < _SAME_FACE * inter_ocular(points) else points
+
+
+# `as_tracked` takes the tracker's face for the one given where their landmarks lie this close on average
+# (inter-ocular distances): the same face read two ways is a few hundredths apart, a neighbour a whole face.
+_SAME_FACE = 0.2
 
 
 # A face the full-range detector finds is measured on a square crop this many times its box's larger side.
