@@ -88,16 +88,19 @@ class Animator:
         if not 0 <= face < len(faces):
             raise VivifyError(f"{name}: face {face} requested but only {len(faces)} found (faces count from 0)")
         self.faces_found = len(faces)
-        points = as_tracked(portrait, faces[face])  # measured as the driving frames will be
-        check_face_size(points, name)
+        check_face_size(faces[face], name)
         self.portrait = portrait
-        self.points = points
-        mask = person_mask(portrait, points)
-        if len(faces) > 1:  # the other people of a group photo stay where they are while this face moves
-            mask = own_person(portrait, mask, faces, face)
-        alpha_8bit = np.round(mask * 255).astype(np.uint8)
-        foreground, alpha_8bit, plate = unmix_foreground(
-            portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
+        # The face is measured as the driving frames will be (`as_tracked`) in a thread of its own while the
+        # person is cut out, which needs no more than the face as found.
+        with ThreadPoolExecutor(1, thread_name_prefix="vivify-measure") as measuring:
+            tracked = measuring.submit(as_tracked, portrait, faces[face])
+            mask = person_mask(portrait, faces[face])
+            if len(faces) > 1:  # the other people of a group photo stay where they are while this face moves
+                mask = own_person(portrait, mask, faces, face)
+            alpha_8bit = np.round(mask * 255).astype(np.uint8)
+            foreground, alpha_8bit, plate = unmix_foreground(
+                portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
+            points = self.points = tracked.result()
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
         # Colour and mask travel together through one remap, from a copy padded with the photo mirrored at its
         # edges: where the person goes on beyond the frame, what the warp pulls in from there is the picture
