@@ -854,6 +854,23 @@ def test_a_reference_more_open_than_a_closed_mouth_opens_and_shuts_it_with_the_d
         assert gap == pytest.approx(0.0, abs=0.01 * unit)
 
 
+def test_a_reference_less_open_than_an_open_mouth_shuts_it_with_the_drivers(reference):
+    """A portrait whose mouth is open (a smile that shows the teeth) and a reference frame caught with the
+    driver's mouth half as open: the portrait's mouth keeps its own opening at the reference, opens on from there,
+    and shuts where the driver's shuts. Before, it stayed open by the difference."""
+    from vivify.motion.articulation import Articulator, FacePose
+    from vivify.motion.transfer import MotionTransfer
+
+    face = Articulator(reference)
+    smiling = face.landmarks(FacePose(open=0.12))[:, :2]
+    unit = topology.inter_ocular(smiling)
+    motion = MotionTransfer(smiling, smoothing=False)
+    motion.set_reference(face.landmarks(FacePose(open=0.06)))
+    for driver_open, expected in ((0.06, 0.12), (0.16, 0.22), (0.03, 0.06), (0.0, 0.0)):
+        target, _ = motion.target(face.landmarks(FacePose(open=driver_open)))
+        assert topology.mouth_gap(target) / unit == pytest.approx(expected, abs=0.01), driver_open
+
+
 def _grid_cell_and_close_up() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut framed as a sing grid's 256² cell, and a 256² close-up of her face as a driving frame: its
     bottom edge cuts her collar, and the cell's chest lies below it."""

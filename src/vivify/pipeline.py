@@ -53,9 +53,9 @@ def best_reference_frames(driving: str | Path,
                     continue
                 for k, portrait in enumerate(targets):
                     # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
-                    # The mouth's opening counts once more on its own: a reference less open than the portrait's
-                    # mouth (a smile that shows the teeth) keeps it open where the driver's shuts. (A reference more
-                    # open is evened out by the motion: it opens the portrait's mouth as far.)
+                    # The mouth's opening counts once more on its own: the motion evens out a reference more or
+                    # less open than the portrait's mouth (a smile that shows the teeth), but the closer the two,
+                    # the less it has to stretch the driver's opening.
                     to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
                     aligned = to_portrait.apply(points[:, :2])
                     unit = topology.inter_ocular(portrait)

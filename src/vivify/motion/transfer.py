@@ -29,6 +29,9 @@ _EYELID_PAIRS = _NON_CROSSING_PAIRS[:10]
 # driver beyond it): a driver whose reference frame caught a blink would otherwise open it into a stare.
 _MAX_EYE_OPENING = 2.5
 
+# At most this many times the driver's closing below a reference less open than the portrait's mouth.
+_MAX_CLOSING_STRETCH = 3.0
+
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
 EASE_FRAMES = 8
 
@@ -55,7 +58,8 @@ class MotionTransfer:
 
     def set_reference(self, driving_points: np.ndarray) -> None:
         """Make this driving face the neutral one: its pose and expression map to the portrait's own, except a mouth
-        more open than the portrait's, which opens the portrait's as far."""
+        more open than the portrait's, which opens the portrait's as far, and one less open, from which the
+        driver's closing shuts the portrait's."""
         self.reference = np.asarray(driving_points, dtype=np.float64)[:, :2]
         self._unit = topology.inter_ocular(self.reference)
         self._to_portrait = fit_similarity(self.reference[topology.RIGID], self.portrait[topology.RIGID])
@@ -64,8 +68,17 @@ class MotionTransfer:
         # A reference caught with the mouth more open than the portrait's (`best` weighs the whole face): the
         # portrait's jaw drops by the difference, so that its mouth shuts where the driver's shuts, instead of
         # shutting where the driver's is still as open as in the reference and staying shut below it.
-        opened = self._jaw.gap(self._to_portrait.apply(self.reference)) - self._jaw.gap(self._base)
-        self._reference_opening = self._jaw.jaw_drop(max(opened, 0.0))
+        reference_gap, own_gap = self._jaw.gap(self._to_portrait.apply(self.reference)), self._jaw.gap(self._base)
+        self._reference_opening = self._jaw.jaw_drop(max(reference_gap - own_gap, 0.0))
+        # A reference less open than the portrait's mouth (a smile that shows the teeth): the driver's closing
+        # below it is stretched so that the portrait's mouth shuts where the driver's shuts, instead of staying
+        # open by the difference. At most _MAX_CLOSING_STRETCH times, so that a reference caught shut does not
+        # turn the landmarks' noise into a snapping mouth.
+        self._closing_stretch = 1.0
+        if own_gap > max(reference_gap, 0.0):
+            self._closing_stretch = (_MAX_CLOSING_STRETCH if reference_gap <= 0.0
+                                     else min(own_gap / reference_gap, _MAX_CLOSING_STRETCH))
+        self._own_gap = own_gap
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -121,8 +134,15 @@ class MotionTransfer:
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
         shaped = self._base + self._reference_opening + (expression * self._unit) @ to_portrait.linear.T
-        shaped = _uncross(self._stop_the_jaw_at_closed(_limit_eye_opening(shaped, self._base)))
+        shaped = _uncross(self._stop_the_jaw_at_closed(self._stretch_closing(_limit_eye_opening(shaped, self._base))))
         return head_motion.apply(shaped), head_motion
+
+    def _stretch_closing(self, shaped: np.ndarray) -> np.ndarray:
+        """Close the mouth further by the stretch of the driver's closing below the reference (`set_reference`)."""
+        closing = self._own_gap - self._jaw.gap(shaped)
+        if self._closing_stretch == 1.0 or closing <= 0.0:
+            return shaped
+        return shaped + self._jaw.jaw_drop(-(self._closing_stretch - 1.0) * closing)
 
     def _stop_the_jaw_at_closed(self, shaped: np.ndarray) -> np.ndarray:
         """Where the driver's mouth closes further than shut (lips pressed together, or read as crossed), the jaw
