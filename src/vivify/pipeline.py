@@ -55,7 +55,7 @@ def best_reference_frames(driving: str | Path,
                     # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
                     # The mouth's opening counts once more on its own: the motion evens out a reference more or
                     # less open than the portrait's mouth (a smile that shows the teeth), but the closer the two,
-                    # the less it has to stretch the driver's opening.
+                    # the less it has to make up.
                     to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
                     aligned = to_portrait.apply(points[:, :2])
                     unit = topology.inter_ocular(portrait)

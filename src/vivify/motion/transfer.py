@@ -139,8 +139,10 @@ class MotionTransfer:
 
     def _stretch_closing(self, shaped: np.ndarray) -> np.ndarray:
         """Close the mouth further by the stretch of the driver's closing below the reference (`set_reference`)."""
+        if self._closing_stretch == 1.0:
+            return shaped
         closing = self._own_gap - self._jaw.gap(shaped)
-        if self._closing_stretch == 1.0 or closing <= 0.0:
+        if closing <= 0.0:
             return shaped
         return shaped + self._jaw.jaw_drop(-(self._closing_stretch - 1.0) * closing)
 
