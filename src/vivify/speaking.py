@@ -168,8 +168,7 @@ def calm_end(landmarks: list[np.ndarray | None], bounce: int, search: int) -> in
     for k in range(1, count):
         before, now = landmarks[k - 1], landmarks[k]
         if before is not None and now is not None:
-            moved = np.linalg.norm(now[:, :2] - before[:, :2], axis=1).mean()
-            speed[k] = moved / topology.inter_ocular(now)
+            speed[k] = topology.landmarks_apart(now, before)
     ends = range(max(bounce, count - search), count)
     if not ends:
         return count - 1

@@ -12,7 +12,7 @@ import numpy as np
 from vivify.landmarks.mediapipe_graphs import face_detection as mp_face_detection
 from vivify.landmarks.mediapipe_graphs import face_mesh as mp_face_mesh
 from vivify.landmarks.mediapipe_graphs import image_frame, landmark_pb2, packet_creator, serialized_proto_list
-from vivify.landmarks.topology import inter_ocular
+from vivify.landmarks.topology import landmarks_apart
 
 NUM_LANDMARKS = 478
 
@@ -112,12 +112,11 @@ class FaceTracker(mp_face_mesh.FaceMesh):
         the detector's box, and every later frame in the box of the frame before's landmarks; it reads the same
         face 1-4% larger or smaller in the two (up to 15% for a small face in a large frame). The first frame is
         the reference of the motion: without this the whole clip was rendered off by that much."""
-        unit = max(1e-6, inter_ocular(points))
         for _ in range(_SETTLE_PASSES):
             again = self._found_in(rgb, self._send_frame(rgb))
             if again is None:
                 break
-            change = float(np.linalg.norm(again[:, :2] - points[:, :2], axis=1).mean()) / unit
+            change = landmarks_apart(points, again)
             points = again
             if change < _SETTLED:
                 break
@@ -235,8 +234,7 @@ def as_tracked(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     if found is None:
         return points
     found += np.array([left, top, 0], np.float32)
-    apart = np.linalg.norm(found[:, :2] - points[:, :2], axis=1).mean()
-    return found if apart < _SAME_FACE * inter_ocular(points) else points
+    return found if landmarks_apart(points, found) < _SAME_FACE else points
 
 
 # `as_tracked` takes the tracker's face for the one given where their landmarks lie this close on average

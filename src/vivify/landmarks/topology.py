@@ -43,6 +43,12 @@ def inter_ocular(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[LEFT_EYE_CORNERS[0], :2] - points[RIGHT_EYE_CORNERS[1], :2]))
 
 
+def landmarks_apart(points: np.ndarray, other: np.ndarray) -> float:
+    """Mean distance between corresponding landmarks of two readings of a face, in `points`' inter-ocular
+    distances."""
+    return float(np.linalg.norm(other[:, :2] - points[:, :2], axis=1).mean()) / inter_ocular(points)
+
+
 def mouth_gap(points: np.ndarray) -> float:
     """Inner-lip gap in the units of the points."""
     return float(np.linalg.norm(points[UPPER_INNER_LIP, :2] - points[LOWER_INNER_LIP, :2]))
