@@ -168,6 +168,63 @@ def test_a_mouth_as_open_as_the_portraits_keeps_the_portraits_own_teeth(face, re
     assert green - red > 60
 
 
+def test_a_portrait_showing_its_teeth_keeps_them_as_the_mouth_opens(face, reference):
+    """Given the portrait's picture, a mouth that shows its teeth keeps them as it opens wider: the astronaut shows
+    her upper teeth, and they stay under her upper lip at their own height while a dark cavity opens below them.
+    The interior of a driver whose open mouth shows no teeth (green here: a soft video's blurred mouth) is not
+    pasted over them. A driver that shows teeth has its own carried, as for any portrait."""
+    from vivify.render.interior import MOUTH, InteriorPainter
+
+    portrait = np.hstack([2.0 * reference, np.zeros((len(reference), 1))])
+    picture = cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC)
+    lower_inner = topology.LIPS_INNER[portrait[topology.LIPS_INNER, 1] > portrait[topology.LIPS_INNER, 1].mean()]
+    lower = [*lower_inner, *topology.LIPS_OUTER[portrait[topology.LIPS_OUTER, 1] > portrait[13, 1]]]
+    wider = portrait.copy()  # the lower lip dropped by 16 px (0.09 eye spans), as thick as before
+    wider[lower, 1] += 16
+    frame = picture.copy()
+    cv2.fillPoly(frame, [np.round(wider[topology.LIPS_INNER, :2]).astype(np.int32)], (0, 255, 0))
+    painter = InteriorPainter(MOUTH, portrait, picture)
+
+    as_open = picture.copy()
+    painter.paint(as_open, portrait, frame, wider)
+    np.testing.assert_array_equal(as_open, picture)
+
+    opened = picture.copy()
+    painter.paint(opened, wider, frame, wider)
+    (x, top), (_, bottom) = np.round(wider[[topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP], :2]).astype(int)
+    own_bottom = round(portrait[topology.LOWER_INNER_LIP, 1])
+    column, own_column = (image[:, x - 1:x + 2].astype(int).mean(axis=1).sum(axis=1) for image in (opened, picture))
+    teeth = own_column[top:own_bottom].max()
+    assert own_column[top:own_bottom].argmax() > 2  # under the lip's edge
+    # Her teeth as high as in her photo, under the upper lip, then the cavity down to the lower lip.
+    np.testing.assert_allclose(column[top:own_bottom - 2], own_column[top:own_bottom - 2], atol=0.1 * teeth)
+    assert column[own_bottom + 2:bottom - 1].max() < 0.4 * teeth
+    green = opened[own_bottom + 2:bottom - 1, x].astype(int)
+    assert np.all(green[:, 1] - green[:, 0] < 20)
+    assert np.all(opened[:top - 12, x] == picture[:top - 12, x])  # above the mouth nothing changed
+
+    toothy = picture.copy()  # a driver whose open mouth is teeth from lip to lip
+    cv2.fillPoly(toothy, [np.round(wider[topology.LIPS_INNER, :2]).astype(np.int32)], (240, 240, 235))
+    painter = InteriorPainter(MOUTH, portrait, picture)
+    carried = picture.copy()
+    painter.paint(carried, wider, toothy, wider)
+    assert carried[own_bottom + 2:bottom - 1, x - 1:x + 2].astype(int).sum(axis=2).min() > 0.8 * teeth
+
+
+def test_an_interior_parts_where_its_teeth_do():
+    """Upper and lower teeth with a dark line between them part at that line; upper teeth alone, against the lower
+    lip, stay whole with the upper lip."""
+    from vivify.render.interior import _parting
+
+    opening = np.array([[10, 20], [30, 12], [50, 10], [70, 12], [90, 20], [70, 28], [50, 30], [30, 28]], float)
+    mouth = np.full((40, 100, 3), (200, 120, 120), np.uint8)  # lips
+    cv2.fillPoly(mouth, [opening.astype(np.int32)], (235, 230, 220))  # teeth
+    both_rows = mouth.copy()
+    both_rows[23:25] = (60, 30, 30)  # the gap between upper and lower teeth, 65% of the way down
+    assert _parting(both_rows, opening) == pytest.approx(0.65, abs=0.06)
+    assert _parting(mouth, opening) == 1.0
+
+
 def test_a_dark_driving_cavity_is_carried_as_it_is(reference):
     from vivify.render.interior import MOUTH, InteriorPainter
 

@@ -140,7 +140,8 @@ class Animator:
                       if body and len(faces) == 1 else None)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
-        self._interiors = [InteriorPainter(feature, points) for feature in features]
+        self._interiors = [InteriorPainter(feature, points, portrait if feature is MOUTH else None)
+                           for feature in features]
         self._eyelids = EyelidPainter(points)
         self._tracker: FaceTracker | None = None  # made on first use: a grid tracks once for all its animators
         self._closed = False

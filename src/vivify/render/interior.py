@@ -28,6 +28,11 @@ _COLOUR_MEMORY = 0.8
 # curve on the tones below the lips' (see `_deepen`) with an exponent of at most _MAX_CAVITY_GAMMA.
 _CAVITY_DARKNESS = 0.2
 _MAX_CAVITY_GAMMA = 3.0
+# A driver whose wide-open mouths show teeth (grey levels lighter than its lips by _TEETH_LIGHTER) over this
+# share of the opening on average is carried in full over a portrait's own teeth: liveportrait_d6's show them
+# over 0.35-0.46 of it, vox_driving2's soft video over none.
+_TEETH_SHOWN = 0.25
+_TEETH_LIGHTER = 15
 # Lips with less colour than this (mean Lab chroma, 8-bit units) make a drawn interior as pale: a
 # colour photo's lips have 25-45 (the shared portraits).
 _PLAIN_CHROMA = 10.0
@@ -96,12 +101,20 @@ RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RI
 class InteriorPainter:
     """Paints one feature's interior into rendered frames, keeping its colour transfer across frames."""
 
-    def __init__(self, feature: Feature, points: np.ndarray) -> None:
+    def __init__(self, feature: Feature, points: np.ndarray, portrait: np.ndarray | None = None) -> None:
+        """`portrait` (RGB uint8, with the landmarks `points`), where given, is the picture painted from: where its
+        feature shows an interior of its own (a smile with teeth), that interior is kept and parted, not replaced
+        by the driver's."""
         self.feature = feature
         self.refit(points)
         self._fit = np.concatenate([feature.surround, feature.opening])
+        self._own = None
+        if portrait is not None and self._ramp(self._own_gap) >= 1.0:
+            self._own = (portrait, np.asarray(points)[:, :2])
+            self._parting = _parting(portrait, self._own[1][feature.opening])
         self._colour: tuple[np.ndarray, np.ndarray] | None = None
         self._cavity_gamma: float | None = None
+        self._teeth_shown = [0.0, 0]  # the teeth's shares of the driver's wide-open mouths so far: sum, count
 
     def refit(self, points: np.ndarray) -> None:
         """The face painted into has changed (a video's own frames, when dubbing): measure its opening again,
@@ -111,6 +124,12 @@ class InteriorPainter:
     def _gap(self, points: np.ndarray) -> float:
         upper, lower = self.feature.gap
         return float(np.linalg.norm(points[upper, :2] - points[lower, :2])) / topology.inter_ocular(points)
+
+    def _carried_in(self) -> float:
+        """How far the driver's interior is laid over a portrait's own: by the share of the driver's wide-open
+        mouths that was teeth, on average so far (none before the driver first opens wide)."""
+        total, count = self._teeth_shown
+        return min(total / count / _TEETH_SHOWN, 1.0) if count else 0.0
 
     def _ramp(self, gap: float) -> float:
         """0 up to the feature's start, rising to 1 over _GAP_RAMP."""
@@ -128,8 +147,14 @@ class InteriorPainter:
         shown = self._ramp(self._gap(driving)) if usable and feature.carry_shown else 0.0
         # ... where the warp changes the portrait's own opening: as open as the portrait's, its own teeth are right.
         changed = min(abs(target_gap - self._own_gap) / _GAP_RAMP, 1.0)
-        strength = max(needed, min(shown, self._ramp(target_gap), changed))
-        if strength <= 0 or not (usable or feature.synthetic_fallback):
+        carried_strength = max(needed, min(shown, self._ramp(target_gap), changed))
+        if not (usable or feature.synthetic_fallback):
+            carried_strength = 0.0
+        # A portrait's own interior, parted, shows just what the warp shows where the opening is unchanged. It
+        # gives way to a driver whose open mouths show teeth (`_carried_in`), measured where the driver's is open.
+        own_strength = changed if self._own is not None else 0.0
+        measure = self._own is not None and usable and shown >= 1.0
+        if carried_strength + own_strength <= 0 and not measure:
             return
         opening = target[feature.opening, :2]
         fit = target[self._fit, :2]
@@ -140,12 +165,33 @@ class InteriorPainter:
         size = (box.shape[1], box.shape[0])
 
         surround = target[feature.surround, :2] - offset
-        if usable:
-            patch = _carried_patch(frame, driving[self._fit, :2], fit - offset, size,
-                                   driving[feature.opening, :2], opening - offset)
-            patch = self._recolour(patch, box, surround, opening - offset)
-        else:
-            patch = _no_more_colourful(_synthetic_cavity(opening - offset, size), box, surround, opening - offset)
+        carried = None
+        if usable and (carried_strength > 0 or measure):
+            carried = _carried_patch(frame, driving[self._fit, :2], fit - offset, size,
+                                     driving[feature.opening, :2], opening - offset)
+        if measure:
+            self._teeth_shown[0] += _teeth_share(carried, surround, opening - offset)
+            self._teeth_shown[1] += 1
+        if self._own is not None:
+            weight = self._carried_in()
+            carried_strength *= weight
+            own_strength *= 1.0 - weight
+        strength = carried_strength + own_strength
+        if strength <= 0:
+            return
+        patch = None
+        if carried_strength > 0:
+            patch = (self._recolour(carried, box, surround, opening - offset) if carried is not None else
+                     _no_more_colourful(_synthetic_cavity(opening - offset, size), box, surround, opening - offset))
+        if own_strength > 0:
+            image, points = self._own
+            own, gap = _parted_patch(image, points[self._fit], fit - offset, size, points[feature.opening],
+                                     opening - offset, self._parting)
+            cavity = _no_more_colourful(_synthetic_cavity(opening - offset, size, teeth=False), box, surround,
+                                        opening - offset)
+            blend_into(own, cavity, gap)
+            patch = own if patch is None else cv2.addWeighted(patch, carried_strength / strength, own,
+                                                              own_strength / strength, 0.0)
 
         mask = np.zeros(box.shape[:2], np.float32)
         cv2.fillPoly(mask, [np.round(opening - offset).astype(np.int32)], 1.0)
@@ -209,6 +255,16 @@ def _ring(shape: tuple[int, ...], surround: np.ndarray, opening: np.ndarray) -> 
     return inside, ring
 
 
+def _teeth_share(patch: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> float:
+    """The share of the opening that is teeth: lighter than the lips (the ring) by _TEETH_LIGHTER grey levels."""
+    inside, ring = _ring(patch.shape[:2], surround, opening)
+    if ring.sum() < 10 or inside.sum() < 10:
+        return 0.0
+    grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+    lips = float(grey[ring > 0].mean())
+    return float(np.mean(grey[inside > 0] > lips + _TEETH_LIGHTER))
+
+
 def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
     """A drawn interior with its colour scaled down to the colour of the lips around the opening (the ring), where
     they have less than _PLAIN_CHROMA: a black-and-white photo gets a grey mouth, not a red one."""
@@ -237,20 +293,89 @@ def _carried_patch(frame: np.ndarray, source: np.ndarray, target: np.ndarray, si
     keep their shape. Openings are closed polygons of 2k points with their corners at 0 and k
     (`topology.LIPS_INNER`, the eyes).
     """
+    affine = _affine_fit(source, target)
+    (target_top, target_bottom), (carried_top, carried_bottom) = _carried_sides(
+        affine, size, source_opening, target_opening)
+    scale = (carried_bottom - carried_top) / np.maximum(target_bottom - target_top, 1e-3)
+    rows = np.arange(size[1], dtype=np.float32)[:, None]
+    within = np.clip(rows, target_top, target_bottom)  # a row's place in the opening, held at its edges
+    return _sampled(frame, affine, rows - within + carried_top + (within - target_top) * scale)
+
+
+def _parted_patch(image: np.ndarray, source: np.ndarray, target: np.ndarray, size: tuple[int, int],
+                  source_opening: np.ndarray, target_opening: np.ndarray, parting: float,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The portrait's own opening carried onto the target's, parted rather than stretched: in each column the
+    share `parting` of it from the top stays with the upper lip and the rest with the lower lip, unscaled, as
+    teeth stay with their jaws. Where the target opens wider than the portrait's own, a gap opens at the
+    parting; where it opens less, the lips cover each part from their side. Returns the patch and the gap's
+    weight (float32, 0..1, soft over a pixel) per pixel. Carried by the least-squares similarity of the contours,
+    not their affine: an affine fitted to lips pulled apart stretches the teeth with them."""
+    similarity = _similarity_fit(source, target)
+    (target_top, target_bottom), (carried_top, carried_bottom) = _carried_sides(
+        similarity, size, source_opening, target_opening)
+    own, wanted = carried_bottom - carried_top, target_bottom - target_top
+    covered = np.maximum(own - wanted, 0.0)
+    rows = np.arange(size[1], dtype=np.float32)[:, None]
+    from_top, from_bottom = rows - target_top, target_bottom - rows
+    carried_rows = np.where(from_top < parting * wanted, carried_top + parting * covered + from_top,
+                            carried_bottom - (1 - parting) * covered - from_bottom)
+    gap = np.clip(np.minimum(from_top - parting * own, from_bottom - (1 - parting) * own) + 0.5, 0.0, 1.0)
+    return _sampled(image, similarity, carried_rows), gap
+
+
+def _parting(image: np.ndarray, opening: np.ndarray) -> float:
+    """Where an opening that shows an interior parts as it opens, as a share of its height from the top: at its
+    darkest row below the upper quarter, the median over the middle half of its width. That is the gap between
+    upper and lower teeth, or the lower lip where the teeth shown are the upper ones only (then they all stay
+    with the upper lip). The upper quarter is left out: the upper lip's shadow lies there."""
+    left, right = opening[:, 0].min(), opening[:, 0].max()
+    columns = np.arange(np.ceil(0.75 * left + 0.25 * right), 0.25 * left + 0.75 * right, dtype=np.float32)
+    if not columns.size:
+        return 1.0
+    top, bottom = _sides(opening, columns)
+    shares = np.linspace(1.0, 0.25, 16, dtype=np.float32)[:, None]  # bottom up: of equal tones, the lowest
+    rows = top + shares * (bottom - top)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    tones = cv2.remap(grey, np.broadcast_to(columns, rows.shape).copy(), rows, cv2.INTER_LINEAR)
+    return float(np.median(shares[np.argmin(tones, axis=0), 0]))
+
+
+def _affine_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares affine that carries the points `source` onto `target`, as a 3×2 matrix M:
+    [x y 1] @ M."""
     design = np.hstack([source, np.ones((len(source), 1))])
     # The normal equations: a 3×3 solve, half the time of lstsq's SVD, on these well-spread points.
-    affine = np.linalg.solve(design.T @ design, design.T @ target)
-    carried = source_opening @ affine[:2] + affine[2]
-    width, height = size
-    columns = np.arange(width, dtype=np.float32)
-    (target_top, target_bottom), (carried_top, carried_bottom) = (
-        _sides(opening, columns) for opening in (target_opening, carried))
-    scale = (carried_bottom - carried_top) / np.maximum(target_bottom - target_top, 1e-3)
-    rows = np.arange(height, dtype=np.float32)[:, None]
-    within = np.clip(rows, target_top, target_bottom)  # a row's place in the opening, held at its edges
-    carried_rows = rows - within + carried_top + (within - target_top) * scale
-    # Back into the driving frame through the affine's inverse.
+    return np.linalg.solve(design.T @ design, design.T @ target)
+
+
+def _similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (rotation, uniform scale, shift) that carries `source` onto `target`, as
+    `_affine_fit`'s 3×2 matrix: in complex numbers, target ≈ a·source + b."""
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    centred = source - source_mean
+    moved = target - target_mean
+    norm = float((centred**2).sum())
+    real = float((centred * moved).sum()) / norm
+    imaginary = float((centred[:, 0] * moved[:, 1] - centred[:, 1] * moved[:, 0]).sum()) / norm
+    linear = np.array([[real, imaginary], [-imaginary, real]])
+    return np.vstack([linear, target_mean - source_mean @ linear])
+
+
+def _carried_sides(transform: np.ndarray, size: tuple[int, int], source_opening: np.ndarray,
+                   target_opening: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """In each column of a patch of `size`, the target's opening's sides and those of the source opening carried
+    by `transform` (a 3×2 matrix, `_affine_fit`'s): `_sides`."""
+    carried = source_opening @ transform[:2] + transform[2]
+    columns = np.arange(size[0], dtype=np.float32)
+    return _sides(target_opening, columns), _sides(carried, columns)
+
+
+def _sampled(frame: np.ndarray, affine: np.ndarray, carried_rows: np.ndarray) -> np.ndarray:
+    """The patch whose pixel (row, column) shows the point of `frame` that `affine` carries to
+    (column, carried_rows[row, column])."""
     (a, b, c), (d, e, f) = cv2.invertAffineTransform(affine.T).tolist()
+    columns = np.arange(carried_rows.shape[1], dtype=np.float32)
     map_x = b * carried_rows + (a * columns + c)
     map_y = e * carried_rows + (d * columns + f)
     return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -267,9 +392,10 @@ def _sides(opening: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.minimum(*sides).astype(np.float32), np.maximum(*sides).astype(np.float32)
 
 
-def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A mouth interior drawn from nothing: upper teeth under the upper lip, a tongue low in the mouth, and a
-    cavity that darkens towards the corners and the throat (shaded, so it does not read as a flat hole)."""
+def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int], teeth: bool = True) -> np.ndarray:
+    """A mouth interior drawn from nothing: upper teeth under the upper lip (unless `teeth` is false), a tongue
+    low in the mouth, and a cavity that darkens towards the corners and the throat (shaded, so it does not read
+    as a flat hole)."""
     width, height = size
     left, top = opening.min(axis=0)
     right, bottom = opening.max(axis=0)
@@ -280,6 +406,8 @@ def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     patch = np.array([78, 30, 34], np.float32) * depth  # the cavity: dark red, darker at the corners
     tongue = np.clip(1.0 - (across / 0.75) ** 2 - ((down - 1.05) / 0.45) ** 2, 0.0, 1.0)[..., None]
     patch = patch * (1 - tongue) + np.array([150, 72, 78], np.float32) * depth * tongue
+    if not teeth:
+        return cv2.GaussianBlur(np.clip(patch, 0, 255).astype(np.uint8), (3, 3), 0)
     # Upper teeth: a band a quarter of the opening high (at most a fixed share of the mouth's width), soft
     # at its lower edge, shaded where the teeth turn away at the sides.
     teeth_height = min(0.28 * (bottom - top), 0.12 * (right - left))
