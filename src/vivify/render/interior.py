@@ -5,6 +5,10 @@ opening by the affine that best carries the driver's feature contour onto the ta
 opening so that the driver's opening fills the target's; recoloured to the portrait (mean and spread in Lab,
 measured on a ring around the opening and smoothed over time so it does not flicker) and blended in with a
 feathered mask. Without a usable driving mouth a synthetic cavity with a row of teeth stands in.
+
+A portrait that shows its own teeth keeps them: they ride on its lips, parted where its photo parts them, and a
+drawn cavity opens between. Only a driver whose open mouths show teeth of their own has its interior carried
+over them.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ class InteriorPainter:
         self.feature = feature
         self.refit(points)
         self._fit = np.concatenate([feature.surround, feature.opening])
-        self._own = None
+        # The portrait and its landmarks, where its feature shows an interior, and where that interior parts.
+        self._own: tuple[np.ndarray, np.ndarray] | None = None
+        self._parting = 1.0
         if portrait is not None and self._ramp(self._own_gap) >= 1.0:
             self._own = (portrait, np.asarray(points)[:, :2])
             self._parting = _parting(portrait, self._own[1][feature.opening])
