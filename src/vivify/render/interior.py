@@ -13,6 +13,7 @@ over them.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ _MAX_CAVITY_GAMMA = 3.0
 # over 0.35-0.46 of it, vox_driving2's soft video over none.
 _TEETH_SHOWN = 0.25
 _TEETH_LIGHTER = 15
+# The average is settled after this many wide-open mouths (a driving video does not change its make-up).
+_TEETH_SAMPLES = 50
 # Lips with less colour than this (mean Lab chroma, 8-bit units) make a drawn interior as pale: a
 # colour photo's lips have 25-45 (the shared portraits).
 _PLAIN_CHROMA = 10.0
@@ -115,9 +118,15 @@ class InteriorPainter:
         # The portrait and its landmarks, where its feature shows an interior, and where that interior parts.
         self._own: tuple[np.ndarray, np.ndarray] | None = None
         self._parting = 1.0
+        self._own_lips_colour = math.inf  # `_lips_colour` in the portrait
         if portrait is not None and self._ramp(self._own_gap) >= 1.0:
             self._own = (portrait, np.asarray(points)[:, :2])
             self._parting = _parting(portrait, self._own[1][feature.opening])
+            found = region_around(portrait, self._own[1][self._fit])
+            if found is not None:
+                box, offset = found
+                self._own_lips_colour = _lips_colour(box, self._own[1][feature.surround] - offset,
+                                                     self._own[1][feature.opening] - offset)
         self._colour: tuple[np.ndarray, np.ndarray] | None = None
         self._cavity_gamma: float | None = None
         self._teeth_shown = [0.0, 0]  # the teeth's shares of the driver's wide-open mouths so far: sum, count
@@ -133,7 +142,8 @@ class InteriorPainter:
 
     def _carried_in(self) -> float:
         """How far the driver's interior is laid over a portrait's own: by the share of the driver's wide-open
-        mouths that was teeth, on average so far (none before the driver first opens wide)."""
+        mouths that was teeth, on average over the first _TEETH_SAMPLES of them so far (none before the driver
+        first opens wide)."""
         total, count = self._teeth_shown
         return min(total / count / _TEETH_SHOWN, 1.0) if count else 0.0
 
@@ -159,7 +169,7 @@ class InteriorPainter:
         # A portrait's own interior, parted, shows just what the warp shows where the opening is unchanged. It
         # gives way to a driver whose open mouths show teeth (`_carried_in`), measured where the driver's is open.
         own_strength = changed if self._own is not None else 0.0
-        measure = self._own is not None and usable and shown >= 1.0
+        measure = self._own is not None and usable and shown >= 1.0 and self._teeth_shown[1] < _TEETH_SAMPLES
         if carried_strength + own_strength <= 0 and not measure:
             return
         opening = target[feature.opening, :2]
@@ -171,8 +181,8 @@ class InteriorPainter:
         size = (box.shape[1], box.shape[0])
 
         surround = target[feature.surround, :2] - offset
-        carried = None
-        if usable and (carried_strength > 0 or measure):
+        carried = None  # the driver's, where it is measured or laid in (not over a portrait's own teeth alone)
+        if usable and (measure or (carried_strength > 0 and (self._own is None or self._carried_in() > 0))):
             carried = _carried_patch(frame, driving[self._fit, :2], fit - offset, size,
                                      driving[feature.opening, :2], opening - offset)
         if measure:
@@ -188,14 +198,16 @@ class InteriorPainter:
         patch = None
         if carried_strength > 0:
             patch = (self._recolour(carried, box, surround, opening - offset) if carried is not None else
-                     _no_more_colourful(_synthetic_cavity(opening - offset, size), box, surround, opening - offset))
+                     _no_more_colourful(_synthetic_cavity(opening - offset, size),
+                                        _lips_colour(box, surround, opening - offset)))
         if own_strength > 0:
             image, points = self._own
             own, gap = _parted_patch(image, points[self._fit], fit - offset, size, points[feature.opening],
                                      opening - offset, self._parting)
-            cavity = _no_more_colourful(_synthetic_cavity(opening - offset, size, teeth=False), box, surround,
-                                        opening - offset)
-            blend_into(own, cavity, gap)
+            if gap.any():  # opened wider than the portrait's own: a cavity between the parts
+                cavity = _no_more_colourful(_synthetic_cavity(opening - offset, size, teeth=False),
+                                            self._own_lips_colour)
+                blend_into(own, cavity, gap)
             patch = own if patch is None else cv2.addWeighted(patch, carried_strength / strength, own,
                                                               own_strength / strength, 0.0)
 
@@ -271,19 +283,24 @@ def _teeth_share(patch: np.ndarray, surround: np.ndarray, opening: np.ndarray) -
     return float(np.mean(grey[inside > 0] > lips + _TEETH_LIGHTER))
 
 
-def _no_more_colourful(patch: np.ndarray, box: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> np.ndarray:
-    """A drawn interior with its colour scaled down to the colour of the lips around the opening (the ring), where
-    they have less than _PLAIN_CHROMA: a black-and-white photo gets a grey mouth, not a red one."""
-    _, ring = _ring(box.shape[:2], surround, opening)
+def _lips_colour(image: np.ndarray, surround: np.ndarray, opening: np.ndarray) -> float:
+    """The colour of the lips around an opening in `image` (the ring between `surround` and `opening`: mean Lab
+    chroma) as a share of _PLAIN_CHROMA; infinite where the ring is too small to tell."""
+    _, ring = _ring(image.shape[:2], surround, opening)
     if ring.sum() < 10:
-        return patch
+        return math.inf
     _wait_for_lab_tables()
-    chroma = cv2.cvtColor(box, cv2.COLOR_RGB2LAB)[ring > 0, 1:].astype(np.float32) - 128.0
-    share = float(np.sqrt((chroma**2).sum(axis=1)).mean()) / _PLAIN_CHROMA
-    if share >= 1.0:
+    chroma = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[ring > 0, 1:].astype(np.float32) - 128.0
+    return float(np.sqrt((chroma**2).sum(axis=1)).mean()) / _PLAIN_CHROMA
+
+
+def _no_more_colourful(patch: np.ndarray, lips_colour: float) -> np.ndarray:
+    """A drawn interior with its colour scaled down to the lips' (`_lips_colour`) where they have less than
+    _PLAIN_CHROMA: a black-and-white photo gets a grey mouth, not a red one."""
+    if lips_colour >= 1.0:
         return patch
     lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab[..., 1:] = 128.0 + (lab[..., 1:] - 128.0) * share
+    lab[..., 1:] = 128.0 + (lab[..., 1:] - 128.0) * lips_colour
     return cv2.cvtColor(np.clip(np.round(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
