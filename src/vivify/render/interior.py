@@ -205,7 +205,7 @@ class InteriorPainter:
             own, gap = _parted_patch(image, points[self._fit], fit - offset, size, points[feature.opening],
                                      opening - offset, self._parting)
             if gap.any():  # opened wider than the portrait's own: a cavity between the parts
-                cavity = _no_more_colourful(_synthetic_cavity(opening - offset, size, teeth=False),
+                cavity = _no_more_colourful(_synthetic_cavity(opening - offset, size, with_teeth=False),
                                             self._own_lips_colour)
                 blend_into(own, cavity, gap)
             patch = own if patch is None else cv2.addWeighted(patch, carried_strength / strength, own,
@@ -415,8 +415,8 @@ def _sides(opening: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.minimum(*sides).astype(np.float32), np.maximum(*sides).astype(np.float32)
 
 
-def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int], teeth: bool = True) -> np.ndarray:
-    """A mouth interior drawn from nothing: upper teeth under the upper lip (unless `teeth` is false), a tongue
+def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int], with_teeth: bool = True) -> np.ndarray:
+    """A mouth interior drawn from nothing: upper teeth under the upper lip (`with_teeth`), a tongue
     low in the mouth, and a cavity that darkens towards the corners and the throat (shaded, so it does not read
     as a flat hole)."""
     width, height = size
@@ -429,12 +429,11 @@ def _synthetic_cavity(opening: np.ndarray, size: tuple[int, int], teeth: bool = 
     patch = np.array([78, 30, 34], np.float32) * depth  # the cavity: dark red, darker at the corners
     tongue = np.clip(1.0 - (across / 0.75) ** 2 - ((down - 1.05) / 0.45) ** 2, 0.0, 1.0)[..., None]
     patch = patch * (1 - tongue) + np.array([150, 72, 78], np.float32) * depth * tongue
-    if not teeth:
-        return cv2.GaussianBlur(np.clip(patch, 0, 255).astype(np.uint8), (3, 3), 0)
-    # Upper teeth: a band a quarter of the opening high (at most a fixed share of the mouth's width), soft
-    # at its lower edge, shaded where the teeth turn away at the sides.
-    teeth_height = min(0.28 * (bottom - top), 0.12 * (right - left))
-    teeth = np.clip((top + teeth_height - ys) / max(1.5, 0.25 * teeth_height), 0.0, 1.0)
-    teeth = (teeth * np.clip(1.2 - 0.8 * across**2, 0.0, 1.0))[..., None]
-    patch = patch * (1 - teeth) + np.array([222, 214, 200], np.float32) * (0.6 + 0.4 * depth) * teeth
+    if with_teeth:
+        # Upper teeth: a band a quarter of the opening high (at most a fixed share of the mouth's width), soft
+        # at its lower edge, shaded where the teeth turn away at the sides.
+        teeth_height = min(0.28 * (bottom - top), 0.12 * (right - left))
+        teeth = np.clip((top + teeth_height - ys) / max(1.5, 0.25 * teeth_height), 0.0, 1.0)
+        teeth = (teeth * np.clip(1.2 - 0.8 * across**2, 0.0, 1.0))[..., None]
+        patch = patch * (1 - teeth) + np.array([222, 214, 200], np.float32) * (0.6 + 0.4 * depth) * teeth
     return cv2.GaussianBlur(np.clip(patch, 0, 255).astype(np.uint8), (3, 3), 0)
