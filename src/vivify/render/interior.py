@@ -119,14 +119,15 @@ class InteriorPainter:
         self._own: tuple[np.ndarray, np.ndarray] | None = None
         self._parting = 1.0
         self._own_lips_colour = math.inf  # `_lips_colour` in the portrait
+        found = None
         if portrait is not None and self._ramp(self._own_gap) >= 1.0:
+            found = region_around(portrait, np.asarray(points)[self._fit, :2])
+        if found is not None:  # both read from the photo around the feature, not the whole photo
             self._own = (portrait, np.asarray(points)[:, :2])
-            self._parting = _parting(portrait, self._own[1][feature.opening])
-            found = region_around(portrait, self._own[1][self._fit])
-            if found is not None:
-                box, offset = found
-                self._own_lips_colour = _lips_colour(box, self._own[1][feature.surround] - offset,
-                                                     self._own[1][feature.opening] - offset)
+            box, offset = found
+            opening = self._own[1][feature.opening] - offset
+            self._parting = _parting(box, opening)
+            self._own_lips_colour = _lips_colour(box, self._own[1][feature.surround] - offset, opening)
         self._colour: tuple[np.ndarray, np.ndarray] | None = None
         self._cavity_gamma: float | None = None
         self._teeth_shown = [0.0, 0]  # the teeth's shares of the driver's wide-open mouths so far: sum, count
