@@ -16,6 +16,7 @@ from PIL import Image
 
 from vivify.cli import main
 from vivify.compose.grid import FACE_SHARE, MAX_FACE_SHARE, frame_portrait, frame_portraits, grid_shape, largest_face
+from vivify.compose.group import SHARPNESS, GroupComposer
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.errors import VivifyError
 from vivify.eval.sync import best_correlation
@@ -247,6 +248,57 @@ def test_group_photo_animates_every_face_in_place(material, group_photo):
     for frame in frames[::5]:
         jump = np.abs(frame[:, 256].astype(int) - frame[:, 255]).mean()
         assert jump < np.abs(photo[:, 256].astype(int) - photo[:, 255]).mean() + 6
+
+
+def test_a_group_frame_is_the_soft_partition_of_its_faces_renders():
+    """Each face's render differs from the photo only inside its region; the frame is their blend by the soft
+    partition (weights falling with distance in face sizes, summing to one), the photo outside every region."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (120, 300, 3), np.uint8)
+    regions = [(slice(0, 120), slice(20, 160)), (slice(10, 90), slice(120, 280)), (slice(60, 110), slice(0, 60))]
+    faces = [np.array([[90.0, 30, 0], [90, 90, 0]]), np.array([[200.0, 20, 0], [200, 70, 0]]),
+             np.array([[30.0, 75, 0], [30, 95, 0]])]
+    renders = []
+    for rows, cols in regions:
+        render = photo.copy()
+        render[rows, cols] = rng.integers(0, 256, render[rows, cols].shape, np.uint8)
+        renders.append(render)
+    frame = GroupComposer(photo, faces, regions).compose(renders)
+    ys, xs = np.mgrid[0:120, 0:300]
+    logits = np.stack([-SHARPNESS * np.hypot(xs - points[:, 0].mean(), ys - points[:, 1].mean())
+                       / np.ptp(points[:, 1]) for points in faces])
+    weights = np.exp(logits - logits.max(axis=0))
+    weights /= weights.sum(axis=0)
+    expected = np.einsum("khw,khwc->hwc", weights, np.stack(renders).astype(float))
+    assert np.abs(frame - expected).max() <= 0.5 + 1e-3  # rounded
+    np.testing.assert_array_equal(frame[110:, 160:], photo[110:, 160:])  # in no region
+
+
+def test_a_group_photos_faces_render_in_worker_processes_as_here(material, group_photo):
+    """A group photo's faces render in worker processes, one animator a face: each frame is the one an animator
+    of that face renders here, to the level, and its region is the same."""
+    from vivify.animator import Animator
+    from vivify.animators import AnimatorProcesses
+
+    photo = np.asarray(Image.open(group_photo).convert("RGB"))
+    detected = detect_faces(photo)
+    here = [Animator(photo, face=face, rate=FPS, detected=detected) for face in (0, 1)]
+    frames = material["frames"][:4]
+    with FaceTracker() as tracker:
+        landmarks = [tracker.detect(frame) for frame in frames]
+    with AnimatorProcesses([photo, photo], ["group.png"] * 2, [detected] * 2, rate=FPS, processes=2,
+                           faces=[0, 1]) as processes:
+        for animator, remote in zip(here, processes.animators, strict=True):
+            np.testing.assert_array_equal(remote.points, animator.points)
+            assert remote.region == animator.region
+            animator.set_reference(frames[0], landmarks[0])
+            remote.set_reference(frames[0], landmarks[0])
+        for frame, points in zip(frames, landmarks, strict=True):
+            processes.submit(frame, points)
+            for animator, rendered in zip(here, processes.collect(), strict=True):
+                np.testing.assert_array_equal(rendered, animator.render(frame, points))
+    for animator in here:
+        animator.close()
 
 
 def test_group_photo_faces_by_number(material, group_photo, tmp_path, capsys):

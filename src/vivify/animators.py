@@ -3,7 +3,7 @@
 Threads cannot render several animators at once: a frame is many small NumPy and OpenCV calls, and the threads
 take turns for Python's interpreter lock. Eight 256² cells of the d6 clip took 76.7 ms a frame in two threads
 and 48.1 ms in two processes (docs/BENCHMARKS.md). Each process holds some of the animators; every frame and its
-landmarks go to each process, and the rendered frames come back.
+landmarks go to each process, and what each animator changed of its portrait (its `region`) comes back.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ class RemoteAnimator:
     @property
     def points(self) -> np.ndarray:
         """The portrait's landmarks as its animator measured them (once the worker has made it)."""
-        return self._processes.points(self._worker, self._index)
+        return self._processes.made(self._worker, self._index)[0]
+
+    @property
+    def region(self) -> tuple[slice, slice]:
+        """(rows, columns) of the portrait that rendering may change, as `Animator.region`."""
+        return self._processes.made(self._worker, self._index)[1]
 
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
         """As `Animator.set_reference`, in the animator's process."""
@@ -42,7 +47,8 @@ class RemoteAnimator:
 
 
 class AnimatorProcesses:
-    """Animators of the given portraits (RGB uint8 each), spread over `processes` worker processes.
+    """Animators of the given portraits (RGB uint8 each), spread over `processes` worker processes: the cells of a
+    grid, or the faces of one group photo (the same photo several times, with `faces`).
 
     >>> with AnimatorProcesses(cells, names, [detect_faces(cell) for cell in cells], rate=25.0) as animators:
     ...     animators.animators[0].set_reference(frame, landmarks)
@@ -55,16 +61,21 @@ class AnimatorProcesses:
     """
 
     def __init__(self, portraits: Sequence[np.ndarray], names: Sequence[str], detected: Sequence[list[np.ndarray]],
-                 rate: float, processes: int | None = None) -> None:
-        """`detected`: each portrait's faces as `detect_faces` gives them (its animator animates the largest).
+                 rate: float, processes: int | None = None, faces: Sequence[int] | None = None,
+                 absolute: bool = False) -> None:
+        """`detected`: each portrait's faces as `detect_faces` gives them; `faces`: which of them each animator
+        animates (largest first; the largest by default). `rate` and `absolute` are `Animator`'s options.
         The workers start making their animators at once; the first request to each, and the first look at its
         animators' `points`, waits until they are made, so the caller may prepare meanwhile."""
         count = min(len(portraits), processes or len(os.sched_getaffinity(0)))
+        faces = [0] * len(portraits) if faces is None else list(faces)
         self._shares = [list(range(worker, len(portraits), count)) for worker in range(count)]
         self._connections: list[Connection] = []
         self._workers: list[subprocess.Popen] = []
-        self._made = [False] * count
-        self._points: list[list[np.ndarray]] = [[] for _ in range(count)]  # each worker's animators', once made
+        # Each worker's animators' landmarks and regions, once it has made them.
+        self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * count
+        # Each animator's frame: its portrait, with what the animator changed pasted in (`collect`).
+        self._frames = [np.array(portrait) for portrait in portraits]
         self._handover: threading.Thread | None = None
         try:
             for _ in range(count):
@@ -80,8 +91,8 @@ class AnimatorProcesses:
                 self._connections.append(Connection(ours.detach()))
             # Each worker takes its portraits once it has started Python (about a second): they are handed over
             # from a thread, so the caller goes on meanwhile.
-            shares = [([portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share], rate)
-                      for share in self._shares]
+            shares = [([portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share],
+                       [faces[k] for k in share], rate, absolute) for share in self._shares]
             self._handover = threading.Thread(target=self._hand_over, args=(shares,), name="vivify-handover",
                                               daemon=True)
             self._handover.start()
@@ -124,26 +135,26 @@ class AnimatorProcesses:
         except OSError:
             raise VivifyError(_ENDED) from None
 
-    def points(self, worker: int, index: int) -> np.ndarray:
-        """The landmarks of the worker's `index`th portrait as its animator measured them."""
-        self._await_animators(worker)
-        return self._points[worker][index]
+    def made(self, worker: int, index: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+        """The landmarks of the worker's `index`th portrait as its animator measured them, and its region."""
+        return self._await_animators(worker)[index]
 
-    def _await_animators(self, worker: int) -> None:
-        """Wait until the worker has made its animators (or raise its error)."""
+    def _await_animators(self, worker: int) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
+        """Wait until the worker has made its animators (or raise its error); their landmarks and regions."""
         if self._handover is not None:  # no other message before the portraits
             self._handover.join()
-        if not self._made[worker]:
-            self._points[worker] = self._reply(worker)
-            self._made[worker] = True
+        made = self._made[worker]
+        if made is None:
+            made = self._made[worker] = self._reply(worker)
+        return made
 
     def collect(self) -> list[np.ndarray]:
-        """Every animator's frame for the oldest frame submitted and not yet collected, in the portraits' order."""
-        frames: list[np.ndarray] = [np.empty(0, np.uint8)] * sum(len(share) for share in self._shares)
+        """Every animator's frame for the oldest frame submitted and not yet collected, in the portraits' order.
+        The arrays are reused by the next `collect`."""
         for worker, share in enumerate(self._shares):
-            for k, rendered in zip(share, self._reply(worker), strict=True):
-                frames[k] = rendered
-        return frames
+            for k, (_, region), changed in zip(share, self._await_animators(worker), self._reply(worker), strict=True):
+                self._frames[k][region] = changed
+        return self._frames
 
     def _reply(self, worker: int) -> Any:
         try:
@@ -212,10 +223,10 @@ def _serve(connection: Connection) -> None:
     sender.start()
     animators: list[Animator] = []
     try:
-        portraits, names, detected, rate = connection.recv()
-        animators = [Animator(portrait, rate=rate, name=name, detected=faces)
-                     for portrait, name, faces in zip(portraits, names, detected, strict=True)]
-        answers.put(("made", [animator.points for animator in animators]))
+        portraits, names, detected, faces, rate, absolute = connection.recv()
+        animators = [Animator(portrait, face=face, absolute=absolute, rate=rate, name=name, detected=found)
+                     for portrait, name, found, face in zip(portraits, names, detected, faces, strict=True)]
+        answers.put(("made", [(animator.points, animator.region) for animator in animators]))
         while True:
             message = connection.recv()
             if message[0] == "reference":
@@ -224,7 +235,8 @@ def _serve(connection: Connection) -> None:
                 answers.put(("ok", None))
             else:
                 _, frame, landmarks = message
-                answers.put(("frames", [animator.render(frame, landmarks) for animator in animators]))
+                # Only what rendering changed goes back: a group photo's every face would send the whole photo.
+                answers.put(("frames", [animator.render(frame, landmarks)[animator.region] for animator in animators]))
     except VivifyError as error:
         answers.put(("error", str(error)))
     except (EOFError, OSError):  # the caller closed the connection, or went away: the end

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -154,19 +152,25 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
     out_size = (portrait.shape[1], portrait.shape[0])
     with open_video(driving_path) as video, open_writer(
             output, video.fps, out_size, audio_source=driving_path if video.has_audio else None,
-            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer, \
-            ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer:
         detected = detect_faces(portrait)  # once, for the choice and for every animator
         chosen = [face] if faces is None else _chosen_faces(detected, portrait_name, faces)
-        animators = list(pool.map(lambda index: Animator(
-            portrait, face=index, absolute=absolute, rate=float(video.fps), name=portrait_name, detected=detected),
-            chosen))
-        if faces is None and animators[0].faces_found > 1:
-            print(f"vivify: {portrait_name}: {animators[0].faces_found} faces found, animating face {face} "
-                  "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
-        compose = (GroupComposer(portrait, [a.points for a in animators], [a.region for a in animators]).compose
-                   if len(animators) > 1 else None)
-        _render_here(animators, pool, video, driving_path, reference, writer, compose, progress)
+        count = len(chosen)
+        if count == 1:
+            animator = Animator(portrait, face=chosen[0], absolute=absolute, rate=float(video.fps),
+                                name=portrait_name, detected=detected)
+            if faces is None and animator.faces_found > 1:
+                print(f"vivify: {portrait_name}: {animator.faces_found} faces found, animating face {face} "
+                      "(largest first; --face N picks another, --faces all animates every one)", file=sys.stderr)
+            _render_here(animator, video, driving_path, reference, writer, progress)
+        else:
+            # Each face's animator in a worker process (threads would take turns for the interpreter lock), the
+            # group composed here.
+            with AnimatorProcesses([portrait] * count, [portrait_name] * count, [detected] * count,
+                                   rate=float(video.fps), faces=chosen, absolute=absolute) as processes:
+                compose = GroupComposer(portrait, [a.points for a in processes.animators],
+                                        [a.region for a in processes.animators]).compose
+                _render_in_processes(processes, video, driving_path, reference, writer, compose, progress)
     return Path(output)
 
 
@@ -223,24 +227,33 @@ def _write(finish: Rendering, compose: Callable[[list[np.ndarray]], np.ndarray] 
         progress(done, total)
 
 
-def _render_here(animators: list[Animator], pool: ThreadPoolExecutor | None, video: VideoReader,
-                 driving_path: str | Path, reference: str, writer: FrameWriter,
-                 compose: Callable[[list[np.ndarray]], np.ndarray] | None, progress: Progress | None) -> None:
-    """`_render_all` with the animators in this process (several on the pool's threads), closed after."""
+def _render_here(animator: Animator, video: VideoReader, driving_path: str | Path, reference: str,
+                 writer: FrameWriter, progress: Progress | None,
+                 compose: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> None:
+    """`_render_all` with one animator in this process, closed after."""
 
     def start(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
-        if len(animators) == 1 or pool is None:  # the common case: no hand-off to the pool's threads
-            frames = [animator.render(frame, points) for animator in animators]
-        else:
-            frames = list(pool.map(lambda animator: animator.render(frame, points), animators))
-        return lambda: frames
+        rendered = [animator.render(frame, points)]
+        return lambda: rendered
 
     try:
-        _render_all(animators, start, animators[0].track, video, driving_path, reference, writer, compose,
-                    progress)
+        _render_all([animator], start, animator.track, video, driving_path, reference, writer, compose, progress)
     finally:
-        for animator in animators:
-            animator.close()
+        animator.close()
+
+
+def _render_in_processes(processes: AnimatorProcesses, video: VideoReader, driving_path: str | Path,
+                         reference: str, writer: FrameWriter, compose: Callable[[list[np.ndarray]], np.ndarray],
+                         progress: Progress | None) -> None:
+    """`_render_all` with the animators in worker processes; the driving face is tracked here."""
+
+    def start(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
+        processes.submit(frame, points)
+        return processes.collect  # the workers answer in order: this frame's, when called next
+
+    with FaceTracker() as tracker:
+        _render_all(processes.animators, start, tracker.detect, video, driving_path, reference, writer, compose,
+                    progress)
 
 
 _END = object()
@@ -339,18 +352,11 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
             overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer:
         if count == 1:
-            _render_here([Animator(cells[0], rate=float(video.fps), name=names[0])], None, video, driving_path,
-                         reference, writer, layout.compose, progress)
+            _render_here(Animator(cells[0], rate=float(video.fps), name=names[0]), video, driving_path, reference,
+                         writer, progress, layout.compose)
         else:
             # The cells render in worker processes, the driving face is tracked here.
-            detected = [detect_faces(cell) for cell in cells]
-            with AnimatorProcesses(cells, names, detected, rate=float(video.fps)) as processes, \
-                    FaceTracker() as tracker:
-
-                def start(frame: np.ndarray, points: np.ndarray | None) -> Rendering:
-                    processes.submit(frame, points)
-                    return processes.collect  # the workers answer in order: this frame's, when called next
-
-                _render_all(processes.animators, start, tracker.detect, video, driving_path, reference, writer,
-                            layout.compose, progress)
+            with AnimatorProcesses(cells, names, [detect_faces(cell) for cell in cells],
+                                   rate=float(video.fps)) as processes:
+                _render_in_processes(processes, video, driving_path, reference, writer, layout.compose, progress)
     return Path(output)

@@ -9,6 +9,7 @@ band instead of a seam. Outside every region the photo is copied as it is.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # Sharpness of the partition: the weight of a face falls by e^-1 for each SHARPNESS-th of a face height
@@ -34,21 +35,30 @@ class GroupComposer:
         logits -= logits.max(axis=0)
         weights = np.exp(logits)
         weights /= weights.sum(axis=0)
-        self._weights = [w[..., None].astype(np.float32) for w in weights]
+        # A render differs from the photo only inside its face's region, and the weights sum to one: the frame is
+        # the photo weighted by what no region covers, plus each render weighted over its own region only.
+        self._regions = regions
+        self._inside = [(slice(r.start - rows.start, r.stop - rows.start),  # each region within the box
+                         slice(c.start - cols.start, c.stop - cols.start)) for r, c in regions]
+        uncovered = np.ones(weights.shape[1:], np.float32)
+        for weight, inside in zip(weights, self._inside, strict=True):
+            uncovered[inside] -= weight[inside]
+        self._photo_part = portrait[rows, cols] * uncovered[..., None]
+        self._weights = [cv2.merge([weight[inside]] * 3) for weight, inside in zip(weights, self._inside, strict=True)]
         # Per-frame buffers, reused: the writer copies each frame it is given.
         self._out = portrait.copy()
-        self._blended = np.empty(weights.shape[1:] + (3,), np.float32)
-        self._term = np.empty_like(self._blended)
+        self._blended = np.empty_like(self._photo_part)
+        self._renders = [np.empty(weight.shape, np.float32) for weight in self._weights]
 
     def compose(self, renders: list[np.ndarray]) -> np.ndarray:
         """One frame from the renders (RGB uint8, the photo's size), in the order of the faces. The array is
         reused for the next frame."""
         rows, cols = self._box
-        np.multiply(self._weights[0], renders[0][rows, cols], out=self._blended)
-        for weight, render in zip(self._weights[1:], renders[1:], strict=True):
-            np.multiply(weight, render[rows, cols], out=self._term)
-            self._blended += self._term
-        # The weights sum to one, so the blend stays within 0..255: rounding is all that is left.
-        self._blended += 0.5
-        self._out[rows, cols] = self._blended
+        np.copyto(self._blended, self._photo_part)
+        for region, inside, weight, render, as_float in zip(self._regions, self._inside, self._weights, renders,
+                                                             self._renders, strict=True):
+            np.copyto(as_float, render[region], casting="unsafe")
+            cv2.accumulateProduct(as_float, weight, self._blended[inside])
+        # The blend stays within 0..255: converting rounds it.
+        self._out[rows, cols] = cv2.convertScaleAbs(self._blended)
         return self._out
