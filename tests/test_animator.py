@@ -700,15 +700,16 @@ def test_the_warp_map_is_the_same_with_half_its_points_on_a_helper_thread(refere
         np.testing.assert_allclose(evaluate(at, centers, coeffs), written_out, atol=1e-4)
 
 
-def test_the_engine_loads_without_mediapipes_drawing_tools():
+def test_the_engine_loads_without_what_a_portrait_does_not_need():
     """MediaPipe's package __init__ pulls in matplotlib for its drawing utilities (0.9 s of every start); the
-    engine loads only the graphs it runs."""
+    engine loads only the graphs it runs. scikit-image's watershed, which parts the people of a group photo,
+    brings SciPy with it (0.37 s): it is loaded when a group photo needs it."""
     import subprocess
     import sys
 
-    script = "import sys, vivify.animator; print('matplotlib' in sys.modules)"
+    script = "import sys, vivify.pipeline; print(*(name in sys.modules for name in ('matplotlib', 'skimage', 'scipy')))"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+                          check=True).stdout.split() == ["False", "False", "False"]
 
 
 def test_a_program_that_imports_mediapipe_after_the_engine_gets_all_of_it():

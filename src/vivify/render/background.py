@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from skimage.segmentation import watershed
 
 from vivify.landmarks import topology
 from vivify.landmarks.mediapipe_graphs import selfie_segmentation
@@ -65,6 +64,10 @@ def own_person(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], i
     the body below its chin: where two people touch, they part along the strongest edge between them. Parts
     joined to no face are nobody's. Returns the mask with the rest faded out (softly, over the few pixels that
     the ownership's coarser grid spans)."""
+    # Here, not at the top: scikit-image's segmentation brings SciPy's ndimage and spatial with it, 0.37 s of
+    # every start-up, and only a photo of several faces needs it.
+    from skimage.segmentation import watershed
+
     height, width = mask.shape
     scale = min(1.0, _OWNERSHIP_SIDE / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
