@@ -45,8 +45,8 @@ def best_reference_frames(driving: str | Path,
     tracker = FaceTracker()
     try:
         with open_video(driving) as video:
-            for index, frame in enumerate(video.frames()):
-                points = tracker.detect(frame)
+            # Decoded and tracked in a second thread while the frames before are compared here.
+            for index, (frame, points) in enumerate(tracked(video.frames(), tracker.detect)):
                 if points is None:
                     continue
                 for k, portrait in enumerate(targets):

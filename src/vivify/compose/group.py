@@ -48,7 +48,7 @@ class GroupComposer:
         # Per-frame buffers, reused: the writer copies each frame it is given.
         self._out = portrait.copy()
         self._blended = np.empty_like(self._photo_part)
-        self._renders = [np.empty(weight.shape, np.float32) for weight in self._weights]
+        self._as_float = [np.empty(weight.shape, np.float32) for weight in self._weights]  # each render's region
 
     def compose(self, renders: list[np.ndarray]) -> np.ndarray:
         """One frame from the renders (RGB uint8, the photo's size), in the order of the faces. The array is
@@ -56,7 +56,7 @@ class GroupComposer:
         rows, cols = self._box
         np.copyto(self._blended, self._photo_part)
         for region, inside, weight, render, as_float in zip(self._regions, self._inside, self._weights, renders,
-                                                             self._renders, strict=True):
+                                                             self._as_float, strict=True):
             np.copyto(as_float, render[region], casting="unsafe")
             cv2.accumulateProduct(as_float, weight, self._blended[inside])
         # The blend stays within 0..255: converting rounds it.
