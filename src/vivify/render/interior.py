@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from vivify.landmarks import topology
+from vivify.motion.pose import fit_similarity
 from vivify.render.patch import blend_into, region_around
 
 # An interior is fully in once a gap (inter-ocular units) is this much past the feature's threshold.
@@ -335,7 +336,8 @@ def _parted_patch(image: np.ndarray, source: np.ndarray, target: np.ndarray, siz
     parting; where it opens less, the lips cover each part from their side. Returns the patch and the gap's
     weight (float32, 0..1, soft over a pixel) per pixel. Carried by the least-squares similarity of the contours,
     not their affine: an affine fitted to lips pulled apart stretches the teeth with them."""
-    similarity = _similarity_fit(source, target)
+    fitted = fit_similarity(source, target)
+    similarity = np.vstack([fitted.linear.T, fitted.translation])  # as `_affine_fit`'s 3×2 matrix
     (target_top, target_bottom), (carried_top, carried_bottom) = _carried_sides(
         similarity, size, source_opening, target_opening)
     own, wanted = carried_bottom - carried_top, target_bottom - target_top
@@ -371,19 +373,6 @@ def _affine_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     design = np.hstack([source, np.ones((len(source), 1))])
     # The normal equations: a 3×3 solve, half the time of lstsq's SVD, on these well-spread points.
     return np.linalg.solve(design.T @ design, design.T @ target)
-
-
-def _similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The least-squares similarity (rotation, uniform scale, shift) that carries `source` onto `target`, as
-    `_affine_fit`'s 3×2 matrix: in complex numbers, target ≈ a·source + b."""
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    centred = source - source_mean
-    moved = target - target_mean
-    norm = float((centred**2).sum())
-    real = float((centred * moved).sum()) / norm
-    imaginary = float((centred[:, 0] * moved[:, 1] - centred[:, 1] * moved[:, 0]).sum()) / norm
-    linear = np.array([[real, imaginary], [-imaginary, real]])
-    return np.vstack([linear, target_mean - source_mean @ linear])
 
 
 def _carried_sides(transform: np.ndarray, size: tuple[int, int], source_opening: np.ndarray,
