@@ -31,12 +31,13 @@ from conftest import mux_audio, tone, write_audio_only
 from PIL import Image
 
 from vivify import cli, pipeline
+from vivify.animator import Animator
 from vivify.cli import main
 from vivify.demo import astronaut, driving_frames, face_crop
 from vivify.io.image import fit_portrait
 from vivify.io.video import open_video
 from vivify.io.writers import FrameWriter
-from vivify.landmarks.facemesh import as_tracked, detect_faces
+from vivify.landmarks.facemesh import FaceTracker, as_tracked, detect_faces
 from vivify.provenance import metadata
 
 FPS = Fraction(25)
@@ -328,6 +329,31 @@ def test_best_reference_prefers_the_portraits_mouth_to_its_exact_pose(tmp_path):
     turned = similarity_frame(face, tuple(points[1, :2]), angle=3.0)
     clip = write_clip(tmp_path / "clip.mp4", [agape, turned])
     assert pipeline.best_reference_frames(clip, [points])[0][0] == 1
+
+
+def test_best_reference_tracks_the_clip_once(media, tmp_path, monkeypatch):
+    """`best` tracks the whole clip to pick the reference; the render reads those landmarks back, frames without
+    a face included, instead of tracking the clip again."""
+    found: list[np.ndarray | None] = []
+    given: list[np.ndarray | None] = []
+    detect, render = FaceTracker.detect, Animator.render
+
+    def tracking(self: FaceTracker, rgb: np.ndarray) -> np.ndarray | None:
+        points = detect(self, rgb)
+        if rgb.shape == (DRIVE, DRIVE, 3):  # a driving frame, not the portrait measured as a tracker would
+            found.append(points)
+        return points
+
+    def rendering(self: Animator, frame: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+        given.append(landmarks)
+        return render(self, frame, landmarks)
+
+    monkeypatch.setattr(FaceTracker, "detect", tracking)
+    monkeypatch.setattr(Animator, "render", rendering)
+    pipeline.animate(media.portrait, media.lost, tmp_path / "out.mp4", reference="best")
+    assert len(found) == len(given) == 20
+    assert [points is None for points in given] == [False] * 6 + [True] * 6 + [False] * 8
+    assert all(a is b is None or np.array_equal(a, b) for a, b in zip(found, given, strict=True))
 
 
 @pytest.mark.parametrize(("clip", "count"), [("lost", 20), ("late", 12)])

@@ -22,6 +22,7 @@ from vivify.io.video import VideoReader, open_video
 from vivify.io.writers import FrameWriter, open_writer, refuse_input_as_output
 from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
+from vivify.landmarks.spool import LandmarkSpool
 from vivify.motion.pose import fit_similarity
 from vivify.progress import Progress
 from vivify.provenance.label import LabelSettings, is_one_line
@@ -34,10 +35,11 @@ Rendering = Callable[[], list[np.ndarray]]
 log = logging.getLogger(__name__)
 
 
-def best_reference_frames(driving: str | Path,
-                          portraits: Sequence[np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray] | None]:
+def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], spool: LandmarkSpool | None = None,
+                          ) -> list[tuple[int, np.ndarray, np.ndarray] | None]:
     """For each portrait's landmarks, the driving frame whose pose and expression are closest to the portrait's:
-    its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all.
+    its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all;
+    every frame's landmarks go into `spool` if given.
     """
     best: list[tuple[int, np.ndarray, np.ndarray] | None] = [None] * len(portraits)
     best_distance = [np.inf] * len(portraits)
@@ -47,6 +49,8 @@ def best_reference_frames(driving: str | Path,
         with open_video(driving) as video:
             # Decoded and tracked in a second thread while the frames before are compared here.
             for index, (frame, points) in enumerate(tracked(video.frames(), tracker.detect)):
+                if spool is not None:
+                    spool.append(points)
                 if points is None:
                     continue
                 for k, portrait in enumerate(targets):
@@ -97,17 +101,19 @@ class Calibrated(Protocol):
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None: ...
 
 
-def _set_references(animators: Sequence[Calibrated], driving: str | Path, reference: str) -> None:
+def _set_references(animators: Sequence[Calibrated], driving: str | Path, reference: str,
+                    spool: LandmarkSpool) -> None:
     """Calibrate every animator on the driving frame that `reference` picks, before any frame is rendered.
 
     Done up front even for "first" (where an Animator would take the first frame it sees with a face): a clip
     without any face fails here, before anything is rendered, and frames before the first face render the
     portrait as it is instead of reaching the engine without a reference. "first" and N are one frame for
-    all, found once; "best" is each portrait's own.
+    all, found once; "best" is each portrait's own, found in a pass over the whole clip whose landmarks go
+    into `spool`.
     """
     name = str(driving)
     if reference == "best":
-        for animator, found in zip(animators, best_reference_frames(driving, [a.points for a in animators]),
+        for animator, found in zip(animators, best_reference_frames(driving, [a.points for a in animators], spool),
                                    strict=True):
             if found is None:
                 raise VivifyError(f"{name}: no face found in any frame")
@@ -202,16 +208,19 @@ def _render_all(animators: Sequence[Calibrated], start: Callable[[np.ndarray, np
     them all, compose, write. `start` begins rendering a frame and returns what finishes it (the animators'
     frames): the next frame is started before this one is composed and written, so where the rendering runs
     elsewhere (worker processes), it goes on meanwhile."""
-    _set_references(animators, driving_path, reference)
     face_seen = False
     finish: Rendering | None = None
     started_count = 0
-    for frame, points in tracked(video.frames(), track):
-        face_seen = face_seen or points is not None
-        started = start(frame, points)
-        if finish is not None:
-            _write(finish, compose, writer, progress, started_count, video.frame_count)
-        finish, started_count = started, started_count + 1
+    with LandmarkSpool() as spool:
+        _set_references(animators, driving_path, reference, spool)
+        # Where the references took a tracking pass over the whole clip, its landmarks are read back, not tracked
+        # again: the same landmarks (a tracker's are the same from the same first frame), at no cost.
+        for frame, points in tracked(video.frames(), spool.replay() if spool.frames else track):
+            face_seen = face_seen or points is not None
+            started = start(frame, points)
+            if finish is not None:
+                _write(finish, compose, writer, progress, started_count, video.frame_count)
+            finish, started_count = started, started_count + 1
     if finish is not None:
         _write(finish, compose, writer, progress, started_count, video.frame_count)
     if not face_seen:
