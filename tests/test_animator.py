@@ -1075,6 +1075,29 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
     assert streak(gain(reference)) > 0.2  # the line is the portrait's own: kept
 
 
+@pytest.mark.parametrize("corner", [(150, 90), (-40, -25), (330, 240), (-900, 60), (900, 400)],
+                         ids=["inside", "over the top left", "over the bottom right", "all left of the frame",
+                              "all right of and below the frame"])
+def test_the_driving_frames_shading_is_made_only_where_the_detail_reads_it(corner):
+    """The expression detail samples the driving frame's shading through a map of the face; the shading is made
+    only over what that map reads, and samples as the whole frame's does, where it reads beyond the frame too."""
+    from vivify.demo import astronaut
+    from vivify.render.detail import shading, shading_under
+
+    frame = cv2.resize(astronaut(), (400, 300))
+    span = 200.0  # a blur of 9 pixels
+    rows, cols = np.mgrid[0:60, 0:80].astype(np.float32)
+    # A sheared, scaled face box with fractional positions: every sample falls between pixels.
+    frame_map = np.dstack([cols * 1.3 + rows * 0.2 + corner[0] + 0.37, rows * 0.9 + corner[1] + 0.61])
+    part, moved = shading_under(frame, span, frame_map)
+
+    def sample(image: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        return cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    assert np.array_equal(sample(part, moved), sample(shading(frame, span), frame_map))
+    assert part.size < frame.shape[0] * frame.shape[1] / 3
+
+
 def test_tracking_ahead_ends_when_its_consumer_stops_after_the_last_frame():
     """The consumer of the (frame, landmarks) pairs stops (an error, Ctrl-C) once the tracking thread has read
     every frame into a full queue: closing the pairs still ends that thread, which used to wait for ever to

@@ -18,7 +18,7 @@ from vivify.motion.body import BodyMotion, BodyShift
 from vivify.motion.pose import IDENTITY
 from vivify.motion.transfer import EASE_FRAMES, MotionTransfer
 from vivify.render.background import background_plate, own_person, person_mask, unmix_foreground
-from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading
+from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading, shading_under
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
@@ -237,8 +237,6 @@ class Animator:
             tracker.submit(frame)
         # The body's motion needs no landmarks: it is measured while MediaPipe finds them, on the other core.
         body = self._body_motion(frame)
-        # So is the driving frame's shading for the expression detail, at the reference face's scale.
-        frame_shading = self._frame_shading(frame)
         out = self.portrait.copy()
         driving = tracker.collect() if tracker is not None else landmarks
         self.frames_with_face += driving is not None
@@ -252,9 +250,8 @@ class Animator:
         # The warp closes an eye only part of the way (it cannot fold the opening away); the eyelid painter
         # draws the rest of a blink at full resolution.
         warp_target = limit_lid_travel(self.last_target, self.points)
-        if frame_shading is None:  # the reference may have been set by this very frame
-            frame_shading = self._frame_shading(frame)
-        use_detail = frame_shading is not None and driving is not None
+        # After `_calibrate`: the reference, and its shading, may have been set by this very frame.
+        use_detail = self._reference_shading is not None and frame is not None and driving is not None
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=self._pad,
             driving=(driving, self._motion.reference) if use_detail else (), body=body,
@@ -269,8 +266,9 @@ class Animator:
             scale = min(1.0, inter_ocular(driving) / target_span, _DETAIL_EYE_SPAN / target_span)
             x0, y0, x1, y1 = face_box
             features = (self._agreement, source_map[y0:y1, x0:x1])
-            detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame_shading,
-                                       self._reference_shading, features, scale)
+            detail = functools.partial(_detail_gain, driving_maps, origin, face_box, warp_target, frame,
+                                       inter_ocular(self._motion.reference), self._reference_shading, features,
+                                       scale)
             if tracker is not None:
                 # The core that MediaPipe worked on is free now: the helper thread works the detail out there
                 # (it reads only the driving frames) while the portrait is warped and composited here. A caller
@@ -306,12 +304,6 @@ class Animator:
         if isinstance(landmarks, np.ndarray):
             landmarks = landmarks * scale
         return resized, landmarks
-
-    def _frame_shading(self, frame: np.ndarray | None) -> np.ndarray | None:
-        """The driving frame's `shading`, where the expression detail will need it."""
-        if not self._detail or frame is None or self._reference_shading is None:
-            return None
-        return shading(frame, inter_ocular(self._motion.reference))
 
     def _body_motion(self, frame: np.ndarray | None) -> BodyShift | None:
         """The driver's motion around the face in this frame (at region points), where there is a picture to
@@ -362,11 +354,15 @@ def _single_threaded_blas() -> None:
 
 
 def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int, int], box: Box,
-                 target: np.ndarray, frame: np.ndarray, reference: np.ndarray,
+                 target: np.ndarray, frame: np.ndarray, eye_span: float, reference: np.ndarray,
                  features: tuple[FeatureAgreement, np.ndarray], scale: float) -> np.ndarray:
     """The expression detail's gain, with the maps of the face into the driving frame and the reference frame
-    assembled first (in the helper thread, like the gain)."""
-    return detail_gain(origin, box, target, frame, reference, *driving_maps(), scale=scale, features=features)
+    assembled first and the driving frame's shading made where its map reads (in the helper thread, like the
+    gain). `eye_span` is the driver's reference face's, whose `shading` `reference` is."""
+    frame_map, reference_map = driving_maps()
+    frame_shading, frame_map = shading_under(frame, eye_span, frame_map)
+    return detail_gain(origin, box, target, frame_shading, reference, frame_map, reference_map, scale=scale,
+                       features=features)
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
