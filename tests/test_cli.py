@@ -38,6 +38,7 @@ from vivify.io.image import fit_portrait
 from vivify.io.video import open_video
 from vivify.io.writers import FrameWriter
 from vivify.landmarks.facemesh import FaceTracker, as_tracked, detect_faces
+from vivify.landmarks.spool import LandmarkSpool
 from vivify.provenance import metadata
 
 FPS = Fraction(25)
@@ -314,6 +315,38 @@ def test_best_reference_picks_each_portraits_own_pose(tmp_path):
     found = pipeline.best_reference_frames(clip, [as_tracked(image, detect_faces(image)[0]) for image in (face, first)])
     assert [choice[0] for choice in found] == [4, 0]
     assert found[0][2].shape == (478, 3)
+
+
+def test_best_reference_tracks_a_longer_clip_in_two_halves_at_once(tmp_path, monkeypatch):
+    """On two cores a clip of 100 frames or more is tracked in two halves at once, each by a tracker of its own:
+    each portrait's pick is found in its half, and the spool holds every frame's landmarks in order, as each
+    half's tracker found them."""
+    from vivify.demo import open_mouth_frame, similarity_frame
+    from vivify.landmarks import topology
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    face = face_crop(PORTRAIT)
+    points = detect_faces(face)[0]
+    mouth_width = float(np.linalg.norm(points[61, :2] - points[291, :2]))
+    agape = open_mouth_frame(face, points[topology.LOWER_INNER_LIP, :2], mouth_width, 12)
+    # Every other frame turned by 6-16 degrees, its mouth shut: the unmoved face (frame 80) and the open mouth
+    # (frame 20) are each the only frame close to one portrait.
+    turned = [similarity_frame(face, tuple(points[1, :2]), angle=6 + 0.1 * index) for index in range(104)]
+    frames = [*turned[:20], agape, *turned[20:79], face, *turned[79:]]
+    clip = write_clip(tmp_path / "clip.mp4", frames)
+    with open_video(clip) as video:
+        decoded = list(video.frames())
+    with LandmarkSpool() as spool:
+        found = pipeline.best_reference_frames(clip, [as_tracked(image, detect_faces(image)[0])
+                                                     for image in (face, agape)], spool)
+        replay = spool.replay()
+        kept = [replay(frame) for frame in decoded]
+    assert [choice[0] for choice in found] == [80, 20]
+    middle = len(decoded) // 2
+    with FaceTracker() as first, FaceTracker() as second:
+        expected = [first.detect(frame) for frame in decoded[:middle]] + [second.detect(frame)
+                                                                          for frame in decoded[middle:]]
+    assert all(np.array_equal(a, b) for a, b in zip(kept, expected, strict=True))
 
 
 def test_best_reference_prefers_the_portraits_mouth_to_its_exact_pose(tmp_path):

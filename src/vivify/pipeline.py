@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -40,33 +43,65 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
     """For each portrait's landmarks, the driving frame whose pose and expression are closest to the portrait's:
     its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all;
     every frame's landmarks go into `spool` if given.
+
+    On two cores or more, the clip's two halves are tracked at once, each by a tracker of its own (the second
+    finds the face afresh in its first frame, as a tracker does in a clip's first): nothing else runs yet.
     """
-    best: list[tuple[int, np.ndarray, np.ndarray] | None] = [None] * len(portraits)
-    best_distance = [np.inf] * len(portraits)
     targets = [portrait[:, :2] for portrait in portraits]
-    tracker = FaceTracker()
-    try:
-        with open_video(driving) as video:
-            # Decoded and tracked in a second thread while the frames before are compared here.
-            for index, (frame, points) in enumerate(tracked(video.frames(), tracker.detect)):
-                if spool is not None:
-                    spool.append(points)
-                if points is None:
-                    continue
-                for k, portrait in enumerate(targets):
-                    # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units.
-                    # The mouth's opening counts once more on its own: the motion evens out a reference more or
-                    # less open than the portrait's mouth (a smile that shows the teeth), but the closer the two,
-                    # the less it has to make up.
-                    to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
-                    aligned = to_portrait.apply(points[:, :2])
-                    unit = topology.inter_ocular(portrait)
-                    distance = (np.mean(np.linalg.norm(aligned - portrait, axis=1)) / unit + abs(to_portrait.angle)
-                                + abs(topology.mouth_gap(aligned) - topology.mouth_gap(portrait)) / unit)
-                    if distance < best_distance[k]:
-                        best[k], best_distance[k] = (index, frame, points), distance
-    finally:
-        tracker.close()
+    with open_video(driving) as video:
+        count = video.frame_count
+    cancel = threading.Event()  # the second half stops early where the first fails or is interrupted
+    if count is None or count < 2 * _HALF_CLIP or len(os.sched_getaffinity(0)) < 2:
+        closest = _closest_frames(driving, targets, 0, None, spool, cancel)
+    else:
+        middle = count // 2
+        with LandmarkSpool() as later, ThreadPoolExecutor(1, thread_name_prefix="vivify-best") as pool:
+            second = pool.submit(_closest_frames, driving, targets, middle, None, later, cancel)
+            try:
+                first = _closest_frames(driving, targets, 0, middle, spool, cancel)
+            except BaseException:
+                cancel.set()
+                raise
+            # The earlier frame where the two are as close, as in one pass.
+            closest = [b if a is None or (b is not None and b[0] < a[0]) else a
+                       for a, b in zip(first, second.result(), strict=True)]
+            if spool is not None:
+                spool.extend(later)
+    return [None if found is None else found[1] for found in closest]
+
+
+# A clip shorter than two of these is tracked in one pass: a second tracker's start costs more than it saves.
+_HALF_CLIP = 50
+
+
+def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: int, stop: int | None,
+                    spool: LandmarkSpool | None, cancel: threading.Event,
+                    ) -> list[tuple[float, tuple[int, np.ndarray, np.ndarray]] | None]:
+    """`best_reference_frames` over frames start..stop of the clip (to its end where stop is None), with each
+    choice's distance; every frame's landmarks go into `spool` if given. Stops early once `cancel` is set."""
+    best: list[tuple[float, tuple[int, np.ndarray, np.ndarray]] | None] = [None] * len(targets)
+    with open_video(driving) as video, FaceTracker() as tracker:
+        frames = itertools.islice(video.frames(), start, stop)
+        # Decoded and tracked in a second thread while the frames before are compared here.
+        for index, (frame, points) in enumerate(tracked(frames, tracker.detect), start=start):
+            if cancel.is_set():
+                break
+            if spool is not None:
+                spool.append(points)
+            if points is None:
+                continue
+            for k, portrait in enumerate(targets):
+                # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units. The
+                # mouth's opening counts once more on its own: the motion evens out a reference more or less
+                # open than the portrait's mouth (a smile that shows the teeth), but the closer the two, the less
+                # it has to make up.
+                to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
+                aligned = to_portrait.apply(points[:, :2])
+                unit = topology.inter_ocular(portrait)
+                distance = (np.mean(np.linalg.norm(aligned - portrait, axis=1)) / unit + abs(to_portrait.angle)
+                            + abs(topology.mouth_gap(aligned) - topology.mouth_gap(portrait)) / unit)
+                if best[k] is None or distance < best[k][0]:
+                    best[k] = (distance, (index, frame, points))
     return best
 
 

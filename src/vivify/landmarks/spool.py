@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 
@@ -40,6 +41,13 @@ class LandmarkSpool:
         """Keep the next frame's landmarks (None: no face in it)."""
         self._file.write((self._lost if points is None else np.asarray(points, np.float32).reshape(_SHAPE)).data)
         self.frames += 1
+
+    def extend(self, other: LandmarkSpool) -> None:
+        """Keep another spool's frames after these (the landmarks of the clip's next frames)."""
+        other._file.flush()
+        other._file.seek(0)
+        shutil.copyfileobj(other._file, self._file)
+        self.frames += other.frames
 
     def replay(self) -> Callable[[np.ndarray], np.ndarray | None]:
         """A tracker's `detect` for a second pass: called once per frame, in order, it returns the landmarks
