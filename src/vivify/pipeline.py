@@ -70,7 +70,8 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
     return [None if found is None else found[1] for found in closest]
 
 
-# A clip shorter than two of these is tracked in one pass: a second tracker's start costs more than it saves.
+# A clip shorter than two of these is tracked in one pass: a second tracker's start (its graph, finding the face
+# and settling its landmarks: tens of milliseconds) would take much of what it saves there.
 _HALF_CLIP = 50
 
 
@@ -249,7 +250,7 @@ def _render_all(animators: Sequence[Calibrated], start: Callable[[np.ndarray, np
     with LandmarkSpool() as spool:
         _set_references(animators, driving_path, reference, spool)
         # Where the references took a tracking pass over the whole clip, its landmarks are read back, not tracked
-        # again: the same landmarks (a tracker's are the same from the same first frame), at no cost.
+        # again: the landmarks the references were picked on, at no cost.
         for frame, points in tracked(video.frames(), spool.replay() if spool.frames else track):
             face_seen = face_seen or points is not None
             started = start(frame, points)
