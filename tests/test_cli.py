@@ -329,7 +329,7 @@ def test_best_reference_tracks_a_longer_clip_in_two_halves_at_once(tmp_path, mon
     points = detect_faces(face)[0]
     mouth_width = float(np.linalg.norm(points[61, :2] - points[291, :2]))
     agape = open_mouth_frame(face, points[topology.LOWER_INNER_LIP, :2], mouth_width, 12)
-    # Every other frame turned by 6-16 degrees, its mouth shut: the unmoved face (frame 80) and the open mouth
+    # All the other frames turned by 6-16 degrees, their mouths shut: the unmoved face (frame 80) and the open mouth
     # (frame 20) are each the only frame close to one portrait.
     turned = [similarity_frame(face, tuple(points[1, :2]), angle=6 + 0.1 * index) for index in range(104)]
     frames = [*turned[:20], agape, *turned[20:79], face, *turned[79:]]
