@@ -81,6 +81,9 @@ def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: i
     """`best_reference_frames` over frames start..stop of the clip (to its end where stop is None), with each
     choice's distance; every frame's landmarks go into `spool` if given. Stops early once `cancel` is set."""
     best: list[tuple[float, tuple[int, np.ndarray, np.ndarray]] | None] = [None] * len(targets)
+    # What each frame is compared with, measured once per portrait: its rigid points, eye span and mouth gap.
+    measures = [(portrait, portrait[topology.RIGID], topology.inter_ocular(portrait), topology.mouth_gap(portrait))
+                for portrait in targets]
     with open_video(driving) as video, FaceTracker() as tracker:
         frames = itertools.islice(video.frames(), start, stop)
         # Decoded and tracked in a second thread while the frames before are compared here.
@@ -91,16 +94,15 @@ def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: i
                 spool.append(points)
             if points is None:
                 continue
-            for k, portrait in enumerate(targets):
+            for k, (portrait, rigid, unit, gap) in enumerate(measures):
                 # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units. The
                 # mouth's opening counts once more on its own: the motion evens out a reference more or less
                 # open than the portrait's mouth (a smile that shows the teeth), but the closer the two, the less
                 # it has to make up.
-                to_portrait = fit_similarity(points[topology.RIGID], portrait[topology.RIGID])
+                to_portrait = fit_similarity(points[topology.RIGID], rigid)
                 aligned = to_portrait.apply(points[:, :2])
-                unit = topology.inter_ocular(portrait)
                 distance = (np.mean(np.linalg.norm(aligned - portrait, axis=1)) / unit + abs(to_portrait.angle)
-                            + abs(topology.mouth_gap(aligned) - topology.mouth_gap(portrait)) / unit)
+                            + abs(topology.mouth_gap(aligned) - gap) / unit)
                 if best[k] is None or distance < best[k][0]:
                     best[k] = (distance, (index, frame, points))
     return best
