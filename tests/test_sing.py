@@ -286,8 +286,8 @@ def test_a_group_photos_faces_render_in_worker_processes_as_here(material, group
     frames = material["frames"][:4]
     with FaceTracker() as tracker:
         landmarks = [tracker.detect(frame) for frame in frames]
-    with AnimatorProcesses([photo, photo], ["group.png"] * 2, [detected] * 2, rate=FPS, processes=2,
-                           faces=[0, 1]) as processes:
+    with AnimatorProcesses(2, processes=2) as processes:
+        processes.make([photo, photo], ["group.png"] * 2, FPS, [detected] * 2, faces=[0, 1])
         for animator, remote in zip(here, processes.animators, strict=True):
             np.testing.assert_array_equal(remote.points, animator.points)
             assert remote.region == animator.region
@@ -363,7 +363,8 @@ def test_animators_in_worker_processes_render_what_they_would_render_here(materi
     frames = [np.ascontiguousarray(np.kron(frame, np.ones((2, 2, 1), np.uint8))) for frame in material["frames"][:8]]
     with FaceTracker() as tracker:
         landmarks = [tracker.detect(frame) for frame in frames]
-    with AnimatorProcesses(cells, names, detected, rate=FPS, processes=2) as processes:
+    with AnimatorProcesses(len(cells), processes=2) as processes:
+        processes.make(cells, names, FPS)  # the workers find the faces themselves, as `sing`'s do
         for animator, remote in zip(here, processes.animators, strict=True):
             np.testing.assert_array_equal(remote.points, animator.points)
             animator.set_reference(frames[0], landmarks[0])
@@ -383,9 +384,13 @@ def test_an_animators_error_in_a_worker_process_comes_out_with_its_message():
     from vivify.animators import AnimatorProcesses
 
     blank = np.full((256, 256, 3), 128, np.uint8)
-    with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
-        AnimatorProcesses([face_crop(256), blank], ["face.png", "blank.png"], [detect_faces(face_crop(256)), []],
-                          rate=FPS)
+    with AnimatorProcesses(2) as processes, pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
+        processes.make([face_crop(256), blank], ["face.png", "blank.png"], FPS, [detect_faces(face_crop(256)), []])
+    # Faces found in the workers: the error comes with the first look at the animators.
+    with AnimatorProcesses(2) as processes:
+        processes.make([face_crop(256), blank], ["face.png", "blank.png"], FPS)
+        with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"):
+            _ = processes.animators[1].points
 
 
 def test_a_script_that_calls_sing_without_a_main_guard_runs(material, tmp_path):
@@ -412,8 +417,8 @@ def test_a_render_process_that_dies_is_reported_in_one_line(material):
     from vivify.animators import AnimatorProcesses
 
     cells = [face_crop(256), face_crop(256)[:, ::-1].copy()]
-    with AnimatorProcesses(cells, ["a.png", "b.png"], [detect_faces(cell) for cell in cells], rate=FPS,
-                           processes=2) as processes:
+    with AnimatorProcesses(len(cells), processes=2) as processes:
+        processes.make(cells, ["a.png", "b.png"], FPS, [detect_faces(cell) for cell in cells])
         frame = np.kron(material["frames"][0], np.ones((2, 2, 1), np.uint8))
         with FaceTracker() as tracker:
             points = tracker.detect(frame)
@@ -423,3 +428,16 @@ def test_a_render_process_that_dies_is_reported_in_one_line(material):
         with pytest.raises(VivifyError, match=r"^a process rendering the portraits ended unexpectedly \(killed, or "
                                               r"out of memory\?\)$"):
             processes.animators[1].set_reference(frame, points)
+
+
+def test_workers_never_handed_portraits_are_stopped_at_once():
+    """`sing` starts its workers before it frames the portraits; a photo without a face then ends it at once, not
+    after the workers have started Python to find their connection closed."""
+    import signal
+
+    from vivify.animators import AnimatorProcesses
+
+    with pytest.raises(VivifyError, match=r"^no face found in blank\.png$"), AnimatorProcesses(2) as processes:
+        workers = list(processes._workers)
+        raise VivifyError("no face found in blank.png")
+    assert [worker.returncode for worker in workers] == [-signal.SIGKILL] * 2

@@ -47,10 +47,11 @@ class RemoteAnimator:
 
 
 class AnimatorProcesses:
-    """Animators of the given portraits (RGB uint8 each), spread over `processes` worker processes: the cells of a
-    grid, or the faces of one group photo (the same photo several times, with `faces`).
+    """Worker processes for animators of several portraits: the cells of a grid, or the faces of one group photo
+    (the same photo several times, with `faces`).
 
-    >>> with AnimatorProcesses(cells, names, [detect_faces(cell) for cell in cells], rate=25.0) as animators:
+    >>> with AnimatorProcesses(len(cells)) as animators:   # the workers start Python meanwhile
+    ...     animators.make(cells, names, rate=25.0)
     ...     animators.animators[0].set_reference(frame, landmarks)
     ...     animators.submit(frame, landmarks)
     ...     frames_out = animators.collect()   # one frame per portrait, in order
@@ -60,25 +61,21 @@ class AnimatorProcesses:
     small, say) is raised here with its message.
     """
 
-    def __init__(self, portraits: Sequence[np.ndarray], names: Sequence[str], detected: Sequence[list[np.ndarray]],
-                 rate: float, processes: int | None = None, faces: Sequence[int] | None = None,
-                 absolute: bool = False) -> None:
-        """`detected`: each portrait's faces as `detect_faces` gives them; `faces`: which of them each animator
-        animates (largest first; the largest by default). `rate` and `absolute` are `Animator`'s options.
-        The workers start making their animators at once; the first request to each, and the first look at its
-        animators' `points`, waits until they are made, so the caller may prepare meanwhile."""
-        count = min(len(portraits), processes or len(os.sched_getaffinity(0)))
-        faces = [0] * len(portraits) if faces is None else list(faces)
-        self._shares = [list(range(worker, len(portraits), count)) for worker in range(count)]
+    def __init__(self, count: int, processes: int | None = None) -> None:
+        """Start the workers for `count` portraits: one per core (`processes` if given), no more than portraits.
+        Each takes about a second to start Python and load the engine, so they are started before the portraits
+        are ready (`make`) and the caller prepares them meanwhile."""
+        workers = min(count, processes or len(os.sched_getaffinity(0)))
+        self._shares = [list(range(worker, count, workers)) for worker in range(workers)]
         self._connections: list[Connection] = []
         self._workers: list[subprocess.Popen] = []
         # Each worker's animators' landmarks and regions, once it has made them.
-        self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * count
-        # Each animator's frame: its portrait, with what the animator changed pasted in (`collect`).
-        self._frames = [np.array(portrait) for portrait in portraits]
+        self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * workers
+        self._frames: list[np.ndarray] = []  # each animator's frame (`collect`), from `make`
         self._handover: threading.Thread | None = None
+        self.animators: list[RemoteAnimator] = []
         try:
-            for _ in range(count):
+            for _ in range(workers):
                 # A fresh interpreter (`_WORKER`), not multiprocessing's spawn: that one imports the caller's main
                 # script again in the worker, which reruns a script that calls `sing` unguarded. A session of its
                 # own: a Ctrl-C at the terminal reaches this process only, which stops the workers by closing
@@ -89,21 +86,39 @@ class AnimatorProcesses:
                         [sys.executable, "-c", _WORKER, str(theirs.fileno())], pass_fds=[theirs.fileno()],
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True))
                 self._connections.append(Connection(ours.detach()))
-            # Each worker takes its portraits once it has started Python (about a second): they are handed over
-            # from a thread, so the caller goes on meanwhile.
-            shares = [([portraits[k] for k in share], [names[k] for k in share], [detected[k] for k in share],
-                       [faces[k] for k in share], rate, absolute) for share in self._shares]
-            self._handover = threading.Thread(target=self._hand_over, args=(shares,), name="vivify-handover",
-                                              daemon=True)
-            self._handover.start()
-            if not all(detected):  # an animator without a face fails as it is made: its error, before anything else
-                for worker in range(count):
-                    self._await_animators(worker)
         except BaseException:
             self.close()
             raise
+
+    def make(self, portraits: Sequence[np.ndarray], names: Sequence[str], rate: float,
+             detected: Sequence[list[np.ndarray]] | None = None, faces: Sequence[int] | None = None,
+             absolute: bool = False) -> list[RemoteAnimator]:
+        """Hand the workers the portraits (RGB uint8 each, as many as given at the start) and have them make their
+        animators, which this returns. `detected`: each portrait's faces as `detect_faces` gives them, where the
+        caller has found them (else each worker finds its own portraits'); `faces`: which of them each animator
+        animates (largest first; the largest by default). `rate` and `absolute` are `Animator`'s options.
+        The first request to a worker, and the first look at its animators' `points`, waits until they are made,
+        so the caller may go on preparing meanwhile."""
+        count = sum(len(share) for share in self._shares)
+        if len(portraits) != count or self._handover is not None:
+            raise ValueError(f"make takes the {count} portraits the workers were started for, once")
+        faces = [0] * count if faces is None else list(faces)
+        found = [None] * count if detected is None else list(detected)
+        self._frames = [np.array(portrait) for portrait in portraits]
+        # Each worker takes its portraits once it has started Python: they are handed over from a thread, so the
+        # caller goes on meanwhile.
+        shares = [([portraits[k] for k in share], [names[k] for k in share], [found[k] for k in share],
+                   [faces[k] for k in share], rate, absolute) for share in self._shares]
+        self._handover = threading.Thread(target=self._hand_over, args=(shares,), name="vivify-handover",
+                                          daemon=True)
+        self._handover.start()
+        if detected is not None and not all(detected):
+            # An animator without a face fails as it is made: its error, before anything else.
+            for worker in range(len(self._shares)):
+                self._await_animators(worker)
         at = {k: (worker, index) for worker, share in enumerate(self._shares) for index, k in enumerate(share)}
-        self.animators = [RemoteAnimator(self, *at[k]) for k in range(len(portraits))]
+        self.animators = [RemoteAnimator(self, *at[k]) for k in range(count)]
+        return self.animators
 
     def __enter__(self) -> AnimatorProcesses:
         return self
@@ -141,8 +156,9 @@ class AnimatorProcesses:
 
     def _await_animators(self, worker: int) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
         """Wait until the worker has made its animators (or raise its error); their landmarks and regions."""
-        if self._handover is not None:  # no other message before the portraits
-            self._handover.join()
+        if self._handover is None:
+            raise RuntimeError("AnimatorProcesses: no animators made yet (`make`)")
+        self._handover.join()  # no other message before the portraits
         made = self._made[worker]
         if made is None:
             made = self._made[worker] = self._reply(worker)
@@ -172,7 +188,8 @@ class AnimatorProcesses:
 
         Their connections are closed, not sent a last message: an interrupt may have cut a frame short, and a
         worker would wait for the rest of it. At the end of its connection a worker stops; one that has not
-        within a few seconds, or when this is interrupted, is killed."""
+        within a few seconds, or when this is interrupted, is killed. Workers never handed portraits (the caller
+        failed while preparing them) are killed at once: they hold nothing yet, and may still be starting."""
         connections, workers = self._connections, self._workers
         self._connections, self._workers = [], []
         try:
@@ -184,7 +201,7 @@ class AnimatorProcesses:
                 connection.close()
             for worker in workers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    worker.wait(timeout=5)
+                    worker.wait(timeout=5 if self._handover is not None else 0)
         finally:
             for worker in workers:
                 if worker.poll() is None:

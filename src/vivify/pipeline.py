@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -210,8 +211,9 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
         else:
             # Each face's animator in a worker process (threads would take turns for the interpreter lock), the
             # group composed here.
-            with AnimatorProcesses([portrait] * count, [portrait_name] * count, [detected] * count,
-                                   rate=float(video.fps), faces=chosen, absolute=absolute) as processes:
+            with AnimatorProcesses(count) as processes:
+                processes.make([portrait] * count, [portrait_name] * count, float(video.fps), [detected] * count,
+                               faces=chosen, absolute=absolute)
                 compose = GroupComposer(portrait, [a.points for a in processes.animators],
                                         [a.region for a in processes.animators]).compose
                 _render_in_processes(processes, video, driving_path, reference, writer, compose, progress)
@@ -382,28 +384,37 @@ def sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output:
     check_layout(rows, cols, cell)
     _check_reference(reference)
     refuse_input_as_output(output, driving_path, *portrait_paths)
+    # Several cells render in worker processes, started first: they start Python while the portraits are framed.
+    with AnimatorProcesses(count) if count > 1 else contextlib.nullcontext() as processes:
+        _sing(driving_path, portrait_paths, output, Grid(rows, cols, cell, tuple(captions)), reference, overwrite,
+              progress, marks, processes)
+    return Path(output)
+
+
+def _sing(driving_path: str | Path, portrait_paths: Sequence[str | Path], output: str | Path, layout: Grid,
+          reference: str, overwrite: bool, progress: Progress | None, marks: Marks | None,
+          processes: AnimatorProcesses | None) -> None:
+    """`sing` once its options are checked, with the worker processes for its cells (None for one portrait)."""
     # Every portrait is read and framed before anything is written: a photo without a face stops here.
-    cells = frame_portraits(portrait_paths, cell)
+    cells = frame_portraits(portrait_paths, layout.cell)
     if marks is None:
         # Top right, as `vivify sing` puts it: over the hair of one cell, not over a chin and a caption.
         marks = Marks.create(label=LabelSettings(position="top-right"), ingredients=(*portrait_paths, driving_path))
     else:
         marks.naming_inputs((*portrait_paths, driving_path))
     label = marks.label
-    if captions and label.enabled and label.position.startswith("bottom"):
+    if layout.captions and label.enabled and label.position.startswith("bottom"):
         log.warning("the visible label at the %s covers the caption of the cell there (top-left or top-right "
                     "keeps it clear of captions)", label.position.replace("-", " "))
-    layout = Grid(rows, cols, cell, tuple(captions))
     names = [str(path) for path in portrait_paths]
     with open_video(driving_path) as video, open_writer(
             output, video.fps, layout.size, audio_source=driving_path if video.has_audio else None,
             overwrite=overwrite, marks=marks, frame_times=video.frame_times()) as writer:
-        if count == 1:
+        if processes is None:
             _render_here(Animator(cells[0], rate=float(video.fps), name=names[0]), video, driving_path, reference,
                          writer, progress, layout.compose)
         else:
-            # The cells render in worker processes, the driving face is tracked here.
-            with AnimatorProcesses(cells, names, [detect_faces(cell) for cell in cells],
-                                   rate=float(video.fps)) as processes:
-                _render_in_processes(processes, video, driving_path, reference, writer, layout.compose, progress)
-    return Path(output)
+            # The cells render in the worker processes, which find their faces themselves; the driving face is
+            # tracked here.
+            processes.make(cells, names, float(video.fps))
+            _render_in_processes(processes, video, driving_path, reference, writer, layout.compose, progress)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +74,24 @@ def frame_portraits(paths: Sequence[str | Path], size: tuple[int, int]) -> list[
     """Each photo cropped and scaled to `size` (W, H) around its largest face, all with one face share:
     FACE_SHARE, or more where a photo is cropped closer around its face than that allows. The closest crop sets
     it, up to MAX_FACE_SHARE; a photo closer still shows its face larger than the others (said on stderr).
-    Raises VivifyError where a photo has no face, or one too small to animate (`check_face_size`). Each photo
-    is read twice (to find the share, then to frame it), so that one at a time is held: up to 16 of up to
-    50 megapixels each."""
-    faces, needed = [], []
-    for path in paths:
+    Raises VivifyError where a photo has no face, or one too small to animate (`check_face_size`): the first
+    such photo in order. Each photo is read twice (to find the share, then to frame it), so that few are held at
+    once (one for each core while their faces are found): up to 16 of up to 50 megapixels each."""
+
+    def found_in(path: str | Path) -> tuple[list[np.ndarray], tuple[int, int]]:
         image = load_portrait(path)
-        faces.append(largest_face(image, str(path)))
-        needed.append(closest_share(image.shape[:2], faces[-1], size))
+        return detect_faces(image), image.shape[:2]
+
+    faces, needed = [], []
+    # The faces are found on two cores at once (MediaPipe's graph releases Python's interpreter lock), and
+    # checked here in the photos' order; the first photo refused stops the rest.
+    pool = ThreadPoolExecutor(min(2, len(os.sched_getaffinity(0))), thread_name_prefix="vivify-framing")
+    try:
+        for path, (found, shape) in zip(paths, pool.map(found_in, paths), strict=True):
+            faces.append(_largest(found, str(path)))
+            needed.append(closest_share(shape, faces[-1], size))
+    finally:
+        pool.shutdown(cancel_futures=True)
     share = min(MAX_FACE_SHARE, max([FACE_SHARE, *needed]))
     for path, own in zip(paths, needed, strict=True):
         if own > share:
@@ -91,7 +103,11 @@ def frame_portraits(paths: Sequence[str | Path], size: tuple[int, int]) -> list[
 def largest_face(image: np.ndarray, name: str) -> np.ndarray:
     """The landmarks of the photo's largest face. Raises VivifyError where it has none, or one too small to
     animate."""
-    faces = detect_faces(image)
+    return _largest(detect_faces(image), name)
+
+
+def _largest(faces: list[np.ndarray], name: str) -> np.ndarray:
+    """`largest_face` of the faces `detect_faces` found in the photo called `name`."""
     if not faces:
         raise VivifyError(f"no face found in {name}")
     # In the photo as given: framing scales a small face up, but not the detail it lacks.
