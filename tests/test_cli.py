@@ -39,6 +39,7 @@ from vivify.io.video import open_video
 from vivify.io.writers import FrameWriter
 from vivify.landmarks.facemesh import FaceTracker, as_tracked, detect_faces
 from vivify.landmarks.spool import LandmarkSpool
+from vivify.progress import PICKING, RENDERING
 from vivify.provenance import metadata
 
 FPS = Fraction(25)
@@ -336,12 +337,23 @@ def test_best_reference_tracks_a_longer_clip_in_two_halves_at_once(tmp_path, mon
     clip = write_clip(tmp_path / "clip.mp4", frames)
     with open_video(clip) as video:
         decoded = list(video.frames())
+    heard = []
+
+    def progress(done: int, total: int | None, stage: str = RENDERING) -> None:
+        heard.append((done, total, stage, threading.get_ident()))
+
     with LandmarkSpool() as spool:
         found = pipeline.best_reference_frames(clip, [as_tracked(image, detect_faces(image)[0])
-                                                     for image in (face, agape)], spool)
+                                                     for image in (face, agape)], spool, progress)
         replay = spool.replay()
         kept = [replay(frame) for frame in decoded]
     assert [choice[0] for choice in found] == [80, 20]
+    # The pass is reported from the caller's thread (where a studio job's progress stops it), both halves' frames
+    # counted, to the whole clip.
+    here = threading.get_ident()
+    assert {(total, stage, thread) for _, total, stage, thread in heard} == {(len(frames), PICKING, here)}
+    counts = [done for done, *_ in heard]
+    assert counts == sorted(counts) and counts[-1] == len(frames)
     middle = len(decoded) // 2
     with FaceTracker() as first, FaceTracker() as second:
         expected = [first.detect(frame) for frame in decoded[:middle]] + [second.detect(frame)

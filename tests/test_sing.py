@@ -151,6 +151,19 @@ def test_the_python_api_labels_a_grid_as_the_command_does(material, tmp_path):
     assert verify(out)["visible_label"]["position"] == "top-right"  # over hair, not a chin or a caption
 
 
+def test_a_grid_reports_its_reference_pass_before_its_frames(material, tmp_path):
+    """`best`'s pass over the clip is reported as a stage of its own, frame by frame, before the frames rendered:
+    a terminal's bar, and a studio job's progress (which stops a deleted job), do not stand still through it."""
+    from vivify.pipeline import sing
+    from vivify.progress import PICKING, RENDERING
+
+    heard = []
+    sing(material["driving"], material["portraits"][:2], tmp_path / "two.mp4", cell_size=(128, 128),
+         progress=lambda done, total, stage=RENDERING: heard.append((stage, done, total)))
+    frames = list(range(1, FRAMES + 1))
+    assert heard == [(PICKING, done, FRAMES) for done in frames] + [(RENDERING, done, FRAMES) for done in frames]
+
+
 def test_a_label_put_over_the_captions_is_warned_about(material, tmp_path, caplog):
     import logging
 

@@ -12,12 +12,13 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from vivify.errors import SpeechTooLong, VivifyError
 from vivify.io.files import remove_unfinished_temps
 from vivify.io.reports import check_report_path, write_json
+from vivify.progress import RENDERING, Progress
 
 
 def _pair(text: str, minimum: int, expected: str) -> tuple[int, int]:
@@ -428,7 +429,7 @@ def _fileno(stream) -> int | None:
 
 
 @contextlib.contextmanager
-def _progress_bar() -> Iterator[Callable[[int, int | None], None] | None]:
+def _progress_bar() -> Iterator[Progress | None]:
     """A progress callback with a bar and ETA on a terminal (closed on leaving), None otherwise."""
     if not sys.stderr.isatty():
         yield None
@@ -436,8 +437,11 @@ def _progress_bar() -> Iterator[Callable[[int, int | None], None] | None]:
     from tqdm import tqdm
 
     with tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
-        def update(done: int, total: int | None) -> None:
-            if total and bar.total != total:
+        def update(done: int, total: int | None, stage: str = RENDERING) -> None:
+            if stage != bar.desc:  # a stage of its own: the bar starts again, named after it
+                bar.reset(total=total)
+                bar.set_description_str(stage)
+            elif total and bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
 

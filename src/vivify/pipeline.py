@@ -10,6 +10,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +29,7 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.landmarks.spool import LandmarkSpool
 from vivify.motion.pose import fit_similarity
-from vivify.progress import Progress
+from vivify.progress import PICKING, Progress
 from vivify.provenance.label import LabelSettings, is_one_line
 from vivify.provenance.marks import Marks
 
@@ -40,10 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], spool: LandmarkSpool | None = None,
-                          ) -> list[tuple[int, np.ndarray, np.ndarray] | None]:
+                          progress: Progress | None = None) -> list[tuple[int, np.ndarray, np.ndarray] | None]:
     """For each portrait's landmarks, the driving frame whose pose and expression are closest to the portrait's:
     its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all;
-    every frame's landmarks go into `spool` if given.
+    every frame's landmarks go into `spool` if given, and `progress` hears of the frames tracked (stage
+    `PICKING`), from this thread.
 
     On two cores or more, the clip's two halves are tracked at once, each by a tracker of its own (the second
     finds the face afresh in its first frame, as a tracker does in a clip's first): nothing else runs yet.
@@ -51,21 +53,42 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
     targets = [portrait[:, :2] for portrait in portraits]
     with open_video(driving) as video:
         count = video.frame_count
+    tracked_frames = [0, 0]  # by each half
+
+    def report() -> None:
+        if progress is not None:
+            progress(sum(tracked_frames), count, stage=PICKING)
+
+    def first_half_frame() -> None:
+        tracked_frames[0] += 1
+        report()
+
     cancel = threading.Event()  # the second half stops early where the first fails or is interrupted
     if count is None or count < 2 * _HALF_CLIP or len(os.sched_getaffinity(0)) < 2:
-        closest = _closest_frames(driving, targets, 0, None, spool, cancel)
+        closest = _closest_frames(driving, targets, 0, None, spool, cancel, first_half_frame)
     else:
         middle = count // 2
+
+        def second_half_frame() -> None:
+            tracked_frames[1] += 1
+
         with LandmarkSpool() as later, ThreadPoolExecutor(1, thread_name_prefix="vivify-best") as pool:
-            second = pool.submit(_closest_frames, driving, targets, middle, None, later, cancel)
+            second = pool.submit(_closest_frames, driving, targets, middle, None, later, cancel, second_half_frame)
             try:
-                first = _closest_frames(driving, targets, 0, middle, spool, cancel)
+                first = _closest_frames(driving, targets, 0, middle, spool, cancel, first_half_frame)
+                # Reporting on while the second half finishes, and once more when it has: the whole count.
+                while True:
+                    finished = not futures.wait([second], timeout=_REPORT_EVERY).not_done
+                    report()
+                    if finished:
+                        break
+                rest = second.result()
             except BaseException:
                 cancel.set()
                 raise
             # The earlier frame where the two are as close, as in one pass.
             closest = [b if a is None or (b is not None and b[0] < a[0]) else a
-                       for a, b in zip(first, second.result(), strict=True)]
+                       for a, b in zip(first, rest, strict=True)]
             if spool is not None:
                 spool.extend(later)
     return [None if found is None else found[1] for found in closest]
@@ -74,13 +97,16 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
 # A clip shorter than two of these is tracked in one pass: a second tracker's start (its graph, finding the face
 # and settling its landmarks: tens of milliseconds) would take much of what it saves there.
 _HALF_CLIP = 50
+# Seconds between reports of the pass while its first half waits for its second.
+_REPORT_EVERY = 0.5
 
 
 def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: int, stop: int | None,
-                    spool: LandmarkSpool | None, cancel: threading.Event,
+                    spool: LandmarkSpool | None, cancel: threading.Event, tracked_one: Callable[[], None],
                     ) -> list[tuple[float, tuple[int, np.ndarray, np.ndarray]] | None]:
     """`best_reference_frames` over frames start..stop of the clip (to its end where stop is None), with each
-    choice's distance; every frame's landmarks go into `spool` if given. Stops early once `cancel` is set."""
+    choice's distance; every frame's landmarks go into `spool` if given, and `tracked_one` is called after each
+    frame. Stops early once `cancel` is set."""
     best: list[tuple[float, tuple[int, np.ndarray, np.ndarray]] | None] = [None] * len(targets)
     # What each frame is compared with, measured once per portrait: its rigid points, eye span and mouth gap.
     measures = [(portrait, portrait[topology.RIGID], topology.inter_ocular(portrait), topology.mouth_gap(portrait))
@@ -93,9 +119,8 @@ def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: i
                 break
             if spool is not None:
                 spool.append(points)
-            if points is None:
-                continue
-            for k, (portrait, rigid, unit, gap) in enumerate(measures):
+            # A frame without a face is compared with none.
+            for k, (portrait, rigid, unit, gap) in enumerate(measures if points is not None else ()):
                 # Align the driver's face onto the portrait's, then compare shapes in inter-ocular units. The
                 # mouth's opening counts once more on its own: the motion evens out a reference more or less
                 # open than the portrait's mouth (a smile that shows the teeth), but the closer the two, the less
@@ -106,6 +131,7 @@ def _closest_frames(driving: str | Path, targets: Sequence[np.ndarray], start: i
                             + abs(topology.mouth_gap(aligned) - gap) / unit)
                 if best[k] is None or distance < best[k][0]:
                     best[k] = (distance, (index, frame, points))
+            tracked_one()
     return best
 
 
@@ -141,19 +167,19 @@ class Calibrated(Protocol):
 
 
 def _set_references(animators: Sequence[Calibrated], driving: str | Path, reference: str,
-                    spool: LandmarkSpool) -> None:
+                    spool: LandmarkSpool, progress: Progress | None) -> None:
     """Calibrate every animator on the driving frame that `reference` picks, before any frame is rendered.
 
     Done up front even for "first" (where an Animator would take the first frame it sees with a face): a clip
     without any face fails here, before anything is rendered, and frames before the first face render the
     portrait as it is instead of reaching the engine without a reference. "first" and N are one frame for
     all, found once; "best" is each portrait's own, found in a pass over the whole clip whose landmarks go
-    into `spool`.
+    into `spool` (reported to `progress`).
     """
     name = str(driving)
     if reference == "best":
-        for animator, found in zip(animators, best_reference_frames(driving, [a.points for a in animators], spool),
-                                   strict=True):
+        picks = best_reference_frames(driving, [a.points for a in animators], spool, progress)
+        for animator, found in zip(animators, picks, strict=True):
             if found is None:
                 raise VivifyError(f"{name}: no face found in any frame")
             animator.set_reference(found[1], found[2])
@@ -252,7 +278,7 @@ def _render_all(animators: Sequence[Calibrated], start: Callable[[np.ndarray, np
     finish: Rendering | None = None
     started_count = 0
     with LandmarkSpool() as spool:
-        _set_references(animators, driving_path, reference, spool)
+        _set_references(animators, driving_path, reference, spool, progress)
         # Where the references took a tracking pass over the whole clip, its landmarks are read back, not tracked
         # again: the landmarks the references were picked on, at no cost.
         for frame, points in tracked(video.frames(), spool.replay() if spool.frames else track):

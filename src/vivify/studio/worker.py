@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vivify.errors import VivifyError
+from vivify.progress import RENDERING
 from vivify.provenance.marks import Marks
 from vivify.studio.store import Job, Store, without_paths
 
@@ -112,14 +113,16 @@ class Worker:
         started = time.monotonic()
         last = 0.0
 
-        def progress(done: int, total: int | None) -> None:
+        def progress(done: int, total: int | None, stage: str = RENDERING) -> None:
             nonlocal last
             if self._stop.is_set():
                 raise _Stopping
             elapsed = time.monotonic() - started
             if total and elapsed - last >= _PROGRESS_EVERY:
                 last = elapsed
-                share = min(done / total, 0.99)  # 1 only once the file is complete and marked
+                # 1 only once the file is complete and marked; nothing rendered while the references are picked,
+                # but a job deleted meanwhile is found.
+                share = min(done / total, 0.99) if stage == RENDERING else 0.0
                 # No estimate before the first frame is done (chunks rendering on a cluster).
                 eta = elapsed * (1 - share) / share if share > 0 else None
                 if not self.store.progress(job.id, share, eta):
