@@ -774,3 +774,27 @@ def test_inputs_named_for_another_format_and_names_that_are_not_utf8_are_signed(
     assert (code, stderr) == (0, "")
     report = verify(out)
     assert report["c2pa"]["found"] and report["c2pa"]["ingredients"] == ["photo.jpg", "clip\ufffd.mp4"]
+
+
+def test_the_progress_bar_starts_again_for_each_stage(monkeypatch):
+    """On a terminal the bar names its stage: `best`'s pass over the clip, then the frames rendered, each counted
+    from 0 to its own total."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with cli._progress_bar() as update:
+        update(40, 80, stage=PICKING)
+        update(80, 80, stage=PICKING)
+        update(3, 80)
+    # The bar's first look, before any stage, is "0frame [00:00, ?frame/s]"; updates closer together than a tenth
+    # of a second are not drawn.
+    shown = [line.strip() for line in re.split(r"[\r\n]", terminal.getvalue()) if ":" in line.split("[")[0]]
+    stages = [line.split(":")[0] for line in shown]
+    assert stages == sorted(stages, key=[PICKING, RENDERING].index) and stages[0] == PICKING
+    assert all(line.endswith("frame/s]") and "/80 [" in line for line in shown)
+    assert shown[-1].startswith(f"{RENDERING}:") and " 3/80 [" in shown[-1]

@@ -439,8 +439,8 @@ def _progress_bar() -> Iterator[Progress | None]:
     with tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
         def update(done: int, total: int | None, stage: str = RENDERING) -> None:
             if stage != bar.desc:  # a stage of its own: the bar starts again, named after it
+                bar.set_description_str(stage, refresh=False)
                 bar.reset(total=total)
-                bar.set_description_str(stage)
             elif total and bar.total != total:
                 bar.total = total
             bar.update(done - bar.n)
