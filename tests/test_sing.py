@@ -162,6 +162,11 @@ def test_a_grid_reports_its_reference_pass_before_its_frames(material, tmp_path)
          progress=lambda done, total, stage=RENDERING: heard.append((stage, done, total)))
     frames = list(range(1, FRAMES + 1))
     assert heard == [(PICKING, done, FRAMES) for done in frames] + [(RENDERING, done, FRAMES) for done in frames]
+    # A callback written for `(done, total)` alone hears of the frames rendered only.
+    rendered = []
+    sing(material["driving"], material["portraits"][:2], tmp_path / "two.mp4", cell_size=(128, 128),
+         overwrite=True, progress=lambda done, total: rendered.append((done, total)))
+    assert rendered == [(done, FRAMES) for done in frames]
 
 
 def test_a_label_put_over_the_captions_is_warned_about(material, tmp_path, caplog):

@@ -29,7 +29,7 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker, detect_faces, face_size
 from vivify.landmarks.spool import LandmarkSpool
 from vivify.motion.pose import fit_similarity
-from vivify.progress import PICKING, Progress
+from vivify.progress import PICKING, Progress, hears_stages
 from vivify.provenance.label import LabelSettings, is_one_line
 from vivify.provenance.marks import Marks
 
@@ -45,7 +45,7 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
     """For each portrait's landmarks, the driving frame whose pose and expression are closest to the portrait's:
     its index, the frame and its landmarks (None where no frame has a face). One tracking pass serves them all;
     every frame's landmarks go into `spool` if given, and `progress` hears of the frames tracked (stage
-    `PICKING`), from this thread.
+    `PICKING`), from this thread, where it takes a stage.
 
     On two cores or more, the clip's two halves are tracked at once, each by a tracker of its own (the second
     finds the face afresh in its first frame, as a tracker does in a clip's first): nothing else runs yet.
@@ -55,8 +55,10 @@ def best_reference_frames(driving: str | Path, portraits: Sequence[np.ndarray], 
         count = video.frame_count
     tracked_frames = [0, 0]  # by each half
 
+    heard = progress is not None and hears_stages(progress)
+
     def report() -> None:
-        if progress is not None:
+        if heard:
             progress(sum(tracked_frames), count, stage=PICKING)
 
     def first_half_frame() -> None:
