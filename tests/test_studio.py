@@ -22,6 +22,7 @@ from conftest import SHARED_MEDIA, encode_clip
 from PIL import Image
 
 from vivify.demo import astronaut, face_crop
+from vivify.progress import PICKING
 from vivify.provenance.audit import read_records
 from vivify.provenance.verify import verify
 
@@ -561,6 +562,44 @@ def test_jobs_submitted_at_the_same_moment_keep_to_the_limit(tmp_path):
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_jobs_estimate_counts_the_frames_pace_from_the_end_of_the_reference_pass(tmp_path, monkeypatch):
+    """A grid first passes over the whole driving video to pick its references (`--reference best`), then
+    renders. The estimate of the time left is the frames' own pace: from the job's start it counted the pass as
+    rendering time, and a job halfway through its frames was told it had as long again as it had run."""
+    import types
+
+    from vivify.studio import worker as worker_module
+    from vivify.studio.store import Store
+
+    clock = types.SimpleNamespace(now=100.0)
+    monkeypatch.setattr(worker_module, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(worker_module, "_PROGRESS_EVERY", 0.0)  # every report written
+    store = Store(tmp_path)
+    estimates = []
+    try:
+        user = store.user_for_token(store.add_user("hana"))
+        job = store.create_job(user, "sing", {}, {}, {"confirmed": True})
+
+        def render(job, output, progress, marks, cluster=None):
+            for done in range(1, 101):  # the pass: 10 s for 100 frames
+                clock.now += 0.1
+                progress(done, 100, stage=PICKING)
+            for done in range(1, 101):  # the frames: 0.2 s apiece
+                clock.now += 0.2
+                progress(done, 100)
+                if done in (10, 50):
+                    estimates.append(store.job(job.id).eta_seconds)
+            output.write_bytes(b"video")
+
+        monkeypatch.setattr(worker_module, "run_job", render)
+        (tmp_path / "results").mkdir()
+        worker_module.Worker(store, tmp_path / "results").run(store.claim())
+        assert store.job(job.id).status == "done"
+    finally:
+        store.close()
+    assert estimates == pytest.approx([18.0, 10.0])
 
 
 def test_a_job_put_back_by_a_stopping_server_keeps_its_attempts(tmp_path, monkeypatch):

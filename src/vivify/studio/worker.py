@@ -112,19 +112,24 @@ class Worker:
             return
         started = time.monotonic()
         last = 0.0
+        # When the frames began to render: the job's start, or the end of a pass that picks the references (its
+        # time, seconds to minutes, says nothing of the frames' pace).
+        rendering_since = started
 
         def progress(done: int, total: int | None, stage: str = RENDERING) -> None:
-            nonlocal last
+            nonlocal last, rendering_since
             if self._stop.is_set():
                 raise _Stopping
-            elapsed = time.monotonic() - started
-            if total and elapsed - last >= _PROGRESS_EVERY:
-                last = elapsed
+            now = time.monotonic()
+            if stage != RENDERING:
+                rendering_since = now
+            if total and now - started - last >= _PROGRESS_EVERY:
+                last = now - started
                 # 1 only once the file is complete and marked; nothing rendered while the references are picked,
                 # but a job deleted meanwhile is found.
                 share = min(done / total, 0.99) if stage == RENDERING else 0.0
                 # No estimate before the first frame is done (chunks rendering on a cluster).
-                eta = elapsed * (1 - share) / share if share > 0 else None
+                eta = (now - rendering_since) * (1 - share) / share if share > 0 else None
                 if not self.store.progress(job.id, share, eta):
                     raise _Deleted
 
