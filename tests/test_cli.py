@@ -778,7 +778,7 @@ def test_inputs_named_for_another_format_and_names_that_are_not_utf8_are_signed(
 
 def test_the_progress_bar_starts_again_for_each_stage(monkeypatch):
     """On a terminal the bar names its stage: `best`'s pass over the clip, then the frames rendered, each counted
-    from 0 to its own total."""
+    from 0 to its own total. Before the first stage there is no bar (it showed "0frame [00:00, ?frame/s]")."""
     import io
 
     class Terminal(io.StringIO):
@@ -787,14 +787,18 @@ def test_the_progress_bar_starts_again_for_each_stage(monkeypatch):
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    with cli._progress_bar():
+        pass  # a command that stops before its first stage (a portrait without a face): no bar at all
+    assert terminal.getvalue() == ""
     with cli._progress_bar() as update:
         update(40, 80, stage=PICKING)
         update(80, 80, stage=PICKING)
         update(3, 80)
-    # The bar's first look, before any stage, is "0frame [00:00, ?frame/s]"; updates closer together than a tenth
+    # Every look of the bar names its stage (none is drawn before the first); updates closer together than a tenth
     # of a second are not drawn.
-    shown = [line.strip() for line in re.split(r"[\r\n]", terminal.getvalue()) if ":" in line.split("[")[0]]
+    shown = [line.strip() for line in re.split(r"[\r\n]", terminal.getvalue()) if line.strip()]
     stages = [line.split(":")[0] for line in shown]
+    assert set(stages) <= {PICKING, RENDERING}
     assert stages == sorted(stages, key=[PICKING, RENDERING].index) and stages[0] == PICKING
     assert all(line.endswith("frame/s]") and "/80 [" in line for line in shown)
     assert shown[-1].startswith(f"{RENDERING}:") and " 3/80 [" in shown[-1]

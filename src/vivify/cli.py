@@ -430,22 +430,31 @@ def _fileno(stream) -> int | None:
 
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[Progress | None]:
-    """A progress callback with a bar and ETA on a terminal (closed on leaving), None otherwise."""
+    """A progress callback with a bar and ETA on a terminal (closed on leaving), None otherwise. The bar appears
+    with the first stage reported, named after it: before that it would show a bare count of nothing."""
     if not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
-        def update(done: int, total: int | None, stage: str = RENDERING) -> None:
-            if stage != bar.desc:  # a stage of its own: the bar starts again, named after it
-                bar.set_description_str(stage, refresh=False)
-                bar.reset(total=total)
-            elif total and bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
+    bar: tqdm | None = None
 
+    def update(done: int, total: int | None, stage: str = RENDERING) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc=stage, total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+        elif stage != bar.desc:  # a stage of its own: the bar starts again, named after it
+            bar.set_description_str(stage, refresh=False)
+            bar.reset(total=total)
+        elif total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
         yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _animate(args: argparse.Namespace, argv: list[str]) -> int:
