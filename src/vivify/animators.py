@@ -3,12 +3,14 @@
 Threads cannot render several animators at once: a frame is many small NumPy and OpenCV calls, and the threads
 take turns for Python's interpreter lock. Eight 256² cells of the d6 clip took 76.7 ms a frame in two threads
 and 48.1 ms in two processes (docs/BENCHMARKS.md). Each process holds some of the animators; every frame and its
-landmarks go to each process, and what each animator changed of its portrait (its `region`) comes back.
+landmarks go to each process, and what each animator changed of its portrait (its `region`) comes back. The
+frames go through memory the processes share, where the system has it (`_SharedFrames`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import queue
 import socket
@@ -16,8 +18,10 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
 import numpy as np
@@ -73,6 +77,10 @@ class AnimatorProcesses:
         self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * workers
         self._frames: list[np.ndarray] = []  # each animator's frame (`collect`), from `make`
         self._handover: threading.Thread | None = None
+        # The driving frames' shared memory, once the first frame is submitted (False where there is none), and
+        # the slot each frame submitted and not yet collected went in (None: sent whole).
+        self._shared: _SharedFrames | bool | None = None
+        self._in_flight: deque[int | None] = deque()
         self.animators: list[RemoteAnimator] = []
         try:
             for _ in range(workers):
@@ -136,7 +144,30 @@ class AnimatorProcesses:
         """Start rendering this driving frame, with its landmarks, in every animator."""
         for worker in range(len(self._connections)):
             self._await_animators(worker)
-            self._send(worker, ("render", frame, landmarks))
+        slot = None if frame is None else self._slot_for(frame)
+        self._in_flight.append(slot)
+        for worker in range(len(self._connections)):
+            self._send(worker, ("render", frame if slot is None else slot, landmarks))
+
+    def _slot_for(self, frame: np.ndarray) -> int | None:
+        """Copy the frame into a free slot of the shared memory (made for the first frame's size, and handed to
+        the workers) and return the slot's number; None where the frame goes whole (no shared memory here, a
+        frame of another size, every slot in use)."""
+        if self._shared is None:
+            self._shared = _SharedFrames.create(frame.shape, _SHARED_SLOTS) or False
+            if self._shared:
+                for worker in range(len(self._connections)):
+                    self._send(worker, ("shared", frame.shape, _SHARED_SLOTS))
+                    try:
+                        send_handle(self._connections[worker], self._shared.fd, self._workers[worker].pid)
+                    except OSError:
+                        raise VivifyError(_ENDED) from None
+        shared = self._shared
+        if not shared or frame.shape != shared.shape or frame.dtype != np.uint8 or not shared.free:
+            return None
+        slot = shared.free.pop()
+        shared.frames[slot][...] = frame
+        return slot
 
     def _hand_over(self, shares: list[tuple]) -> None:
         """Send each worker its portraits (a worker that has gone is found at its first answer)."""
@@ -170,6 +201,9 @@ class AnimatorProcesses:
         for worker, share in enumerate(self._shares):
             for k, (_, region), changed in zip(share, self._await_animators(worker), self._reply(worker), strict=True):
                 self._frames[k][region] = changed
+        slot = self._in_flight.popleft() if self._in_flight else None
+        if slot is not None and isinstance(self._shared, _SharedFrames):  # every worker is done with it
+            self._shared.free.append(slot)
         return self._frames
 
     def _reply(self, worker: int) -> Any:
@@ -209,8 +243,61 @@ class AnimatorProcesses:
                     worker.wait()
             for connection in connections:
                 connection.close()
+            if isinstance(self._shared, _SharedFrames):
+                self._shared.close()
 
 
+class _SharedFrames:
+    """Slots for driving frames in memory that the workers map too (a Linux memfd, passed over the connection).
+
+    Sent down each worker's connection, a frame is pickled, copied through the socket and unpickled again, for
+    every worker: the 8-portrait grid of a 1080×1920 clip took 29.5 s that way and 26.2 s through slots
+    (docs/BENCHMARKS.md). Into a slot a frame is one copy, and the workers read it in place. A slot is reused
+    only once every worker has answered for the frame in it."""
+
+    def __init__(self, fd: int, shape: tuple[int, ...], count: int) -> None:
+        self.fd, self.shape = fd, shape
+        size = int(np.prod(shape))
+        self._memory = mmap.mmap(fd, size * count)
+        self.frames = [np.ndarray(shape, np.uint8, buffer=self._memory, offset=k * size) for k in range(count)]
+        self.free = list(range(count))
+
+    @classmethod
+    def create(cls, shape: tuple[int, ...], count: int) -> _SharedFrames | None:
+        """Slots for `count` frames of `shape`, or None where the system has no memfd (or refuses one)."""
+        try:
+            fd = os.memfd_create("vivify-frames", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):  # not Linux; or out of file descriptors or memory
+            return None
+        try:
+            os.ftruncate(fd, int(np.prod(shape)) * count)
+            return cls(fd, shape, count)
+        except OSError:
+            os.close(fd)
+            return None
+
+    def close(self) -> None:
+        self.frames = []
+        with contextlib.suppress(BufferError):  # a view of a slot is still held: the memory goes with it
+            self._memory.close()
+        os.close(self.fd)
+
+
+def _shared_frames(connection: Connection, shape: tuple[int, ...], count: int) -> list[np.ndarray]:
+    """A worker's read-only views of the slots that `_SharedFrames` made (its memfd comes next on the
+    connection)."""
+    size = int(np.prod(shape))
+    fd = recv_handle(connection)
+    try:
+        memory = mmap.mmap(fd, size * count, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)  # the mapping keeps the memory
+    return [np.ndarray(shape, np.uint8, buffer=memory, offset=k * size) for k in range(count)]
+
+
+# Slots for frames in flight: `sing` submits a frame before it collects the one before, so two are in use at
+# most; a caller that submits further ahead sends the rest whole.
+_SHARED_SLOTS = 3
 _ENDED = "a process rendering the portraits ended unexpectedly (killed, or out of memory?)"
 # A worker's program, given its end of the connection (a file descriptor). The caller's working folder comes
 # off the module path first: a queue.py there would shadow the standard library's.
@@ -244,14 +331,19 @@ def _serve(connection: Connection) -> None:
         animators = [Animator(portrait, face=face, absolute=absolute, rate=rate, name=name, detected=found)
                      for portrait, name, found, face in zip(portraits, names, detected, faces, strict=True)]
         answers.put(("made", [(animator.points, animator.region) for animator in animators]))
+        shared: list[np.ndarray] = []
         while True:
             message = connection.recv()
             if message[0] == "reference":
                 _, index, frame, landmarks = message
                 animators[index].set_reference(frame, landmarks)
                 answers.put(("ok", None))
+            elif message[0] == "shared":
+                shared = _shared_frames(connection, *message[1:])
             else:
                 _, frame, landmarks = message
+                if isinstance(frame, int):  # the number of a slot in the shared memory
+                    frame = shared[frame]
                 # Only what rendering changed goes back: a group photo's every face would send the whole photo.
                 answers.put(("frames", [animator.render(frame, landmarks)[animator.region] for animator in animators]))
     except VivifyError as error:
