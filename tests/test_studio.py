@@ -3,6 +3,7 @@ killed with SIGKILL mid-job and restarted), consent, limits and the protected-id
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -22,7 +23,7 @@ from conftest import SHARED_MEDIA, encode_clip
 from PIL import Image
 
 from vivify.demo import astronaut, face_crop
-from vivify.progress import PICKING
+from vivify.progress import PICKING, RENDERING
 from vivify.provenance.audit import read_records
 from vivify.provenance.verify import verify
 
@@ -473,7 +474,8 @@ def test_the_chunks_of_a_job_are_written_in_the_data_folder(tmp_path, monkeypatc
 
     called: dict = {}
     monkeypatch.setattr(vivify.distributed, "animate_chunked", lambda *args, **options: called.update(options))
-    job = Job(id="j1", user_id=1, kind="animate", status="running", progress=0.0, eta_seconds=None, error=None,
+    job = Job(id="j1", user_id=1, kind="animate", status="running", progress=0.0, eta_seconds=None, stage=None,
+              stage_progress=None, error=None,
               params={}, inputs={"portrait": ["p.png"], "driving": ["d.mp4"]}, consent={}, result=None, attempts=1,
               created="", started=None, finished=None)
     output = tmp_path / "results" / "j1.mp4"
@@ -566,7 +568,8 @@ def test_jobs_submitted_at_the_same_moment_keep_to_the_limit(tmp_path):
 
 def test_a_jobs_estimate_counts_the_frames_pace_from_the_end_of_the_reference_pass(tmp_path, monkeypatch):
     """A grid first passes over the whole driving video to pick its references (`--reference best`), then
-    renders. The estimate of the time left is the frames' own pace: from the job's start it counted the pass as
+    renders. The job says which stage it is in and how far along that is; its own share stays at 0 through the
+    pass. The estimate of the time left is the frames' own pace: from the job's start it counted the pass as
     rendering time, and a job halfway through its frames was told it had as long again as it had run."""
     import types
 
@@ -577,29 +580,68 @@ def test_a_jobs_estimate_counts_the_frames_pace_from_the_end_of_the_reference_pa
     monkeypatch.setattr(worker_module, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
     monkeypatch.setattr(worker_module, "_PROGRESS_EVERY", 0.0)  # every report written
     store = Store(tmp_path)
-    estimates = []
+    seen = []
     try:
         user = store.user_for_token(store.add_user("hana"))
         job = store.create_job(user, "sing", {}, {}, {"confirmed": True})
 
+        def look() -> None:
+            public = store.job(job.id).public()
+            seen.append(tuple(public[key] for key in ("stage", "stage_progress", "progress", "eta_seconds")))
+
         def render(job, output, progress, marks, cluster=None):
+            look()  # claimed, nothing reported yet
             for done in range(1, 101):  # the pass: 10 s for 100 frames
                 clock.now += 0.1
                 progress(done, 100, stage=PICKING)
+                if done == 44:
+                    look()
             for done in range(1, 101):  # the frames: 0.2 s apiece
                 clock.now += 0.2
                 progress(done, 100)
                 if done in (10, 50):
-                    estimates.append(store.job(job.id).eta_seconds)
+                    look()
             output.write_bytes(b"video")
 
         monkeypatch.setattr(worker_module, "run_job", render)
         (tmp_path / "results").mkdir()
         worker_module.Worker(store, tmp_path / "results").run(store.claim())
-        assert store.job(job.id).status == "done"
+        look()
     finally:
         store.close()
-    assert estimates == pytest.approx([18.0, 10.0])
+    assert seen == [(None, None, 0.0, None), (PICKING, 0.44, 0.0, None), (RENDERING, 0.1, 0.1, pytest.approx(18.0)),
+                    (RENDERING, 0.5, 0.5, pytest.approx(10.0)), (None, None, 1.0, 0.0)]
+
+
+def test_a_database_made_before_the_stages_gains_them(tmp_path):
+    """A studio database made by a version without the jobs' stage columns is upgraded as it is opened: its jobs
+    are kept, and report their stage from then on."""
+    import sqlite3
+
+    from vivify.studio.store import Store
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "studio.sqlite")) as db, db:
+        db.executescript("""
+            CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+                                token_sha256 TEXT NOT NULL UNIQUE, created TEXT NOT NULL);
+            CREATE TABLE jobs (id TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
+                               status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, eta_seconds REAL, error TEXT,
+                               params TEXT NOT NULL, inputs TEXT NOT NULL, consent TEXT NOT NULL, result TEXT,
+                               attempts INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, started TEXT,
+                               finished TEXT);
+            INSERT INTO users (name, token_sha256, created) VALUES ('hana', 'x', '2026-11-01T00:00:00.000+00:00');
+            INSERT INTO jobs (id, user_id, kind, status, params, inputs, consent, created)
+                VALUES ('old', 1, 'sing', 'queued', '{}', '{}', '{}', '2026-11-01T00:00:00.000+00:00');
+        """)
+    store = Store(tmp_path)
+    try:
+        job = store.claim()
+        assert (job.id, job.stage, job.stage_progress) == ("old", None, None)
+        assert store.progress(job.id, 0.0, None, PICKING, 0.25)
+        assert (store.job("old").stage, store.job("old").stage_progress) == (PICKING, 0.25)
+    finally:
+        store.close()
+    Store(tmp_path).close()  # and opened again, with the columns there
 
 
 def test_a_job_put_back_by_a_stopping_server_keeps_its_attempts(tmp_path, monkeypatch):

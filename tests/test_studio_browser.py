@@ -110,3 +110,35 @@ def test_a_portrait_without_a_face_is_refused_on_the_page(tmp_path: Path, browse
         assert not browser.find_elements(By.CSS_SELECTOR, "#jobs [data-status]")
     finally:
         server.stop()
+
+
+def test_a_job_picking_its_references_shows_that_stage_on_the_page(tmp_path: Path, browser):
+    """A grid's first pass (picking each portrait's reference frame) takes seconds to a minute, and the job's own
+    share stays at 0 through it: the page names the stage and shows how far along it is."""
+    import contextlib
+    import json
+    import sqlite3
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from vivify.progress import PICKING
+
+    (tmp_path / "studio").mkdir()
+    server = Server(tmp_path / "studio").start()
+    try:
+        token = server.user("grace")["Authorization"].split()[1]
+        # A job running in that stage, written as the server's worker writes it (one statement: the server's
+        # worker claims only queued jobs).
+        with contextlib.closing(sqlite3.connect(tmp_path / "studio" / "studio.sqlite")) as db, db:
+            db.execute("INSERT INTO jobs (id, user_id, kind, status, progress, stage, stage_progress, params, inputs, "
+                       "consent, attempts, created, started) SELECT 'picking', id, 'sing', 'running', 0, ?, 0.44, "
+                       "'{}', ?, '{}', 1, '2026-11-28T10:00:00.000+00:00', '2026-11-28T10:00:01.000+00:00' "
+                       "FROM users WHERE name = 'grace'", (PICKING, json.dumps({"driving": ["song.mp4"]})))
+        browser.get(server.url + "/")
+        _sign_in(browser, token)
+        shown = WebDriverWait(browser, 60).until(
+            lambda _: browser.find_element(By.CSS_SELECTOR, '#jobs [data-job="picking"] .job-progress-text').text)
+        assert shown == "Picking references 44%"
+    finally:
+        server.stop()

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0,
     eta_seconds REAL,
+    stage TEXT,
+    stage_progress REAL,
     error TEXT,
     params TEXT NOT NULL,
     inputs TEXT NOT NULL,
@@ -51,6 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (user_id, created);
 """
+# Columns added since the first schema, added to a database made before them as it is opened.
+_ADDED_COLUMNS = (("jobs", "stage", "TEXT"), ("jobs", "stage_progress", "REAL"))
 
 
 def now() -> str:
@@ -75,6 +79,10 @@ class Job:
     status: str
     progress: float
     eta_seconds: float | None
+    # What a running job is doing ("picking references", "rendering"; None before its first report) and its share
+    # of that: a grid's pass that picks the references reports there while `progress`, the job's, stays at 0.
+    stage: str | None
+    stage_progress: float | None
     error: str | None
     params: dict[str, Any]
     inputs: dict[str, Any]
@@ -89,7 +97,8 @@ class Job:
         """What the job's owner sees through the API."""
         names = [Path(path).name for paths in self.inputs.values() for path in paths]
         return {"id": self.id, "kind": self.kind, "status": self.status, "progress": self.progress,
-                "eta_seconds": self.eta_seconds, "error": self.error, "created": self.created,
+                "eta_seconds": self.eta_seconds, "stage": self.stage, "stage_progress": self.stage_progress,
+                "error": self.error, "created": self.created,
                 "started": self.started, "finished": self.finished, "inputs": names}
 
 
@@ -101,6 +110,8 @@ def without_paths(message: str, inputs: dict[str, list[str]]) -> str:
     return message
 
 
+# What a job not running (or just claimed) has of a running job's reports.
+_NO_ESTIMATE = "eta_seconds = NULL, stage = NULL, stage_progress = NULL"
 # The stored hash of a revoked token starts with this (a SHA-256 in hex never does).
 _REVOKED = "revoked:"
 
@@ -125,8 +136,22 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")  # a finished job survives a power cut, not just a kill
                 self._db.executescript(_SCHEMA)
+                self._add_columns()
         except (sqlite3.Error, OSError) as error:
             raise unusable_database(self.path, error) from None
+
+    def _add_columns(self) -> None:
+        """Add the columns of `_ADDED_COLUMNS` that a database made by an earlier version lacks."""
+        def has(table: str, column: str) -> bool:
+            return column in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+
+        for table, column, kind in _ADDED_COLUMNS:
+            if not has(table, column):
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError:  # another server on the same file added it meanwhile
+                    if not has(table, column):
+                        raise
 
     def close(self) -> None:
         with self._lock:
@@ -226,33 +251,34 @@ class Store:
         """The oldest queued job, now marked running (atomically: two workers never get the same job)."""
         rows = self._run(
             "UPDATE jobs SET status = 'running', started = ?, attempts = attempts + 1, progress = 0, "
-            "eta_seconds = NULL WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1) "
+            f"{_NO_ESTIMATE} WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1) "
             "RETURNING *", (now(),))
         return _job(rows[0]) if rows else None
 
-    def progress(self, job_id: str, progress: float, eta_seconds: float | None) -> bool:
+    def progress(self, job_id: str, progress: float, eta_seconds: float | None, stage: str | None = None,
+                 stage_progress: float | None = None) -> bool:
         """Record progress; False when the job is gone (deleted meanwhile)."""
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE jobs SET progress = ?, eta_seconds = ? WHERE id = ? AND status = 'running'",
-                (progress, eta_seconds, job_id))
+                "UPDATE jobs SET progress = ?, eta_seconds = ?, stage = ?, stage_progress = ? "
+                "WHERE id = ? AND status = 'running'", (progress, eta_seconds, stage, stage_progress, job_id))
             return cursor.rowcount == 1
 
     def finish(self, job_id: str, result: str) -> bool:
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE jobs SET status = 'done', progress = 1, eta_seconds = 0, result = ?, finished = ? "
-                "WHERE id = ? AND status = 'running'", (result, now(), job_id))
+                "UPDATE jobs SET status = 'done', progress = 1, eta_seconds = 0, stage = NULL, stage_progress = NULL, "
+                "result = ?, finished = ? WHERE id = ? AND status = 'running'", (result, now(), job_id))
             return cursor.rowcount == 1
 
     def fail(self, job_id: str, error: str) -> None:
-        self._run("UPDATE jobs SET status = 'failed', error = ?, finished = ?, eta_seconds = NULL "
+        self._run(f"UPDATE jobs SET status = 'failed', error = ?, finished = ?, {_NO_ESTIMATE} "
                   "WHERE id = ? AND status = 'running'", (error, now(), job_id))
 
     def release(self, job_id: str) -> None:
         """A running job that the server stops on purpose goes back to the queue, and the run it started does
         not count against its attempts (those are for runs that stopped the server)."""
-        self._run("UPDATE jobs SET status = 'queued', attempts = attempts - 1, progress = 0, eta_seconds = NULL "
+        self._run(f"UPDATE jobs SET status = 'queued', attempts = attempts - 1, progress = 0, {_NO_ESTIMATE} "
                   "WHERE id = ? AND status = 'running'", (job_id,))
 
     def delete(self, job_id: str) -> None:
@@ -264,11 +290,11 @@ class Store:
         of memory) fails instead, so that it cannot stop it for ever."""
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished = ?, eta_seconds = NULL "
+                f"UPDATE jobs SET status = 'failed', error = ?, finished = ?, {_NO_ESTIMATE} "
                 "WHERE status = 'running' AND attempts >= ?",
                 (f"the server stopped while running this job {MAX_ATTEMPTS} times; it is not run again", now(),
                  MAX_ATTEMPTS))
-            cursor = self._db.execute("UPDATE jobs SET status = 'queued', progress = 0, eta_seconds = NULL "
+            cursor = self._db.execute(f"UPDATE jobs SET status = 'queued', progress = 0, {_NO_ESTIMATE} "
                                       "WHERE status = 'running'")
             return cursor.rowcount
 
@@ -287,7 +313,8 @@ def new_job_id() -> str:
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(id=row["id"], user_id=row["user_id"], kind=row["kind"], status=row["status"],
-               progress=row["progress"], eta_seconds=row["eta_seconds"], error=row["error"],
+               progress=row["progress"], eta_seconds=row["eta_seconds"], stage=row["stage"],
+               stage_progress=row["stage_progress"], error=row["error"],
                params=json.loads(row["params"]), inputs=json.loads(row["inputs"]), consent=json.loads(row["consent"]),
                result=row["result"], attempts=row["attempts"], created=row["created"], started=row["started"],
                finished=row["finished"])

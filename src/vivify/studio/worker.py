@@ -130,7 +130,7 @@ class Worker:
                 share = min(done / total, 0.99) if stage == RENDERING else 0.0
                 # No estimate before the first frame is done (chunks rendering on a cluster).
                 eta = (now - rendering_since) * (1 - share) / share if share > 0 else None
-                if not self.store.progress(job.id, share, eta):
+                if not self.store.progress(job.id, share, eta, stage, min(done / total, 1.0)):
                     raise _Deleted
 
         inputs = [path for paths in job.inputs.values() for path in paths]
