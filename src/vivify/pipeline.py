@@ -328,9 +328,20 @@ def _render_in_processes(processes: AnimatorProcesses, video: VideoReader, drivi
         processes.submit(frame, points)
         return processes.collect  # the workers answer in order: this frame's, when called next
 
-    with FaceTracker() as tracker:
-        _render_all(processes.animators, start, tracker.detect, video, driving_path, reference, writer, compose,
-                    progress)
+    # Made at the first frame tracked: where `best`'s pass has tracked the clip, its landmarks are read back and
+    # none is (a tracking graph takes 15 ms to make and 30 ms to close).
+    tracker: FaceTracker | None = None
+
+    def track(frame: np.ndarray) -> np.ndarray | None:
+        nonlocal tracker
+        tracker = tracker or FaceTracker()
+        return tracker.detect(frame)
+
+    try:
+        _render_all(processes.animators, start, track, video, driving_path, reference, writer, compose, progress)
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 _END = object()
