@@ -110,8 +110,7 @@ class Worker:
             if not self.store.finish(job.id, str(output)):
                 output.unlink(missing_ok=True)
             return
-        started = time.monotonic()
-        last = 0.0
+        started = last = time.monotonic()  # `last`: when progress was last written
         # When the frames began to render: the job's start, or the end of a pass that picks the references (its
         # time, seconds to minutes, says nothing of the frames' pace).
         rendering_since = started
@@ -123,8 +122,8 @@ class Worker:
             now = time.monotonic()
             if stage != RENDERING:
                 rendering_since = now
-            if total and now - started - last >= _PROGRESS_EVERY:
-                last = now - started
+            if total and now - last >= _PROGRESS_EVERY:
+                last = now
                 # 1 only once the file is complete and marked; nothing rendered while the references are picked,
                 # but a job deleted meanwhile is found.
                 share = min(done / total, 0.99) if stage == RENDERING else 0.0
