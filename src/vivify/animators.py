@@ -46,8 +46,10 @@ class RemoteAnimator:
         return self._processes.made(self._worker, self._index)[1]
 
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
-        """As `Animator.set_reference`, in the animator's process."""
-        self._processes.request(self._worker, ("reference", self._index, frame, landmarks))
+        """As `Animator.set_reference`, in the animator's process. It returns once the request is sent: the
+        references of animators in different processes are set at once. An error setting it (no face in the
+        frame) is raised by the next request to that process, or the next frame submitted."""
+        self._processes.post(self._worker, ("reference", self._index, frame, landmarks))
 
 
 class AnimatorProcesses:
@@ -81,6 +83,7 @@ class AnimatorProcesses:
         # the slot each frame submitted and not yet collected went in (None: sent whole).
         self._shared: _SharedFrames | bool | None = None
         self._in_flight: deque[int | None] = deque()
+        self._unanswered = [0] * workers  # messages `post`ed to each worker whose answers are not read yet
         self.animators: list[RemoteAnimator] = []
         try:
             for _ in range(workers):
@@ -137,13 +140,29 @@ class AnimatorProcesses:
     def request(self, worker: int, message: tuple) -> Any:
         """Send one worker a message and return its answer."""
         self._await_animators(worker)
+        self._read_answers(worker)
         self._send(worker, message)
         return self._reply(worker)
+
+    def post(self, worker: int, message: tuple) -> None:
+        """Send one worker a message without waiting for its answer, which is read (and its error raised) before
+        the next request to that worker or the next frame submitted. Not while frames are in flight: their
+        answers come first."""
+        self._await_animators(worker)
+        self._send(worker, message)
+        self._unanswered[worker] += 1
+
+    def _read_answers(self, worker: int) -> None:
+        """Read the answers to the messages posted to the worker."""
+        while self._unanswered[worker]:
+            self._unanswered[worker] -= 1
+            self._reply(worker)
 
     def submit(self, frame: np.ndarray | None, landmarks: np.ndarray | None) -> None:
         """Start rendering this driving frame, with its landmarks, in every animator."""
         for worker in range(len(self._connections)):
             self._await_animators(worker)
+            self._read_answers(worker)
         slot = None if frame is None else self._slot_for(frame)
         self._in_flight.append(slot)
         for worker in range(len(self._connections)):
