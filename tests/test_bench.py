@@ -120,3 +120,22 @@ def test_one_kind_of_benchmark_at_a_time(capsys):
         assert main(["bench", *command]) == 2
         assert capsys.readouterr().err == (f"vivify: error: {option} does not go with {command[0]}: that "
                                            "benchmark's length and runs are fixed\n")
+
+
+def test_the_grid_benchmark_on_a_tiny_clip(tmp_path, capsys):
+    """`vivify bench --sing` times a whole `vivify sing` of 8 portraits (its worker processes' CPU included)."""
+    from vivify.bench_sing import run_sing
+
+    out = tmp_path / "sing.json"
+    assert run_sing(frames=6, repeats=2, json_path=out, driving="synthetic") == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["driving"]["frames"] == 6 and report["cell"] == [256, 256] and report["grid"] == [2, 4]
+    assert len(report["portraits"]) == 8 and len(report["runs"]) == 2
+    for run in report["runs"]:
+        assert run["exit_code"] == 0 and run["fps"] == pytest.approx(6 / run["wall_s"])
+        assert _positive(run["cpu_s"]) and _positive(run["max_rss_mib"])
+    assert report["fps"] == pytest.approx(6 / report["median_wall_s"])
+    assert report["target_met"] == (report["fps"] >= 10)
+    assert all(_positive(report["speed_probe_ms"][when]) for when in ("start", "end"))
+    table = capsys.readouterr().out
+    assert "8 portraits in a 2x4 grid of 256x256 cells" in table and "machine:" in table and "frames/s" in table

@@ -348,7 +348,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--frames", type=_positive,
-                       help="frames per measurement (default: 150; not with --long, --speak or --ray)")
+                       help="frames per measurement (default: 150; with --sing the whole clip; not with --long, "
+                            "--speak or --ray)")
     bench.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     bench.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     instead = bench.add_mutually_exclusive_group()
@@ -358,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="instead, time `vivify speak` on 30 s of speech at 512x512 (target: ≥ 3x real time)")
     instead.add_argument("--ray", action="store_true",
                          help="instead, the speed-up of an animation rendered in chunks on a local Ray cluster")
+    instead.add_argument("--sing", action="store_true",
+                         help="instead, time `vivify sing` of 8 portraits in a 2x4 grid of 256x256 cells (target: "
+                              "≥ 10 frames/s)")
     bench.add_argument("--audio", type=Path, help="with --speak: this speech instead of espeak-ng's")
     bench.add_argument("--repeats", type=_positive_count, metavar="N",
                        help="run every measurement N times, round-robin (default: 1; not with --long or --ray)")
@@ -367,8 +371,10 @@ def _parser() -> argparse.ArgumentParser:
 def _check_bench_options(args: argparse.Namespace) -> None:
     """Refuse --frames and --repeats where the kind of benchmark chosen has no use for them, rather than
     ignore them: its own clip and runs are fixed."""
-    mode = "--long" if args.long else "--ray" if args.ray else "--speak" if args.speak else None
-    takes = {None: ("--frames", "--repeats"), "--speak": ("--repeats",)}.get(mode, ())
+    mode = "--long" if args.long else "--ray" if args.ray else "--speak" if args.speak else "--sing" if args.sing \
+        else None
+    takes = {None: ("--frames", "--repeats"), "--speak": ("--repeats",), "--sing": ("--frames", "--repeats")}.get(
+        mode, ())
     for option, value in (("--frames", args.frames), ("--repeats", args.repeats)):
         if value is not None and option not in takes:
             raise VivifyError(f"{option} does not go with {mode}: that benchmark's length and runs are fixed")
@@ -784,6 +790,10 @@ def main(argv: list[str] | None = None) -> int:
             from vivify.bench_speak import run_speak
 
             return run_speak(args.audio, json_path=args.json, **given)
+        if args.sing:
+            from vivify.bench_sing import run_sing
+
+            return run_sing(json_path=args.json, **given)
         from vivify import bench
 
         return bench.run(json_path=args.json, long=args.long, **given)
