@@ -262,8 +262,9 @@ class AnimatorProcesses:
                     worker.wait()
             for connection in connections:
                 connection.close()
-            if isinstance(self._shared, _SharedFrames):
-                self._shared.close()
+            shared, self._shared = self._shared, False  # closed once: its descriptor may be another file's next
+            if isinstance(shared, _SharedFrames):
+                shared.close()
 
 
 class _SharedFrames:
