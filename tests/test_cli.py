@@ -318,6 +318,38 @@ def test_best_reference_picks_each_portraits_own_pose(tmp_path):
     assert found[0][2].shape == (478, 3)
 
 
+def test_the_frames_up_to_the_first_face_are_tracked_once(tmp_path, monkeypatch):
+    """With `--reference first` the render's own tracker finds the first face, and goes on from it: the frames up
+    to it were decoded and tracked again for the render (the first face's settling passes too). The render gets
+    what one tracker finds through the clip, frame by frame."""
+    face = face_crop(PORTRAIT)
+    blank = np.full_like(face, 90)
+    frames = [blank, blank, *(np.roll(face, shift, axis=1) for shift in range(0, 14, 2))]
+    clip = write_clip(tmp_path / "clip.mp4", frames)
+    portrait = tmp_path / "portrait.png"
+    Image.fromarray(face).save(portrait)
+    with open_video(clip) as video, FaceTracker() as tracker:
+        expected = [tracker.detect(frame) for frame in video.frames()]
+    tracked, given = [], []
+    detect, render = FaceTracker.detect, Animator.render
+
+    def counted(self, rgb):
+        tracked.append(1)
+        return detect(self, rgb)
+
+    def rendered(self, frame, landmarks=None):
+        given.append(landmarks)
+        return render(self, frame, landmarks)
+
+    monkeypatch.setattr(FaceTracker, "detect", counted)
+    monkeypatch.setattr(Animator, "render", rendered)
+    pipeline.animate(portrait, clip, tmp_path / "out.mp4")
+    assert len(tracked) == len(frames) + 1  # and the portrait once, measured as a tracked frame (`as_tracked`)
+    assert [points is None for points in given] == [points is None for points in expected] == [True] * 2 + [False] * 7
+    for points, wanted in zip(given[2:], expected[2:], strict=True):
+        np.testing.assert_array_equal(points, wanted)
+
+
 def test_best_reference_tracks_a_longer_clip_in_two_halves_at_once(tmp_path, monkeypatch):
     """On two cores a clip of 100 frames or more is tracked in two halves at once, each by a tracker of its own:
     each portrait's pick is found in its half, and the spool holds every frame's landmarks in order, as each

@@ -145,18 +145,21 @@ def _frame_at(driving: str | Path, index: int) -> np.ndarray:
     raise VivifyError(f"{driving}: --reference {index} is past the last frame")
 
 
-def first_face(driving: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
+def first_face(driving: str | Path, track: Callable[[np.ndarray], np.ndarray | None] | None = None,
+               spool: LandmarkSpool | None = None) -> tuple[int, np.ndarray, np.ndarray]:
     """The first driving frame with a face, its index and its landmarks; a VivifyError naming the file if none
-    has one."""
-    tracker = FaceTracker()
-    try:
-        with open_video(driving) as video:
-            for index, frame in enumerate(video.frames()):
-                points = tracker.detect(frame)
-                if points is not None:
-                    return index, frame, points
-    finally:
-        tracker.close()
+    has one. `track`, where given, finds the landmarks (a tracker's `detect`: the render's own, which then goes
+    on from that frame), and `spool`, where given, keeps those of every frame up to it."""
+    with contextlib.ExitStack() as stack:
+        if track is None:
+            track = stack.enter_context(FaceTracker()).detect
+        video = stack.enter_context(open_video(driving))
+        for index, frame in enumerate(video.frames()):
+            points = track(frame)
+            if spool is not None:
+                spool.append(points)
+            if points is not None:
+                return index, frame, points
     raise VivifyError(f"{driving}: no face found in any frame")
 
 
@@ -169,14 +172,16 @@ class Calibrated(Protocol):
 
 
 def _set_references(animators: Sequence[Calibrated], driving: str | Path, reference: str,
-                    spool: LandmarkSpool, progress: Progress | None) -> None:
+                    spool: LandmarkSpool, progress: Progress | None,
+                    track: Callable[[np.ndarray], np.ndarray | None]) -> None:
     """Calibrate every animator on the driving frame that `reference` picks, before any frame is rendered.
 
     Done up front even for "first" (where an Animator would take the first frame it sees with a face): a clip
     without any face fails here, before anything is rendered, and frames before the first face render the
     portrait as it is instead of reaching the engine without a reference. "first" and N are one frame for
-    all, found once; "best" is each portrait's own, found in a pass over the whole clip whose landmarks go
-    into `spool` (reported to `progress`).
+    all, found once; "best" is each portrait's own, found in a pass over the whole clip. The landmarks of the
+    frames tracked go into `spool`: the whole clip's for "best" (reported to `progress`); for "first", those up
+    to the first face, found by the render's own tracker (`track`), which goes on from there.
     """
     name = str(driving)
     if reference == "best":
@@ -187,7 +192,7 @@ def _set_references(animators: Sequence[Calibrated], driving: str | Path, refere
             animator.set_reference(found[1], found[2])
         return
     if reference == "first":
-        index, frame, points = first_face(driving)
+        index, frame, points = first_face(driving, track, spool)
     else:
         index = int(reference)
         frame = _frame_at(driving, index)
@@ -280,10 +285,10 @@ def _render_all(animators: Sequence[Calibrated], start: Callable[[np.ndarray, np
     finish: Rendering | None = None
     started_count = 0
     with LandmarkSpool() as spool:
-        _set_references(animators, driving_path, reference, spool, progress)
-        # Where the references took a tracking pass over the whole clip, its landmarks are read back, not tracked
-        # again: the landmarks the references were picked on, at no cost.
-        for frame, points in tracked(video.frames(), spool.replay() if spool.frames else track):
+        _set_references(animators, driving_path, reference, spool, progress, track)
+        # The frames tracked to find the references are read back, not tracked again: the landmarks the
+        # references were picked on, at no cost.
+        for frame, points in tracked(video.frames(), spool.replay(then=track)):
             face_seen = face_seen or points is not None
             started = start(frame, points)
             if finish is not None:

@@ -49,13 +49,20 @@ class LandmarkSpool:
         shutil.copyfileobj(other._file, self._file)
         self.frames += other.frames
 
-    def replay(self) -> Callable[[np.ndarray], np.ndarray | None]:
+    def replay(self, then: Callable[[np.ndarray], np.ndarray | None] | None = None,
+               ) -> Callable[[np.ndarray], np.ndarray | None]:
         """A tracker's `detect` for a second pass: called once per frame, in order, it returns the landmarks
-        kept for that frame (the frame itself is not looked at)."""
+        kept for that frame (the frame itself is not looked at); past the frames kept, what `then` finds in the
+        frame, where given (the tracker that tracked the kept frames, going on from them)."""
         self._file.flush()
         self._file.seek(0)
+        remaining = self.frames
 
-        def detect(_frame: np.ndarray) -> np.ndarray | None:
+        def detect(frame: np.ndarray) -> np.ndarray | None:
+            nonlocal remaining
+            if remaining == 0 and then is not None:
+                return then(frame)
+            remaining -= 1
             record = self._file.read(_RECORD_BYTES)
             if len(record) < _RECORD_BYTES:
                 raise RuntimeError("the driving video has more frames than were tracked in the first pass")
