@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,21 @@ def measure_process(command: Sequence[str], cpus: Sequence[int], log: Path) -> d
         raise VivifyError(f"benchmark child failed (exit {process.returncode}): {shlex.join(command)}\n"
                           f"{_tail(log)}")
     return result
+
+
+def repeated_runs(command: Sequence[str], repeats: int, cpus: Sequence[int], workdir: Path, what: str,
+                  figure: Callable[[float], tuple[str, float, str]]) -> list[dict[str, Any]]:
+    """`measure_process` of `command` `repeats` times, each run said as it starts (`what`) and ends. `figure` turns
+    a run's wall time into its figure: (key in the run's result, value, how it is said)."""
+    runs = []
+    for repeat in range(repeats):
+        _progress(f"[{repeat + 1}/{repeats}] {what}")
+        result = measure_process(command, cpus, workdir / f"run_{repeat}.log")
+        key, value, said = figure(result["wall_s"])
+        result[key] = value
+        runs.append(result)
+        _progress(f"  {result['wall_s']:.2f} s, {said}")
+    return runs
 
 
 def _worker(kind: str, spec: dict[str, Any], cpus: Sequence[int], workdir: Path, name: str) -> dict[str, Any]:

@@ -24,13 +24,12 @@ from vivify.bench import (
     _data_dir,
     _driving_choice,
     _median,
-    _progress,
     _synthetic_clip,
     _versions,
     available_cpus,
     machine_info,
     machine_line,
-    measure_process,
+    repeated_runs,
     speed_probe,
 )
 from vivify.demo import astronaut, face_crop
@@ -73,7 +72,6 @@ def run_sing(frames: int | None = None, repeats: int = 1, json_path: Path | None
     source, description = _driving_choice(driving)
     shared = source is not None and all(find_shared(name) for name in SHARED_PORTRAITS if name is not None)
     probe_start = speed_probe()
-    runs = []
     with tempfile.TemporaryDirectory(prefix="vivify-bench-") as temp, _data_dir(Path(temp) / "vivify-data"):
         workdir = Path(temp)
         clip_path = workdir / "driving.mp4"
@@ -85,12 +83,9 @@ def run_sing(frames: int | None = None, repeats: int = 1, json_path: Path | None
         portraits = _portraits(workdir, shared)
         command = [sys.executable, "-m", "vivify.cli", "sing", str(clip_path), *map(str, portraits), "-o",
                    str(workdir / "grid.mp4"), "--cell-size", f"{CELL[0]}x{CELL[1]}", "--overwrite"]
-        for repeat in range(repeats):
-            _progress(f"[{repeat + 1}/{repeats}] vivify sing, {len(portraits)} portraits, {count} frames")
-            result = measure_process(command, cpus, workdir / f"sing_{repeat}.log")
-            result["fps"] = count / result["wall_s"]
-            runs.append(result)
-            _progress(f"  {result['wall_s']:.1f} s, {result['fps']:.1f} frames/s")
+        what = f"vivify sing, {len(portraits)} portraits, {count} frames"
+        runs = repeated_runs(command, repeats, cpus, workdir, what,
+                             lambda wall: ("fps", count / wall, f"{count / wall:.1f} frames/s"))
     median = _median([r["wall_s"] for r in runs])
     report: dict[str, Any] = {
         "machine": machine_info(_versions()), "speed_probe_ms": {"start": probe_start, "end": speed_probe()},

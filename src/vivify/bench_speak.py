@@ -19,12 +19,11 @@ from PIL import Image
 from vivify.bench import (
     _data_dir,
     _median,
-    _progress,
     _versions,
     available_cpus,
     machine_info,
     machine_line,
-    measure_process,
+    repeated_runs,
 )
 from vivify.demo import face_crop
 from vivify.eval.figures import command_line
@@ -51,7 +50,6 @@ def _speech(seconds: float) -> Speech:
 
 def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | None = None) -> int:
     cpus = available_cpus()
-    runs = []
     with tempfile.TemporaryDirectory(prefix="vivify-bench-") as temp, _data_dir(Path(temp) / "vivify-data"):
         workdir = Path(temp)
         portrait = workdir / "astronaut.png"
@@ -63,12 +61,9 @@ def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | Non
         seconds = read_speech(audio).duration
         command = [sys.executable, "-m", "vivify.cli", "speak", str(portrait), str(audio), "-o",
                    str(workdir / "out.mp4"), "--size", f"{SIZE}x{SIZE}", "--overwrite"]
-        for repeat in range(repeats):
-            _progress(f"[{repeat + 1}/{repeats}] vivify speak, {seconds:.1f} s of speech at {SIZE}x{SIZE}")
-            result = measure_process(command, cpus, workdir / f"speak_{repeat}.log")
-            result["real_time"] = seconds / result["wall_s"]
-            runs.append(result)
-            _progress(f"  {result['wall_s']:.2f} s, {result['real_time']:.2f}x real time")
+        what = f"vivify speak, {seconds:.1f} s of speech at {SIZE}x{SIZE}"
+        runs = repeated_runs(command, repeats, cpus, workdir, what,
+                             lambda wall: ("real_time", seconds / wall, f"{seconds / wall:.2f}x real time"))
     median = _median([r["wall_s"] for r in runs])
     report: dict[str, Any] = {
         "machine": machine_info(_versions()), "audio": description,
