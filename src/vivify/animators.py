@@ -10,6 +10,7 @@ frames go through memory the processes share, where the system has it (`_SharedF
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import queue
@@ -277,9 +278,8 @@ class _SharedFrames:
 
     def __init__(self, fd: int, shape: tuple[int, ...], count: int) -> None:
         self.fd, self.shape = fd, shape
-        size = int(np.prod(shape))
-        self._memory = mmap.mmap(fd, size * count)
-        self.frames = [np.ndarray(shape, np.uint8, buffer=self._memory, offset=k * size) for k in range(count)]
+        self._memory = mmap.mmap(fd, math.prod(shape) * count)
+        self.frames = _slots(self._memory, shape, count)
         self.free = list(range(count))
 
     @classmethod
@@ -290,7 +290,7 @@ class _SharedFrames:
         except (AttributeError, OSError):  # not Linux; or out of file descriptors or memory
             return None
         try:
-            os.ftruncate(fd, int(np.prod(shape)) * count)
+            os.ftruncate(fd, math.prod(shape) * count)
             return cls(fd, shape, count)
         except OSError:
             os.close(fd)
@@ -306,12 +306,17 @@ class _SharedFrames:
 def _shared_frames(connection: Connection, shape: tuple[int, ...], count: int) -> list[np.ndarray]:
     """A worker's read-only views of the slots that `_SharedFrames` made (its memfd comes next on the
     connection)."""
-    size = int(np.prod(shape))
     fd = recv_handle(connection)
     try:
-        memory = mmap.mmap(fd, size * count, access=mmap.ACCESS_READ)
+        memory = mmap.mmap(fd, math.prod(shape) * count, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)  # the mapping keeps the memory
+    return _slots(memory, shape, count)
+
+
+def _slots(memory: mmap.mmap, shape: tuple[int, ...], count: int) -> list[np.ndarray]:
+    """The `count` frames of `shape` (uint8) that lie one after another in `memory`."""
+    size = math.prod(shape)
     return [np.ndarray(shape, np.uint8, buffer=memory, offset=k * size) for k in range(count)]
 
 
