@@ -229,9 +229,13 @@ def _worker(kind: str, spec: dict[str, Any], cpus: Sequence[int], workdir: Path,
     return result
 
 
+def vivify_command(command: str, inputs: Sequence[Path], output: Path, *options: str) -> list[str]:
+    """`vivify COMMAND INPUT... -o OUTPUT OPTION... --overwrite`, run by this Python (the vivify it imports)."""
+    return [sys.executable, "-m", "vivify.cli", command, *map(str, inputs), "-o", str(output), *options, "--overwrite"]
+
+
 def animate_command(portrait: Path, driving: Path, output: Path, size: tuple[int, int]) -> list[str]:
-    return [sys.executable, "-m", "vivify.cli", "animate", str(portrait), str(driving), "-o", str(output),
-            "--size", f"{size[0]}x{size[1]}", "--overwrite"]
+    return vivify_command("animate", (portrait, driving), output, "--size", f"{size[0]}x{size[1]}")
 
 
 def end_to_end(portrait: Path, driving: Path, frames: int, size: tuple[int, int], cpus: Sequence[int],

@@ -11,7 +11,6 @@ astronaut. Target: at least 10 frames/s.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from vivify.bench import (
     machine_line,
     repeated_runs,
     speed_probe,
+    vivify_command,
 )
 from vivify.demo import astronaut, face_crop
 from vivify.eval.figures import command_line
@@ -81,8 +81,8 @@ def run_sing(frames: int | None = None, repeats: int = 1, json_path: Path | None
             clip = _copy_clip(source, {clip_path: frames or 10**9})
         count = min(frames or clip["source_frames"], clip["source_frames"])
         portraits = _portraits(workdir, shared)
-        command = [sys.executable, "-m", "vivify.cli", "sing", str(clip_path), *map(str, portraits), "-o",
-                   str(workdir / "grid.mp4"), "--cell-size", f"{CELL[0]}x{CELL[1]}", "--overwrite"]
+        command = vivify_command("sing", (clip_path, *portraits), workdir / "grid.mp4", "--cell-size",
+                                 f"{CELL[0]}x{CELL[1]}")
         what = f"vivify sing, {len(portraits)} portraits, {count} frames"
         runs = repeated_runs(command, repeats, cpus, workdir, what,
                              lambda wall: ("fps", count / wall, f"{count / wall:.1f} frames/s"))

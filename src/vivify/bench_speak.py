@@ -8,7 +8,6 @@ at least 3× real time (30 s of speech in at most 10 s).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from vivify.bench import (
     machine_info,
     machine_line,
     repeated_runs,
+    vivify_command,
 )
 from vivify.demo import face_crop
 from vivify.eval.figures import command_line
@@ -59,8 +59,7 @@ def run_speak(audio: Path | None = None, repeats: int = 1, json_path: Path | Non
             audio = workdir / "speech.wav"
             write_wav(_speech(SECONDS), audio)
         seconds = read_speech(audio).duration
-        command = [sys.executable, "-m", "vivify.cli", "speak", str(portrait), str(audio), "-o",
-                   str(workdir / "out.mp4"), "--size", f"{SIZE}x{SIZE}", "--overwrite"]
+        command = vivify_command("speak", (portrait, audio), workdir / "out.mp4", "--size", f"{SIZE}x{SIZE}")
         what = f"vivify speak, {seconds:.1f} s of speech at {SIZE}x{SIZE}"
         runs = repeated_runs(command, repeats, cpus, workdir, what,
                              lambda wall: ("real_time", seconds / wall, f"{seconds / wall:.2f}x real time"))
