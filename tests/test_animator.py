@@ -929,6 +929,41 @@ def test_a_reference_less_open_than_an_open_mouth_shuts_it_with_the_drivers(refe
         assert topology.mouth_gap(target) / unit == pytest.approx(expected, abs=0.01), driver_open
 
 
+def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_stare(reference):
+    """The reference frame catches the driver's eyes shut (a blink), the portrait's are open. Before, the driver's
+    opening them again opened the portrait's by as much on top of its own: nearly twice as wide, all clip long.
+    Now each eye keeps the portrait's opening until the driver's is open again, and from there follows the
+    driver's changes: open as the portrait's, half shut, shut. Where the portrait's own eyes are shut as well
+    (its own video's first frame, self-reenactment), the reference stands as it is."""
+    from vivify.motion.articulation import Articulator, FacePose
+    from vivify.motion.transfer import MotionTransfer
+
+    face = Articulator(reference)
+
+    def openness(points: np.ndarray) -> float:
+        return topology.eye_openness(points, topology.LEFT_EYE_LID_PAIRS, topology.LEFT_EYE_CORNERS)
+
+    driver = [face.landmarks(FacePose(blink=blink)) for blink in (0.95, 0.95, 0.5, 0.0, 0.0, 0.5, 1.0)]
+    own = openness(reference)
+
+    def portraits_eyes(reference_frame: np.ndarray) -> list[float]:
+        motion = MotionTransfer(reference, smoothing=False)
+        motion.set_reference(reference_frame)
+        return [openness(motion.target(points)[0]) / own for points in driver]
+
+    caught_open, caught_shut = portraits_eyes(driver[3]), portraits_eyes(driver[0])
+    assert caught_open[3] == pytest.approx(1.0, abs=0.01) and caught_open[6] < 0.2
+    # Held at the portrait's own while the driver's are shut and opening (before: 1.8 times it once open); once
+    # the driver's have settled open, as with a reference that caught them open.
+    assert caught_shut[:5] == pytest.approx([1.0] * 5, abs=0.02)
+    assert caught_shut[5:] == pytest.approx(caught_open[5:], abs=0.02)
+
+    shut_portrait = face.landmarks(FacePose(blink=0.95))[:, :2]
+    motion = MotionTransfer(shut_portrait, smoothing=False)
+    motion.set_reference(driver[0])
+    assert openness(motion.target(driver[4])[0]) == pytest.approx(own, rel=0.1)  # opened, not held shut
+
+
 def _grid_cell_and_close_up() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut framed as a sing grid's 256² cell, and a 256² close-up of her face as a driving frame: its
     bottom edge cuts her collar, and the cell's chest lies below it."""

@@ -20,6 +20,11 @@ NOSE = np.array([1, 2, 4, 5, 6, 168, 197, 195, 98, 327, 129, 358, 48, 278, 64, 2
 CHEEKS = np.array([50, 280, 187, 411, 205, 425, 36, 266, 117, 346, 123, 352, 200, 199, 175, 151, 9, 108, 337])
 LEFT_IRIS_CENTER = 468
 RIGHT_IRIS_CENTER = 473
+# Each eye's iris: its centre and four rim points.
+LEFT_IRIS, RIGHT_IRIS = np.arange(468, 473), np.arange(473, 478)
+# Upper and lower lid points facing each other across each eye (upper, lower).
+LEFT_EYE_LID_PAIRS = np.array([(159, 145), (158, 153), (160, 144), (157, 154), (161, 163)])
+RIGHT_EYE_LID_PAIRS = np.array([(386, 374), (385, 380), (387, 373), (384, 381), (388, 390)])
 
 # Points that barely move with expression: the head pose is fitted on them.
 RIGID = np.array([
@@ -47,6 +52,13 @@ def landmarks_apart(points: np.ndarray, other: np.ndarray) -> float:
     """Mean distance between corresponding landmarks of two readings of a face, in `points`' inter-ocular
     distances."""
     return float(np.linalg.norm(other[:, :2] - points[:, :2], axis=1).mean()) / inter_ocular(points)
+
+
+def eye_openness(points: np.ndarray, lid_pairs: np.ndarray, corners: tuple[int, int]) -> float:
+    """How open an eye is: its mean lid gap over its width (corner to corner); about 0.2-0.35 open, under 0.07
+    shut. Independent of the face's size and of where it looks."""
+    gap = np.linalg.norm(points[lid_pairs[:, 0], :2] - points[lid_pairs[:, 1], :2], axis=1).mean()
+    return float(gap / max(float(np.linalg.norm(points[corners[0], :2] - points[corners[1], :2])), 1e-6))
 
 
 def mouth_gap(points: np.ndarray) -> float:

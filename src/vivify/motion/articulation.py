@@ -19,7 +19,7 @@ _LIDS = (
     (np.array([246, 161, 160, 159, 158, 157, 173]), np.array([7, 163, 144, 145, 153, 154, 155])),
     (np.array([466, 388, 387, 386, 385, 384, 398]), np.array([249, 390, 373, 374, 380, 381, 382])),
 )
-_IRISES = (np.arange(468, 473), np.arange(473, 478))
+_IRISES = (topology.LEFT_IRIS, topology.RIGHT_IRIS)
 # Share of the jaw's drop that the upper lip rises.
 _UPPER_LIP_RISE = 0.12
 _EYE_WIDTH = 0.3  # inter-ocular units

@@ -18,16 +18,28 @@ from vivify.motion.pose import IDENTITY, Similarity, fit_similarity
 
 # Pairs (upper, lower) of eyelid and inner-lip points that must never cross: a driver's blink or a closing
 # mouth can ask for more travel than the portrait's own, smaller opening has.
-_NON_CROSSING_PAIRS = np.array([
-    (159, 145), (158, 153), (160, 144), (157, 154), (161, 163),
-    (386, 374), (385, 380), (387, 373), (384, 381), (388, 390),
+_EYELID_PAIRS = np.vstack([topology.LEFT_EYE_LID_PAIRS, topology.RIGHT_EYE_LID_PAIRS])
+_NON_CROSSING_PAIRS = np.vstack([_EYELID_PAIRS, [
     (13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324),
-])
-
-_EYELID_PAIRS = _NON_CROSSING_PAIRS[:10]
+]])
 # An eye opens at most this much wider than the portrait's own (the eye interior is carried over from the
-# driver beyond it): a driver whose reference frame caught a blink would otherwise open it into a stare.
+# driver beyond it): a reference frame that caught the driver's eyes half shut (not shut: `_SHUT`) would
+# otherwise open it into a stare.
 _MAX_EYE_OPENING = 2.5
+
+# Each eye: its contour and iris (the points a blink moves), its facing lid points and its corners.
+_EYES = (
+    (np.concatenate([topology.LEFT_EYE, topology.LEFT_IRIS]), topology.LEFT_EYE_LID_PAIRS, topology.LEFT_EYE_CORNERS),
+    (np.concatenate([topology.RIGHT_EYE, topology.RIGHT_IRIS]), topology.RIGHT_EYE_LID_PAIRS,
+     topology.RIGHT_EYE_CORNERS),
+)
+# A reference eye under this openness (`topology.eye_openness`), where the portrait's is at least twice as open,
+# was caught shut (mid-blink), not at the driver's neutral.
+_SHUT = 0.08
+# Such an eye is taken to be open again at this openness, and at least twice the reference's, once its lids
+# have stopped moving (changed by under _LIDS_SETTLED since the frame before): not halfway through opening.
+_OPEN_AGAIN = 0.1
+_LIDS_SETTLED = 0.02
 
 # At most this many times the driver's closing below a reference less open than the portrait's mouth.
 _MAX_CLOSING_STRETCH = 3.0
@@ -79,6 +91,13 @@ class MotionTransfer:
             self._closing_stretch = (_MAX_CLOSING_STRETCH if reference_gap <= 0.0
                                      else min(own_gap / reference_gap, _MAX_CLOSING_STRETCH))
         self._own_gap = own_gap
+        # An eye that the reference caught shut where the portrait's is open: the driver's opening it would
+        # open the portrait's by as much again, a stare for the whole clip. Until the driver's opens, the
+        # portrait's keeps its own opening; from there on it follows the driver's changes (`_from_open_eyes`).
+        self._shut_eyes = [_ShutEye(points, pairs, corners, openness) for points, pairs, corners in _EYES
+                           if (openness := topology.eye_openness(self.reference, pairs, corners)) < _SHUT
+                           and topology.eye_openness(self._base, pairs, corners) >= 2 * openness]
+        self._open_eyes: list[tuple[np.ndarray, np.ndarray]] = []  # (points, their expression when opened)
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -105,6 +124,7 @@ class MotionTransfer:
         if self.smoothing:
             pose_params = self._pose_filter(pose_params)
             expression = self._expression_filter(expression)
+        expression = self._from_open_eyes(driving_points, expression)
         if self._lost:
             self._ease_step, self._lost = 0, False
         if self._ease_step < EASE_FRAMES and self._held is not None:
@@ -114,6 +134,22 @@ class MotionTransfer:
             expression = self._held[1] + weight * (expression - self._held[1])
         self._held = (pose_params, expression)
         return self._compose(pose_params, expression)
+
+    def _from_open_eyes(self, driving_points: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """The expression with each eye the reference caught shut (`set_reference`) measured from the frame where
+        the driver's opened, and held at the portrait's own before it."""
+        if not (self._shut_eyes or self._open_eyes):
+            return expression
+        for eye in list(self._shut_eyes):
+            if eye.opened(topology.eye_openness(driving_points, eye.pairs, eye.corners)):
+                self._shut_eyes.remove(eye)
+                self._open_eyes.append((eye.points, expression[eye.points].copy()))
+        expression = expression.copy()
+        for eye in self._shut_eyes:
+            expression[eye.points] = 0.0
+        for points, opened in self._open_eyes:
+            expression[points] -= opened
+        return expression
 
     def _base_or_portrait(self) -> np.ndarray:
         return self._base.copy() if self.reference is not None else self.portrait.copy()
@@ -154,6 +190,21 @@ class MotionTransfer:
         if gap >= 0.0:
             return shaped
         return shaped + self._jaw.jaw_drop(-gap)
+
+
+class _ShutEye:
+    """An eye of the reference frame caught shut (`MotionTransfer.set_reference`), until the driver's opens."""
+
+    def __init__(self, points: np.ndarray, pairs: np.ndarray, corners: tuple[int, int], openness: float) -> None:
+        self.points, self.pairs, self.corners = points, pairs, corners
+        self._needed = max(_OPEN_AGAIN, 2 * openness)
+        self._last = openness
+
+    def opened(self, openness: float) -> bool:
+        """Whether the driver's eye, this open in this frame, is open again with its lids settled."""
+        settled = abs(openness - self._last) < _LIDS_SETTLED
+        self._last = openness
+        return openness >= self._needed and settled
 
 
 def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:

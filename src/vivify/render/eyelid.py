@@ -22,6 +22,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from vivify.landmarks import topology
 from vivify.render.patch import blend_into
 
 # The warp keeps at least this share of the portrait's own eye opening: it closes an eye by at most 30%.
@@ -66,10 +67,10 @@ class _Eye:
 _EYES = (
     # topology.LEFT_EYE (corners 33 and 133) and its iris 468–472.
     _Eye((33, 133), np.array([246, 161, 160, 159, 158, 157, 173]), np.array([7, 163, 144, 145, 153, 154, 155]),
-         np.arange(468, 473), np.array([46, 53, 52, 65, 55])),
+         topology.LEFT_IRIS, np.array([46, 53, 52, 65, 55])),
     # topology.RIGHT_EYE (corners 362 and 263) and its iris 473–477.
     _Eye((362, 263), np.array([398, 384, 385, 386, 387, 388, 466]), np.array([382, 381, 380, 374, 373, 390, 249]),
-         np.arange(473, 478), np.array([285, 295, 282, 283, 276])),
+         topology.RIGHT_IRIS, np.array([285, 295, 282, 283, 276])),
 )
 
 
