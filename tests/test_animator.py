@@ -932,9 +932,9 @@ def test_a_reference_less_open_than_an_open_mouth_shuts_it_with_the_drivers(refe
 def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_stare(reference):
     """The reference frame catches the driver's eyes shut (a blink), the portrait's are open. Before, the driver's
     opening them again opened the portrait's by as much on top of its own: nearly twice as wide, all clip long.
-    Now each eye keeps the portrait's opening until the driver's is open again, and from there follows the
-    driver's changes: open as the portrait's, half shut, shut. Where the portrait's own eyes are shut as well
-    (its own video's first frame, self-reenactment), the reference stands as it is."""
+    Now each eye keeps the portrait's opening until the driver's has settled open, and its changes are measured
+    from there: open as the portrait's, half shut, shut. Where the portrait's own eyes are shut as well (its
+    own video's first frame, self-reenactment), the reference stands as it is."""
     from vivify.motion.articulation import Articulator, FacePose
     from vivify.motion.transfer import MotionTransfer
 

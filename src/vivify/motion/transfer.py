@@ -23,8 +23,7 @@ _NON_CROSSING_PAIRS = np.vstack([_EYELID_PAIRS, [
     (13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324),
 ]])
 # An eye opens at most this much wider than the portrait's own (the eye interior is carried over from the
-# driver beyond it): a reference frame that caught the driver's eyes half shut (not shut: `_SHUT`) would
-# otherwise open it into a stare.
+# driver beyond it): a backstop for an eye that `_ClosedEye` does not take for closed at the reference.
 _MAX_EYE_OPENING = 2.5
 
 # Each eye: its contour and iris (the points a blink moves), its facing lid points and its corners.
@@ -33,13 +32,13 @@ _EYES = (
     (np.concatenate([topology.RIGHT_EYE, topology.RIGHT_IRIS]), topology.RIGHT_EYE_LID_PAIRS,
      topology.RIGHT_EYE_CORNERS),
 )
-# A reference eye under this openness (`topology.eye_openness`), where the portrait's is at least twice as open,
-# was caught shut (mid-blink), not at the driver's neutral.
-_SHUT = 0.08
-# Such an eye is taken to be open again at this openness, and at least twice the reference's, once its lids
-# have stopped moving (changed by under _LIDS_SETTLED since the frame before): not halfway through opening.
-_OPEN_AGAIN = 0.1
+# A reference eye less than this share as open as the portrait's (`topology.eye_openness`) was caught closing
+# (a blink, a wink), not at the driver's neutral: see `_ClosedEye`.
+_CAUGHT_CLOSING = 0.5
+# Such an eye's neutral is the driver's widest settled opening (lids moved under _LIDS_SETTLED since the frame
+# before: not halfway through opening) over the first _NEUTRAL_SECONDS rendered.
 _LIDS_SETTLED = 0.02
+_NEUTRAL_SECONDS = 1.0
 
 # At most this many times the driver's closing below a reference less open than the portrait's mouth.
 _MAX_CLOSING_STRETCH = 3.0
@@ -91,13 +90,12 @@ class MotionTransfer:
             self._closing_stretch = (_MAX_CLOSING_STRETCH if reference_gap <= 0.0
                                      else min(own_gap / reference_gap, _MAX_CLOSING_STRETCH))
         self._own_gap = own_gap
-        # An eye that the reference caught shut where the portrait's is open: the driver's opening it would
-        # open the portrait's by as much again, a stare for the whole clip. Until the driver's opens, the
-        # portrait's keeps its own opening; from there on it follows the driver's changes (`_from_open_eyes`).
-        self._shut_eyes = [_ShutEye(points, pairs, corners, openness) for points, pairs, corners in _EYES
-                           if (openness := topology.eye_openness(self.reference, pairs, corners)) < _SHUT
-                           and topology.eye_openness(self._base, pairs, corners) >= 2 * openness]
-        self._open_eyes: list[tuple[np.ndarray, np.ndarray]] = []  # (points, their expression when opened)
+        # An eye that the reference caught closing where the portrait's is open: the driver's opening it again
+        # would open the portrait's by as much on top of its own, a stare for the whole clip (`_ClosedEye`).
+        self._closed_eyes = [_ClosedEye(points, pairs, corners, openness, round(_NEUTRAL_SECONDS * self.rate))
+                             for points, pairs, corners in _EYES
+                             if (openness := topology.eye_openness(self.reference, pairs, corners))
+                             < _CAUGHT_CLOSING * topology.eye_openness(self._base, pairs, corners)]
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -124,7 +122,8 @@ class MotionTransfer:
         if self.smoothing:
             pose_params = self._pose_filter(pose_params)
             expression = self._expression_filter(expression)
-        expression = self._from_open_eyes(driving_points, expression)
+        for eye in self._closed_eyes:
+            expression = eye.from_neutral(driving_points, expression)
         if self._lost:
             self._ease_step, self._lost = 0, False
         if self._ease_step < EASE_FRAMES and self._held is not None:
@@ -134,22 +133,6 @@ class MotionTransfer:
             expression = self._held[1] + weight * (expression - self._held[1])
         self._held = (pose_params, expression)
         return self._compose(pose_params, expression)
-
-    def _from_open_eyes(self, driving_points: np.ndarray, expression: np.ndarray) -> np.ndarray:
-        """The expression with each eye the reference caught shut (`set_reference`) measured from the frame where
-        the driver's opened, and held at the portrait's own before it."""
-        if not (self._shut_eyes or self._open_eyes):
-            return expression
-        for eye in list(self._shut_eyes):
-            if eye.opened(topology.eye_openness(driving_points, eye.pairs, eye.corners)):
-                self._shut_eyes.remove(eye)
-                self._open_eyes.append((eye.points, expression[eye.points].copy()))
-        expression = expression.copy()
-        for eye in self._shut_eyes:
-            expression[eye.points] = 0.0
-        for points, opened in self._open_eyes:
-            expression[points] -= opened
-        return expression
 
     def _base_or_portrait(self) -> np.ndarray:
         return self._base.copy() if self.reference is not None else self.portrait.copy()
@@ -192,19 +175,29 @@ class MotionTransfer:
         return shaped + self._jaw.jaw_drop(-gap)
 
 
-class _ShutEye:
-    """An eye of the reference frame caught shut (`MotionTransfer.set_reference`), until the driver's opens."""
+class _ClosedEye:
+    """An eye that the reference frame caught closing (`MotionTransfer.set_reference`): its changes are measured
+    from the driver's widest settled opening over the first frames instead, which then maps to the portrait's
+    own opening. Until the driver's eye has settled open, the portrait's keeps its own."""
 
-    def __init__(self, points: np.ndarray, pairs: np.ndarray, corners: tuple[int, int], openness: float) -> None:
-        self.points, self.pairs, self.corners = points, pairs, corners
-        self._needed = max(_OPEN_AGAIN, 2 * openness)
-        self._last = openness
+    def __init__(self, points: np.ndarray, pairs: np.ndarray, corners: tuple[int, int], openness: float,
+                 frames: int) -> None:
+        self.points, self._pairs, self._corners = points, pairs, corners
+        self._widest, self._last = openness, openness
+        self._frames_left = frames
+        self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
 
-    def opened(self, openness: float) -> bool:
-        """Whether the driver's eye, this open in this frame, is open again with its lids settled."""
+    def from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """This frame's expression with the eye's measured from its neutral (a copy where it changes)."""
+        openness = topology.eye_openness(driving_points, self._pairs, self._corners)
         settled = abs(openness - self._last) < _LIDS_SETTLED
         self._last = openness
-        return openness >= self._needed and settled
+        if (self._frames_left > 0 or self._neutral is None) and settled and openness > self._widest:
+            self._widest, self._neutral = openness, expression[self.points].copy()
+        self._frames_left -= 1
+        expression = expression.copy()
+        expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
+        return expression
 
 
 def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
