@@ -1110,6 +1110,40 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
     assert streak(gain(reference)) > 0.2  # the line is the portrait's own: kept
 
 
+def test_hair_that_swings_over_the_drivers_forehead_is_not_carried_as_shading():
+    """A lock of the driver's hair that falls over the forehead since the reference darkened the ratio to its
+    clamp there: the portrait's forehead showed a grey smudge the shape of the driver's fringe. On the
+    forehead, a ratio so dark that only hair falling over it explains it is left out, with its surroundings; a
+    shadow there, and a mouth that opens dark, are still carried."""
+    from vivify.demo import face_crop
+    from vivify.render.detail import detail_gain, shading
+
+    face = face_crop(512)
+    points = detect_faces(face)[0]
+    span = topology.inter_ocular(points)
+    top = int(points[10, 1]) + 4
+    brows = int(points[[*topology.LEFT_BROW, *topology.RIGHT_BROW], 1].min()) - 4
+    left, right = int(points[topology.LEFT_EYE, 0].min()), int(points[topology.RIGHT_EYE, 0].max())
+    lock = (slice(top, brows), slice(left, left + (right - left) // 4))
+    shadow = (slice(top, brows), slice(right - (right - left) // 4, right))
+    lips = points[topology.LIPS_INNER, :2]
+    frame = face.copy()
+    frame[lock] = 25
+    frame[shadow] = (frame[shadow] * 0.85).astype(np.uint8)
+    cv2.fillPoly(frame, [np.round(lips).astype(np.int32)], (20, 10, 10))  # the mouth's slit, opened dark
+    grid = np.stack(np.meshgrid(np.arange(512, dtype=np.float32), np.arange(512, dtype=np.float32)), axis=-1)
+    gain = detail_gain((0, 0), (0, 0, 512, 512), points, shading(frame, span), shading(face, span), grid, grid, 1.0)
+
+    def inner(area: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = area
+        return gain[rows.start + 3:rows.stop - 3, cols.start + 3:cols.stop - 3, 0]
+
+    assert np.abs(inner(lock) - 1.0).max() < 0.03  # before: 0.75, the clamp
+    assert 0.82 < np.median(inner(shadow)) < 0.92
+    middle = np.round(lips.mean(axis=0)).astype(int)
+    assert gain[middle[1], middle[0], 0] == pytest.approx(0.75, abs=0.03)
+
+
 @pytest.mark.parametrize("corner", [(150, 90), (-40, -25), (330, 240), (-900, 60), (900, 400)],
                          ids=["inside", "over the top left", "over the bottom right", "all left of the frame",
                               "all right of and below the frame"])
