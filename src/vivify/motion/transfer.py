@@ -36,9 +36,11 @@ _EYES = (
 # (a blink, a wink), not at the driver's neutral: see `_ClosedEye`.
 _CAUGHT_CLOSING = 0.5
 # Such an eye's neutral is the driver's widest settled opening (lids moved under _LIDS_SETTLED since the frame
-# before: not halfway through opening) over the first _NEUTRAL_SECONDS rendered.
+# before: not halfway through opening) up to _NEUTRAL_SECONDS after it first opens to _OPENED times the
+# reference's.
 _LIDS_SETTLED = 0.02
 _NEUTRAL_SECONDS = 1.0
+_OPENED = 1.5
 
 # At most this many times the driver's closing below a reference less open than the portrait's mouth.
 _MAX_CLOSING_STRETCH = 3.0
@@ -177,24 +179,27 @@ class MotionTransfer:
 
 class _ClosedEye:
     """An eye that the reference frame caught closing (`MotionTransfer.set_reference`): its changes are measured
-    from the driver's widest settled opening over the first frames instead, which then maps to the portrait's
-    own opening. Until the driver's eye has settled open, the portrait's keeps its own."""
+    from the driver's widest settled opening in its first second open instead, which then maps to the
+    portrait's own opening. Until the driver's eye has settled open, the portrait's keeps its own."""
 
     def __init__(self, points: np.ndarray, pairs: np.ndarray, corners: tuple[int, int], openness: float,
                  frames: int) -> None:
         self.points, self._pairs, self._corners = points, pairs, corners
-        self._widest, self._last = openness, openness
-        self._frames_left = frames
+        self._widest, self._last, self._opened_at = openness, openness, _OPENED * openness
+        self._frames_left = frames  # counted from the first frame the eye is open
         self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
 
     def from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> np.ndarray:
-        """This frame's expression with the eye's measured from its neutral (a copy where it changes)."""
+        """A copy of this frame's expression with the eye's measured from its neutral."""
         openness = topology.eye_openness(driving_points, self._pairs, self._corners)
         settled = abs(openness - self._last) < _LIDS_SETTLED
         self._last = openness
-        if (self._frames_left > 0 or self._neutral is None) and settled and openness > self._widest:
+        if self._frames_left > 0 and settled and openness > self._widest:
             self._widest, self._neutral = openness, expression[self.points].copy()
-        self._frames_left -= 1
+        if openness >= self._opened_at:
+            self._opened_at = 0.0  # open once: the count runs from here
+        if self._opened_at == 0.0:
+            self._frames_left -= 1
         expression = expression.copy()
         expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
         return expression
