@@ -953,7 +953,7 @@ def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_st
 
     caught_open, caught_shut = portraits_eyes(driver[3], driver), portraits_eyes(driver[0], driver)
     assert caught_open[3] == pytest.approx(1.0, abs=0.01) and caught_open[6] < 0.2
-    # Held at the portrait's own while the driver's are shut and opening (before: 1.8 times it once open); once
+    # Held at the portrait's own while the driver's are shut and opening (before: 1.9 times it once open); once
     # the driver's have settled open, as with a reference that caught them open.
     assert caught_shut[:5] == pytest.approx([1.0] * 5, abs=0.02)
     assert caught_shut[5:] == pytest.approx(caught_open[5:], abs=0.02)
