@@ -124,8 +124,10 @@ class MotionTransfer:
         if self.smoothing:
             pose_params = self._pose_filter(pose_params)
             expression = self._expression_filter(expression)
-        for eye in self._closed_eyes:
-            expression = eye.from_neutral(driving_points, expression)
+        if self._closed_eyes:
+            expression = expression.copy()  # the filter's output may be its own state
+            for eye in self._closed_eyes:
+                eye.measure_from_neutral(driving_points, expression)
         if self._lost:
             self._ease_step, self._lost = 0, False
         if self._ease_step < EASE_FRAMES and self._held is not None:
@@ -189,20 +191,18 @@ class _ClosedEye:
         self._frames_left = frames  # counted from the first frame the eye is open
         self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
 
-    def from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> np.ndarray:
-        """A copy of this frame's expression with the eye's measured from its neutral."""
+    def measure_from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> None:
+        """Measure the eye's part of this frame's expression (in place) from its neutral."""
         openness = topology.eye_openness(driving_points, self._pairs, self._corners)
         settled = abs(openness - self._last) < _LIDS_SETTLED
         self._last = openness
         if self._frames_left > 0 and settled and openness > self._widest:
-            self._widest, self._neutral = openness, expression[self.points].copy()
+            self._widest, self._neutral = openness, expression[self.points]  # indexing copies
         if openness >= self._opened_at:
             self._opened_at = 0.0  # open once: the count runs from here
         if self._opened_at == 0.0:
             self._frames_left -= 1
-        expression = expression.copy()
         expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
-        return expression
 
 
 def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
