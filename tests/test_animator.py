@@ -629,7 +629,7 @@ def test_hair_beside_the_face_follows_a_head_turn(reference, angle):
 
     warp = HeadWarp((512, 512), reference)
     pose = Similarity(1.0, np.radians(angle), np.zeros(2))
-    eye_line = reference[topology.RIGHT_EYE_CORNERS[1]] - reference[topology.LEFT_EYE_CORNERS[0]]
+    eye_line = reference[topology.RIGHT_EYE.corners[1]] - reference[topology.LEFT_EYE.corners[0]]
     eye_line /= np.linalg.norm(eye_line)
     face_up = np.array([eye_line[1], -eye_line[0]])
     along = pose.linear @ eye_line  # the eye line in the output
@@ -941,7 +941,7 @@ def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_st
     face = Articulator(reference)
 
     def openness(points: np.ndarray) -> float:
-        return topology.eye_openness(points, topology.LEFT_EYE_LID_PAIRS, topology.LEFT_EYE_CORNERS)
+        return topology.LEFT_EYE.openness(points)
 
     driver = [face.landmarks(FacePose(blink=blink)) for blink in (0.95, 0.95, 0.5, 0.0, 0.0, 0.5, 1.0)]
     own = openness(reference)
@@ -1087,8 +1087,8 @@ def test_the_expression_detail_paints_no_feature_the_portrait_has_not():
     face = face_crop(256)
     points = detect_faces(face)[0]
     # A short line between the brows, where the portrait has plain skin.
-    brow = int(points[topology.LEFT_EYE, 1].min()) - 12
-    middle = int(points[[*topology.LEFT_EYE, *topology.RIGHT_EYE], 0].mean())
+    brow = int(points[topology.LEFT_EYE.contour, 1].min()) - 12
+    middle = int(points[[*topology.LEFT_EYE.contour, *topology.RIGHT_EYE.contour], 0].mean())
     across = slice(middle - 12, middle + 12)
 
     def with_line(row: int) -> np.ndarray:
@@ -1128,7 +1128,7 @@ def test_hair_that_swings_over_the_drivers_forehead_is_not_carried_as_shading():
     span = topology.inter_ocular(points)
     top = int(points[10, 1]) + 4
     brows = int(points[[*topology.LEFT_BROW, *topology.RIGHT_BROW], 1].min()) - 4
-    left, right = int(points[topology.LEFT_EYE, 0].min()), int(points[topology.RIGHT_EYE, 0].max())
+    left, right = int(points[topology.LEFT_EYE.contour, 0].min()), int(points[topology.RIGHT_EYE.contour, 0].max())
     lock = (slice(top, brows), slice(left, left + (right - left) // 4))
     shadow = (slice(top, brows), slice(right - (right - left) // 4, right))
     lips = points[topology.LIPS_INNER, :2]

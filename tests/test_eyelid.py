@@ -16,9 +16,9 @@ from vivify.render.warp import HeadWarp
 # Per eye: corners, upper lid and lower lid (paired index by index), iris points, lower edge of the brow.
 EYES = {
     "left": ((33, 133), [246, 161, 160, 159, 158, 157, 173], [7, 163, 144, 145, 153, 154, 155],
-             list(range(468, 473)), [46, 53, 52, 65, 55], topology.LEFT_EYE),
+             list(range(468, 473)), [46, 53, 52, 65, 55], topology.LEFT_EYE.contour),
     "right": ((362, 263), [398, 384, 385, 386, 387, 388, 466], [382, 381, 380, 374, 373, 390, 249],
-              list(range(473, 478)), [285, 295, 282, 283, 276], topology.RIGHT_EYE),
+              list(range(473, 478)), [285, 295, 282, 283, 276], topology.RIGHT_EYE.contour),
 }
 
 

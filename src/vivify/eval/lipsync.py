@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vivify.eval.figures import command_line, figure, machine, measured_mean
+from vivify.eval.metrics import eye_span
 from vivify.eval.reenact import Crop, _face_measure, apply_crop, portrait_crop
 from vivify.eval.sync import Track, best_correlation
 from vivify.io.reports import write_json
@@ -37,12 +38,11 @@ LAGS = tuple(range(-5, 6))
 SYNC_LAGS = tuple(range(-5, 6))
 TARGET_MEAN_R = 0.4
 _MOUTH = slice(48, 68)
-_EYE_CORNERS = (36, 45)
 
 
 def _normalised_mouth(points: np.ndarray) -> np.ndarray:
     mouth = points[_MOUTH] - points[_MOUTH].mean(axis=0)
-    return mouth / max(1e-6, float(np.linalg.norm(points[_EYE_CORNERS[0]] - points[_EYE_CORNERS[1]])))
+    return mouth / eye_span(points)
 
 
 def _mouth_distance(generated: Sequence[np.ndarray | None], real: Sequence[np.ndarray | None]) -> float:

@@ -76,6 +76,11 @@ def l1(generated: np.ndarray, real: np.ndarray) -> float:
     return float(np.mean(np.abs(generated.astype(np.float32) - real.astype(np.float32))) / 255.0)
 
 
+def eye_span(landmarks: np.ndarray) -> float:
+    """Distance between the outer eye corners of dlib's 68 landmarks (36 and 45): the face's size unit."""
+    return max(1e-6, float(np.linalg.norm(landmarks[36] - landmarks[45])))
+
+
 def score_faces(generated: Face, real: Face) -> PairScore:
     akd = float(np.mean(np.linalg.norm(generated.landmarks - real.landmarks, axis=1)))
     aed = float(np.linalg.norm(generated.descriptor - real.descriptor))

@@ -27,7 +27,7 @@ import numpy as np
 
 from vivify.errors import VivifyError
 from vivify.eval.figures import command_line, figure, machine
-from vivify.eval.metrics import Box, DlibFaceMeasure
+from vivify.eval.metrics import Box, DlibFaceMeasure, eye_span
 from vivify.io.reports import write_json
 from vivify.io.video import open_video
 
@@ -36,13 +36,12 @@ _MIN_SIDE = 400  # px: smaller cells are upscaled before measuring
 TARGET_R = 0.8
 LAGS = (-1, 0, 1)
 _INNER_TOP, _INNER_BOTTOM = (61, 62, 63), (67, 66, 65)
-_EYE_CORNERS = (36, 45)
 
 
 def mouth_opening(landmarks: np.ndarray) -> float:
     """Inner-lip gap over the outer eye corners' distance, from dlib's 68 landmarks."""
     gap = np.linalg.norm(landmarks[list(_INNER_TOP)] - landmarks[list(_INNER_BOTTOM)], axis=1).mean()
-    return float(gap / max(1e-6, np.linalg.norm(landmarks[_EYE_CORNERS[0]] - landmarks[_EYE_CORNERS[1]])))
+    return float(gap / eye_span(landmarks))
 
 
 class Track:

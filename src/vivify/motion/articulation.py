@@ -14,12 +14,6 @@ import numpy as np
 from vivify.landmarks import topology
 
 _MOUTH_CORNERS = (61, 291)
-# Eyelid contours (upper, lower) of each eye, corner to corner.
-_LIDS = (
-    (np.array([246, 161, 160, 159, 158, 157, 173]), np.array([7, 163, 144, 145, 153, 154, 155])),
-    (np.array([466, 388, 387, 386, 385, 384, 398]), np.array([249, 390, 373, 374, 380, 381, 382])),
-)
-_IRISES = (topology.LEFT_IRIS, topology.RIGHT_IRIS)
 # Share of the jaw's drop that the upper lip rises.
 _UPPER_LIP_RISE = 0.12
 _EYE_WIDTH = 0.3  # inter-ocular units
@@ -52,7 +46,7 @@ class Articulator:
         self.points = np.asarray(points, dtype=np.float64).copy()
         flat = self.points[:, :2]
         self.unit = topology.inter_ocular(flat)
-        axis = flat[topology.LEFT_EYE_CORNERS[0]] - flat[topology.RIGHT_EYE_CORNERS[1]]
+        axis = flat[topology.LEFT_EYE.corners[0]] - flat[topology.RIGHT_EYE.corners[1]]
         axis = -axis / np.linalg.norm(axis)  # image left to image right
         self._axes = np.stack([axis, [-axis[1], axis[0]]])  # rows: face x, face y (down)
         self._origin = flat[list(_MOUTH_CORNERS)].mean(axis=0)
@@ -84,13 +78,14 @@ class Articulator:
         self._brow = np.zeros(len(flat))
         self._brow[brows] = 1.0
         self._blink: list[tuple[np.ndarray, np.ndarray]] = []
-        for (upper, lower), iris in zip(_LIDS, _IRISES, strict=True):
+        for eye in topology.EYES:
+            upper, lower, iris = eye.upper, eye.lower, eye.iris
             self._blink.append((upper, local[lower, 1] - local[upper, 1]))  # the upper lid comes down to the lower
             self._brow[upper] = 0.15  # the lids open a little with a brow raise
             order = np.argsort(local[lower, 0])
             lower_lid = np.interp(local[iris, 0], local[lower, 0][order], local[lower, 1][order])
             self._blink.append((iris, lower_lid - local[iris, 1]))  # the iris hides under the closing lid
-        self._irises = np.concatenate(_IRISES)
+        self._irises = np.concatenate([eye.iris for eye in topology.EYES])
         self._centre = self.points[topology.RIGID].mean(axis=0)
 
     def landmarks(self, pose: FacePose) -> np.ndarray:

@@ -18,7 +18,7 @@ from vivify.motion.pose import IDENTITY, Similarity, fit_similarity
 
 # Pairs (upper, lower) of eyelid and inner-lip points that must never cross: a driver's blink or a closing
 # mouth can ask for more travel than the portrait's own, smaller opening has.
-_EYELID_PAIRS = np.vstack([topology.LEFT_EYE_LID_PAIRS, topology.RIGHT_EYE_LID_PAIRS])
+_EYELID_PAIRS = np.vstack([eye.lid_pairs for eye in topology.EYES])
 _NON_CROSSING_PAIRS = np.vstack([_EYELID_PAIRS, [
     (13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324),
 ]])
@@ -26,13 +26,7 @@ _NON_CROSSING_PAIRS = np.vstack([_EYELID_PAIRS, [
 # driver beyond it): a backstop for an eye that `_ClosedEye` does not take for closed at the reference.
 _MAX_EYE_OPENING = 2.5
 
-# Each eye: its contour and iris (the points a blink moves), its facing lid points and its corners.
-_EYES = (
-    (np.concatenate([topology.LEFT_EYE, topology.LEFT_IRIS]), topology.LEFT_EYE_LID_PAIRS, topology.LEFT_EYE_CORNERS),
-    (np.concatenate([topology.RIGHT_EYE, topology.RIGHT_IRIS]), topology.RIGHT_EYE_LID_PAIRS,
-     topology.RIGHT_EYE_CORNERS),
-)
-# A reference eye less than this share as open as the portrait's (`topology.eye_openness`) was caught closing
+# A reference eye less than this share as open as the portrait's (`topology.Eye.openness`) was caught closing
 # (a blink, a wink), not at the driver's neutral: see `_ClosedEye`.
 _CAUGHT_CLOSING = 0.5
 # Such an eye's neutral is the driver's widest settled opening (lids moved under _LIDS_SETTLED since the frame
@@ -94,10 +88,10 @@ class MotionTransfer:
         self._own_gap = own_gap
         # An eye that the reference caught closing where the portrait's is open: the driver's opening it again
         # would open the portrait's by as much on top of its own, a stare for the whole clip (`_ClosedEye`).
-        self._closed_eyes = [_ClosedEye(points, pairs, corners, openness, round(_NEUTRAL_SECONDS * self.rate))
-                             for points, pairs, corners in _EYES
-                             if (openness := topology.eye_openness(self.reference, pairs, corners))
-                             < _CAUGHT_CLOSING * topology.eye_openness(self._base, pairs, corners)]
+        self._closed_eyes = [_ClosedEye(eye, openness, round(_NEUTRAL_SECONDS * self.rate))
+                             for eye in topology.EYES
+                             if (openness := eye.openness(self.reference))
+                             < _CAUGHT_CLOSING * eye.openness(self._base)]
         self._pose_filter.reset()
         self._expression_filter.reset()
         self._held = None
@@ -184,16 +178,16 @@ class _ClosedEye:
     from the driver's widest settled opening in its first second open instead, which then maps to the
     portrait's own opening. Until the driver's eye has settled open, the portrait's keeps its own."""
 
-    def __init__(self, points: np.ndarray, pairs: np.ndarray, corners: tuple[int, int], openness: float,
-                 frames: int) -> None:
-        self.points, self._pairs, self._corners = points, pairs, corners
+    def __init__(self, eye: topology.Eye, openness: float, frames: int) -> None:
+        self._eye = eye
+        self.points = np.concatenate([eye.contour, eye.iris])  # the points a blink moves
         self._widest, self._last, self._opened_at = openness, openness, _OPENED * openness
         self._frames_left = frames  # counted from the first frame the eye is open
         self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
 
     def measure_from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> None:
         """Measure the eye's part of this frame's expression (in place) from its neutral."""
-        openness = topology.eye_openness(driving_points, self._pairs, self._corners)
+        openness = self._eye.openness(driving_points)
         settled = abs(openness - self._last) < _LIDS_SETTLED
         self._last = openness
         if self._frames_left > 0 and settled and openness > self._widest:

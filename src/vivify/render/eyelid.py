@@ -17,7 +17,6 @@ face), so a rolled head is handled like an upright one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import cv2
 import numpy as np
@@ -45,36 +44,6 @@ _MIN_DROP = 0.25
 
 
 @dataclass(frozen=True)
-class _Eye:
-    """One eye's landmarks, ordered along the eye from `corners[0]` to `corners[1]`."""
-
-    corners: tuple[int, int]
-    upper: np.ndarray  # upper lid margin, corner 0 to corner 1
-    lower: np.ndarray  # lower lid margin, paired index by index with `upper`
-    iris: np.ndarray  # the iris centre and its four rim points
-    brow: np.ndarray  # lower edge of the brow above it
-
-    @cached_property
-    def lids_and_iris(self) -> np.ndarray:
-        return np.concatenate([self.upper, self.lower, self.iris])
-
-    @cached_property
-    def lid(self) -> np.ndarray:
-        """The upper lid from corner to corner, corners included."""
-        return np.concatenate([[self.corners[0]], self.upper, [self.corners[1]]])
-
-
-_EYES = (
-    # topology.LEFT_EYE (corners 33 and 133) and its iris 468–472.
-    _Eye((33, 133), np.array([246, 161, 160, 159, 158, 157, 173]), np.array([7, 163, 144, 145, 153, 154, 155]),
-         topology.LEFT_IRIS, np.array([46, 53, 52, 65, 55])),
-    # topology.RIGHT_EYE (corners 362 and 263) and its iris 473–477.
-    _Eye((362, 263), np.array([398, 384, 385, 386, 387, 388, 466]), np.array([382, 381, 380, 374, 373, 390, 249]),
-         topology.RIGHT_IRIS, np.array([285, 295, 282, 283, 276])),
-)
-
-
-@dataclass(frozen=True)
 class _Frame:
     """An eye's frame: origin at its first corner, `along` towards the second, `down` across the eye."""
 
@@ -84,7 +53,7 @@ class _Frame:
     width: float
 
     @classmethod
-    def of(cls, points: np.ndarray, eye: _Eye) -> _Frame:
+    def of(cls, points: np.ndarray, eye: topology.Eye) -> _Frame:
         first, second = points[eye.corners[0], :2], points[eye.corners[1], :2]
         axis = second - first
         width = max(float(np.hypot(*axis)), 1e-6)
@@ -109,11 +78,12 @@ def limit_lid_travel(target: np.ndarray, portrait: np.ndarray, keep: float = KEE
     the face. Returns a copy.
     """
     out = np.array(target, dtype=np.float64, copy=True)
-    for eye in _EYES:
+    for eye in topology.EYES:
         # Upper lid, lower lid and iris, in eye widths of each eye's own frame.
         own_frame, frame = _Frame.of(portrait, eye), _Frame.of(out, eye)
-        own_u, own_v = own_frame.coords(portrait[eye.lids_and_iris])
-        u, v = frame.coords(out[eye.lids_and_iris])
+        lids_and_iris = np.concatenate([eye.upper, eye.lower, eye.iris])
+        own_u, own_v = own_frame.coords(portrait[lids_and_iris])
+        u, v = frame.coords(out[lids_and_iris])
         own_u, own_v, u, v = own_u / own_frame.width, own_v / own_frame.width, u / frame.width, v / frame.width
         pairs = len(eye.upper)
         own_opening = np.maximum(own_v[pairs:2 * pairs] - own_v[:pairs], 0.0)
@@ -160,9 +130,9 @@ class EyelidPainter:
         # Per eye and point of the upper lid (corners included), the height of the sliding band in eye
         # widths: from the lid up to the crease, a share of the way to the brow's lower edge.
         self._bands = []
-        for eye in _EYES:
+        for eye in topology.EYES:
             frame = _Frame.of(points, eye)
-            u_lid, v_lid = frame.coords(points[eye.lid])
+            u_lid, v_lid = frame.coords(points[eye.upper_lid])
             u_brow, v_brow = frame.coords(points[eye.brow])
             order = np.argsort(u_brow)
             to_brow = v_lid - np.interp(u_lid, u_brow[order], v_brow[order])
@@ -174,15 +144,15 @@ class EyelidPainter:
         `target`'s, in place. Only a box around each eye whose lid comes down is touched."""
         target = np.asarray(target, dtype=np.float64)
         warped = np.asarray(warped, dtype=np.float64)
-        for eye, band in zip(_EYES, self._bands, strict=True):
+        for eye, band in zip(topology.EYES, self._bands, strict=True):
             _slide_lid(out, target, warped, eye, band)
 
 
-def _slide_lid(out: np.ndarray, target: np.ndarray, warped: np.ndarray, eye: _Eye, band: np.ndarray) -> None:
+def _slide_lid(out: np.ndarray, target: np.ndarray, warped: np.ndarray, eye: topology.Eye, band: np.ndarray) -> None:
     frame = _Frame.of(target, eye)
     # The upper lid's margin from corner to corner, where the target has it and where the warp drew it.
-    u, v = frame.coords(np.concatenate([target[eye.lid], warped[eye.lid], target[eye.lower]]))
-    count = len(eye.lid)
+    u, v = frame.coords(np.concatenate([target[eye.upper_lid], warped[eye.upper_lid], target[eye.lower]]))
+    count = len(eye.upper_lid)
     u_target, v_target, u_warped, v_warped = u[:count], v[:count], u[count:2 * count], v[count:2 * count]
     # A lid asked below the lower lid stops on it.
     np.minimum(v_target[1:-1], v[2 * count:], out=v_target[1:-1])

@@ -100,9 +100,9 @@ class Feature:
 
 MOUTH = Feature(topology.LIPS_INNER, topology.LIPS_OUTER, (topology.UPPER_INNER_LIP, topology.LOWER_INNER_LIP),
                 carry_shown=True, synthetic_fallback=True, deepen_shadows=True, start=0.01)
-LEFT_EYE = Feature(topology.LEFT_EYE, topology.LEFT_EYE_SURROUND, topology.LEFT_EYE_LIDS,
+LEFT_EYE = Feature(topology.LEFT_EYE.contour, topology.LEFT_EYE.surround, topology.LEFT_EYE.middle_lids,
                    carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
-RIGHT_EYE = Feature(topology.RIGHT_EYE, topology.RIGHT_EYE_SURROUND, topology.RIGHT_EYE_LIDS,
+RIGHT_EYE = Feature(topology.RIGHT_EYE.contour, topology.RIGHT_EYE.surround, topology.RIGHT_EYE.middle_lids,
                     carry_shown=False, synthetic_fallback=False, deepen_shadows=False, start=0.03)
 
 

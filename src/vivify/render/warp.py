@@ -155,7 +155,7 @@ class HeadWarp:
         moves the sides apart and moves no hair. Only along the eye line: a raised brow also lifts the upper
         oval, and the hair does not rise with it.
         """
-        eye_line = target[topology.RIGHT_EYE_CORNERS[1], :2] - target[topology.LEFT_EYE_CORNERS[0], :2]
+        eye_line = target[topology.RIGHT_EYE.corners[1], :2] - target[topology.LEFT_EYE.corners[0], :2]
         eye_line /= max(float(np.linalg.norm(eye_line)), 1e-9)
         shift = target[self._ring_origins, :2] - head_motion.apply(self.points[self._ring_origins])
         along = shift @ eye_line
@@ -313,8 +313,8 @@ def _follow(face_targets: np.ndarray, face_sources: np.ndarray, targets: np.ndar
 # The features with a fine grid (eyes with their brows, the mouth), with the margin around each (its size's
 # share), as one index array in segments.
 _DETAIL_FEATURES = (
-    (np.concatenate([topology.LEFT_EYE, topology.LEFT_BROW]), 0.15),
-    (np.concatenate([topology.RIGHT_EYE, topology.RIGHT_BROW]), 0.15),
+    (np.concatenate([topology.LEFT_EYE.contour, topology.LEFT_BROW]), 0.15),
+    (np.concatenate([topology.RIGHT_EYE.contour, topology.RIGHT_BROW]), 0.15),
     (topology.LIPS_OUTER, 0.3),
 )
 _DETAIL_INDICES = np.concatenate([indices for indices, _ in _DETAIL_FEATURES])

@@ -150,7 +150,7 @@ def _levelled_descriptors(image: np.ndarray, found: list[Box], measure: DlibFace
     descriptors = []
     for points in meshes:
         xy = points[:, :2].astype(np.float64)
-        eyes = xy[list(topology.RIGHT_EYE_CORNERS)].mean(axis=0) - xy[list(topology.LEFT_EYE_CORNERS)].mean(axis=0)
+        eyes = xy[list(topology.RIGHT_EYE.corners)].mean(axis=0) - xy[list(topology.LEFT_EYE.corners)].mean(axis=0)
         tilt = math.degrees(math.atan2(eyes[1], eyes[0]))
         box = _box_of(xy)
         if abs(tilt) < _UPRIGHT_DEGREES and any(box.iou(other) > 0.3 for other in found):
