@@ -80,9 +80,11 @@ class AnimatorProcesses:
         self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * workers
         self._frames: list[np.ndarray] = []  # each animator's frame (`collect`), from `make`
         self._handover: threading.Thread | None = None
-        # The driving frames' shared memory, once the first frame is submitted (False where there is none), and
-        # the slot each frame submitted and not yet collected went in (None: sent whole).
-        self._shared: _SharedFrames | bool | None = None
+        # The driving frames' shared memory, made when the first frame is submitted (None before, where there is
+        # none, and once closed), and the slot each frame submitted and not yet collected went in (None: sent
+        # whole).
+        self._shared: _SharedFrames | None = None
+        self._shared_tried = False
         self._in_flight: deque[int | None] = deque()
         self._unanswered = [0] * workers  # messages `post`ed to each worker whose answers are not read yet
         self.animators: list[RemoteAnimator] = []
@@ -173,9 +175,10 @@ class AnimatorProcesses:
         """Copy the frame into a free slot of the shared memory (made for the first frame's size, and handed to
         the workers) and return the slot's number; None where the frame goes whole (no shared memory here, a
         frame of another size, every slot in use)."""
-        if self._shared is None:
-            self._shared = _SharedFrames.create(frame.shape, _SHARED_SLOTS) or False
-            if self._shared:
+        if not self._shared_tried:
+            self._shared_tried = True
+            self._shared = _SharedFrames.create(frame.shape, _SHARED_SLOTS)
+            if self._shared is not None:
                 for worker in range(len(self._connections)):
                     self._send(worker, ("shared", frame.shape, _SHARED_SLOTS))
                     try:
@@ -183,7 +186,7 @@ class AnimatorProcesses:
                     except OSError:
                         raise VivifyError(_ENDED) from None
         shared = self._shared
-        if not shared or frame.shape != shared.shape or frame.dtype != np.uint8 or not shared.free:
+        if shared is None or frame.shape != shared.shape or frame.dtype != np.uint8 or not shared.free:
             return None
         slot = shared.free.pop()
         shared.frames[slot][...] = frame
@@ -222,7 +225,7 @@ class AnimatorProcesses:
             for k, (_, region), changed in zip(share, self._await_animators(worker), self._reply(worker), strict=True):
                 self._frames[k][region] = changed
         slot = self._in_flight.popleft() if self._in_flight else None
-        if slot is not None and isinstance(self._shared, _SharedFrames):  # every worker is done with it
+        if slot is not None and self._shared is not None:  # every worker is done with it
             self._shared.free.append(slot)
         return self._frames
 
@@ -263,8 +266,9 @@ class AnimatorProcesses:
                     worker.wait()
             for connection in connections:
                 connection.close()
-            shared, self._shared = self._shared, False  # closed once: its descriptor may be another file's next
-            if isinstance(shared, _SharedFrames):
+            # Closed once: its descriptor may be another file's next.
+            shared, self._shared, self._shared_tried = self._shared, None, True
+            if shared is not None:
                 shared.close()
 
 

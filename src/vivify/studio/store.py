@@ -111,7 +111,8 @@ def without_paths(message: str, inputs: dict[str, list[str]]) -> str:
 
 
 # What a job not running (or just claimed) has of a running job's reports.
-_NO_ESTIMATE = "eta_seconds = NULL, stage = NULL, stage_progress = NULL"
+_NO_STAGE = "stage = NULL, stage_progress = NULL"
+_NO_ESTIMATE = f"eta_seconds = NULL, {_NO_STAGE}"
 # The stored hash of a revoked token starts with this (a SHA-256 in hex never does).
 _REVOKED = "revoked:"
 
@@ -267,8 +268,8 @@ class Store:
     def finish(self, job_id: str, result: str) -> bool:
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE jobs SET status = 'done', progress = 1, eta_seconds = 0, stage = NULL, stage_progress = NULL, "
-                "result = ?, finished = ? WHERE id = ? AND status = 'running'", (result, now(), job_id))
+                f"UPDATE jobs SET status = 'done', progress = 1, eta_seconds = 0, {_NO_STAGE}, result = ?, "
+                "finished = ? WHERE id = ? AND status = 'running'", (result, now(), job_id))
             return cursor.rowcount == 1
 
     def fail(self, job_id: str, error: str) -> None:
