@@ -596,6 +596,31 @@ def test_small_holes_in_the_person_mask_are_filled():
     assert np.array_equal(filled[mask > 0], mask[mask > 0])
 
 
+def test_the_background_plate_meets_the_shading_beside_the_person():
+    """Beside the person the background is in shadow (a painting's dark fringe around the hair), lighter further
+    out. The plate's fill must meet that shadow at the person's edge: filled from the lighter wall beyond it,
+    the strip that a moving head uncovers showed as a pale outline of its silhouette."""
+    from vivify.render.background import background_plate
+
+    height, width = 512, 400
+    person = np.zeros((height, width), np.uint8)
+    cv2.circle(person, (200, 200), 110, 255, -1)
+    person[260:, 110:290] = 255
+    alpha = cv2.GaussianBlur(person, (7, 7), 0)
+    edge_distance = cv2.distanceTransform((alpha == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    # Darkest at the person (50), lightening over 16 px to the wall's 200.
+    wall = np.clip(50 + 150 * edge_distance / 16, 50, 200).astype(np.uint8)
+    rgb = np.dstack([np.where(person > 0, 120, wall)] * 3).astype(np.uint8)
+    plate = background_plate(rgb, alpha)
+
+    assert np.array_equal(plate[alpha == 0], rgb[alpha == 0])  # the visible background is kept exactly
+    inner_edge = (alpha > 0) & (cv2.distanceTransform((alpha > 0).astype(np.uint8), cv2.DIST_L2, 3) <= 2)
+    inner_edge[height - 10:] = False  # the body leaves the frame at the bottom: no background beside it there
+    # Before: a median of 102 and a 90th percentile of 127 there, against the shadow's 50 beside it.
+    assert np.median(plate[inner_edge]) < 75
+    assert np.percentile(plate[inner_edge], 90) < 100
+
+
 def test_driving_frames_of_another_size_than_the_reference(face):
     """The reference is a full frame, the later frames a crop of another shape (a stream that changes its
     framing): the body's flow, which compares frames pixel for pixel, sits out; rendering goes on."""
