@@ -1055,6 +1055,53 @@ def test_a_turning_close_up_driver_never_folds_the_portraits_chest():
         assert (dx_dx * dy_dy - dx_dy * dy_dx > 0).all(), t
 
 
+def test_the_drivers_outline_around_the_head_is_told_from_another_persons():
+    """The body's flow is followed freely around the head only where the driver's outline there is the
+    portrait's own: then it was read off the portrait's own shape of hair."""
+    from vivify.motion.body import BodyMotion
+    from vivify.motion.pose import IDENTITY
+
+    size = (240, 300)
+    own = np.zeros(size[::-1], np.float32)
+    cv2.circle(own, (120, 130), 80, 1.0, -1)  # the portrait's head with its hair
+    frame = np.random.default_rng(0).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)
+    body = BodyMotion(np.zeros(2), size, head=own[:200])  # the rows above the chin
+    assert body.outline_agreement == 1.0  # until a reference says otherwise
+    body.set_reference(frame, own, IDENTITY)
+    assert body.outline_agreement == 1.0
+    other = np.zeros_like(own)
+    cv2.circle(other, (120, 150), 62, 1.0, -1)  # another person: a smaller head, lower
+    body.set_reference(frame, other, IDENTITY)
+    assert body.outline_agreement == 0.0
+
+
+@pytest.mark.parametrize("follows", [0.0, 1.0])
+def test_hair_strays_from_the_head_only_as_far_as_the_outlines_agree(face, reference, follows):
+    """The driver's flow says that everything beyond the face moves 20 px up while the head stays. Where the
+    driver's outline is another's (`hair_follows_body` 0), the hair above the eyes stays with the head, within
+    0.05 face heights; the body below the chin follows the flow either way."""
+    from vivify.motion.pose import IDENTITY
+    from vivify.render.warp import HeadWarp
+
+    warp = HeadWarp(face.shape[1::-1], reference)
+
+    def flow(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.tile(np.float32([0.0, 20.0]), (len(points), 1)), np.ones((len(points), 1), np.float32)
+
+    source_map, _, _ = warp.maps(reference, IDENTITY, body=flow, hair_follows_body=follows)
+    face_height = float(np.ptp(reference[:, 1]))
+    x0, y0 = warp.region.x0, warp.region.y0
+    middle = round(reference[1, 0])
+    hair, body = round(reference[10, 1] - 0.3 * face_height), round(reference[152, 1] + 0.5 * face_height)
+    above = source_map[hair - y0, middle - x0] - [middle, hair]
+    below = source_map[body - y0, middle - x0] - [middle, body]
+    assert below == pytest.approx([0.0, 20.0], abs=0.5)
+    if follows:
+        assert above == pytest.approx([0.0, 20.0], abs=0.5)
+    else:
+        assert np.hypot(*above) <= 0.05 * face_height + 0.5
+
+
 def test_the_bodys_first_flow_reaches_a_motion_far_from_the_reference(face):
     """A reference picked later in the clip (`--reference best`) can lie far from the first frame rendered,
     whose flow has no previous one to start from. One pass of DIS fell short there (2 px off a 41 px shift,

@@ -136,7 +136,9 @@ class Animator:
         region = self._warp.region
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
         # body motion would pull about: there the faces move with their own heads only.
-        self._body = (BodyMotion(np.array([region.x0, region.y0]), region.size)
+        head = self._layers[pad:pad + portrait.shape[0], pad:pad + portrait.shape[1], 3][region.slices]
+        head = head[:max(0, math.ceil(chin) - region.y0)].astype(np.float32) / 255.0  # the rows above the chin
+        self._body = (BodyMotion(np.array([region.x0, region.y0]), region.size, head)
                       if body and len(faces) == 1 else None)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
         features = (MOUTH, LEFT_EYE, RIGHT_EYE) if interiors else ()
@@ -255,7 +257,8 @@ class Animator:
         source_map, face_box, driving_maps = self._warp.maps(
             warp_target, head_motion, source_offset=self._pad,
             driving=(driving, self._motion.reference) if use_detail else (), body=body,
-            helper=self._helper if tracker is not None else None)  # as for the detail, below
+            helper=self._helper if tracker is not None else None,  # as for the detail, below
+            hair_follows_body=self._body.outline_agreement if self._body is not None else 1.0)
         rows, cols = self._warp.region.slices
         origin = (cols.start, rows.start)
         detail: Callable[[], np.ndarray] | None = None

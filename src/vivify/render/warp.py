@@ -27,6 +27,11 @@ _NECK_FOLLOW = 0.3
 # Around the face the driver's own body motion takes over from the spline over this distance (face heights):
 # the face follows its landmarks, the hair and the body beyond follow the driving video's flow.
 _BODY_BLEND = 0.15
+# Where the body's flow is not followed freely (`maps`' `hair_follows_body` under 1), the hair above the eyes
+# strays from the head's own motion by at most this much (face heights). Below the eyes the flow's freedom
+# comes back over _HAIR_FADE face heights, so the neck and the body follow the driver's freely.
+_HAIR_STRAY = 0.05
+_HAIR_FADE = (0.2, 0.6)
 # Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
 # an open one) from blowing up.
 _REGULARISATION = 1e-4
@@ -164,13 +169,15 @@ class HeadWarp:
 
     def maps(self, target: np.ndarray, head_motion: Similarity, source_offset: float = 0.0,
              driving: Sequence[np.ndarray] = (), body: BodyShift | None = None, helper: Executor | None = None,
-             ) -> tuple[np.ndarray, Box, Callable[[], list[np.ndarray]]]:
+             hair_follows_body: float = 1.0) -> tuple[np.ndarray, Box, Callable[[], list[np.ndarray]]]:
         """Backward maps for this frame (float32 (h, w, 2), x then y: cv2.remap's map1).
 
         `body`, where given, gives the driver's motion around the face at region points (m×2 float32 in; portrait
         pixels and how far the driver's person is seen there, 0..1 (m×1), out: the function that
         `BodyMotion.measure` returns): beyond the face it replaces the spline, which knows only the face and the
-        head's pose, as far as the person is seen. `helper`, where given, is a thread that works out half of the
+        head's pose, as far as the person is seen. `hair_follows_body` (0..1) is how far the hair may follow that
+        motion where it strays from the head's (`_hold_hair`): 1 where the driver's outline around the head is
+        the portrait's own, 0 where it is another's. `helper`, where given, is a thread that works out half of the
         spline's points while this one works out the rest (the caller's other core is free).
 
         Returns the map of the whole region into the portrait (shifted by `source_offset` when the portrait
@@ -206,6 +213,8 @@ class HeadWarp:
             in_box = (px >= x0 - self.step) & (px <= x1 + self.step) & (py >= y0 - self.step) & (py <= y1 + self.step)
             moving = weight[:, 0] > 0.0
             shift, seen = body(region_points[moving])
+            if hair_follows_body < 1.0:
+                shift = self._hold_hair(shift, region_points[moving], target, head_motion, hair_follows_body)
             # Where the flow sees no person of the driver's (beyond the driver's outline, or where the frame
             # shows what the reference did not), the spline rules: the head's motion, fading out to the border.
             weight[moving] *= seen
@@ -269,6 +278,30 @@ class HeadWarp:
                 covered = source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
                 covered[:] = cv2.blendLinear(upsampled[inside], covered, fine_weight[inside], coarse_weight[inside])
         return source_map
+
+    def _hold_hair(self, shift: np.ndarray, points: np.ndarray, target: np.ndarray, head_motion: Similarity,
+                   freedom: float) -> np.ndarray:
+        """The body's shifts (portrait pixels) at `points` (region pixels), those above the eyes held to within
+        _HAIR_STRAY of the head's own motion, except for `freedom` (0..1) of what they stray beyond it.
+
+        The flow around the head is the driver's: where the portrait's hair reaches beyond the driver's outline,
+        or lies where the driver has none, it is read off the edge of another shape. Followed there, a strong
+        roll drew a horn on top of the hair (Mona Lisa driven by tpsmm_driving), a turn a wave down its side.
+        """
+        left, right = target[topology.LEFT_EYE.corners[0], :2], target[topology.RIGHT_EYE.corners[1], :2]
+        eye_line = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
+        down = np.array([-eye_line[1], eye_line[0]]) / self._face_height
+        start, end = _HAIR_FADE
+        # Face heights below the eyes, then 1 down to there and 0 from the end of the fade on.
+        held = (points @ down.astype(np.float32)) + float((self._origin - 0.5 * (left + right)) @ down)
+        held = 1.0 - _smoothstep(np.clip((held - start) / (end - start), 0.0, 1.0))
+        # What the head's motion alone would shift them by: back through it, less where they are.
+        back = head_motion.inverse()
+        at_head = points @ (back.linear.T - np.eye(2)).astype(np.float32) + (
+            back.apply(self._origin) - self._origin).astype(np.float32)
+        stray = shift - at_head
+        kept = np.minimum(1.0, _HAIR_STRAY * self._face_height / np.maximum(np.hypot(*stray.T), 1e-6))
+        return shift - stray * (held * (1.0 - freedom) * (1.0 - kept))[:, None]
 
     def _body_weight(self, target: np.ndarray, points: np.ndarray) -> np.ndarray:
         """At `points` (region pixels; m×1): 0 on the target's face, rising smoothly to 1 at _BODY_BLEND beyond."""
