@@ -27,9 +27,9 @@ _NECK_FOLLOW = 0.3
 # Around the face the driver's own body motion takes over from the spline over this distance (face heights):
 # the face follows its landmarks, the hair and the body beyond follow the driving video's flow.
 _BODY_BLEND = 0.15
-# Where the body's flow is not followed freely (`maps`' `hair_follows_body` under 1), the hair above the eyes
-# strays from the head's own motion by at most this much (face heights). Below the eyes the flow's freedom
-# comes back over _HAIR_FADE face heights, so the neck and the body follow the driver's freely.
+# Where the body's flow is not followed freely (`maps`' `hair_follows_body` under 1), the hair strays from the
+# head's own motion by at most this much (face heights). That holds down to the first of _HAIR_FADE (face
+# heights below the eyes), and fades out by the second: the neck and the body follow the driver freely.
 _HAIR_STRAY = 0.05
 _HAIR_FADE = (0.2, 0.6)
 # Smoothing of the spline relative to its bending energy: keeps coincident targets (a closed mouth asked of
@@ -281,8 +281,9 @@ class HeadWarp:
 
     def _hold_hair(self, shift: np.ndarray, points: np.ndarray, target: np.ndarray, head_motion: Similarity,
                    freedom: float) -> np.ndarray:
-        """The body's shifts (portrait pixels) at `points` (region pixels), those above the eyes held to within
-        _HAIR_STRAY of the head's own motion, except for `freedom` (0..1) of what they stray beyond it.
+        """The body's shifts (portrait pixels) at `points` (region pixels), those of the hair (above the eyes,
+        fading out below them over _HAIR_FADE) held to within _HAIR_STRAY of the head's own motion, except for
+        `freedom` (0..1) of what they stray beyond it.
 
         The flow around the head is the driver's: where the portrait's hair reaches beyond the driver's outline,
         or lies where the driver has none, it is read off the edge of another shape. Followed there, a strong
@@ -292,9 +293,8 @@ class HeadWarp:
         eye_line = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
         down = np.array([-eye_line[1], eye_line[0]]) / self._face_height
         start, end = _HAIR_FADE
-        # Face heights below the eyes, then 1 down to there and 0 from the end of the fade on.
-        held = (points @ down.astype(np.float32)) + float((self._origin - 0.5 * (left + right)) @ down)
-        held = 1.0 - _smoothstep(np.clip((held - start) / (end - start), 0.0, 1.0))
+        below_eyes = (points @ down.astype(np.float32)) + float((self._origin - 0.5 * (left + right)) @ down)
+        held = 1.0 - _smoothstep(np.clip((below_eyes - start) / (end - start), 0.0, 1.0))
         # What the head's motion alone would shift them by: back through it, less where they are.
         back = head_motion.inverse()
         at_head = points @ (back.linear.T - np.eye(2)).astype(np.float32) + (
