@@ -621,6 +621,32 @@ def test_the_background_plate_meets_the_shading_beside_the_person():
     assert np.percentile(plate[inner_edge], 90) < 100
 
 
+def test_the_background_plate_carries_the_texture_beside_the_person():
+    """A canvas's fine texture (noise here) goes on into the plate's fill near the person's edge: a smooth fill
+    showed as a pale band where the head uncovered it."""
+    from vivify.render.background import background_plate
+
+    height, width = 512, 400
+    person = np.zeros((height, width), np.uint8)
+    cv2.circle(person, (200, 220), 120, 255, -1)
+    alpha = cv2.GaussianBlur(person, (5, 5), 0)
+    canvas = np.random.default_rng(1).normal(128, 20, (height, width)).clip(0, 255)
+    rgb = np.dstack([np.where(person > 0, 90, canvas)] * 3).astype(np.uint8)
+    plate = background_plate(rgb, alpha).astype(np.float32)
+
+    def fine(image: np.ndarray) -> np.ndarray:
+        return np.abs(image - cv2.GaussianBlur(image, (0, 0), 2)).mean(axis=2)
+
+    inside = cv2.distanceTransform((alpha > 0).astype(np.uint8), cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform((alpha == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    near_inside, near_outside = (inside >= 2) & (inside <= 15), (outside >= 2) & (outside <= 15)
+    deep = inside > 100
+    texture = fine(rgb.astype(np.float32))[near_outside].mean()
+    # Before: 0.02 of the canvas's texture near the edge; now 0.8.
+    assert fine(plate)[near_inside].mean() > 0.5 * texture
+    assert fine(plate)[deep].mean() < 0.1 * texture  # deep inside, where nothing mirrors, the fill stays smooth
+
+
 def test_driving_frames_of_another_size_than_the_reference(face):
     """The reference is a full frame, the later frames a crop of another shape (a stream that changes its
     framing): the body's flow, which compares frames pixel for pixel, sits out; rendering goes on."""

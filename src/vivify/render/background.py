@@ -27,6 +27,10 @@ _PLATE_SIDE = 160
 # it (a share of that size).
 _EDGE_SIDE = 256
 _EDGE_REACH = 0.03
+# The fill takes the background's texture finer than _TEXTURE_SCALE (a share of the portrait's longer side: 2 px at
+# 512) from beside the person, fading out over _TEXTURE_REACH into it (`_with_texture`).
+_TEXTURE_SCALE = 0.004
+_TEXTURE_REACH = 0.08
 
 
 def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -109,13 +113,48 @@ def background_plate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
                             cv2.resize(rgb, edge_size, interpolation=cv2.INTER_AREA),
                             cv2.resize(person, edge_size, interpolation=cv2.INTER_NEAREST))
     filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.where(person[..., None] > 0, filled, rgb)
+    return np.where(person[..., None] > 0, _with_texture(filled, rgb, person), rgb)
 
 
 def _fitted(width: int, height: int, side: int) -> tuple[int, int]:
     """The size (width, height) of a picture brought down to at most `side` on its longer side."""
     scale = min(1.0, side / max(height, width))
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _with_texture(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """The smooth fill (uint8) with the background's fine texture mirrored into it across the person's edge
+    (`person`: 1 inside), fading out over _TEXTURE_REACH.
+
+    The fill has no detail: where a moving head uncovered it, it showed as a smooth, pale band against a textured
+    background (a painting's craquelure, a patterned wall). Each pixel inside takes the texture of the pixel as
+    far outside the edge as it is inside, across the nearest point of the edge; none where that lands on the
+    person again. Where to read is worked out at _EDGE_SIDE (it varies smoothly), the texture read at full size."""
+    height, width = person.shape
+    size = _fitted(width, height, _EDGE_SIDE)
+    scale = size[0] / width
+    small = cv2.resize(person, size, interpolation=cv2.INTER_NEAREST)
+    distance, labels = cv2.distanceTransformWithLabels(small, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+    # Each label is one pixel outside; every pixel inside carries the label of the one nearest it.
+    outside_y, outside_x = np.nonzero(small == 0)
+    edge_x, edge_y = np.zeros((2, labels.max() + 1), np.float32)
+    outside_labels = labels[outside_y, outside_x]
+    edge_x[outside_labels], edge_y[outside_labels] = outside_x, outside_y
+    rows, columns = np.indices(small.shape, np.float32)
+    mirror_x, mirror_y = 2 * edge_x[labels] - columns, 2 * edge_y[labels] - rows
+    on_person = cv2.remap(small.astype(np.float32), mirror_x, mirror_y, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+    weight = np.exp(-((distance / (_TEXTURE_REACH * max(size))) ** 2)) * (1.0 - on_person)
+    # Small pixel centres to full-size ones: (x + ½) / scale - ½.
+    to_full = np.float32(1.0 / scale), np.float32(0.5 / scale - 0.5)
+    mirror_x, mirror_y = (cv2.resize(m * to_full[0] + to_full[1], (width, height), interpolation=cv2.INTER_LINEAR)
+                          for m in (mirror_x, mirror_y))
+    weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    texture = cv2.subtract(rgb, cv2.GaussianBlur(rgb, (0, 0), max(1.0, _TEXTURE_SCALE * max(height, width))),
+                           dtype=cv2.CV_16S)
+    mirrored = cv2.remap(texture, mirror_x, mirror_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    weighted = cv2.multiply(mirrored, cv2.merge([weight] * 3), dtype=cv2.CV_32F)
+    return cv2.add(filled, weighted, dtype=cv2.CV_8U)
 
 
 def _meet_the_edge(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray) -> np.ndarray:
