@@ -142,14 +142,16 @@ def _with_texture(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray) -> np
     edge_x[outside_labels], edge_y[outside_labels] = outside_x, outside_y
     rows, columns = np.indices(small.shape, np.float32)
     mirror_x, mirror_y = 2 * edge_x[labels] - columns, 2 * edge_y[labels] - rows
-    on_person = cv2.remap(small.astype(np.float32), mirror_x, mirror_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT)
-    weight = np.exp(-((distance / (_TEXTURE_REACH * max(size))) ** 2)) * (1.0 - on_person)
+    weight = np.exp(-((distance / (_TEXTURE_REACH * max(size))) ** 2))
     # Small pixel centres to full-size ones: (x + ½) / scale - ½.
     to_full = np.float32(1.0 / scale), np.float32(0.5 / scale - 0.5)
     mirror_x, mirror_y = (cv2.resize(m * to_full[0] + to_full[1], (width, height), interpolation=cv2.INTER_LINEAR)
                           for m in (mirror_x, mirror_y))
-    weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    # At full size, where the mirror lands on the person (as between two edges the upsampled one can) nothing
+    # is read.
+    on_person = cv2.remap(person.astype(np.float32), mirror_x, mirror_y, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+    weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR) * (1.0 - on_person)
     texture = cv2.subtract(rgb, cv2.GaussianBlur(rgb, (0, 0), max(1.0, _TEXTURE_SCALE * max(height, width))),
                            dtype=cv2.CV_16S)
     mirrored = cv2.remap(texture, mirror_x, mirror_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
