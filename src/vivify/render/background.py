@@ -27,9 +27,9 @@ _PLATE_SIDE = 160
 # it (a share of that size).
 _EDGE_SIDE = 256
 _EDGE_REACH = 0.03
-# The fill takes the background's texture finer than _TEXTURE_SCALE (a share of the portrait's longer side: 2 px at
+# The fill takes the background's texture finer than _TEXTURE_SCALE (a share of the portrait's longer side: 5 px at
 # 512) from beside the person, fading out over _TEXTURE_REACH into it (`_with_texture`).
-_TEXTURE_SCALE = 0.004
+_TEXTURE_SCALE = 0.01
 _TEXTURE_REACH = 0.08
 
 
@@ -145,16 +145,19 @@ def _with_texture(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray) -> np
     weight = np.exp(-((distance / (_TEXTURE_REACH * max(size))) ** 2))
     # Small pixel centres to full-size ones: (x + ½) / scale - ½.
     to_full = np.float32(1.0 / scale), np.float32(0.5 / scale - 0.5)
-    mirror_x, mirror_y = (cv2.resize(m * to_full[0] + to_full[1], (width, height), interpolation=cv2.INTER_LINEAR)
-                          for m in (mirror_x, mirror_y))
+    mirror = cv2.convertMaps(*(cv2.resize(m * to_full[0] + to_full[1], (width, height), interpolation=cv2.INTER_LINEAR)
+                               for m in (mirror_x, mirror_y)), cv2.CV_16SC2)[0]
     # At full size, where the mirror lands on the person (as between two edges the upsampled one can) nothing
-    # is read.
-    on_person = cv2.remap(person.astype(np.float32), mirror_x, mirror_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT)
-    weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR) * (1.0 - on_person)
-    texture = cv2.subtract(rgb, cv2.GaussianBlur(rgb, (0, 0), max(1.0, _TEXTURE_SCALE * max(height, width))),
-                           dtype=cv2.CV_16S)
-    mirrored = cv2.remap(texture, mirror_x, mirror_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    # is read. Nearest pixels: a texture has no shape to keep.
+    on_person = cv2.remap(person, mirror, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+    weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR) * (1 - on_person)
+    # The texture: the picture less its blur (the blur as an area-average down and back up, which costs the same
+    # at any size).
+    blur = max(1, round(_TEXTURE_SCALE * max(height, width)))
+    smooth = cv2.resize(cv2.resize(rgb, (max(1, width // blur), max(1, height // blur)), interpolation=cv2.INTER_AREA),
+                        (width, height), interpolation=cv2.INTER_LINEAR)
+    texture = cv2.subtract(rgb, smooth, dtype=cv2.CV_16S)
+    mirrored = cv2.remap(texture, mirror, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     weighted = cv2.multiply(mirrored, cv2.merge([weight] * 3), dtype=cv2.CV_32F)
     return cv2.add(filled, weighted, dtype=cv2.CV_8U)
 
