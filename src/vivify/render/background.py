@@ -109,11 +109,11 @@ def background_plate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     small_hole = cv2.resize(hole, small_size, interpolation=cv2.INTER_NEAREST)
     filled = cv2.inpaint(small, small_hole, 5, cv2.INPAINT_TELEA)
     edge_size = _fitted(width, height, _EDGE_SIDE)
+    small_person = cv2.resize(person, edge_size, interpolation=cv2.INTER_NEAREST)
     filled = _meet_the_edge(cv2.resize(filled, edge_size, interpolation=cv2.INTER_LINEAR),
-                            cv2.resize(rgb, edge_size, interpolation=cv2.INTER_AREA),
-                            cv2.resize(person, edge_size, interpolation=cv2.INTER_NEAREST))
+                            cv2.resize(rgb, edge_size, interpolation=cv2.INTER_AREA), small_person)
     filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.where(person[..., None] > 0, _with_texture(filled, rgb, person), rgb)
+    return np.where(person[..., None] > 0, _with_texture(filled, rgb, person, small_person), rgb)
 
 
 def _fitted(width: int, height: int, side: int) -> tuple[int, int]:
@@ -122,18 +122,18 @@ def _fitted(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _with_texture(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray) -> np.ndarray:
+def _with_texture(filled: np.ndarray, rgb: np.ndarray, person: np.ndarray, small: np.ndarray) -> np.ndarray:
     """The smooth fill (uint8) with the background's fine texture mirrored into it across the person's edge
     (`person`: 1 inside), fading out over _TEXTURE_REACH.
 
     The fill has no detail: where a moving head uncovered it, it showed as a smooth, pale band against a textured
     background (a painting's craquelure, a patterned wall). Each pixel inside takes the texture of the pixel as
     far outside the edge as it is inside, across the nearest point of the edge; none where that lands on the
-    person again. Where to read is worked out at _EDGE_SIDE (it varies smoothly), the texture read at full size."""
+    person again. Where to read is worked out on `small`, the person at _EDGE_SIDE (it varies smoothly), the
+    texture read at full size."""
     height, width = person.shape
-    size = _fitted(width, height, _EDGE_SIDE)
+    size = small.shape[::-1]
     scale = size[0] / width
-    small = cv2.resize(person, size, interpolation=cv2.INTER_NEAREST)
     distance, labels = cv2.distanceTransformWithLabels(small, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
     # Each label is one pixel outside; every pixel inside carries the label of the one nearest it.
     outside_y, outside_x = np.nonzero(small == 0)

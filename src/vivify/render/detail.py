@@ -23,9 +23,12 @@ _RATIO_RANGE = (0.75, 1.25)
 # soft edges lie. (Hair over the reference's forehead is left out already: `FeatureAgreement`.)
 _COVERED = 0.5
 _OCCLUSION_MARGIN = 0.06
-# The forehead's outline: the face oval's upper arc, from temple to temple over the top, and the brows below it.
-_FOREHEAD_OUTLINE = np.concatenate([topology.FACE_OVAL[-6:], topology.FACE_OVAL[:7], topology.LEFT_BROW,
-                                    topology.RIGHT_BROW])
+# The forehead's outline: the face oval's upper arc, from temple to temple over the top, and the brows below it
+# (at _BROWS in it).
+_FOREHEAD_ARC = np.concatenate([topology.FACE_OVAL[-6:], topology.FACE_OVAL[:7]])
+_FOREHEAD_OUTLINE = np.concatenate([_FOREHEAD_ARC, topology.LEFT_BROW, topology.RIGHT_BROW])
+_BROWS = (slice(len(_FOREHEAD_ARC), len(_FOREHEAD_ARC) + len(topology.LEFT_BROW)),
+          slice(len(_FOREHEAD_ARC) + len(topology.LEFT_BROW), None))
 # Added to both frames before dividing, so dark pixels and compression noise don't blow up.
 _FLOOR = 12.0
 # Features are compared at this scale (in eye spans), on images this many pixels between the eyes ...
@@ -95,7 +98,7 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
     unit = topology.inter_ocular(target) * shrink
     raw = cv2.divide(now, before)
     ratio = np.clip(raw, *_RATIO_RANGE) - 1.0
-    _leave_out_occlusions(ratio, raw, (target[:, :2] - (ox + x0, oy + y0)) * shrink, unit)
+    _leave_out_occlusions(ratio, raw, (target[_FOREHEAD_OUTLINE, :2] - (ox + x0, oy + y0)) * shrink, unit)
     if features is not None:
         agreement, portrait_map = features
         ratio *= agreement.sample(portrait_map, topology.inter_ocular(target), small)
@@ -116,14 +119,13 @@ def detail_gain(origin: tuple[int, int], box: Box, target: np.ndarray, frame: np
     return gain
 
 
-def _leave_out_occlusions(ratio: np.ndarray, raw: np.ndarray, target: np.ndarray, unit: float) -> None:
+def _leave_out_occlusions(ratio: np.ndarray, raw: np.ndarray, outline: np.ndarray, unit: float) -> None:
     """Leave out of `ratio` (in place) where the raw ratio `raw` shows the driver's forehead covered by hair, not
-    shading (`_COVERED`), and around it. `target`: the landmarks in the ratio's pixels; `unit`:
+    shading (`_COVERED`), and around it. `outline`: the target's _FOREHEAD_OUTLINE in the ratio's pixels; `unit`:
     the eye span there. Elsewhere such ratios are features that moved (a mouth that opens dark), which the ratio
     carries."""
     # First the box from the oval's top down to the brows (most frames show no such ratio there), then the
     # forehead itself: the oval above the brows, the brows left out.
-    outline = target[_FOREHEAD_OUTLINE]
     (x0, y0), (x1, y1) = np.floor(outline.min(axis=0)).astype(int), np.ceil(outline.max(axis=0)).astype(int) + 1
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, raw.shape[1]), min(y1, raw.shape[0])
     if x1 <= x0 or y1 <= y0:
@@ -135,8 +137,8 @@ def _leave_out_occlusions(ratio: np.ndarray, raw: np.ndarray, target: np.ndarray
     corner = np.array([x0, y0])
     forehead = np.zeros_like(occluded)
     cv2.fillConvexPoly(forehead, cv2.convexHull((outline - corner).astype(np.int32)), 1)
-    for brow in (topology.LEFT_BROW, topology.RIGHT_BROW):
-        cv2.fillConvexPoly(forehead, cv2.convexHull((target[brow] - corner).astype(np.int32)), 0)
+    for brow in _BROWS:
+        cv2.fillConvexPoly(forehead, cv2.convexHull((outline[brow] - corner).astype(np.int32)), 0)
     occluded &= forehead
     if not occluded.any():
         return
