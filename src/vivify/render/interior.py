@@ -232,6 +232,10 @@ class InteriorPainter:
         dst_mean, dst_std = cv2.meanStdDev(lab_box, mask=ring)
         # Lightness keeps some contrast (teeth against cavity); chroma may vanish (a black-and-white photo).
         gain = np.clip(dst_std / np.maximum(src_std, 1.0), [[0.6], [0.0], [0.0]], 1.6).ravel()
+        # Lightness keeps at least the lips' ratio, as one light on both would: lips smoother than the driver's
+        # (a soft or small photo) have less spread, and matching it alone dimmed the driver's teeth to the lips'
+        # tone, which reads as a closed mouth.
+        gain[0] = min(max(gain[0], float(dst_mean[0, 0]) / max(float(src_mean[0, 0]), 1.0)), 1.6)
         shift = dst_mean.ravel() - gain * src_mean.ravel()
         if self._colour is not None:
             gain = _COLOUR_MEMORY * self._colour[0] + (1 - _COLOUR_MEMORY) * gain
