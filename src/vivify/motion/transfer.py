@@ -181,7 +181,8 @@ class _ClosedEye:
     def __init__(self, eye: topology.Eye, openness: float, frames: int) -> None:
         self._eye = eye
         self.points = np.concatenate([eye.contour, eye.iris])  # the points a blink moves
-        self._widest, self._last, self._opened_at = openness, openness, _OPENED * openness
+        self._widest, self._last, self._open_from = openness, openness, _OPENED * openness
+        self._opened = False  # the driver's eye has opened to _open_from since the reference
         self._frames_left = frames  # counted from the first frame the eye is open
         self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
 
@@ -192,9 +193,8 @@ class _ClosedEye:
         self._last = openness
         if self._frames_left > 0 and settled and openness > self._widest:
             self._widest, self._neutral = openness, expression[self.points]  # indexing copies
-        if openness >= self._opened_at:
-            self._opened_at = 0.0  # open once: the count runs from here
-        if self._opened_at == 0.0:
+        self._opened = self._opened or openness >= self._open_from  # open once: the count runs from here
+        if self._opened:
             self._frames_left -= 1
         expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
 
