@@ -93,6 +93,13 @@ def inter_ocular(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[LEFT_EYE.corners[0], :2] - points[RIGHT_EYE.corners[1], :2]))
 
 
+def eye_line(points: np.ndarray) -> np.ndarray:
+    """The unit vector from the outer corner of the eye on the image's left to that of the other: the face's
+    horizontal."""
+    line = points[RIGHT_EYE.corners[1], :2] - points[LEFT_EYE.corners[0], :2]
+    return line / max(float(np.linalg.norm(line)), 1e-9)
+
+
 def landmarks_apart(points: np.ndarray, other: np.ndarray) -> float:
     """Mean distance between corresponding landmarks of two readings of a face, in `points`' inter-ocular
     distances."""

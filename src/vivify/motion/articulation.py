@@ -46,8 +46,7 @@ class Articulator:
         self.points = np.asarray(points, dtype=np.float64).copy()
         flat = self.points[:, :2]
         self.unit = topology.inter_ocular(flat)
-        axis = flat[topology.LEFT_EYE.corners[0]] - flat[topology.RIGHT_EYE.corners[1]]
-        axis = -axis / np.linalg.norm(axis)  # image left to image right
+        axis = topology.eye_line(flat)
         self._axes = np.stack([axis, [-axis[1], axis[0]]])  # rows: face x, face y (down)
         self._origin = flat[list(_MOUTH_CORNERS)].mean(axis=0)
         local = (flat - self._origin) @ self._axes.T / self.unit

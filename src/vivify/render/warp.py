@@ -160,8 +160,7 @@ class HeadWarp:
         moves the sides apart and moves no hair. Only along the eye line: a raised brow also lifts the upper
         oval, and the hair does not rise with it.
         """
-        eye_line = target[topology.RIGHT_EYE.corners[1], :2] - target[topology.LEFT_EYE.corners[0], :2]
-        eye_line /= max(float(np.linalg.norm(eye_line)), 1e-9)
+        eye_line = topology.eye_line(target)
         shift = target[self._ring_origins, :2] - head_motion.apply(self.points[self._ring_origins])
         along = shift @ eye_line
         shared = 2.0 * float(along.mean())
@@ -290,7 +289,7 @@ class HeadWarp:
         roll drew a horn on top of the hair (Mona Lisa driven by tpsmm_driving), a turn a wave down its side.
         """
         left, right = target[topology.LEFT_EYE.corners[0], :2], target[topology.RIGHT_EYE.corners[1], :2]
-        eye_line = (right - left) / max(float(np.linalg.norm(right - left)), 1e-9)
+        eye_line = topology.eye_line(target)
         down = np.array([-eye_line[1], eye_line[0]]) / self._face_height
         start, end = _HAIR_FADE
         below_eyes = (points @ down.astype(np.float32)) + float((self._origin - 0.5 * (left + right)) @ down)
