@@ -1395,5 +1395,5 @@ def test_carried_teeth_stand_out_from_smooth_lips_as_from_the_drivers(reference)
                                    for image in (driver, portrait, out))
     driver_lips, portrait_lips = driver_l[ring > 0].mean(), portrait_l[ring > 0].mean()
     stands_out = (driver_l[inside > 0].mean() - driver_lips) / driver_lips
-    # Matched on the spread alone, they stood out by 0.61 where the driver's do by 0.90.
+    # Matched on the spread alone, they stood out by 0.61 where the driver's do by 0.90 (now 0.88).
     assert (out_l[inside > 0].mean() - portrait_lips) / portrait_lips > 0.9 * stands_out

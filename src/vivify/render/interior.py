@@ -129,7 +129,7 @@ class InteriorPainter:
             opening = self._own[1][feature.opening] - offset
             self._parting = _parting(box, opening)
             self._own_lips_colour = _lips_colour(box, self._own[1][feature.surround] - offset, opening)
-        self._colour: tuple[np.ndarray, np.ndarray] | None = None
+        self._colour: tuple[np.ndarray, np.ndarray, float] | None = None  # the transfer's gain, shift, lighter gain
         self._cavity_gamma: float | None = None
         self._teeth_shown = [0.0, 0]  # the teeth's shares of the driver's wide-open mouths so far: sum, count
 
@@ -232,19 +232,24 @@ class InteriorPainter:
         dst_mean, dst_std = cv2.meanStdDev(lab_box, mask=ring)
         # Lightness keeps some contrast (teeth against cavity); chroma may vanish (a black-and-white photo).
         gain = np.clip(dst_std / np.maximum(src_std, 1.0), [[0.6], [0.0], [0.0]], 1.6).ravel()
-        # Lightness keeps at least the lips' ratio, as one light on both would: lips smoother than the driver's
-        # (a soft or small photo) have less spread, and matching it alone dimmed the driver's teeth to the lips'
-        # tone, which reads as a closed mouth.
-        gain[0] = min(max(gain[0], float(dst_mean[0, 0]) / max(float(src_mean[0, 0]), 1.0)), 1.6)
         shift = dst_mean.ravel() - gain * src_mean.ravel()
+        # Tones lighter than the lips (teeth, the white of an eye) stand out at least as far as one light on both
+        # would make them: by the lips' ratio of lightness. Lips smoother than the driver's (a soft or small
+        # photo) spread less, and the spread's gain alone dimmed the driver's teeth to the lips' tone, which reads
+        # as a closed mouth. Darker tones keep it: the cavity, deepened below.
+        lighter = min(max(float(gain[0]), float(dst_mean[0, 0]) / max(float(src_mean[0, 0]), 1.0)), 1.6)
         if self._colour is not None:
-            gain = _COLOUR_MEMORY * self._colour[0] + (1 - _COLOUR_MEMORY) * gain
-            shift = _COLOUR_MEMORY * self._colour[1] + (1 - _COLOUR_MEMORY) * shift
-        self._colour = (gain, shift)
+            gain, shift, lighter = (_COLOUR_MEMORY * old + (1 - _COLOUR_MEMORY) * new
+                                    for old, new in zip(self._colour, (gain, shift, lighter), strict=True))
+        self._colour = (gain, shift, lighter)
         lab_patch = lab_patch * gain.astype(np.float32) + shift.astype(np.float32)
+        lightness = lab_patch[..., 0]
+        lips = max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0)  # the ring's mean lightness after the transfer
+        if lighter > gain[0]:
+            teeth = lightness > lips
+            lightness[teeth] = lips + (lightness[teeth] - lips) * (lighter / gain[0])
         if self.feature.deepen_shadows:
-            # The ring's mean lightness after the transfer: the lips'.
-            self._deepen(lab_patch[..., 0], max(float(gain[0] * src_mean[0, 0] + shift[0]), 1.0), inside > 0)
+            self._deepen(lightness, lips, inside > 0)
         return cv2.cvtColor(np.clip(lab_patch, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
     def _deepen(self, lightness: np.ndarray, lips: float, opening: np.ndarray) -> None:
