@@ -1397,3 +1397,22 @@ def test_carried_teeth_stand_out_from_smooth_lips_as_from_the_drivers(reference)
     stands_out = (driver_l[inside > 0].mean() - driver_lips) / driver_lips
     # Matched on the spread alone, they stood out by 0.61 where the driver's do by 0.90 (now 0.88).
     assert (out_l[inside > 0].mean() - portrait_lips) / portrait_lips > 0.9 * stands_out
+
+
+def test_a_head_that_comes_down_to_the_bodys_edge_does_not_fold_the_jaw(face, reference):
+    """The frame's bottom edge cuts the collar 30 px under the chin and the head comes down 40 px (the driver leans
+    in or nods). The edge below the chin goes down with it: pinned there, the jaw folded against it (the map's
+    Jacobian fell to -0.77 under the chin; 0.81 now) and pulled the collar up into the chin."""
+    from vivify.motion.pose import Similarity
+    from vivify.render.warp import HeadWarp
+
+    chin = math.ceil(float(reference[:, 1].max()))
+    warp = HeadWarp((256, chin + 30), reference)
+    assert (warp.fixed[:, 1] >= chin + 29).any()  # the body's edge is pinned under the chin
+    down = Similarity(1.0, 0.0, np.array([0.0, 40.0]))
+    source_map, _, _ = warp.maps(down.apply(reference), down)
+    x, y = np.gradient(source_map[..., 0]), np.gradient(source_map[..., 1])  # each: d/d(row), d/d(column)
+    jacobian = x[1] * y[0] - x[0] * y[1]
+    column = round(reference[152, 0]) - warp.region.x0
+    under_chin = jacobian[round(reference[152, 1]) - warp.region.y0:, max(0, column - 40):column + 40]
+    assert under_chin.min() > 0.5

@@ -97,7 +97,12 @@ class HeadWarp:
         moving = np.vstack([self.head_ring, points[topology.WARP_CONTROLS]])
         dist = np.min(np.linalg.norm(border[:, None] - moving[None], axis=2), axis=1)
         body_edge = (border[:, 1] >= height - 1) & (border[:, 1] > points[152, 1])
-        self.fixed = border[dist > np.where(body_edge, 0.15, 0.35) * face_h]
+        kept = dist > np.where(body_edge, 0.15, 0.35) * face_h
+        self.fixed = border[kept]
+        # The fixed points on the body's edge, and each one's column at the chin's height (`controls`).
+        self._on_body_edge = body_edge[kept]
+        self._body_edge = np.column_stack([self.fixed[self._on_body_edge, 0],
+                                           np.full(int(self._on_body_edge.sum()), points[152, 1])])
 
         self._sources = np.vstack([points[topology.WARP_CONTROLS], self.head_ring, self.neck, self.fixed])
         self._sources.flags.writeable = False  # handed out by `controls` every frame
@@ -145,9 +150,17 @@ class HeadWarp:
     def controls(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
         """Where control points go in the output (targets) and where they come from in the portrait."""
         chin_shift = head_motion.apply(self.points[152:153])[0] - self.points[152]
+        fixed = self.fixed
+        if self._on_body_edge.any():
+            # A head that comes down towards the body's edge (leaning in, nodding, rolling) pushes the edge below
+            # it down as far as its motion at the chin's height there: pinned, the jaw folded against it and
+            # pulled the collar into the chin. A head that rises leaves it pinned (the body must not pull away).
+            fixed = fixed.copy()
+            fixed[self._on_body_edge, 1] += np.maximum(
+                head_motion.apply(self._body_edge)[:, 1] - self._body_edge[:, 1], 0.0)
         targets = np.vstack([
             target[topology.WARP_CONTROLS], head_motion.apply(self.head_ring) + self._turn(target, head_motion),
-            self.neck + _NECK_FOLLOW * chin_shift, self.fixed,
+            self.neck + _NECK_FOLLOW * chin_shift, fixed,
         ])
         return targets, self._sources
 
