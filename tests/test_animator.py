@@ -1399,7 +1399,7 @@ def test_carried_teeth_stand_out_from_smooth_lips_as_from_the_drivers(reference)
     assert (out_l[inside > 0].mean() - portrait_lips) / portrait_lips > 0.9 * stands_out
 
 
-def test_a_head_that_comes_down_to_the_bodys_edge_does_not_fold_the_jaw(face, reference):
+def test_a_head_that_comes_down_to_the_bodys_edge_does_not_fold_the_jaw(reference):
     """The frame's bottom edge cuts the collar 30 px under the chin and the head comes down 40 px (the driver leans
     in or nods). The edge below the chin goes down with it: pinned there, the jaw folded against it (the map's
     Jacobian fell to -0.77 under the chin; 0.81 now) and pulled the collar up into the chin."""
