@@ -10,6 +10,7 @@ import pytest
 
 from vivify import bench
 from vivify.errors import VivifyError
+from vivify.eval import figures
 
 
 def _positive(value) -> bool:
@@ -139,3 +140,14 @@ def test_the_grid_benchmark_on_a_tiny_clip(tmp_path, capsys):
     assert all(_positive(report["speed_probe_ms"][when]) for when in ("start", "end"))
     table = capsys.readouterr().out
     assert "8 portraits in a 2x4 grid of 256x256 cells" in table and "machine:" in table and "frames/s" in table
+
+
+def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
+    # Two processors, as a two-core machine lists them: the first one's fields name the CPU.
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    cpuinfo.write_text(block.format(n=0) + "\n" + block.format(n=1).replace("26", "25"), encoding="utf-8")
+    assert figures.cpu_model(str(cpuinfo)) == "AMD EPYC (family 26, model 2)"
+
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n", encoding="utf-8")
+    assert figures.cpu_model(str(cpuinfo)) == "Some CPU"
