@@ -530,6 +530,26 @@ def test_a_head_shot_cut_under_the_chin_rises_without_a_second_chin(face, refere
     assert np.abs(bottom - clothing).mean() < 0.5 * np.abs(bottom - skin).mean(), (bottom, clothing, skin)
 
 
+def test_hair_cut_by_the_top_goes_on_above_a_head_that_moves_down(face, reference):
+    """The frame's top edge cuts the hair, and the driver moves down 12 px. Above the head what comes in from
+    beyond the edge is hair, as the hair goes on there: not the plate, which left the hair cut flat with the
+    background above it. Beside the head, where the background meets the edge, the background stays."""
+    cut = np.ascontiguousarray(face[28:])
+    height, width = cut.shape[:2]
+    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 12.0 * t)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 12.0))] * 6
+    animator = Animator(cut, rate=25.0)
+    for frame in [cut, *frames]:
+        out = animator.render(frame)
+    head = slice(int(reference[:, 0].min()) + 10, int(reference[:, 0].max()) - 10)
+    above = out[:6, head].reshape(-1, 3).mean(axis=0)
+    hair = cut[:6, head].reshape(-1, 3).mean(axis=0)
+    plate = animator._plate[:6, head, :3].reshape(-1, 3).mean(axis=0)
+    assert np.abs(above - hair).mean() < 0.4 * np.abs(above - plate).mean(), (above, hair, plate)
+    beside = slice(10, 40)
+    assert np.abs(out[:6, beside].astype(int) - cut[:6, beside]).mean() < 4
+
+
 def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
     """A close crop cuts the face at the left edge; when the driver moves right, the face that comes in from
     beyond the edge shows the face beside the edge mirrored, not a stripe of background plate across the cheek

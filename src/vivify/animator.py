@@ -41,8 +41,13 @@ class _Missing:
 _MISSING = _Missing()
 # How far beyond the frame's edges the photo is mirrored (face sizes): further than the head and body travel.
 _BEYOND_THE_EDGE = 0.5
-# A face whose landmarks come this close to a side or the top of the portrait (face heights) is cut by it.
-_FACE_AT_EDGE = 0.05
+# The band around the face's landmarks (face heights) that the mirror beyond the top and bottom edges keeps out of.
+_FACE_MARGIN = 0.05
+# How far in from an edge, and over how long a stretch of it (face heights), the person's colour is compared
+# with the plate's, and the mean difference (0..255) under which the two are alike, and over which the person
+# stands out. The stretch is long: behind hair the plate is made up, and can be of the hair's colour in places.
+_EDGE_DEPTH, _EDGE_STRETCH = 0.03, 0.15
+_PLATE_LIKE, _STANDS_OUT = 20.0, 30.0
 _DETAIL_EYE_SPAN = 120.0
 
 
@@ -102,32 +107,8 @@ class Animator:
                 portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
             points = self.points = tracked.result()
         self._plate = np.dstack([plate, np.full(mask.shape, 255, np.uint8)])
-        # Colour and mask travel together through one remap, from a copy padded with the photo mirrored at its
-        # edges: where the person goes on beyond the frame, what the warp pulls in from there is the picture
-        # beside the edge (a body rising from the bottom edge shows cloth, a face moving in from a close crop's
-        # side shows cheek), not the edge's pixels repeated into streaks. That is at the bottom, and at a side or
-        # the top that cuts the face itself. Elsewhere the mask is cleared beyond the edge and the plate shows:
-        # the mask runs a little wide around the head, and a head that moves away from the top would meet its
-        # own hair mirrored there.
         pad = self._pad = max(1, round(_BEYOND_THE_EDGE * face_size(points)))
-        self._layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad,
-                                          cv2.BORDER_REFLECT_101)
-        (left, top), (right, chin) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
-        margin = _FACE_AT_EDGE * face_size(points)
-        if top > margin:
-            self._layers[:pad, :, 3] = 0
-        if left > margin:
-            self._layers[:, :pad, 3] = 0
-        if right < portrait.shape[1] - 1 - margin:
-            self._layers[:, -pad:, 3] = 0
-        # Below the bottom edge the mirror reaches no further up than halfway from the edge to the chin, and its
-        # last row goes on below, as clothing would: a head shot cut close under the chin (a grid's cell) showed
-        # its chin again, upside down, where the body rose.
-        height = portrait.shape[0]
-        mirrored_rows = max(0, height - 1 - math.ceil(chin + margin)) // 2
-        if mirrored_rows < pad:
-            below = pad + height + mirrored_rows
-            self._layers[below:] = self._layers[below - 1]
+        self._layers = _beyond_the_edges(foreground, alpha_8bit, plate, points, pad)
         # For the detail to tell the portrait's own features from the driver's.
         self._lightness = feature_lightness(self._layers, inter_ocular(points))
         self._agreement: FeatureAgreement | None = None
@@ -137,7 +118,8 @@ class Animator:
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
         # body motion would pull about: there the faces move with their own heads only.
         head = self._layers[pad:pad + portrait.shape[0], pad:pad + portrait.shape[1], 3][region.slices]
-        head = head[:max(0, math.ceil(chin) - region.y0)].astype(np.float32) / 255.0  # the rows above the chin
+        chin = math.ceil(points[:, 1].max())
+        head = head[:max(0, chin - region.y0)].astype(np.float32) / 255.0  # the rows above the chin
         self._body = (BodyMotion(np.array([region.x0, region.y0]), region.size, head)
                       if body and len(faces) == 1 else None)
         self._motion = MotionTransfer(points, rate=rate, absolute=absolute, smoothing=smoothing)
@@ -366,6 +348,67 @@ def _detail_gain(driving_maps: Callable[[], list[np.ndarray]], origin: tuple[int
     frame_shading, frame_map = shading_under(frame, eye_span, frame_map)
     return detail_gain(origin, box, target, frame_shading, reference, frame_map, reference_map, scale=scale,
                        features=features)
+
+
+def _beyond_the_edges(foreground: np.ndarray, alpha_8bit: np.ndarray, plate: np.ndarray, points: np.ndarray,
+                      pad: int) -> np.ndarray:
+    """The person's colour and mask (H×W×4) padded by `pad` on every side with what the warp pulls in from beyond
+    the frame when the person moves away from an edge.
+
+    The colour is the photo mirrored at its edges: hair, a body or a face cut by the frame goes on as the picture
+    beside the edge does, not as the edge's pixels repeated into streaks. Above the head and below the chin the
+    mirror folds back and forth within the band from the edge to halfway to the face, as hair and clothing go
+    on, so that the face never shows again upside down (a head shot cut close under the chin showed its chin so
+    where the body rose). The mask goes on only where the person meets the edge, and only as far as it runs
+    unbroken in from it: hair cut by the top goes on above a head that moves down, instead of ending in a flat
+    cut with the plate above it, while where the background meets the edge the plate shows. At the top and the
+    sides the person meets the edge only where its colour there stands out from the plate's (`_stands_out`):
+    the mask runs a little wide around the head, up to an edge the hair does not reach, and the mirror would
+    bring the hair in from there."""
+    layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    height = foreground.shape[0]
+    (_, top), (_, chin) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    margin = _FACE_MARGIN * face_size(points)
+    beyond = np.arange(1, pad + 1)  # rows beyond the edge, counted from it
+    above = _folded(beyond, max(0, math.floor(top - margin)) // 2)
+    layers[pad - beyond] = layers[pad + above]
+    below = _folded(beyond, max(0, height - 1 - math.ceil(chin + margin)) // 2)
+    layers[pad + height - 1 + beyond] = layers[pad + height - 1 - below]
+    depth = max(1, round(_EDGE_DEPTH * face_size(points)))
+    stretch = max(1, round(_EDGE_STRETCH * face_size(points)))
+    top_edge, left_edge, right_edge = (
+        np.pad(_stands_out(colour[:depth], under[:depth], stretch), pad, mode="reflect")
+        for colour, under in ((foreground, plate), (foreground.transpose(1, 0, 2), plate.transpose(1, 0, 2)),
+                              (foreground[:, ::-1].transpose(1, 0, 2), plate[:, ::-1].transpose(1, 0, 2))))
+    alpha = layers[..., 3]
+    # Gaps in the mask narrower than `depth` along the edge are closed first: one would go on beyond the edge as
+    # a line of plate through the hair.
+    closing = np.ones((1, depth), np.uint8)
+    # Each edge's band as rows from the edge's own (in the photo, left as it is) outwards.
+    for rows, meets in ((alpha[pad::-1], top_edge), (alpha[pad + height - 1:], None), (alpha[:, pad::-1].T, left_edge),
+                        (alpha[:, -pad - 1:].T, right_edge)):
+        person = cv2.morphologyEx(np.ascontiguousarray(rows), cv2.MORPH_CLOSE, closing, borderType=cv2.BORDER_REFLECT)
+        if meets is not None:
+            person[0] = person[0] * meets
+        rows[1:] = np.minimum.accumulate(person, axis=0)[1:]
+    return layers
+
+
+def _stands_out(colour: np.ndarray, plate: np.ndarray, stretch: int) -> np.ndarray:
+    """How far (0..1) the person's colour stands out from the plate's along an edge: rows (depth × length × 3)
+    from the edge inwards, averaged over them and over `stretch` pixels along the edge."""
+    difference = np.abs(colour.astype(np.int16) - plate).mean(axis=(0, 2))
+    difference = np.convolve(difference, np.full(stretch, 1.0 / stretch), mode="same")
+    return np.clip((difference - _PLATE_LIKE) / (_STANDS_OUT - _PLATE_LIKE), 0.0, 1.0)
+
+
+def _folded(beyond: np.ndarray, band: int) -> np.ndarray:
+    """For rows (or columns) `beyond` an edge, counted from it, the row within `band` rows in from the edge that
+    the picture mirrored back and forth within that band shows there (the edge's own row where the band is 0)."""
+    if band == 0:
+        return np.zeros_like(beyond)
+    phase = beyond % (2 * band)
+    return np.where(phase <= band, phase, 2 * band - phase)
 
 
 def _check_rgb(image: np.ndarray, name: str) -> np.ndarray:
