@@ -398,6 +398,7 @@ def _stands_out(colour: np.ndarray, plate: np.ndarray, stretch: int) -> np.ndarr
     """How far (0..1) the person's colour stands out from the plate's along an edge: rows (depth × length × 3)
     from the edge inwards, averaged over them and over `stretch` pixels along the edge."""
     difference = np.abs(colour.astype(np.int16) - plate).mean(axis=(0, 2))
+    stretch = min(stretch, len(difference))  # "same" would return the longer of the two
     difference = np.convolve(difference, np.full(stretch, 1.0 / stretch), mode="same")
     return np.clip((difference - _PLATE_LIKE) / (_STANDS_OUT - _PLATE_LIKE), 0.0, 1.0)
 
