@@ -550,6 +550,23 @@ def test_hair_cut_by_the_top_goes_on_above_a_head_that_moves_down(face, referenc
     assert np.abs(out[:6, beside].astype(int) - cut[:6, beside]).mean() < 4
 
 
+def test_hair_cut_just_above_the_forehead_goes_on_as_hair_not_streaks(face, reference):
+    """The top edge cuts the hair a few pixels above the forehead, and the driver moves down 16 px. What comes
+    in above the head varies down the rows as the hair does: folded within the few rows of hair beside the edge,
+    they repeated into vertical streaks."""
+    cut = np.ascontiguousarray(face[int(reference[:, 1].min()) - 8:])
+    height, width = cut.shape[:2]
+    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 16.0 * t)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 16.0))] * 6
+    animator = Animator(cut, rate=25.0)
+    for frame in [cut, *frames]:
+        out = animator.render(frame)
+    head = slice(int(reference[:, 0].min()) + 10, int(reference[:, 0].max()) - 10)
+    above, hair = out[:12, head].astype(float), cut[:12, head].astype(float)
+    # Down each column, as much variety as in the hair: one or two rows repeated have next to none.
+    assert above.std(axis=0).mean() > 0.5 * hair.std(axis=0).mean()
+
+
 def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
     """A close crop cuts the face at the left edge; when the driver moves right, the face that comes in from
     beyond the edge shows the face beside the edge mirrored, not a stripe of background plate across the cheek

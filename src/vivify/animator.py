@@ -43,6 +43,9 @@ _MISSING = _Missing()
 _BEYOND_THE_EDGE = 0.5
 # The band around the face's landmarks (face heights) that the mirror beyond the top and bottom edges keeps out of.
 _FACE_MARGIN = 0.05
+# The least band (face heights) that the mirror folds within above the head: hair or a forehead cut close by the
+# top edge would otherwise repeat a row or two into streaks. Above the eyebrows still.
+_FOLD_ABOVE = 0.1
 # How far in from an edge, and over how long a stretch of it (face heights), the person's colour is compared
 # with the plate's, and the mean difference (0..255) under which the two are alike, and over which the person
 # stands out. The stretch is long: behind hair the plate is made up, and can be of the hair's colour in places.
@@ -357,20 +360,20 @@ def _beyond_the_edges(foreground: np.ndarray, alpha_8bit: np.ndarray, plate: np.
 
     The colour is the photo mirrored at its edges: hair, a body or a face cut by the frame goes on as the picture
     beside the edge does, not as the edge's pixels repeated into streaks. Above the head and below the chin the
-    mirror folds back and forth within the band from the edge to halfway to the face, as hair and clothing go
-    on, so that the face never shows again upside down (a head shot cut close under the chin showed its chin so
-    where the body rose). The mask goes on only where the person meets the edge, and only as far as it runs
-    unbroken in from it: hair cut by the top goes on above a head that moves down, instead of ending in a flat
-    cut with the plate above it, while where the background meets the edge the plate shows. At the top and the
-    sides the person meets the edge only where its colour there stands out from the plate's (`_stands_out`):
-    the mask runs a little wide around the head, up to an edge the hair does not reach, and the mirror would
-    bring the hair in from there."""
+    mirror folds back and forth within the band from the edge to halfway to the face (above the head, within
+    `_FOLD_ABOVE` at least), as hair and clothing go on, so that the face never shows again upside down (a head
+    shot cut close under the chin showed its chin so where the body rose). The mask goes on only where the
+    person meets the edge, and only as far as it runs unbroken in from it: hair cut by the top goes on above a
+    head that moves down, instead of ending in a flat cut with the plate above it, while where the background
+    meets the edge the plate shows. At the top and the sides the person meets the edge only where its colour
+    there stands out from the plate's (`_stands_out`): the mask runs a little wide around the head, up to an
+    edge the hair does not reach, and the mirror would bring the hair in from there."""
     layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
     height = foreground.shape[0]
     (_, top), (_, chin) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
     margin = _FACE_MARGIN * face_size(points)
     beyond = np.arange(1, pad + 1)  # rows beyond the edge, counted from it
-    above = _folded(beyond, max(0, math.floor(top - margin)) // 2)
+    above = _folded(beyond, max(math.floor(top - margin) // 2, round(_FOLD_ABOVE * face_size(points))))
     layers[pad - beyond] = layers[pad + above]
     below = _folded(beyond, max(0, height - 1 - math.ceil(chin + margin)) // 2)
     layers[pad + height - 1 + beyond] = layers[pad + height - 1 - below]
