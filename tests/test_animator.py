@@ -633,6 +633,24 @@ def test_small_holes_in_the_person_mask_are_filled():
     assert np.array_equal(filled[mask > 0], mask[mask > 0])
 
 
+def test_specks_of_the_person_mask_apart_from_the_person_are_cleared():
+    """A small speck of mask apart from the person is the segmenter's mistake on the background (pieces of a flag
+    beside the hair, on the shared Trump photo): left in, it moved with the person and tore its piece out of the
+    background. The person and a large part apart from it (another person) are kept."""
+    from vivify.render.background import _clear_specks
+
+    mask = np.zeros((100, 100), np.float32)
+    mask[20:80, 20:60] = 1.0  # the person
+    mask[10:15, 70:75] = 0.5  # a speck: cleared
+    mask[40:45, 60:63] = 0.8  # a bump on the person's edge, joined to it: kept
+    mask[30:70, 80:95] = 1.0  # a large part apart from the person: kept
+    cleared = mask.copy()
+    _clear_specks(cleared, 10.0)
+    assert cleared[10:15, 70:75].max() == 0.0
+    mask[10:15, 70:75] = 0.0
+    assert np.array_equal(cleared, mask)
+
+
 def test_the_background_plate_meets_the_shading_beside_the_person():
     """Beside the person the background is in shadow (a painting's dark fringe around the hair), lighter further
     out. The plate's fill must meet that shadow at the person's edge: filled from the lighter wall beyond it,

@@ -49,7 +49,9 @@ def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     face = np.zeros(rgb.shape[:2], np.uint8)
     cv2.fillConvexPoly(face, hull, 255)
     mask = np.maximum(mask, face.astype(np.float32) / 255.0)
-    _fill_small_holes(mask, _SMALL_HOLE * float(np.ptp(points[:, 1])))
+    side = _SMALL_HOLE * float(np.ptp(points[:, 1]))
+    _fill_small_holes(mask, side)
+    _clear_specks(mask, side)
     return mask
 
 
@@ -64,6 +66,17 @@ def _fill_small_holes(mask: np.ndarray, side: float) -> None:
     fill = (x > 0) & (y > 0) & (x + w < width) & (y + h < height) & (area < side * side)
     fill[0] = False  # label 0: the mask itself
     mask[fill[labels]] = 1.0
+
+
+def _clear_specks(mask: np.ndarray, side: float) -> None:
+    """Clear (in place) the specks of a mask that are smaller than a square of `side` px and apart from the rest
+    of it. Such a speck is the segmenter's mistake on the background (a piece of a flag beside the hair): left
+    in, it moves with the person, and tears a piece out of the background that floats beside the head."""
+    on = (mask > _BACKGROUND_ALPHA).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(on, connectivity=8)
+    clear = stats[:, cv2.CC_STAT_AREA] < side * side
+    clear[0] = False  # label 0: the background
+    mask[clear[labels]] = 0.0
 
 
 def own_person(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index: int) -> np.ndarray:
