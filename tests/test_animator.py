@@ -530,17 +530,23 @@ def test_a_head_shot_cut_under_the_chin_rises_without_a_second_chin(face, refere
     assert np.abs(bottom - clothing).mean() < 0.5 * np.abs(bottom - skin).mean(), (bottom, clothing, skin)
 
 
+def _moved_down(photo: np.ndarray, drop: float) -> tuple[Animator, np.ndarray]:
+    """The photo animated by itself moving `drop` px down and holding there: the animator and its last frame."""
+    height, width = photo.shape[:2]
+    frames = [similarity_frame(photo, (width / 2, height / 2), shift=(0.0, drop * t)) for t in np.linspace(0, 1, 6)]
+    frames += [similarity_frame(photo, (width / 2, height / 2), shift=(0.0, drop))] * 6
+    animator = Animator(photo, rate=25.0)
+    for frame in [photo, *frames]:
+        out = animator.render(frame)
+    return animator, out
+
+
 def test_hair_cut_by_the_top_goes_on_above_a_head_that_moves_down(face, reference):
     """The frame's top edge cuts the hair, and the driver moves down 12 px. Above the head what comes in from
     beyond the edge is hair, as the hair goes on there: not the plate, which left the hair cut flat with the
     background above it. Beside the head, where the background meets the edge, the background stays."""
     cut = np.ascontiguousarray(face[28:])
-    height, width = cut.shape[:2]
-    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 12.0 * t)) for t in np.linspace(0, 1, 6)]
-    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 12.0))] * 6
-    animator = Animator(cut, rate=25.0)
-    for frame in [cut, *frames]:
-        out = animator.render(frame)
+    animator, out = _moved_down(cut, 12.0)
     head = slice(int(reference[:, 0].min()) + 10, int(reference[:, 0].max()) - 10)
     above = out[:6, head].reshape(-1, 3).mean(axis=0)
     hair = cut[:6, head].reshape(-1, 3).mean(axis=0)
@@ -555,12 +561,7 @@ def test_hair_cut_just_above_the_forehead_goes_on_as_hair_not_streaks(face, refe
     in above the head varies down the rows as the hair does: folded within the few rows of hair beside the edge,
     they repeated into vertical streaks."""
     cut = np.ascontiguousarray(face[int(reference[:, 1].min()) - 8:])
-    height, width = cut.shape[:2]
-    frames = [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 16.0 * t)) for t in np.linspace(0, 1, 6)]
-    frames += [similarity_frame(cut, (width / 2, height / 2), shift=(0.0, 16.0))] * 6
-    animator = Animator(cut, rate=25.0)
-    for frame in [cut, *frames]:
-        out = animator.render(frame)
+    _, out = _moved_down(cut, 16.0)
     head = slice(int(reference[:, 0].min()) + 10, int(reference[:, 0].max()) - 10)
     above, hair = out[:12, head].astype(float), cut[:12, head].astype(float)
     # Down each column, as much variety as in the hair: one or two rows repeated have next to none.
