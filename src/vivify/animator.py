@@ -371,14 +371,15 @@ def _beyond_the_edges(foreground: np.ndarray, alpha_8bit: np.ndarray, plate: np.
     layers = cv2.copyMakeBorder(np.dstack([foreground, alpha_8bit]), pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
     height = foreground.shape[0]
     (_, top), (_, chin) = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
-    margin = _FACE_MARGIN * face_size(points)
+    face = face_size(points)
+    margin = _FACE_MARGIN * face
     beyond = np.arange(1, pad + 1)  # rows beyond the edge, counted from it
-    above = _folded(beyond, max(math.floor(top - margin) // 2, round(_FOLD_ABOVE * face_size(points))))
+    above = _folded(beyond, max(math.floor(top - margin) // 2, round(_FOLD_ABOVE * face)))
     layers[pad - beyond] = layers[pad + above]
     below = _folded(beyond, max(0, height - 1 - math.ceil(chin + margin)) // 2)
     layers[pad + height - 1 + beyond] = layers[pad + height - 1 - below]
-    depth = max(1, round(_EDGE_DEPTH * face_size(points)))
-    stretch = max(1, round(_EDGE_STRETCH * face_size(points)))
+    depth = max(1, round(_EDGE_DEPTH * face))
+    stretch = max(1, round(_EDGE_STRETCH * face))
     top_edge, left_edge, right_edge = (
         np.pad(_stands_out(colour[:depth], under[:depth], stretch), pad, mode="reflect")
         for colour, under in ((foreground, plate), (foreground.transpose(1, 0, 2), plate.transpose(1, 0, 2)),
