@@ -6,6 +6,7 @@ tone; the portraits are the astronaut at different sizes, aspect ratios and mirr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -364,6 +365,32 @@ def test_eval_sync_on_a_grid(material, capsys):
     assert "lowest r" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 4 and all(int(row[3]) == FRAMES for row in rows)  # a face in every frame of every cell
+
+
+def test_mediapipe_reads_the_driving_faces_mouth_opening(material):
+    """The cross-check's reading of the mouth follows the driving clip's known jaw drop."""
+    from vivify.eval.sync import MeshTrack
+
+    track = MeshTrack()
+    for frame in material["frames"]:
+        track.add(frame)
+    track.close()
+    seconds = np.arange(len(material["frames"])) / FPS
+    drop = np.maximum(0.0, np.sin(2 * np.pi * 0.9 * seconds))  # vivify.demo.driving_frames' jaw drop
+    assert np.corrcoef(track.curve, drop)[0, 1] >= 0.95
+
+
+def test_eval_sync_with_mediapipe_judges_no_target(material, tmp_path, capsys):
+    """The driving clip read as a one-cell grid of itself: in step, and no target judged on the engine's own
+    landmarks."""
+    json_path = tmp_path / "sync.json"
+    driving = str(material["driving"])
+    assert main(["eval", "sync", driving, driving, "--grid", "1x1", "--measure", "mediapipe",
+                 "--json", str(json_path)]) == 0
+    assert "lowest r 1.000 (the target is judged with dlib's reading)" in capsys.readouterr().out
+    report = json.loads(json_path.read_text())
+    assert report["measure"] == "mediapipe" and report["target_met"] is None
+    assert report["cells"][0]["lag"] == 0 and report["cells"][0]["frames_with_face"] == FRAMES
 
 
 def test_animators_in_worker_processes_render_what_they_would_render_here(material):

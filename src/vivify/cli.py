@@ -331,6 +331,10 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--grid", type=_grid, required=True, metavar="RxC", help="the grid's rows x columns")
     sync.add_argument("--count", type=_positive_count, help="portraits in the grid (default: every cell)")
     sync.add_argument("--frames", type=_positive, help="only the first N frames")
+    sync.add_argument("--measure", choices=("dlib", "mediapipe"), default="dlib",
+                      help="the landmarks that read the mouths: dlib (independent of the engine: the target's "
+                           "measure; the default) or mediapipe (the engine's own: a cross-check of whether a low r "
+                           "is in the picture or in dlib's reading)")
     sync.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     sync.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
 
@@ -769,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval" and args.eval_command == "sync":
             from vivify.eval import sync
 
-            return sync.run(args.video, args.driving, args.grid, args.count, args.frames, args.json)
+            return sync.run(args.video, args.driving, args.grid, args.count, args.frames, args.json, args.measure)
         if args.command == "eval":
             from vivify.eval import reenact
 
