@@ -1036,6 +1036,38 @@ def test_a_reference_less_open_than_an_open_mouth_shuts_it_with_the_drivers(refe
         assert topology.mouth_gap(target) / unit == pytest.approx(expected, abs=0.01), driver_open
 
 
+def _lips_thinned(points: np.ndarray, share: float) -> np.ndarray:
+    """The landmarks with each lip's outer contour moved in towards its inner one, to `share` of its thickness
+    (the corners stay)."""
+    thinned = points.copy()
+    for outer, inner in topology.LIP_CONTOUR_PAIRS:
+        thinned[outer] = thinned[inner] + share * (thinned[outer] - thinned[inner])
+    return thinned
+
+
+def _lip_thickness(points: np.ndarray) -> float:
+    return float(np.mean([np.linalg.norm(points[outer, :2] - points[inner, :2], axis=1).mean()
+                          for outer, inner in topology.LIP_CONTOUR_PAIRS]))
+
+
+def test_thin_lips_thin_in_proportion_to_their_own_thickness(reference):
+    """A portrait whose lips are half as thick as the driver's, and a driver whose lips thin to 60% of theirs (a
+    smile stretches them): the portrait's thin to 60% of their own, its inner lips where they were. Before, the
+    driver's thinning was added as it was, and left the portrait's lips at a fifth of their thickness (Mona Lisa's
+    lower lip came down to a line, its shadow just under the seam, read as parted lips)."""
+    from vivify.motion.transfer import MotionTransfer
+
+    portrait = _lips_thinned(reference, 0.5)[:, :2]
+    motion = MotionTransfer(portrait, smoothing=False)
+    motion.set_reference(reference)
+    at_reference, _ = motion.target(reference)
+    assert _lip_thickness(at_reference) == pytest.approx(_lip_thickness(portrait), rel=0.01)
+    thinned, _ = motion.target(_lips_thinned(reference, 0.6))
+    assert _lip_thickness(thinned) / _lip_thickness(portrait) == pytest.approx(0.6, abs=0.03)
+    inner = topology.LIPS_INNER
+    np.testing.assert_allclose(thinned[inner], portrait[inner], atol=0.005 * topology.inter_ocular(portrait))
+
+
 def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_stare(reference):
     """The reference frame catches the driver's eyes shut (a blink), the portrait's are open. Before, the driver's
     opening them again opened the portrait's by as much on top of its own: nearly twice as wide, all clip long.

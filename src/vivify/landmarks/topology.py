@@ -79,6 +79,9 @@ RIGID = np.array([
 ])
 
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+# Each lip's outer contour against its inner one, point by point (LIPS_OUTER and LIPS_INNER run alike), the
+# corners left out: the lower lip's (outer, inner) points, then the upper's.
+LIP_CONTOUR_PAIRS = ((LIPS_OUTER[1:10], LIPS_INNER[1:10]), (LIPS_OUTER[11:], LIPS_INNER[11:]))
 
 # The points that steer the warp: every other point of each feature's contour (the spline bends smoothly
 # between them; the full set costs three times as much to solve for little gain), the iris centres.

@@ -39,6 +39,9 @@ _OPENED = 1.5
 # At most this many times the driver's closing below a reference less open than the portrait's mouth.
 _MAX_CLOSING_STRETCH = 3.0
 
+# A lip's changes of thickness are scaled by the portrait's lip against the driver's, within these bounds.
+_LIP_SCALES = (0.5, 2.0)
+
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
 EASE_FRAMES = 8
 
@@ -86,6 +89,14 @@ class MotionTransfer:
             self._closing_stretch = (_MAX_CLOSING_STRETCH if reference_gap <= 0.0
                                      else min(own_gap / reference_gap, _MAX_CLOSING_STRETCH))
         self._own_gap = own_gap
+        # A lip thinner than the driver's thins (and swells) in proportion: a smile stretches each lip by a share
+        # of its thickness. Added as it is, the driver's thinning left a thin-lipped portrait's lips at half their
+        # thickness or less (Mona Lisa in a driver's closed smile: the shadow under her lower lip came up against
+        # the seam, a second line that read as parted lips).
+        mapped = self._to_portrait.apply(self.reference)
+        self._lip_scales = [
+            float(np.clip(_thickness(self._base, lip) / max(_thickness(mapped, lip), 1e-6), *_LIP_SCALES))
+            for lip in topology.LIP_CONTOUR_PAIRS]
         # An eye that the reference caught closing where the portrait's is open: the driver's opening it again
         # would open the portrait's by as much on top of its own, a stare for the whole clip (`_ClosedEye`).
         self._closed_eyes = [_ClosedEye(eye, openness, round(_NEUTRAL_SECONDS * self.rate))
@@ -150,9 +161,17 @@ class MotionTransfer:
         to_portrait = self.to_portrait
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
+        expression = self._lips_in_proportion(expression)
         shaped = self._base + self._reference_opening + (expression * self._unit) @ to_portrait.linear.T
         shaped = _uncross(self._stop_the_jaw_at_closed(self._stretch_closing(_limit_eye_opening(shaped, self._base))))
         return head_motion.apply(shaped), head_motion
+
+    def _lips_in_proportion(self, expression: np.ndarray) -> np.ndarray:
+        """The residual with each lip's outer contour moving against its inner one by the lip's scale."""
+        expression = expression.copy()
+        for (outer, inner), scale in zip(topology.LIP_CONTOUR_PAIRS, self._lip_scales, strict=True):
+            expression[outer] = expression[inner] + scale * (expression[outer] - expression[inner])
+        return expression
 
     def _stretch_closing(self, shaped: np.ndarray) -> np.ndarray:
         """Close the mouth further by the stretch of the driver's closing below the reference (`set_reference`)."""
@@ -197,6 +216,12 @@ class _ClosedEye:
         if self._opened:
             self._frames_left -= 1
         expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
+
+
+def _thickness(points: np.ndarray, lip: tuple[np.ndarray, np.ndarray]) -> float:
+    """A lip's mean distance from its outer contour to its inner one."""
+    outer, inner = lip
+    return float(np.linalg.norm(points[outer] - points[inner], axis=1).mean())
 
 
 def _limit_eye_opening(points: np.ndarray, base: np.ndarray) -> np.ndarray:
