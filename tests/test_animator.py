@@ -1068,6 +1068,30 @@ def test_thin_lips_thin_in_proportion_to_their_own_thickness(reference):
     np.testing.assert_allclose(thinned[inner], portrait[inner], atol=0.005 * topology.inter_ocular(portrait))
 
 
+def test_eyes_open_and_close_in_proportion_to_their_own_opening(reference):
+    """Eyes narrower than the driver's (at 0.4 of its opening, as Trump's photo against d6's driver) narrow by the
+    same share as the driver's: a squint to 60% leaves them at 60%, where before it shut them. Eyes wider than
+    the driver's (the driver's at 0.6 of theirs) shut at least as far as the driver's (to 27% of its opening),
+    where before they stayed 43% open."""
+    from vivify.motion.articulation import Articulator, FacePose
+    from vivify.motion.transfer import MotionTransfer
+
+    face = Articulator(reference)
+
+    def openness(blink: float) -> float:
+        return float(np.mean([eye.openness(face.landmarks(FacePose(blink=blink))) for eye in topology.EYES]))
+
+    def portraits_share(portrait_blink: float, reference_blink: float, driver_blink: float) -> float:
+        portrait = face.landmarks(FacePose(blink=portrait_blink))[:, :2]
+        motion = MotionTransfer(portrait, smoothing=False)
+        motion.set_reference(face.landmarks(FacePose(blink=reference_blink)))
+        target, _ = motion.target(face.landmarks(FacePose(blink=driver_blink)))
+        return float(np.mean([eye.openness(target) for eye in topology.EYES])) / openness(portrait_blink)
+
+    assert portraits_share(0.6, 0.0, 0.4) == pytest.approx(openness(0.4) / openness(0.0), abs=0.05)
+    assert portraits_share(0.0, 0.4, 1.0) <= openness(1.0) / openness(0.4)
+
+
 def test_a_reference_caught_mid_blink_does_not_open_the_portraits_eyes_into_a_stare(reference):
     """The reference frame catches the driver's eyes shut (a blink), the portrait's are open. Before, the driver's
     opening them again opened the portrait's by as much on top of its own: nearly twice as wide, all clip long.

@@ -39,8 +39,10 @@ _OPENED = 1.5
 # At most this many times the driver's closing below a reference less open than the portrait's mouth.
 _MAX_CLOSING_STRETCH = 3.0
 
-# A lip's changes of thickness are scaled by the portrait's lip against the driver's, within these bounds.
+# A lip's changes of thickness are scaled by the portrait's lip against the driver's, an eye's changes of
+# opening by the portrait's eye against the driver's, within these bounds.
 _LIP_SCALES = (0.5, 2.0)
+_EYE_SCALES = (0.25, 4.0)
 
 # Frames over which the face eases back to the driver after it was lost (held pose meanwhile).
 EASE_FRAMES = 8
@@ -94,13 +96,17 @@ class MotionTransfer:
         # thickness or less (Mona Lisa in a driver's closed smile: the shadow under her lower lip came up against
         # the seam, a second line that read as parted lips).
         mapped = self._to_portrait.apply(self.reference)
-        self._lip_scales = [
-            float(np.clip(_thickness(self._base, lip) / max(_thickness(mapped, lip), 1e-6), *_LIP_SCALES))
-            for lip in topology.LIP_CONTOUR_PAIRS]
+        self._lip_scales = [_scale(_thickness(self._base, lip), _thickness(mapped, lip), _LIP_SCALES)
+                            for lip in topology.LIP_CONTOUR_PAIRS]
+        # Eyes too: a narrow eye shut whenever the driver's narrowed (Trump's, 0.4 as open as the driver's, in
+        # every squint of a smile), and a wide one stayed half open through the driver's blinks.
+        self._own_eyes = [eye.openness(self._base) for eye in topology.EYES]
+        self._eye_scales = [_scale(own, eye.openness(self.reference), _EYE_SCALES)
+                            for eye, own in zip(topology.EYES, self._own_eyes, strict=True)]
         # An eye that the reference caught closing where the portrait's is open: the driver's opening it again
         # would open the portrait's by as much on top of its own, a stare for the whole clip (`_ClosedEye`).
-        self._closed_eyes = [_ClosedEye(eye, openness, round(_NEUTRAL_SECONDS * self.rate))
-                             for eye in topology.EYES
+        self._closed_eyes = [_ClosedEye(index, eye, openness, round(_NEUTRAL_SECONDS * self.rate))
+                             for index, eye in enumerate(topology.EYES)
                              if (openness := eye.openness(self.reference))
                              < _CAUGHT_CLOSING * eye.openness(self._base)]
         self._pose_filter.reset()
@@ -161,16 +167,26 @@ class MotionTransfer:
         to_portrait = self.to_portrait
         # The driver's head motion, re-expressed about the portrait's head: A ∘ pose ∘ A⁻¹.
         head_motion = to_portrait.compose(pose).compose(to_portrait.inverse())
-        expression = self._lips_in_proportion(expression)
+        expression = self._in_proportion(expression)
         shaped = self._base + self._reference_opening + (expression * self._unit) @ to_portrait.linear.T
         shaped = _uncross(self._stop_the_jaw_at_closed(self._stretch_closing(_limit_eye_opening(shaped, self._base))))
         return head_motion.apply(shaped), head_motion
 
-    def _lips_in_proportion(self, expression: np.ndarray) -> np.ndarray:
-        """The residual with each lip's outer contour moving against its inner one by the lip's scale."""
+    def _in_proportion(self, expression: np.ndarray) -> np.ndarray:
+        """The residual with each lip's outer contour moving against its inner one by the lip's scale, and each
+        eye's lids against each other by the eye's (from the driver's neutral opening where the reference caught
+        the eye closing)."""
         expression = expression.copy()
         for (outer, inner), scale in zip(topology.LIP_CONTOUR_PAIRS, self._lip_scales, strict=True):
             expression[outer] = expression[inner] + scale * (expression[outer] - expression[inner])
+        eye_scales = list(self._eye_scales)
+        for closed in self._closed_eyes:
+            if closed.neutral_openness is not None:
+                eye_scales[closed.index] = _scale(self._own_eyes[closed.index], closed.neutral_openness, _EYE_SCALES)
+        for eye, scale in zip(topology.EYES, eye_scales, strict=True):
+            middle = (expression[eye.upper] + expression[eye.lower]) / 2
+            expression[eye.upper] = middle + scale * (expression[eye.upper] - middle)
+            expression[eye.lower] = middle + scale * (expression[eye.lower] - middle)
         return expression
 
     def _stretch_closing(self, shaped: np.ndarray) -> np.ndarray:
@@ -197,13 +213,19 @@ class _ClosedEye:
     from the driver's widest settled opening in its first second open instead, which then maps to the
     portrait's own opening. Until the driver's eye has settled open, the portrait's keeps its own."""
 
-    def __init__(self, eye: topology.Eye, openness: float, frames: int) -> None:
+    def __init__(self, index: int, eye: topology.Eye, openness: float, frames: int) -> None:
+        self.index = index  # in topology.EYES
         self._eye = eye
         self.points = np.concatenate([eye.contour, eye.iris])  # the points a blink moves
         self._widest, self._last, self._open_from = openness, openness, _OPENED * openness
         self._opened = False  # the driver's eye has opened to _open_from since the reference
         self._frames_left = frames  # counted from the first frame the eye is open
         self._neutral: np.ndarray | None = None  # the eye's expression at its widest settled opening
+
+    @property
+    def neutral_openness(self) -> float | None:
+        """The driver's eye's opening at its neutral (`topology.Eye.openness`), once there is one."""
+        return None if self._neutral is None else self._widest
 
     def measure_from_neutral(self, driving_points: np.ndarray, expression: np.ndarray) -> None:
         """Measure the eye's part of this frame's expression (in place) from its neutral."""
@@ -216,6 +238,11 @@ class _ClosedEye:
         if self._opened:
             self._frames_left -= 1
         expression[self.points] = 0.0 if self._neutral is None else expression[self.points] - self._neutral
+
+
+def _scale(own: float, driver: float, bounds: tuple[float, float]) -> float:
+    """The portrait's measure over the driver's, within `bounds`."""
+    return float(np.clip(own / max(driver, 1e-6), *bounds))
 
 
 def _thickness(points: np.ndarray, lip: tuple[np.ndarray, np.ndarray]) -> float:
