@@ -4,7 +4,8 @@ Each driving frame is split into a rigid head pose (a similarity fitted on point
 move) and a non-rigid residual in the pose-normalised frame of the reference. The two are filtered apart
 (One-Euro) so that a still face does not jitter and a quick head turn does not lag, then re-expressed in the
 portrait's own frame and scale, so the portrait keeps its face shape (relative mode) or takes the driver's
-(absolute mode).
+(absolute mode). The lips thin and swell, and the eyes open and close, in proportion to the portrait's own lips and
+eyes against the driver's.
 """
 
 from __future__ import annotations
