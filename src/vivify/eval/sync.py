@@ -50,14 +50,16 @@ _MESH_INNER_TOP, _MESH_INNER_BOTTOM = (82, 13, 312), (87, 14, 317)
 
 def mouth_opening(landmarks: np.ndarray) -> float:
     """Inner-lip gap over the outer eye corners' distance, from dlib's 68 landmarks."""
-    gap = np.linalg.norm(landmarks[list(_INNER_TOP)] - landmarks[list(_INNER_BOTTOM)], axis=1).mean()
-    return float(gap / eye_span(landmarks))
+    return _inner_lip_gap(landmarks, _INNER_TOP, _INNER_BOTTOM) / eye_span(landmarks)
 
 
 def mesh_mouth_opening(points: np.ndarray) -> float:
     """`mouth_opening` from MediaPipe's 478 landmarks: the same three inner-lip pairs over the same eye corners."""
-    gap = np.linalg.norm(points[list(_MESH_INNER_TOP), :2] - points[list(_MESH_INNER_BOTTOM), :2], axis=1).mean()
-    return float(gap / topology.inter_ocular(points))
+    return _inner_lip_gap(points, _MESH_INNER_TOP, _MESH_INNER_BOTTOM) / topology.inter_ocular(points)
+
+
+def _inner_lip_gap(points: np.ndarray, top: tuple[int, ...], bottom: tuple[int, ...]) -> float:
+    return float(np.linalg.norm(points[list(top), :2] - points[list(bottom), :2], axis=1).mean())
 
 
 class MeshTrack:
