@@ -17,7 +17,7 @@ from vivify.landmarks.topology import inter_ocular
 from vivify.motion.body import BodyMotion, BodyShift
 from vivify.motion.pose import IDENTITY
 from vivify.motion.transfer import EASE_FRAMES, MotionTransfer
-from vivify.render.background import background_plate, own_person, person_mask, unmix_foreground
+from vivify.render.background import background_plate, person_mask, unmix_foreground
 from vivify.render.detail import FeatureAgreement, apply_detail, detail_gain, feature_lightness, shading, shading_under
 from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
@@ -102,9 +102,7 @@ class Animator:
         # person is cut out, which needs no more than the face as found.
         with ThreadPoolExecutor(1, thread_name_prefix="vivify-measure") as measuring:
             tracked = measuring.submit(as_tracked, portrait, faces[face])
-            mask = person_mask(portrait, faces[face])
-            if len(faces) > 1:  # the other people of a group photo stay where they are while this face moves
-                mask = own_person(portrait, mask, faces, face)
+            mask = person_mask(portrait, faces, face)
             alpha_8bit = np.round(mask * 255).astype(np.uint8)
             foreground, alpha_8bit, plate = unmix_foreground(
                 portrait, alpha_8bit, background_plate(portrait, alpha_8bit))
@@ -174,7 +172,7 @@ class Animator:
             self._agreement = self._feature_agreement(frame, points)
             self._reference_shading = shading(frame, inter_ocular(points))
         if self._body is not None and self._reference_frame is not None:
-            person = person_mask(self._reference_frame, self._motion.reference)
+            person = person_mask(self._reference_frame, [self._motion.reference])
             self._body.set_reference(self._reference_frame, person, self._motion.to_portrait)
 
     def _feature_agreement(self, frame: np.ndarray, points: np.ndarray) -> FeatureAgreement:

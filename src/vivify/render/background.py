@@ -13,9 +13,13 @@ import numpy as np
 
 from vivify.landmarks import topology
 from vivify.landmarks.mediapipe_graphs import selfie_segmentation
+from vivify.render.warp import moving_region
 
 # A mask value below this is the segmenter's noise on background.
 _BACKGROUND_ALPHA = 0.02
+# In a photo of several faces, each person is segmented on its own this far (face heights) beyond the region that
+# its face's motion may change.
+_SEGMENTED_MARGIN = 0.25
 # Holes in the person's mask smaller than this (a square, in face heights) are filled.
 _SMALL_HOLE = 0.15
 # Whose person a pixel is, in a photo of several faces, is worked out at this size: people are large.
@@ -33,20 +37,43 @@ _TEXTURE_SCALE = 0.01
 _TEXTURE_REACH = 0.08
 
 
-def person_mask(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Soft mask (float32, 0..1) of the person. The face hull is always included: segmenters miss paintings."""
+def person_mask(rgb: np.ndarray, faces: Sequence[np.ndarray], index: int = 0) -> np.ndarray:
+    """Soft mask (float32, 0..1) of the person of face `index` among the picture's `faces` (landmarks each). The
+    face hull is always included: segmenters miss paintings.
+
+    In a photo of several faces, only that face's person: another person's body, touching this one or not, is
+    background to this face and stays still while it moves (`_owned`). The segmenter sees such a photo twice:
+    whole, where everyone is seen whole, and alone the part around the face that its motion may change
+    (`moving_region`, with a margin). There the person is where both views agree: seen whole, two portraits side
+    by side (a wall beside each head) were taken for people with the wall between them, which then moved with
+    a head."""
+    points = faces[index]
     with selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
-        result = segmenter.process(np.ascontiguousarray(rgb))
-    mask = result.segmentation_mask
-    if mask is None:
-        mask = np.zeros(rgb.shape[:2], np.float32)
+        whole = _segmented(segmenter, rgb)
+        if len(faces) == 1:
+            return _cleaned(whole, points)
+        region = moving_region((rgb.shape[1], rgb.shape[0]), points, _SEGMENTED_MARGIN).slices
+        agreed = whole.copy()
+        agreed[region] = np.minimum(whole[region], _segmented(segmenter, rgb[region]))
+    return _cleaned(agreed, points) * _owned(rgb, _cleaned(whole, points), faces, index)
+
+
+def _segmented(segmenter: selfie_segmentation.SelfieSegmentation, rgb: np.ndarray) -> np.ndarray:
+    """The segmenter's soft mask (float32, 0..1) of the people in `rgb`; none where it gives no mask."""
+    mask = segmenter.process(np.ascontiguousarray(rgb)).segmentation_mask
+    return np.zeros(rgb.shape[:2], np.float32) if mask is None else mask
+
+
+def _cleaned(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A segmenter's mask made into the person's: its fringe widened, the face hull (`points`) added, small holes
+    filled and specks apart from it cleared."""
     # Segmenters stop short of the hair's fringe: widen the soft edge outwards by a few pixels, so that the
     # fringe moves with the head instead of staying behind on the background plate as an outline.
-    grow = max(3, round(0.01 * max(rgb.shape[:2]))) | 1
+    grow = max(3, round(0.01 * max(mask.shape))) | 1
     mask = np.clip((mask - 0.1) / 0.5, 0.0, 1.0).astype(np.float32)
     mask = np.maximum(mask, cv2.GaussianBlur(cv2.dilate(mask, np.ones((grow, grow), np.uint8)), (grow, grow), 0))
     hull = cv2.convexHull(points[topology.FACE_OVAL, :2].astype(np.int32))
-    face = np.zeros(rgb.shape[:2], np.uint8)
+    face = np.zeros(mask.shape, np.uint8)
     cv2.fillConvexPoly(face, hull, 255)
     mask = np.maximum(mask, face.astype(np.float32) / 255.0)
     side = _SMALL_HOLE * float(np.ptp(points[:, 1]))
@@ -79,13 +106,13 @@ def _clear_specks(mask: np.ndarray, side: float) -> None:
     mask[clear[labels]] = 0.0
 
 
-def own_person(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index: int) -> np.ndarray:
-    """Of a person mask (float32, 0..1) over a photo of several faces, the part that is face `index`'s person,
-    so another person's body, touching this one or not, is background to this face and stays still while this
-    face moves. The mask is flooded over the photo's edges (a watershed) from every face at once, each with
-    the body below its chin: where two people touch, they part along the strongest edge between them. Parts
-    joined to no face are nobody's. Returns the mask with the rest faded out (softly, over the few pixels that
-    the ownership's coarser grid spans)."""
+def _owned(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index: int) -> np.ndarray:
+    """Where a person mask (float32, 0..1) over a photo of several faces is face `index`'s person (float32, 1 there,
+    fading out softly over the few pixels that the ownership's coarser grid spans), so another person's body,
+    touching this one or not, is background to this face and stays still while this face moves. The mask is
+    flooded over the photo's edges (a watershed) from every face at once, each with the body below its chin:
+    where two people touch, they part along the strongest edge between them. Parts joined to no face are
+    nobody's."""
     # Here, not at the top: scikit-image's segmentation brings SciPy's ndimage and spatial with it, 0.37 s of
     # every start-up, and only a photo of several faces needs it.
     from skimage.segmentation import watershed
@@ -107,8 +134,7 @@ def own_person(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], i
         seeds[below & person] = label
         cv2.fillConvexPoly(seeds, cv2.convexHull(np.round(oval).astype(np.int32)), label)
     owner = watershed(edges, seeds, mask=person | (seeds > 0))
-    owned = cv2.resize((owner == index + 1).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    return mask * owned
+    return cv2.resize((owner == index + 1).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def background_plate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

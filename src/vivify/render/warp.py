@@ -55,11 +55,25 @@ class Region:
         return self.x1 - self.x0, self.y1 - self.y0
 
 
+def moving_region(image_size: tuple[int, int], points: np.ndarray, margin: float = 0.0) -> Region:
+    """The part of a portrait (width, height) that a face's motion may change: the head with its hair, and the
+    neck down to the chest, around the face's landmarks `points`; widened by `margin` face heights all round."""
+    width, height = image_size
+    left, top = points[:, :2].min(axis=0)
+    right, bottom = points[:, :2].max(axis=0)
+    face_w, face_h = right - left, bottom - top
+    return Region(
+        max(0, int(left - 0.9 * face_w - margin * face_h)), max(0, int(top - (0.9 + margin) * face_h)),
+        min(width, int(np.ceil(right + 0.9 * face_w + margin * face_h))),
+        min(height, int(np.ceil(bottom + (1.2 + margin) * face_h))),
+    )
+
+
 class HeadWarp:
     """Builds the backward map for a portrait face, given each frame's target landmarks and head motion."""
 
     def __init__(self, image_size: tuple[int, int], points: np.ndarray) -> None:
-        width, height = image_size
+        height = image_size[1]
         points = np.asarray(points, dtype=np.float64)[:, :2]
         self.points = points
         left, top = points.min(axis=0)
@@ -67,11 +81,7 @@ class HeadWarp:
         face_w, face_h = right - left, bottom - top
         center = np.array([(left + right) / 2, (top + bottom) / 2])
 
-        # Region that may move: the head with its hair, and the neck down to the chest.
-        self.region = Region(
-            max(0, int(left - 0.9 * face_w)), max(0, int(top - 0.9 * face_h)),
-            min(width, int(np.ceil(right + 0.9 * face_w))), min(height, int(np.ceil(bottom + 1.2 * face_h))),
-        )
+        self.region = moving_region(image_size, points)
         rw, rh = self.region.size
         # Grid steps: a coarse one for the whole region, a fine one for eyes and mouth.
         self.step = max(4, round(face_h / 12))
