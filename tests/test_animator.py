@@ -587,6 +587,25 @@ def test_a_face_cut_by_the_side_of_the_frame_goes_on_beyond_it(face, reference):
     assert mirrored < 0.6 * min(repeated, plate), (mirrored, repeated, plate)
 
 
+def test_coverage_is_the_person_where_it_moved_and_where_it_was(face, reference):
+    """`coverage`: the pixels of the region that only this animator renders as they should be, the person where
+    the frame moved it and where the portrait showed it (where another face's render of the photo still shows it,
+    and this one the background plate)."""
+    animator = Animator(face, rate=25.0)
+    before = animator.coverage().copy()  # the portrait's person
+    moves = [similarity_frame(face, (128, 128), shift=(14.0 * t, 0.0)) for t in np.linspace(0, 1, 6)]
+    for frame in [face, *moves, *moves]:
+        animator.render(frame)
+    after = animator.coverage()
+    rows, columns = animator.region
+    assert after.shape == before.shape == (rows.stop - rows.start, columns.stop - columns.start)
+    assert np.all(after >= before)
+    forehead = int(reference[10, 1]) - rows.start
+    right_side = [int(np.nonzero(coverage[forehead] > 128)[0].max()) for coverage in (before, after)]
+    assert right_side[1] - right_side[0] == pytest.approx(14, abs=2)
+    assert after[:8, :8].max() == 0  # the wall above the shoulder
+
+
 def test_a_group_photo_keeps_its_bodies_still(face, reference):
     """Two faces side by side: each face's region reaches the other, so the one driver's body motion is not
     used; the shoulders stay while the driver's body sways."""

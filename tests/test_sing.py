@@ -282,7 +282,8 @@ def test_a_group_frame_is_the_soft_partition_of_its_faces_renders():
         render = photo.copy()
         render[rows, cols] = rng.integers(0, 256, render[rows, cols].shape, np.uint8)
         renders.append(render)
-    frame = GroupComposer(photo, faces, regions).compose(renders)
+    unclaimed = [np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.uint8) for rows, cols in regions]
+    frame = GroupComposer(photo, faces, regions).compose(renders, unclaimed)
     ys, xs = np.mgrid[0:120, 0:300]
     logits = np.stack([-SHARPNESS * np.hypot(xs - points[:, 0].mean(), ys - points[:, 1].mean())
                        / np.ptp(points[:, 1]) for points in faces])
@@ -293,9 +294,37 @@ def test_a_group_frame_is_the_soft_partition_of_its_faces_renders():
     np.testing.assert_array_equal(frame[110:, 160:], photo[110:, 160:])  # in no region
 
 
+def test_a_pixel_a_faces_person_covers_comes_from_that_faces_render():
+    """Where one face's person is (moved there, or where the photo showed it), the other face's render shows the
+    photo: the pixel comes from the render that covers it, whatever the partition, not half from each (a ghost of
+    the hair where it was). Where both cover it, the partition parts them; where a claim is partial, the rest of
+    the pixel is blended as if unclaimed."""
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (100, 200, 3), np.uint8)
+    regions = [(slice(0, 100), slice(0, 130)), (slice(0, 100), slice(70, 200))]
+    faces = [np.array([[50.0, 30, 0], [50, 70, 0]]), np.array([[150.0, 30, 0], [150, 70, 0]])]
+    renders = [photo.copy(), photo.copy()]
+    for render, (rows, cols) in zip(renders, regions, strict=True):
+        render[rows, cols] = rng.integers(0, 256, render[rows, cols].shape, np.uint8)
+    composer = GroupComposer(photo, faces, regions)
+    coverages = [np.zeros((100, 130), np.uint8), np.zeros((100, 130), np.uint8)]
+    partition = composer.compose(renders, coverages).astype(float)
+    coverages[0][:, 50:60] = 255  # columns 50-59: face 0's person, where the partition is face 0's
+    coverages[0][:, 100:110] = 255  # columns 100-109: face 0's person, in face 1's part of the partition
+    coverages[0][:, 120:130] = 255  # columns 120-129: both people's
+    coverages[1][:, 50:60] = 255
+    coverages[1][:, 0:10] = 128  # columns 70-79: face 1's, half
+    frame = composer.compose(renders, coverages).astype(float)
+    np.testing.assert_allclose(frame[:, 100:110], renders[0][:, 100:110], atol=0.5)
+    np.testing.assert_allclose(frame[:, 120:130], partition[:, 120:130], atol=0.5)
+    half = 128 / 255
+    np.testing.assert_allclose(frame[:, 70:80], half * renders[1][:, 70:80] + (1 - half) * partition[:, 70:80], atol=1)
+    np.testing.assert_array_equal(frame[:, :50], partition[:, :50])  # unclaimed
+
+
 def test_a_group_photos_faces_render_in_worker_processes_as_here(material, group_photo):
     """A group photo's faces render in worker processes, one animator a face: each frame is the one an animator
-    of that face renders here, to the level, and its region is the same."""
+    of that face renders here, to the level, and so is its coverage; its region is the same."""
     from vivify.animator import Animator
     from vivify.animators import AnimatorProcesses
 
@@ -306,7 +335,7 @@ def test_a_group_photos_faces_render_in_worker_processes_as_here(material, group
     with FaceTracker() as tracker:
         landmarks = [tracker.detect(frame) for frame in frames]
     with AnimatorProcesses(2, processes=2) as processes:
-        processes.make([photo, photo], ["group.png"] * 2, FPS, [detected] * 2, faces=[0, 1])
+        processes.make([photo, photo], ["group.png"] * 2, FPS, [detected] * 2, faces=[0, 1], coverage=True)
         for animator, remote in zip(here, processes.animators, strict=True):
             np.testing.assert_array_equal(remote.points, animator.points)
             assert remote.region == animator.region
@@ -314,8 +343,9 @@ def test_a_group_photos_faces_render_in_worker_processes_as_here(material, group
             remote.set_reference(frames[0], landmarks[0])
         for frame, points in zip(frames, landmarks, strict=True):
             processes.submit(frame, points)
-            for animator, rendered in zip(here, processes.collect(), strict=True):
+            for animator, rendered, coverage in zip(here, processes.collect(), processes.coverages, strict=True):
                 np.testing.assert_array_equal(rendered, animator.render(frame, points))
+                np.testing.assert_array_equal(coverage, animator.coverage())
     for animator in here:
         animator.close()
 

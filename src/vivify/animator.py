@@ -116,6 +116,9 @@ class Animator:
         self._reference_shading: np.ndarray | None = None
         self._warp = HeadWarp((portrait.shape[1], portrait.shape[0]), points)
         region = self._warp.region
+        # The person over the region, where the portrait shows it and where the last frame moved it (`coverage`).
+        self._own_person = alpha_8bit[region.slices].copy()
+        self._moved_person = self._own_person
         # With several faces in the portrait, each face's region reaches its neighbours, which the one driver's
         # body motion would pull about: there the faces move with their own heads only.
         head = self._layers[pad:pad + portrait.shape[0], pad:pad + portrait.shape[1], 3][region.slices]
@@ -149,6 +152,13 @@ class Animator:
     def region(self) -> tuple[slice, slice]:
         """(rows, columns) of the portrait that rendering may change; the rest stays the portrait's own."""
         return self._warp.region.slices
+
+    def coverage(self) -> np.ndarray:
+        """How far each pixel of the region (`region`) is this face's person in the last frame rendered, where the
+        person is now or where the portrait showed it (uint8, 255 for all of it): the pixels that only this
+        animator renders as they should be. A render of another face of the same photo shows the photo there,
+        this person where it was (`vivify.compose.group`). Before the first frame, the portrait's person."""
+        return cv2.max(self._moved_person, self._own_person)
 
     def set_reference(self, frame: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
         """Recalibrate: this driving frame's pose and expression become the portrait's own (a mouth more open than
@@ -262,7 +272,8 @@ class Animator:
                 # there the cores are busy, and a hand-off would only cost.
                 detail = self._helper.submit(detail).result
         warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.extractChannel(warped, 3).astype(np.float32)
+        self._moved_person = cv2.extractChannel(warped, 3)
+        alpha = self._moved_person.astype(np.float32)
         alpha *= 1.0 / 255.0
         # Blend four channels against a four-channel plate: no strided copy to drop the mask channel first.
         region = cv2.blendLinear(warped, self._plate[rows, cols], alpha, 1.0 - alpha)

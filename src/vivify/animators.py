@@ -79,6 +79,8 @@ class AnimatorProcesses:
         # Each worker's animators' landmarks and regions, once it has made them.
         self._made: list[list[tuple[np.ndarray, tuple[slice, slice]]] | None] = [None] * workers
         self._frames: list[np.ndarray] = []  # each animator's frame (`collect`), from `make`
+        # Each animator's `Animator.coverage` of the frames collected, where `make` asks for them.
+        self.coverages: list[np.ndarray | None] = []
         self._handover: threading.Thread | None = None
         # The driving frames' shared memory, made when the first frame is submitted (None before, where there is
         # none, and once closed), and the slot each frame submitted and not yet collected went in (None: sent
@@ -106,11 +108,12 @@ class AnimatorProcesses:
 
     def make(self, portraits: Sequence[np.ndarray], names: Sequence[str], rate: float,
              detected: Sequence[list[np.ndarray]] | None = None, faces: Sequence[int] | None = None,
-             absolute: bool = False) -> list[RemoteAnimator]:
+             absolute: bool = False, coverage: bool = False) -> list[RemoteAnimator]:
         """Hand the workers the portraits (RGB uint8 each, as many as given at the start) and have them make their
         animators, which this returns. `detected`: each portrait's faces as `detect_faces` gives them, where the
         caller has found them (else each worker finds its own portraits'); `faces`: which of them each animator
         animates (largest first; the largest by default). `rate` and `absolute` are `Animator`'s options.
+        `coverage`: with every frame, also bring back each animator's `Animator.coverage` (`coverages`).
         The first request to a worker, and the first look at its animators' `points`, waits until they are made,
         so the caller may go on preparing meanwhile."""
         count = sum(len(share) for share in self._shares)
@@ -119,10 +122,11 @@ class AnimatorProcesses:
         faces = [0] * count if faces is None else list(faces)
         found = [None] * count if detected is None else list(detected)
         self._frames = [np.array(portrait) for portrait in portraits]
+        self.coverages = [None] * count
         # Each worker takes its portraits once it has started Python: they are handed over from a thread, so the
         # caller goes on meanwhile.
         shares = [([portraits[k] for k in share], [names[k] for k in share], [found[k] for k in share],
-                   [faces[k] for k in share], rate, absolute) for share in self._shares]
+                   [faces[k] for k in share], rate, absolute, coverage) for share in self._shares]
         self._handover = threading.Thread(target=self._hand_over, args=(shares,), name="vivify-handover",
                                           daemon=True)
         self._handover.start()
@@ -219,11 +223,14 @@ class AnimatorProcesses:
         return made
 
     def collect(self) -> list[np.ndarray]:
-        """Every animator's frame for the oldest frame submitted and not yet collected, in the portraits' order.
-        The arrays are reused by the next `collect`."""
+        """Every animator's frame for the oldest frame submitted and not yet collected, in the portraits' order,
+        and their `coverages` where `make` asked for them. The arrays are reused by the next `collect`."""
         for worker, share in enumerate(self._shares):
-            for k, (_, region), changed in zip(share, self._await_animators(worker), self._reply(worker), strict=True):
+            for k, (_, region), (changed, coverage) in zip(share, self._await_animators(worker), self._reply(worker),
+                                                            strict=True):
                 self._frames[k][region] = changed
+                if coverage is not None:
+                    self.coverages[k] = coverage
         slot = self._in_flight.popleft() if self._in_flight else None
         if slot is not None and self._shared is not None:  # every worker is done with it
             self._shared.free.append(slot)
@@ -356,7 +363,7 @@ def _serve(connection: Connection) -> None:
     sender.start()
     animators: list[Animator] = []
     try:
-        portraits, names, detected, faces, rate, absolute = connection.recv()
+        portraits, names, detected, faces, rate, absolute, coverage = connection.recv()
         animators = [Animator(portrait, face=face, absolute=absolute, rate=rate, name=name, detected=found)
                      for portrait, name, found, face in zip(portraits, names, detected, faces, strict=True)]
         answers.put(("made", [(animator.points, animator.region) for animator in animators]))
@@ -374,7 +381,8 @@ def _serve(connection: Connection) -> None:
                 if isinstance(frame, int):  # the number of a slot in the shared memory
                     frame = shared[frame]
                 # Only what rendering changed goes back: a group photo's every face would send the whole photo.
-                answers.put(("frames", [animator.render(frame, landmarks)[animator.region] for animator in animators]))
+                answers.put(("frames", [(animator.render(frame, landmarks)[animator.region],
+                                         animator.coverage() if coverage else None) for animator in animators]))
     except VivifyError as error:
         answers.put(("error", str(error)))
     except (EOFError, OSError):  # the caller closed the connection, or went away: the end

@@ -246,9 +246,13 @@ def animate(portrait_path: str | Path, driving_path: str | Path, output: str | P
             # group composed here.
             with AnimatorProcesses(count) as processes:
                 processes.make([portrait] * count, [portrait_name] * count, float(video.fps), [detected] * count,
-                               faces=chosen, absolute=absolute)
-                compose = GroupComposer(portrait, [a.points for a in processes.animators],
-                                        [a.region for a in processes.animators]).compose
+                               faces=chosen, absolute=absolute, coverage=True)
+                composer = GroupComposer(portrait, [a.points for a in processes.animators],
+                                         [a.region for a in processes.animators])
+
+                def compose(renders: list[np.ndarray]) -> np.ndarray:
+                    return composer.compose(renders, processes.coverages)
+
                 _render_in_processes(processes, video, driving_path, reference, writer, compose, progress)
     return Path(output)
 

@@ -4,7 +4,9 @@ Every face has its own `Animator` over the same photo; each render differs from 
 face's region (the head, hair and neck, tapering to the still photo at the region's edges). The renders are
 combined with weights that sum to one everywhere: a soft partition of the photo by distance to each face,
 measured in that face's size, so a face's own warp rules around it and neighbouring regions meet in a smooth
-band instead of a seam. Outside every region the photo is copied as it is.
+band instead of a seam. Where a face's person is, moved or where the photo showed it (`Animator.coverage`), only
+that face's render knows the picture: another face's render shows the photo there. Such pixels are taken from
+the renders that cover them. Outside every region the photo is copied as it is.
 """
 
 from __future__ import annotations
@@ -44,21 +46,38 @@ class GroupComposer:
         for weight, inside in zip(weights, self._inside, strict=True):
             uncovered[inside] -= weight[inside]
         self._photo_part = portrait[rows, cols] * uncovered[..., None]
-        self._weights = [cv2.merge([weight[inside]] * 3) for weight, inside in zip(weights, self._inside, strict=True)]
+        self._weights = [np.ascontiguousarray(weight[inside]) for weight, inside in zip(weights, self._inside,
+                                                                                        strict=True)]
         # Per-frame buffers, reused: the writer copies each frame it is given.
         self._out = portrait.copy()
         self._blended = np.empty_like(self._photo_part)
-        self._as_float = [np.empty(weight.shape, np.float32) for weight in self._weights]  # each render's region
+        self._as_float = [np.empty((*weight.shape, 3), np.float32) for weight in self._weights]  # each render's region
 
-    def compose(self, renders: list[np.ndarray]) -> np.ndarray:
-        """One frame from the renders (RGB uint8, the photo's size), in the order of the faces. The array is
-        reused for the next frame."""
+    def compose(self, renders: list[np.ndarray], coverages: list[np.ndarray]) -> np.ndarray:
+        """One frame from the renders (RGB uint8, the photo's size) and their faces' `Animator.coverage` (uint8
+        over each face's region), in the order of the faces. The array is reused for the next frame.
+
+        Each face's weight is its share of the partition where no face's person is; where some are, its share of
+        the partition among those, by how far each covers the pixel. A head that moved towards its neighbour
+        showed its hair half over the neighbour's render of the photo (the hair where it was): a ghost."""
         rows, cols = self._box
-        np.copyto(self._blended, self._photo_part)
-        for region, inside, weight, render, as_float in zip(self._regions, self._inside, self._weights, renders,
-                                                             self._as_float, strict=True):
+        claims = [cv2.multiply(coverage, 1.0 / 255.0, dtype=cv2.CV_32F) for coverage in coverages]
+        shape = self._photo_part.shape[:2]
+        claimed = np.zeros(shape, np.float32)  # Σ weight · claim
+        strongest = np.zeros(shape, np.float32)  # the strongest claim
+        for inside, weight, claim in zip(self._inside, self._weights, claims, strict=True):
+            cv2.accumulateProduct(weight, claim, claimed[inside])
+            cv2.max(strongest[inside], claim, dst=strongest[inside])
+        unclaimed = cv2.subtract(1.0, strongest)
+        per_claim = cv2.divide(strongest, cv2.max(claimed, 1e-12))
+        # The photo's weight (1 - the faces'): what no region covers, where no face claims the pixel.
+        cv2.multiply(self._photo_part, cv2.merge([unclaimed] * 3), dst=self._blended)
+        for region, inside, weight, claim, render, as_float in zip(self._regions, self._inside, self._weights, claims,
+                                                                   renders, self._as_float, strict=True):
+            # By the partition where unclaimed, by the claims where claimed.
+            face_weight = cv2.multiply(weight, cv2.add(cv2.multiply(per_claim[inside], claim), unclaimed[inside]))
             np.copyto(as_float, render[region], casting="unsafe")
-            cv2.accumulateProduct(as_float, weight, self._blended[inside])
+            cv2.accumulateProduct(as_float, cv2.merge([face_weight] * 3), self._blended[inside])
         # The blend stays within 0..255: converting rounds it.
         self._out[rows, cols] = cv2.convertScaleAbs(self._blended)
         return self._out
