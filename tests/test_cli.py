@@ -17,6 +17,7 @@ import signal
 import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import zlib
@@ -616,6 +617,26 @@ def test_a_terminated_render_leaves_nothing_behind(media, tmp_path):
     assert (render.returncode, stdout) == (143, "")
     assert stderr.endswith("vivify: terminated\n") and "Traceback" not in stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_native_lines_after_a_stop_stay_off_the_terminal():
+    """A stop (Ctrl-C, SIGTERM) while native libraries start: their threads may go on writing to fd 2 (a MediaPipe
+    graph's calculators log as they open) after vivify's last line, which must stay the last. Python's own
+    stderr still reaches the terminal."""
+    script = textwrap.dedent("""
+        import os, sys
+        from vivify.cli import _quiet_native_logs
+        try:
+            with _quiet_native_logs():
+                os.write(2, b"W0000 00:00:1.0 1 graph.cc:1] starting\\n")
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            print("vivify: interrupted", file=sys.stderr)
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")  # a native thread, late
+        print("python", file=sys.stderr)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "vivify: interrupted\npython\n")
 
 
 def stopped_main(command: list[str]) -> int:

@@ -399,7 +399,8 @@ def _quiet_native_logs() -> Iterator[None]:
 
     File descriptor 2 points at an anonymous temporary file for the duration, while sys.stderr (vivify's own
     messages, Python warnings, the progress bar, tracebacks) writes to a duplicate of the real stderr. Lines
-    written to fd 2 that are not known noise (E/F log lines, anything else) are passed on at the end.
+    written to fd 2 that are not known noise (E/F log lines, anything else) are passed on at the end. Left by a
+    stop (Ctrl-C, SIGTERM), fd 2 is not given back: it goes nowhere until the process ends.
     """
     try:
         sys.stderr.flush()
@@ -410,6 +411,7 @@ def _quiet_native_logs() -> Iterator[None]:
         yield
         return
     python_stderr, own_stream = sys.stderr, None
+    stopped = False
     with tempfile.TemporaryFile() as capture:
         try:
             os.dup2(capture.fileno(), 2)
@@ -418,17 +420,27 @@ def _quiet_native_logs() -> Iterator[None]:
                                   errors=python_stderr.errors or "backslashreplace", buffering=1)
                 sys.stderr = own_stream
             yield
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM
+            stopped = True
+            raise
         finally:
-            if own_stream is not None:
-                sys.stderr = python_stderr
-                own_stream.close()
-            os.dup2(saved, 2)
-            os.close(saved)
+            if stopped and own_stream is not None:
+                # The process is ending, and native threads may still be starting (a MediaPipe graph's
+                # calculators log as they open): their lines came after vivify's last one. Fd 2 goes nowhere from
+                # now on; Python's stderr stays where it was.
+                with open(os.devnull, "wb") as nowhere:
+                    os.dup2(nowhere.fileno(), 2)
+            else:
+                if own_stream is not None:
+                    sys.stderr = python_stderr
+                    own_stream.close()
+                os.dup2(saved, 2)
             capture.seek(0)
             rest = b"".join(line for line in capture if not _NATIVE_NOISE.match(line))
             if rest:
-                with open(2, "wb", closefd=False) as stderr:
+                with open(saved, "wb", closefd=False) as stderr:
                     stderr.write(rest)
+            os.close(saved)
 
 
 def _fileno(stream) -> int | None:
