@@ -143,7 +143,8 @@ def write_performed_clip(path: Path, marks: Marks) -> Path:
 def render_demos(folder: Path, overwrite: bool = False, done: Callable[[Path], None] = lambda path: None,
                  ) -> list[Path]:
     """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
-    versions of her singing together in a grid, her saying a sentence (espeak-ng's voice), and, where the
+    versions of her singing together in a grid, a photo of her beside her mirror image with both faces
+    animated in place, her saying a sentence (espeak-ng's voice), and, where the
     shared media folder exists, real portraits driven by real clips. A folder that holds files already is
     refused unless `overwrite` (then the demo's own files in it are replaced, and nothing else). `done` is
     called with each video as it is finished (the whole demo takes minutes with the shared media)."""
@@ -177,6 +178,10 @@ def render_demos(folder: Path, overwrite: bool = False, done: Callable[[Path], N
     finished(driving)
     finished(animate(portrait, driving, folder / "astronaut_animated.mp4", overwrite=True))
     finished(_sing_demo(folder, portrait, driving))
+    pair = photos / "astronauts_side_by_side.png"
+    head_and_shoulders = face_crop(256)
+    Image.fromarray(np.hstack([head_and_shoulders, head_and_shoulders[:, ::-1]])).save(pair)
+    finished(animate(pair, driving, folder / "astronauts_together.mp4", faces="all", overwrite=True))
     head = photos / "astronaut_head.png"
     Image.fromarray(face_crop(512)).save(head)
     finished(speak(head, folder / "astronaut_speaking.mp4", text=_DEMO_SENTENCE, overwrite=True))
