@@ -661,6 +661,31 @@ def test_the_background_between_the_people_of_a_group_photo_is_nobodys(face):
     assert np.abs(out[rows, columns].astype(int) - group[rows, columns]).max() <= 2
 
 
+def test_stray_hairs_beyond_the_person_mask_move_with_the_head(face, reference):
+    """Thin strands of hair above the head that the segmenter leaves out (Sam Altman's photo has them) are the
+    person's: left on the background plate, they hung in the air when the head moved down."""
+    from vivify.render.background import person_mask
+
+    plain = person_mask(face, [reference])
+    strands = face.copy()
+    tips = []
+    for x in (80, 100, 190):
+        top = int(np.argmax(plain[:, x] > 0.5))
+        hair = face[top + 4:top + 8, x - 2:x + 3].reshape(-1, 3).mean(axis=0)  # the hair's colour below
+        cv2.line(strands, (x, top), (x + 3, top - 12), tuple(float(c) for c in hair), 1, cv2.LINE_AA)
+        tips.append((top - 9, x + 2))
+    tips = tuple(np.array(tips).T)
+    assert plain[tips].max() < 0.5  # the segmenter's mask (as grown) stops short of the tips
+    assert person_mask(strands, [reference])[tips].min() > 0.5
+    animator = Animator(strands, rate=25.0)
+    moves = [similarity_frame(face, (128, 128), shift=(0.0, 12.0 * t)) for t in np.linspace(0, 1, 6)]
+    for frame in [face, *moves, *moves]:
+        out = animator.render(frame)
+    # Where the tips were, the background again: no darker than the photo's wall there.
+    darker = face[tips].astype(int).sum(axis=1) - out[tips].astype(int).sum(axis=1)
+    assert darker.max() < 30, darker
+
+
 def test_small_holes_in_the_person_mask_are_filled():
     """A hole enclosed by the person's mask is the segmenter's miss (a flag's stripe behind the hair taken for
     the person but for a blot): left open, the inpainted plate shows through it and moves about."""

@@ -20,6 +20,19 @@ _BACKGROUND_ALPHA = 0.02
 # In a photo of several faces, each person is segmented on its own this far (face heights) beyond the region that
 # its face's motion may change.
 _SEGMENTED_MARGIN = 0.25
+# Stray hairs (`_with_strands`) are looked for this far beyond the person's mask (face heights); a strand is
+# thinner than half of _STRAND_WIDTH (of 5 px at least); its colour is compared with the hair's within _STRAND_HAIR
+# (a Gaussian's sigma), where that differs from the background's by _STRAND_CONTRAST at least (RGB distance), and
+# strays from the way between the two by under _STRAND_MIX.
+_STRAND_REACH = 0.15
+_STRAND_WIDTH = 0.03
+_STRAND_HAIR = 0.05
+_STRAND_CONTRAST = 30.0
+_STRAND_MIX = 25.0
+# A share of the hair's colour under this is the picture's noise, not a strand. Strands are looked for with the
+# face at most this tall (px): a wider median costs more than the finer strands are worth.
+_STRAND_FLOOR = 0.15
+_STRAND_FACE = 320.0
 # Holes in the person's mask smaller than this (a square, in face heights) are filled.
 _SMALL_HOLE = 0.15
 # Whose person a pixel is, in a photo of several faces, is worked out at this size: people are large.
@@ -51,11 +64,11 @@ def person_mask(rgb: np.ndarray, faces: Sequence[np.ndarray], index: int = 0) ->
     with selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
         whole = _segmented(segmenter, rgb)
         if len(faces) == 1:
-            return _cleaned(whole, points)
+            return _with_strands(rgb, _cleaned(whole, points), points)
         region = moving_region((rgb.shape[1], rgb.shape[0]), points, _SEGMENTED_MARGIN).slices
         agreed = whole.copy()
         agreed[region] = np.minimum(whole[region], _segmented(segmenter, rgb[region]))
-    return _cleaned(agreed, points) * _owned(rgb, _cleaned(whole, points), faces, index)
+    return _with_strands(rgb, _cleaned(agreed, points) * _owned(rgb, _cleaned(whole, points), faces, index), points)
 
 
 def _segmented(segmenter: selfie_segmentation.SelfieSegmentation, rgb: np.ndarray) -> np.ndarray:
@@ -79,6 +92,62 @@ def _cleaned(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     side = _SMALL_HOLE * float(np.ptp(points[:, 1]))
     _fill_small_holes(mask, side)
     _clear_specks(mask, side)
+    return mask
+
+
+def _with_strands(rgb: np.ndarray, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The person's mask (float32, 0..1) with the stray hairs beyond it: thin strands above the eyes, within
+    _STRAND_REACH of the mask, that the segmenter leaves out. Left out, they stayed on the background plate and
+    hung in the air while the head moved away (Sam Altman's photo).
+
+    A strand is a thin line that the background lacks: the picture differs there from its median over a window
+    wider than a strand, and its colour lies between that background and the hair's beside it (the nearby
+    person's mean colour) as a mix of the two would. Its share of the hair's colour is its mask value, where that
+    is clear of the picture's noise (_STRAND_FLOOR). Worked out with the face at most _STRAND_FACE px tall."""
+    face_height = float(np.ptp(points[:, 1]))
+    beyond = (mask < 0.5).astype(np.uint8)  # the soft edge too
+    band = (cv2.distanceTransform(beyond, cv2.DIST_L2, 3) < _STRAND_REACH * face_height) & (beyond > 0)
+    eyes = points[[topology.LEFT_EYE.middle_lids[0], topology.RIGHT_EYE.middle_lids[0]], 1].mean()
+    band[max(0, int(eyes)):] = False  # the hair: above the eyes
+    rows, columns = np.nonzero(band)
+    if not rows.size:
+        return mask
+    # In the band's box, with room around it for the hair's colour.
+    margin = int(np.ceil(3 * _STRAND_HAIR * face_height))
+    box = (slice(max(0, rows.min() - margin), rows.max() + margin + 1),
+           slice(max(0, columns.min() - margin), columns.max() + margin + 1))
+    height, width = band[box].shape
+    scale = min(1.0, _STRAND_FACE / face_height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    picture = cv2.resize(rgb[box], size, interpolation=cv2.INTER_AREA)
+    background = cv2.medianBlur(picture, max(5, round(_STRAND_WIDTH * face_height * scale)) | 1).astype(np.float32)
+    picture = picture.astype(np.float32)
+    # The hair's colour beside each pixel: the person's mean colour around it, a smooth field, at a quarter size.
+    around = cv2.resize(mask[box], size, interpolation=cv2.INTER_AREA)
+    person = (around > 0.9).astype(np.float32)
+    quarter = (max(1, size[0] // 4), max(1, size[1] // 4))
+    spread_out = (0, 0), _STRAND_HAIR * face_height * scale / 4
+    gathered = cv2.GaussianBlur(cv2.resize(picture * person[..., None], quarter, interpolation=cv2.INTER_AREA),
+                                *spread_out)
+    weight = cv2.GaussianBlur(cv2.resize(person, quarter, interpolation=cv2.INTER_AREA), *spread_out)
+    hair = cv2.resize(gathered / np.maximum(weight, 1e-3)[..., None], size, interpolation=cv2.INTER_LINEAR)
+    towards_hair = hair - background
+    contrast = (towards_hair**2).sum(axis=2)
+    # How far along the way from the background to the hair's colour (beyond it: a darker or lighter strand of
+    # the same hair), and how far off that way.
+    share = ((picture - background) * towards_hair).sum(axis=2) / np.maximum(contrast, 1.0)
+    off_the_mix = np.linalg.norm(picture - background - share[..., None] * towards_hair, axis=2)
+    share = np.clip(share, 0.0, 1.0)
+    share[(contrast < _STRAND_CONTRAST**2) | (off_the_mix > _STRAND_MIX) | (share < _STRAND_FLOOR)] = 0.0
+    # A strand grows out of the hair: specks apart from the person (a painting's craquelure) are not strands.
+    solid = around >= 0.5
+    count, pieces = cv2.connectedComponents(((share > 0) | solid).astype(np.uint8), connectivity=8)
+    on_the_person = np.zeros(count, bool)
+    on_the_person[pieces[solid]] = True
+    share[~on_the_person[pieces]] = 0.0
+    strand = cv2.resize(share, (width, height), interpolation=cv2.INTER_LINEAR) * band[box]
+    mask = mask.copy()
+    np.maximum(mask[box], strand, out=mask[box])
     return mask
 
 
