@@ -143,11 +143,11 @@ def write_performed_clip(path: Path, marks: Marks) -> Path:
 def render_demos(folder: Path, overwrite: bool = False, done: Callable[[Path], None] = lambda path: None,
                  ) -> list[Path]:
     """Render the demo videos into `folder`: the astronaut photo driven by a clip made from her own face, four
-    versions of her singing together in a grid, a photo of her beside her mirror image with both faces
-    animated in place, her saying a sentence (espeak-ng's voice), and, where the
-    shared media folder exists, real portraits driven by real clips. A folder that holds files already is
-    refused unless `overwrite` (then the demo's own files in it are replaced, and nothing else). `done` is
-    called with each video as it is finished (the whole demo takes minutes with the shared media)."""
+    versions of her singing together in a grid, a photo of her beside her mirror image with both faces animated
+    in place, her saying a sentence (espeak-ng's voice), and, where the shared media folder exists, real
+    portraits driven by real clips. A folder that holds files already is refused unless `overwrite` (then the
+    demo's own files in it are replaced, and nothing else). `done` is called with each video as it is finished
+    (the whole demo takes minutes with the shared media)."""
     from PIL import Image
 
     from vivify.pipeline import animate
