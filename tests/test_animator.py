@@ -661,6 +661,23 @@ def test_the_background_between_the_people_of_a_group_photo_is_nobodys(face):
     assert np.abs(out[rows, columns].astype(int) - group[rows, columns]).max() <= 2
 
 
+def test_a_face_below_another_is_its_own_persons(face):
+    """A front row under a back row: the upper person's body reaches down to the lower face. The body below each
+    chin belongs to that face only as far as the photo is nearer it than any other face; running on, it gave part
+    of the lower face to the person above (a seam down the middle of the lower face, which moved with the head
+    above)."""
+    from vivify.render.background import person_mask
+
+    group = np.ascontiguousarray(np.vstack([face, face]))
+    faces = detect_faces(group)
+    assert len(faces) == 2
+    upper, lower = sorted(range(2), key=lambda index: faces[index][:, 1].mean())
+    oval = np.zeros(group.shape[:2], np.uint8)
+    cv2.fillConvexPoly(oval, cv2.convexHull(faces[lower][topology.FACE_OVAL, :2].astype(np.int32)), 1)
+    assert person_mask(group, faces, lower)[oval > 0].min() > 0.9
+    assert person_mask(group, faces, upper)[oval > 0].max() < 0.1
+
+
 def test_stray_hairs_beyond_the_person_mask_move_with_the_head(face, reference):
     """Thin strands of hair above the head that the segmenter leaves out (Sam Altman's photo has them) are the
     person's: left on the background plate, they hung in the air when the head moved down."""

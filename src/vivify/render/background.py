@@ -179,9 +179,10 @@ def _owned(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index
     """Where a person mask (float32, 0..1) over a photo of several faces is face `index`'s person (float32, 1 there,
     fading out softly over the few pixels that the ownership's coarser grid spans), so another person's body,
     touching this one or not, is background to this face and stays still while this face moves. The mask is
-    flooded over the photo's edges (a watershed) from every face at once, each with the body below its chin:
-    where two people touch, they part along the strongest edge between them. Parts joined to no face are
-    nobody's."""
+    flooded over the photo's edges (a watershed) from every face at once, each with the body below its chin as far
+    as the photo is nearer that face than any other (by distance in face heights): where two people touch, they
+    part along the strongest edge between them. Parts joined to no face are nobody's. (The body's strip ran on
+    down through the face of anyone below, a front row under a back row, and gave it to the face above.)"""
     # Here, not at the top: scikit-image's segmentation brings SciPy's ndimage and spatial with it, 0.37 s of
     # every start-up, and only a photo of several faces needs it.
     from skimage.segmentation import watershed
@@ -192,16 +193,20 @@ def _owned(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index
     person = cv2.resize(mask, size, interpolation=cv2.INTER_AREA) > _BACKGROUND_ALPHA
     gray = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
     edges = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    ys, xs = np.indices(person.shape, np.float32)
+    nearest = np.argmin([np.hypot(xs - points[:, 0].mean() * scale, ys - points[:, 1].mean() * scale)
+                         / (float(np.ptp(points[:, 1])) * scale) for points in faces], axis=0)
     seeds = np.zeros(size[::-1], np.int32)
     for label, points in enumerate(faces, start=1):
         # Each face with its body: the person below its chin, a strip half the face wide.
-        oval = points[topology.FACE_OVAL, :2] * scale
-        half = 0.25 * float(np.ptp(oval[:, 0]))
         chin = points[152, :2] * scale
+        half = 0.25 * float(np.ptp(points[topology.FACE_OVAL, 0])) * scale
         below = np.zeros_like(person)
         below[int(chin[1]):, max(0, int(chin[0] - half)):int(chin[0] + half) + 1] = True
-        seeds[below & person] = label
-        cv2.fillConvexPoly(seeds, cv2.convexHull(np.round(oval).astype(np.int32)), label)
+        seeds[below & person & (nearest == label - 1)] = label
+    for label, points in enumerate(faces, start=1):  # the faces themselves over any strip
+        oval = np.round(points[topology.FACE_OVAL, :2] * scale).astype(np.int32)
+        cv2.fillConvexPoly(seeds, cv2.convexHull(oval), label)
     owner = watershed(edges, seeds, mask=person | (seeds > 0))
     return cv2.resize((owner == index + 1).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
