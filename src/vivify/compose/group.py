@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vivify.landmarks.topology import distance_in_faces
+
 # Sharpness of the partition: the weight of a face falls by e^-1 for each SHARPNESS-th of a face height
 # that a pixel lies further from it than from its neighbour.
 SHARPNESS = 6.0
@@ -28,12 +30,7 @@ class GroupComposer:
         cols = slice(min(c.start for _, c in regions), max(c.stop for _, c in regions))
         self._box = (rows, cols)
         ys, xs = np.mgrid[rows, cols].astype(np.float32)
-        distances = []
-        for points in faces:
-            centre = points[:, :2].mean(axis=0)
-            size = float(points[:, 1].max() - points[:, 1].min())
-            distances.append(np.hypot(xs - centre[0], ys - centre[1]) / size)
-        logits = -SHARPNESS * np.stack(distances)
+        logits = -SHARPNESS * np.stack([distance_in_faces(points, xs, ys) for points in faces])
         logits -= logits.max(axis=0)
         weights = np.exp(logits)
         weights /= weights.sum(axis=0)
@@ -52,6 +49,8 @@ class GroupComposer:
         self._out = portrait.copy()
         self._blended = np.empty_like(self._photo_part)
         self._as_float = [np.empty((*weight.shape, 3), np.float32) for weight in self._weights]  # each render's region
+        self._claimed = np.empty(self._photo_part.shape[:2], np.float32)  # Σ weight · claim
+        self._strongest = np.empty(self._photo_part.shape[:2], np.float32)  # the strongest claim
 
     def compose(self, renders: list[np.ndarray], coverages: list[np.ndarray]) -> np.ndarray:
         """One frame from the renders (RGB uint8, the photo's size) and their faces' `Animator.coverage` (uint8
@@ -62,9 +61,9 @@ class GroupComposer:
         showed its hair half over the neighbour's render of the photo (the hair where it was): a ghost."""
         rows, cols = self._box
         claims = [cv2.multiply(coverage, 1.0 / 255.0, dtype=cv2.CV_32F) for coverage in coverages]
-        shape = self._photo_part.shape[:2]
-        claimed = np.zeros(shape, np.float32)  # Σ weight · claim
-        strongest = np.zeros(shape, np.float32)  # the strongest claim
+        claimed, strongest = self._claimed, self._strongest
+        claimed.fill(0.0)
+        strongest.fill(0.0)
         for inside, weight, claim in zip(self._inside, self._weights, claims, strict=True):
             cv2.accumulateProduct(weight, claim, claimed[inside])
             cv2.max(strongest[inside], claim, dst=strongest[inside])

@@ -103,6 +103,13 @@ def eye_line(points: np.ndarray) -> np.ndarray:
     return line / max(float(np.linalg.norm(line)), 1e-9)
 
 
+def distance_in_faces(points: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """How far each position (`xs`, `ys`: pixel coordinates) lies from the centre of the face with the landmarks
+    `points`, in that face's heights: which face of a group photo a pixel is nearest, or belongs to how much."""
+    centre = points[:, :2].mean(axis=0)
+    return np.hypot(xs - centre[0], ys - centre[1]) / float(np.ptp(points[:, 1]))
+
+
 def landmarks_apart(points: np.ndarray, other: np.ndarray) -> float:
     """Mean distance between corresponding landmarks of two readings of a face, in `points`' inter-ocular
     distances."""

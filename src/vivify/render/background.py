@@ -193,9 +193,8 @@ def _owned(rgb: np.ndarray, mask: np.ndarray, faces: Sequence[np.ndarray], index
     person = cv2.resize(mask, size, interpolation=cv2.INTER_AREA) > _BACKGROUND_ALPHA
     gray = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
     edges = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
-    ys, xs = np.indices(person.shape, np.float32)
-    nearest = np.argmin([np.hypot(xs - points[:, 0].mean() * scale, ys - points[:, 1].mean() * scale)
-                         / (float(np.ptp(points[:, 1])) * scale) for points in faces], axis=0)
+    ys, xs = np.indices(person.shape, np.float32) / np.float32(scale)  # in the photo's pixels
+    nearest = np.argmin([topology.distance_in_faces(points, xs, ys) for points in faces], axis=0)
     seeds = np.zeros(size[::-1], np.int32)
     for label, points in enumerate(faces, start=1):
         # Each face with its body: the person below its chin, a strip half the face wide.
