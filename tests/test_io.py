@@ -657,6 +657,22 @@ def test_gif(tmp_path):
         assert gif.n_frames == 8 and gif.info["duration"] == 100
 
 
+def test_an_mp4_larger_than_phones_and_browsers_play_is_named_before_rendering(tmp_path, caplog):
+    # A phone's 12-MP photo animated at its own size makes H.264 frames beyond level 5.2 (4096x2304), which
+    # hardware decoders refuse; 48 MP is beyond every level. 4K is fine, and so is a WebM of the same size.
+    sizes = {"uhd.mp4": (3840, 2160), "phone.mp4": (3024, 4032), "p48.mov": (6048, 8064), "phone.webm": (3024, 4032)}
+    for name, size in sizes.items():
+        with caplog.at_level("WARNING"):
+            open_writer(tmp_path / name, Fraction(25), size).abort()
+    assert caplog.messages == [
+        f"{tmp_path / 'phone.mp4'}: 3024x4032 is larger than many phones and browsers play (H.264 up to about "
+        "4096x2304 pixels); a smaller size plays everywhere",
+        f"{tmp_path / 'p48.mov'}: 6048x8064 is larger than any H.264 level allows (about 8192x4320 pixels): few "
+        "players will show it; a smaller size plays everywhere",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_gif_faster_than_players_show_leaves_frames_out_instead_of_slowing_down(tmp_path, caplog):
     # 60 frames/s came out as delays of 1 and 2 hundredths of a second, and browsers play 1 as 10: a third of
     # the speed. Frames are left out so that none follows the last one sooner than 1/50 s.

@@ -73,6 +73,12 @@ _AUDIO = {"h264": ("aac", 128_000), "vp9": ("libopus", 96_000)}
 # Frames waiting for the encoder thread: enough to smooth out jitter, small enough that memory
 # stays ~4 frames (a 1080p RGB frame is 6 MB).
 _QUEUE_DEPTH = 4
+# H.264 frames larger than level 5.1/5.2 allows (36,864 macroblocks of 16×16: 4096×2304) play in desktop software
+# players but not on most phones, in hardware decoders or in many browsers; a phone's 12-MP photo, animated at its
+# own size, makes such a video. Beyond level 6.2 (139,264) no H.264 level describes the frames at all.
+_H264_WIDELY_PLAYED_MACROBLOCKS = 36_864
+_H264_LARGEST_LEVEL_MACROBLOCKS = 139_264
+
 # How often the encoder thread looks at its queue again while it waits (see `_encode`).
 _RECHECK_SECONDS = 0.1
 _STOP = object()  # queue sentinel: no more frames
@@ -137,6 +143,8 @@ def open_writer(
     if kind == "gif" and fps > _GIF_MAX_FPS:
         log.warning("%s: %.4g fps is faster than GIF players show (max %d): frames closer together are left out",
                     display, fps, _GIF_MAX_FPS)
+    if kind == "h264":
+        _warn_if_hard_to_play(display, width, height)
     if kind in ("gif", "png") and audio_source is not None and _has_audio(audio_source):
         log.warning("%s: %s holds no sound: the sound of %s is left out (an .mp4, .mov or .webm keeps it)",
                     display, "a GIF" if kind == "gif" else "a folder of frames", os.fspath(audio_source))
@@ -156,6 +164,16 @@ def open_writer(
             backend.discard()
         remove_temp(temp)
         raise
+
+
+def _warn_if_hard_to_play(display: str, width: int, height: int) -> None:
+    macroblocks = -(-width // 16) * -(-height // 16)
+    if macroblocks > _H264_LARGEST_LEVEL_MACROBLOCKS:
+        log.warning("%s: %dx%d is larger than any H.264 level allows (about 8192x4320 pixels): few players will "
+                    "show it; a smaller size plays everywhere", display, width, height)
+    elif macroblocks > _H264_WIDELY_PLAYED_MACROBLOCKS:
+        log.warning("%s: %dx%d is larger than many phones and browsers play (H.264 up to about 4096x2304 pixels); "
+                    "a smaller size plays everywhere", display, width, height)
 
 
 def check_output(path: str | Path, overwrite: bool = False) -> None:
