@@ -390,6 +390,23 @@ def test_a_lost_face_is_not_measured_on_its_old_box(head: np.ndarray) -> None:
     assert [points is not None for points in track.points] == measured
 
 
+def test_a_face_that_moves_off_its_box_is_detected_again(measure: DlibFaceMeasure, head: np.ndarray) -> None:
+    """A head coming down by 6 px a frame: measured on the box detected in the first frame, the still mouth read
+    0.108 0.108 0.116 0.138 0.084 eye spans; detected again once it has moved off that box, it reads as on each
+    frame's own box."""
+    from vivify.eval.sync import REDETECT, Track, mouth_opening
+
+    frames = [translate(head, 0, 6 * k) for k in range(REDETECT)]  # one detection, then the box is reused
+    track = Track(measure, steady=True)
+    for frame in frames:
+        track.add(frame)
+    own = []
+    for frame in frames:
+        larger = cv2.resize(frame, (512, 512), interpolation=cv2.INTER_CUBIC)  # as `Track` measures a 256² cell
+        own.append(mouth_opening(measure.steady_landmarks_at(larger, measure.detect(larger)[0])))
+    assert np.abs(np.array(track.curve) - own).max() < 0.005
+
+
 def test_eval_sync_prints_n_a_where_nothing_was_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A cell with no face has no r and no lag: "n/a", not a lag of +0."""
     from vivify.cli import main

@@ -6,7 +6,10 @@ outer eye corners (36, 45). Each cell's curve is compared with the driving video
 −1, 0 and +1 frames; the best r and its lag are reported (target: r ≥ 0.8 at |lag| ≤ 1 in every cell).
 
 Faces are detected every `REDETECT` frames and the box is reused in between (dlib's HOG detector is the slow
-part; the landmark fit tolerates a box a few frames old). The landmark fit always returns points, so a box
+part; the landmark fit tolerates a box a few pixels off). A face that has moved by more than `_LEFT_ITS_BOX` of
+its box since (its points in the frame before, against those fitted on the box's own frame) is detected again at
+once: a head coming down by a sixth of its box in four frames, fitted on the box of the first, read a shut mouth
+as wide open (0.17 eye spans against 0.004 on its own box). The landmark fit always returns points, so a box
 must not outlive its face: where a detection finds none, that frame is not measured, the face is searched for
 on every frame until it is found again, and the frames measured on the old box since it was detected are
 searched too (only then: detections fail rarely on real faces), each left unmeasured where it has no face. A
@@ -40,6 +43,8 @@ from vivify.landmarks import topology
 from vivify.landmarks.facemesh import FaceTracker
 
 REDETECT = 5
+# A face moved this far (a share of its box's height) from where its box was detected is detected again.
+_LEFT_ITS_BOX = 0.04
 _MIN_SIDE = 400  # px: smaller cells are upscaled before measuring
 TARGET_R = 0.8
 LAGS = (-1, 0, 1)
@@ -79,14 +84,16 @@ class MeshTrack:
 
 
 class Track:
-    """One face's opening curve, re-detecting its box every REDETECT frames; frames without a face are not
-    measured (NaN, no points; see the module's description). `steady`: each frame's points are the average of
-    fits from 9 boxes around the detected one (`DlibFaceMeasure.steady_landmarks_at`)."""
+    """One face's opening curve, re-detecting its box every REDETECT frames and once the face has moved off it
+    (`_LEFT_ITS_BOX`); frames without a face are not measured (NaN, no points; see the module's description).
+    `steady`: each frame's points are the average of fits from 9 boxes around the detected one
+    (`DlibFaceMeasure.steady_landmarks_at`)."""
 
     def __init__(self, measure: DlibFaceMeasure, steady: bool = False) -> None:
         self._measure = measure
         self._fit = measure.steady_landmarks_at if steady else measure.landmarks_at
         self._box: Box | None = None
+        self._anchor: np.ndarray | None = None  # the centre of the points fitted on the box's own frame
         # (index, image) of the frames measured on the box since it was detected, searched if its face is lost.
         self._on_old_box: list[tuple[int, np.ndarray]] = []
         self.curve: list[float] = []
@@ -95,17 +102,26 @@ class Track:
     def add(self, image: np.ndarray) -> None:
         if image.shape[0] < _MIN_SIDE:  # dlib's 68 points are coarse on small faces: measure at twice the size
             image = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
-        if self._box is None or len(self._on_old_box) == REDETECT - 1:
+        if self._box is None or len(self._on_old_box) == REDETECT - 1 or self._face_left_its_box():
             boxes = self._measure.detect(image)
             self._box = boxes[0] if boxes else None
             if self._box is None:
                 self._forget_faceless(self._on_old_box)
             self._on_old_box = []
+            self._anchor = None
         else:
             self._on_old_box.append((len(self.curve), image))
         points = None if self._box is None else self._fit(image, self._box)
+        if self._anchor is None and points is not None:
+            self._anchor = points.mean(axis=0)
         self.points.append(points)
         self.curve.append(np.nan if points is None else mouth_opening(points))
+
+    def _face_left_its_box(self) -> bool:
+        last = self.points[-1] if self.points else None
+        if self._box is None or self._anchor is None or last is None:
+            return False
+        return float(np.linalg.norm(last.mean(axis=0) - self._anchor)) > _LEFT_ITS_BOX * self._box.height
 
     def _forget_faceless(self, frames: list[tuple[int, np.ndarray]]) -> None:
         for index, image in frames:
