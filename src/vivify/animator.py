@@ -23,6 +23,7 @@ from vivify.render.eyelid import EyelidPainter, limit_lid_travel
 from vivify.render.interior import LEFT_EYE, MOUTH, RIGHT_EYE, InteriorPainter, build_lab_tables
 from vivify.render.lips import close_lips
 from vivify.render.patch import Box
+from vivify.render.resample import resample
 from vivify.render.warp import HeadWarp
 
 MIN_FACE_PIXELS = 48
@@ -271,7 +272,7 @@ class Animator:
                 # that passes landmarks tracks in a thread of its own, or renders several animators at once:
                 # there the cores are busy, and a hand-off would only cost.
                 detail = self._helper.submit(detail).result
-        warped = cv2.remap(self._layers, source_map, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = resample(self._layers, source_map, face_box)
         self._moved_person = cv2.extractChannel(warped, 3)
         alpha = self._moved_person.astype(np.float32)
         alpha *= 1.0 / 255.0
