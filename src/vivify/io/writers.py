@@ -74,7 +74,7 @@ _AUDIO = {"h264": ("aac", 128_000), "vp9": ("libopus", 96_000)}
 # stays ~4 frames (a 1080p RGB frame is 6 MB).
 _QUEUE_DEPTH = 4
 # H.264 frames larger than level 5.1/5.2 allows (36,864 macroblocks of 16×16: 4096×2304) play in desktop software
-# players but not on most phones, in hardware decoders or in many browsers; a phone's 12-MP photo, animated at its
+# players but not on many phones, in hardware decoders or in many browsers; a phone's 12-MP photo, animated at its
 # own size, makes such a video. Beyond level 6.2 (139,264) no H.264 level describes the frames at all.
 _H264_WIDELY_PLAYED_MACROBLOCKS = 36_864
 _H264_LARGEST_LEVEL_MACROBLOCKS = 139_264
