@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -24,3 +26,20 @@ def region_around(image: np.ndarray, points: np.ndarray, margin: int = 2) -> tup
 def blend_into(box: np.ndarray, patch: np.ndarray, weight: np.ndarray) -> None:
     """box ← patch·weight + box·(1 − weight), in place; `weight` float32 in 0..1, one per pixel."""
     box[:] = cv2.blendLinear(patch, np.ascontiguousarray(box), weight, 1.0 - weight)
+
+
+@functools.lru_cache(maxsize=64)
+def feather(size: tuple[int, int], width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (h, w) over a box of `size` (w, h): 0 on its edge, rising smoothly to 1 at `width` pixels inside
+    it; and one minus them. Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
+    ramps = [smoothstep(np.clip(np.minimum(np.arange(n), n - 1 - np.arange(n)) / width, 0.0, 1.0)).astype(np.float32)
+             for n in size]
+    weight = np.minimum.outer(ramps[1], ramps[0])
+    inverse = 1.0 - weight
+    weight.flags.writeable = inverse.flags.writeable = False
+    return weight, inverse
+
+
+def smoothstep(w: np.ndarray) -> np.ndarray:
+    """0 at 0, 1 at 1 (inputs in 0..1), with level ends: blends that meet without a crease."""
+    return w * w * (3 - 2 * w)

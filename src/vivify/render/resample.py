@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vivify.render.patch import Box, blend_into
+from vivify.render.patch import Box, feather
 
 # The band over which the bicubic face gives way to the bilinear surround, in face-box heights.
 _FEATHER = 0.1
@@ -32,14 +32,7 @@ def resample(layers: np.ndarray, source_map: np.ndarray, face_box: Box) -> np.nd
     if x1 - x0 < 2 or y1 - y0 < 2:
         return warped
     sharp = cv2.remap(layers, source_map[y0:y1, x0:x1], None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    band = max(1.0, _FEATHER * (y1 - y0))
-    weight = _ramp(y1 - y0, band)[:, None] * _ramp(x1 - x0, band)[None, :]
-    blend_into(warped[y0:y1, x0:x1], sharp, weight)
+    weight, inverse = feather((x1 - x0, y1 - y0), max(1, round(_FEATHER * (y1 - y0))))
+    face = warped[y0:y1, x0:x1]
+    face[:] = cv2.blendLinear(sharp, np.ascontiguousarray(face), weight, inverse)
     return warped
-
-
-def _ramp(length: int, band: float) -> np.ndarray:
-    """Per pixel of a span of `length`: rising linearly from 0 before its first pixel to 1 at `band` pixels in,
-    and falling the same way to its end (float32)."""
-    position = np.arange(length, dtype=np.float32)
-    return np.clip((np.minimum(position, length - 1 - position) + 1.0) / (band + 1.0), 0.0, 1.0)

@@ -9,7 +9,6 @@ upsampled, so the per-pixel work is one `cv2.remap` of the region of interest.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 from vivify.landmarks import topology
 from vivify.motion.body import BodyShift
 from vivify.motion.pose import Similarity, fit_similarity
-from vivify.render.patch import Box
+from vivify.render.patch import Box, feather, smoothstep
 
 # Share of the head's translation that the base of the neck follows.
 _NECK_FOLLOW = 0.3
@@ -155,7 +154,7 @@ class HeadWarp:
             wy = np.minimum(wy, np.clip(gy / band_y, 0, 1))
         if r.y1 < height:
             wy = np.minimum(wy, np.clip((rh - 1 - gy) / band_y, 0, 1))
-        return _smoothstep(wy)[:, None] * _smoothstep(wx)[None, :]
+        return smoothstep(wy)[:, None] * smoothstep(wx)[None, :]
 
     def controls(self, target: np.ndarray, head_motion: Similarity) -> tuple[np.ndarray, np.ndarray]:
         """Where control points go in the output (targets) and where they come from in the portrait."""
@@ -296,7 +295,7 @@ class HeadWarp:
                 # Feathered in over the box's margin: where the warp bends hard at the box's edge (a turn pulls
                 # the cheek in beside the eye) the coarse map differs from the fine one, and a plain paste
                 # would show the box as a seam.
-                fine_weight, coarse_weight = _feather((fx1 - fx0, fy1 - fy0), 2 * self.fine_step)
+                fine_weight, coarse_weight = feather((fx1 - fx0, fy1 - fy0), 2 * self.fine_step)
                 covered = source_map[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
                 covered[:] = cv2.blendLinear(upsampled[inside], covered, fine_weight[inside], coarse_weight[inside])
         return source_map
@@ -316,7 +315,7 @@ class HeadWarp:
         down = np.array([-eye_line[1], eye_line[0]]) / self._face_height
         start, end = _HAIR_FADE
         below_eyes = (points @ down.astype(np.float32)) + float((self._origin - 0.5 * (left + right)) @ down)
-        held = 1.0 - _smoothstep(np.clip((below_eyes - start) / (end - start), 0.0, 1.0))
+        held = 1.0 - smoothstep(np.clip((below_eyes - start) / (end - start), 0.0, 1.0))
         # What the head's motion alone would shift them by: back through it, less where they are.
         back = head_motion.inverse()
         at_head = points @ (back.linear.T - np.eye(2)).astype(np.float32) + (
@@ -335,7 +334,7 @@ class HeadWarp:
         distance = cv2.distanceTransform(face, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         at = _cell_index(points, self.step).astype(np.float32).reshape(-1, 1, 2)
         distance = cv2.remap(distance, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 1)
-        return _smoothstep(np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0))
+        return smoothstep(np.clip(distance * (self.step / (_BODY_BLEND * self._face_height)), 0.0, 1.0))
 
     def _face_box(self, target: np.ndarray) -> Box:
         """The box (region pixels) of the target's face oval."""
@@ -437,23 +436,6 @@ class _SplineEvaluator:
         cv2.max(d2, _MIN_SQUARED_DISTANCE, dst=d2)  # NumPy's maximum takes four times as long
         _tps_kernel(d2, out=work)
         return work @ coeffs[:n] + (points @ coeffs[n + 1:] + coeffs[n])
-
-
-@functools.lru_cache(maxsize=64)
-def _feather(size: tuple[int, int], width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (h, w) over a box: 0 on its edge, rising smoothly to 1 at `width` pixels inside it; and one
-    minus them. Boxes keep much the same size from frame to frame, so they are kept (read-only)."""
-    ramps = [_smoothstep(np.clip(np.minimum(np.arange(n), n - 1 - np.arange(n)) / width, 0.0, 1.0)).astype(np.float32)
-             for n in size]
-    weight = np.minimum.outer(ramps[1], ramps[0])
-    inverse = 1.0 - weight
-    weight.flags.writeable = inverse.flags.writeable = False
-    return weight, inverse
-
-
-def _smoothstep(w: np.ndarray) -> np.ndarray:
-    """0 at 0, 1 at 1 (inputs in 0..1), with level ends: blends that meet without a crease."""
-    return w * w * (3 - 2 * w)
 
 
 def _cell_centres(start: int, stop: int, step: int) -> np.ndarray:
